@@ -1,0 +1,169 @@
+"""Depth-order algebra: ranks from pairwise constraints, cycle breaking, and the reverse.
+
+A constraint ``(a, b, w)`` says "index a is in front of index b" with weight ``w`` (evidence strength).
+Ranks are 1-based, 1 = front-most.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Constraint:
+    front: int
+    back: int
+    weight: float = 1.0
+
+
+@dataclass
+class Ordering:
+    """Result of `ranks_from_constraints`: ranks per index and the constraints dropped to break cycles."""
+
+    ranks: list[int]
+    dropped: list[Constraint]
+
+
+def _as_constraints(pairs: Iterable[Constraint | tuple]) -> list[Constraint]:
+    out = []
+    for p in pairs:
+        out.append(p if isinstance(p, Constraint) else Constraint(int(p[0]), int(p[1]), float(p[2]) if len(p) > 2 else 1.0))
+    return out
+
+
+def _reaches(adj: list[set[int]], start: int, goal: int) -> bool:
+    stack, seen = [start], {start}
+    while stack:
+        node = stack.pop()
+        if node == goal:
+            return True
+        for nxt in adj[node]:
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
+    return False
+
+
+def ranks_from_constraints(
+    n: int, pairs: Iterable[Constraint | tuple], tie_break: Sequence[float] | None = None
+) -> Ordering:
+    """Total order of ``n`` items that satisfies as many (and the strongest) constraints as possible.
+
+    Constraints are merged per unordered pair (opposing evidence cancels), then added strongest first;
+    one that would close a cycle is dropped. Equal weights are taken in index order, so equal inputs give
+    equal outputs. Items left unordered are ranked by ``tie_break`` (smaller = more in front; default: index).
+    """
+    net: dict[tuple[int, int], float] = {}
+    for c in _as_constraints(pairs):
+        if not (0 <= c.front < n and 0 <= c.back < n):
+            raise ValueError(f"constraint {c.front}-{c.back} names an item outside 0..{n - 1}")
+        if c.front == c.back:
+            raise ValueError(f"constraint {c.front}-{c.back} puts an item in front of itself")
+        key = (min(c.front, c.back), max(c.front, c.back))
+        sign = 1.0 if c.front == key[0] else -1.0
+        net[key] = net.get(key, 0.0) + sign * c.weight
+    merged = [
+        Constraint(a, b, w) if w > 0 else Constraint(b, a, -w) for (a, b), w in sorted(net.items()) if w != 0
+    ]
+    merged.sort(key=lambda c: (-c.weight, c.front, c.back))
+    adj: list[set[int]] = [set() for _ in range(n)]
+    dropped = []
+    for c in merged:
+        if _reaches(adj, c.back, c.front):
+            dropped.append(c)
+        else:
+            adj[c.front].add(c.back)
+    keys = list(tie_break) if tie_break is not None else list(range(n))
+    indeg = [0] * n
+    for a in range(n):
+        for b in adj[a]:
+            indeg[b] += 1
+    heap = [(keys[i], i) for i in range(n) if indeg[i] == 0]
+    heapq.heapify(heap)
+    ranks = [0] * n
+    rank = 1
+    while heap:
+        _, node = heapq.heappop(heap)
+        ranks[node] = rank
+        rank += 1
+        for b in adj[node]:
+            indeg[b] -= 1
+            if indeg[b] == 0:
+                heapq.heappush(heap, (keys[b], b))
+    return Ordering(ranks=ranks, dropped=dropped)
+
+
+def parse_depth_constraint(text: str) -> list[tuple[int, int]]:
+    """COCOA ``depth_constraint`` (``"1-2,1-5"``) as ``(front_order, back_order)`` pairs."""
+    pairs = []
+    text = (text or "").strip()
+    if not text:
+        return pairs
+    for part in text.split(","):
+        bits = part.strip().split("-")
+        if len(bits) != 2 or not bits[0].strip().isdigit() or not bits[1].strip().isdigit():
+            raise ValueError(f"depth constraint {part.strip()!r} is not of the form 'A-B' with integers A and B")
+        pairs.append((int(bits[0]), int(bits[1])))
+    return pairs
+
+
+def format_depth_constraint(pairs: Iterable[tuple[int, int]]) -> str:
+    return ",".join(f"{a}-{b}" for a, b in pairs)
+
+
+def overlapping_pairs(ranks: Sequence[int], masks: Sequence[np.ndarray]) -> list[tuple[int, int]]:
+    """The reverse of ordering: every pair of overlapping masks as ``(front_index, back_index)``,
+    sorted by the front's then the back's rank (COCOA's ``depth_constraint`` order)."""
+    boxes = [_box(m) for m in masks]
+    pairs = []
+    for i in range(len(masks)):
+        for j in range(i + 1, len(masks)):
+            if boxes[i] is None or boxes[j] is None or not _boxes_meet(boxes[i], boxes[j]):
+                continue
+            y0, y1 = max(boxes[i][0], boxes[j][0]), min(boxes[i][1], boxes[j][1])
+            x0, x1 = max(boxes[i][2], boxes[j][2]), min(boxes[i][3], boxes[j][3])
+            if (masks[i][y0:y1, x0:x1] & masks[j][y0:y1, x0:x1]).any():
+                pairs.append((i, j) if ranks[i] < ranks[j] else (j, i))
+    pairs.sort(key=lambda p: (ranks[p[0]], ranks[p[1]]))
+    return pairs
+
+
+def constraints_from_overlap(visible: Sequence[np.ndarray], amodal: Sequence[np.ndarray]) -> list[Constraint]:
+    """Order evidence from masks alone: i is in front of j when i's visible mask covers more of j's
+    amodal mask than j's visible mask covers of i's (weight = the pixel difference)."""
+    out = []
+    for i in range(len(amodal)):
+        for j in range(i + 1, len(amodal)):
+            i_over_j = int((visible[i] & amodal[j]).sum())
+            j_over_i = int((visible[j] & amodal[i]).sum())
+            if i_over_j > j_over_i:
+                out.append(Constraint(i, j, float(i_over_j - j_over_i)))
+            elif j_over_i > i_over_j:
+                out.append(Constraint(j, i, float(j_over_i - i_over_j)))
+    return out
+
+
+def constraints_from_clusters(oco_ids: Sequence[int], ico_ids: Sequence[int]) -> list[Constraint]:
+    """KINS 2020: inside a cluster (``oco_id`` > 0) a smaller ``ico_id`` is in front."""
+    out = []
+    for i in range(len(oco_ids)):
+        for j in range(len(oco_ids)):
+            if i != j and oco_ids[i] > 0 and oco_ids[i] == oco_ids[j] and ico_ids[i] < ico_ids[j]:
+                out.append(Constraint(i, j, 1.0))
+    return out
+
+
+def _box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    ys = np.flatnonzero(mask.any(axis=1))
+    if ys.size == 0:
+        return None
+    xs = np.flatnonzero(mask.any(axis=0))
+    return int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
+
+
+def _boxes_meet(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]

@@ -1,0 +1,345 @@
+"""The one in-memory model of an annotated (or predicted) image: `AmodalScene` and `Instance`.
+
+Depth is a total order of ranks (1 = front-most, like COCOA's ``order``). Each instance stores its
+amodal mask and an *external occlusion* mask ``E_i`` (pixels hidden by something that is not an annotated
+instance). The visible mask is never stored; it is derived by the painter's rule::
+
+    visible_i = amodal_i \\ (union of amodal_j for every j in front of i) \\ E_i
+
+so a reorder changes exactly the pixels it should, and a file's visible masks survive a round trip.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+MOVES = ("forward", "backward", "front", "back")
+
+
+def _as_mask(mask: np.ndarray, height: int, width: int, what: str) -> np.ndarray:
+    arr = np.asarray(mask)
+    if arr.shape != (height, width):
+        raise ValueError(f"{what}: expected a mask of shape {(height, width)}, got {arr.shape}")
+    return arr.astype(bool, copy=False)
+
+
+@dataclass(eq=False)
+class Instance:
+    """One object of a scene.
+
+    ``amodal`` is the whole extent (bool HxW). ``polygons`` are source polygons (flat ``[x1, y1, ...]``
+    lists, absolute pixels) that rasterise exactly to ``amodal``; they are dropped as soon as the mask is
+    edited, so a writer can keep them only while they are still true. ``extra`` holds the fields of the
+    source record this project does not interpret; writers put them back unchanged.
+    """
+
+    id: int
+    amodal: np.ndarray
+    rank: int = 1
+    name: str = ""
+    category: int | None = None
+    is_stuff: bool = False
+    score: float | None = None
+    external: np.ndarray | None = None
+    polygons: list[list[float]] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    # Predictions attach their dense outputs here (full-frame float32 sem-dist map, int8 layers).
+    semdist: np.ndarray | None = None
+    layers: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.amodal = np.asarray(self.amodal, dtype=bool)
+        if self.amodal.ndim != 2:
+            raise ValueError(f"instance {self.id}: amodal mask must be 2-D, got shape {self.amodal.shape}")
+        if self.external is not None:
+            self.external = _as_mask(self.external, *self.amodal.shape, f"instance {self.id} external mask")
+            self.external = self.external & self.amodal
+            if not self.external.any():
+                self.external = None
+
+    @property
+    def area(self) -> int:
+        return int(self.amodal.sum())
+
+    def bbox(self) -> list[float]:
+        """Amodal box as COCO ``[x, y, w, h]`` (pixel-edge coordinates), all zeros when empty."""
+        return mask_bbox(self.amodal)
+
+    def set_amodal(self, mask: np.ndarray) -> None:
+        """Replace the amodal mask; source polygons and dense predictions no longer describe it."""
+        self.amodal = _as_mask(mask, *self.amodal.shape, f"instance {self.id} amodal mask").copy()
+        self.polygons = None
+        self.semdist = None
+        self.layers = None
+        if self.external is not None:
+            self.external = self.external & self.amodal
+            if not self.external.any():
+                self.external = None
+
+
+def mask_bbox(mask: np.ndarray) -> list[float]:
+    """COCO ``[x, y, w, h]`` box of a boolean mask (zeros for an empty mask)."""
+    ys = np.flatnonzero(mask.any(axis=1))
+    if ys.size == 0:
+        return [0.0, 0.0, 0.0, 0.0]
+    xs = np.flatnonzero(mask.any(axis=0))
+    return [float(xs[0]), float(ys[0]), float(xs[-1] - xs[0] + 1), float(ys[-1] - ys[0] + 1)]
+
+
+@dataclass(eq=False)
+class AmodalScene:
+    """An image and its instances with a total depth order.
+
+    ``instances`` keeps the source order (the order records had in the file); depth lives in each
+    instance's ``rank``, a permutation of ``1..N``. ``image`` holds the image record's fields (``id``,
+    ``file_name``, ``height``, ``width`` and whatever else the file had); ``annotation`` holds the fields of
+    a COCOA annotation record (``id``, ``author``, ...) that are not regions.
+    """
+
+    image: dict[str, Any]
+    instances: list[Instance] = field(default_factory=list)
+    annotation: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key in ("id", "height", "width"):
+            if key not in self.image:
+                raise ValueError(f"scene image record needs '{key}'")
+        self.image.setdefault("file_name", "")
+        for inst in self.instances:
+            if inst.amodal.shape != self.shape:
+                raise ValueError(
+                    f"instance {inst.id}: mask shape {inst.amodal.shape} does not match image {self.shape}"
+                )
+        if self.instances:
+            self.check_ranks()
+
+    # ----- basic facts -------------------------------------------------------------------------
+    @property
+    def image_id(self) -> int:
+        return int(self.image["id"])
+
+    @property
+    def height(self) -> int:
+        return int(self.image["height"])
+
+    @property
+    def width(self) -> int:
+        return int(self.image["width"])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+    @property
+    def file_name(self) -> str:
+        return str(self.image.get("file_name", ""))
+
+    def __len__(self) -> int:
+        return len(self.instances)
+
+    def index_of(self, instance_id: int) -> int:
+        for i, inst in enumerate(self.instances):
+            if inst.id == instance_id:
+                return i
+        raise KeyError(f"scene {self.image_id} has no instance with id {instance_id}")
+
+    def get(self, instance_id: int) -> Instance:
+        return self.instances[self.index_of(instance_id)]
+
+    def next_instance_id(self) -> int:
+        return max((inst.id for inst in self.instances), default=0) + 1
+
+    def copy(self) -> AmodalScene:
+        return copy.deepcopy(self)
+
+    # ----- depth order -------------------------------------------------------------------------
+    def ranks(self) -> list[int]:
+        return [inst.rank for inst in self.instances]
+
+    def check_ranks(self) -> None:
+        ranks = sorted(self.ranks())
+        if ranks != list(range(1, len(ranks) + 1)):
+            raise ValueError(f"scene {self.image_id}: ranks must be a permutation of 1..{len(ranks)}, got {ranks}")
+
+    def front_to_back(self) -> list[int]:
+        """Indices into ``instances`` sorted front-most first."""
+        return sorted(range(len(self.instances)), key=lambda i: self.instances[i].rank)
+
+    def set_order(self, front_to_back_ids: Sequence[int]) -> None:
+        """Assign ranks 1..N following the given instance ids, front-most first."""
+        ids = [inst.id for inst in self.instances]
+        if sorted(front_to_back_ids) != sorted(ids):
+            raise ValueError(f"order {list(front_to_back_ids)} must name every instance {ids} once")
+        for rank, inst_id in enumerate(front_to_back_ids, start=1):
+            self.get(inst_id).rank = rank
+
+    def order_ids(self) -> list[int]:
+        """Instance ids front-most first."""
+        return [self.instances[i].id for i in self.front_to_back()]
+
+    def move(self, instance_id: int, where: str) -> None:
+        """Reorder one instance: ``forward``/``backward`` one step, or to the ``front``/``back``."""
+        if where not in MOVES:
+            raise ValueError(f"move must be one of {MOVES}, got {where!r}")
+        order = self.order_ids()
+        pos = order.index(self.get(instance_id).id)
+        order.pop(pos)
+        new_pos = {"forward": max(pos - 1, 0), "backward": min(pos + 1, len(order)), "front": 0, "back": len(order)}
+        order.insert(new_pos[where], instance_id)
+        self.set_order(order)
+
+    def put_in_front(self, front_id: int, behind_id: int) -> None:
+        """Move ``front_id`` to just before ``behind_id`` when it is behind it; no change otherwise."""
+        if front_id == behind_id:
+            raise ValueError("an instance cannot be put in front of itself")
+        order = self.order_ids()
+        if order.index(front_id) < order.index(behind_id):
+            return
+        order.remove(front_id)
+        order.insert(order.index(behind_id), front_id)
+        self.set_order(order)
+
+    # ----- derived masks -----------------------------------------------------------------------
+    def visible_masks(self) -> list[np.ndarray]:
+        """Visible mask of every instance (source order), by the painter's rule."""
+        out: list[np.ndarray] = [np.zeros(0, bool)] * len(self.instances)
+        covered = np.zeros(self.shape, dtype=bool)
+        for i in self.front_to_back():
+            inst = self.instances[i]
+            vis = inst.amodal & ~covered
+            if inst.external is not None:
+                vis &= ~inst.external
+            out[i] = vis
+            covered |= inst.amodal
+        return out
+
+    def visible(self, instance_id: int) -> np.ndarray:
+        inst = self.get(instance_id)
+        vis = inst.amodal & ~self.front_union(instance_id)
+        if inst.external is not None:
+            vis &= ~inst.external
+        return vis
+
+    def occluded(self, instance_id: int) -> np.ndarray:
+        inst = self.get(instance_id)
+        return inst.amodal & ~self.visible(instance_id)
+
+    def front_union(self, instance_id: int) -> np.ndarray:
+        """Union of the amodal masks of every instance in front of the given one."""
+        rank = self.get(instance_id).rank
+        covered = np.zeros(self.shape, dtype=bool)
+        for inst in self.instances:
+            if inst.rank < rank:
+                covered |= inst.amodal
+        return covered
+
+    def occlude_rates(self) -> list[float]:
+        """|occluded| / |amodal| per instance (0.0 for an empty mask)."""
+        rates = []
+        for inst, vis in zip(self.instances, self.visible_masks()):
+            area = inst.area
+            rates.append(float((area - int(vis.sum())) / area) if area else 0.0)
+        return rates
+
+    def occluders(self, instance_id: int) -> list[int]:
+        """Ids of the instances in front of the given one whose amodal mask overlaps it."""
+        inst = self.get(instance_id)
+        return [o.id for o in self.instances if o.rank < inst.rank and (o.amodal & inst.amodal).any()]
+
+    def occludees(self, instance_id: int) -> list[int]:
+        """Ids of the instances behind the given one whose amodal mask overlaps it."""
+        inst = self.get(instance_id)
+        return [o.id for o in self.instances if o.rank > inst.rank and (o.amodal & inst.amodal).any()]
+
+    def instances_at(self, x: int, y: int) -> list[int]:
+        """Ids of the instances whose amodal mask covers pixel (x, y), front-most first."""
+        if not (0 <= y < self.height and 0 <= x < self.width):
+            return []
+        return [self.instances[i].id for i in self.front_to_back() if self.instances[i].amodal[y, x]]
+
+    # ----- editing -----------------------------------------------------------------------------
+    def add(self, instance: Instance, rank: int | None = None) -> Instance:
+        """Add an instance at ``rank`` (default: at the back); the others shift back."""
+        if instance.amodal.shape != self.shape:
+            raise ValueError(f"instance mask shape {instance.amodal.shape} does not match image {self.shape}")
+        if any(inst.id == instance.id for inst in self.instances):
+            raise ValueError(f"scene {self.image_id} already has an instance with id {instance.id}")
+        order = self.order_ids()
+        pos = len(order) if rank is None else min(max(rank - 1, 0), len(order))
+        self.instances.append(instance)
+        order.insert(pos, instance.id)
+        self.set_order(order)
+        return instance
+
+    def remove(self, instance_id: int) -> Instance:
+        inst = self.instances.pop(self.index_of(instance_id))
+        self.set_order([i for i in self.order_ids()])
+        return inst
+
+    def set_visible(self, visible: Sequence[np.ndarray]) -> None:
+        """Set each instance's external occlusion so that the painter's rule yields ``visible``.
+
+        ``E_i = amodal_i \\ visible_i \\ union(front amodal)``. Visible pixels outside the amodal mask or
+        under a front instance cannot be represented and are ignored (``validate`` reports them).
+        """
+        if len(visible) != len(self.instances):
+            raise ValueError(f"expected {len(self.instances)} visible masks, got {len(visible)}")
+        covered = np.zeros(self.shape, dtype=bool)
+        for i in self.front_to_back():
+            inst = self.instances[i]
+            vis = _as_mask(visible[i], *self.shape, f"instance {inst.id} visible mask")
+            ext = inst.amodal & ~vis & ~covered
+            inst.external = ext if ext.any() else None
+            covered |= inst.amodal
+
+
+def renumber_ranks(ranks: Iterable[float]) -> list[int]:
+    """Dense ranks 1..N from any sortable keys (ties broken by position), front-most = smallest key."""
+    keys = list(ranks)
+    order = sorted(range(len(keys)), key=lambda i: (keys[i], i))
+    out = [0] * len(keys)
+    for r, i in enumerate(order, start=1):
+        out[i] = r
+    return out
+
+
+@dataclass(eq=False)
+class AnnotationSet:
+    """The scenes of one annotation file, plus what the file holds besides them.
+
+    ``format`` names the source format (``cocoa``, ``coco``, ``kins2019``, ``kins2020``). ``categories``
+    are COCO category records (empty for class-agnostic COCOA). ``extra`` holds unknown top-level keys
+    (``info``, ``licenses``, ...), written back unchanged. ``images`` lists image records that have no
+    scene (an image nobody annotated), so they survive a round trip too.
+    """
+
+    scenes: list[AmodalScene] = field(default_factory=list)
+    categories: list[dict[str, Any]] = field(default_factory=list)
+    format: str = "cocoa"
+    extra: dict[str, Any] = field(default_factory=dict)
+    images: list[dict[str, Any]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    def __iter__(self):
+        return iter(self.scenes)
+
+    def scenes_for_image(self, image_id: int) -> list[AmodalScene]:
+        return [s for s in self.scenes if s.image_id == image_id]
+
+    def category_names(self) -> dict[int, str]:
+        return {int(c["id"]): str(c.get("name", c["id"])) for c in self.categories}
+
+    def image_records(self) -> list[dict[str, Any]]:
+        """Every image record once, in first-seen order (scenes first, then images without scenes)."""
+        seen: dict[int, dict[str, Any]] = {}
+        for s in self.scenes:
+            seen.setdefault(s.image_id, s.image)
+        for rec in self.images:
+            seen.setdefault(int(rec["id"]), rec)
+        return list(seen.values())
