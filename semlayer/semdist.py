@@ -201,7 +201,7 @@ def decode_scene(
 
 
 def _check_params(K: int, tau: float) -> None:
-    if int(K) != K or K < 1:
-        raise ValueError(f"K must be an integer >= 1, got {K}")
+    if int(K) != K or K < 2:
+        raise ValueError(f"K must be an integer >= 2 (one level for the visible part, at least one for occluded parts), got {K}")
     if not tau > 0:
         raise ValueError(f"tau must be > 0, got {tau}")

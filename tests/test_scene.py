@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+
+from semlayer.scene import AmodalScene, AnnotationSet, Instance, mask_bbox, renumber_ranks
+
+
+def rect(h, w, x0, y0, x1, y1):
+    m = np.zeros((h, w), bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def toy_scene():
+    """FORMATS.md's toy scene: region 1 (4x4 at x 1..4, y 1..4) in front of region 2 (6x4 at x 3..8, y 3..6)."""
+    return AmodalScene(
+        {"id": 7, "height": 8, "width": 10, "file_name": "toy.jpg"},
+        [Instance(1, rect(8, 10, 1, 1, 5, 5), rank=1, name="box"), Instance(2, rect(8, 10, 3, 3, 9, 7), rank=2, name="board")],
+    )
+
+
+def test_painters_rule_on_toy_scene():
+    s = toy_scene()
+    vis = s.visible_masks()
+    assert vis[0].sum() == 16
+    assert vis[1].sum() == 20
+    assert not (vis[1] & rect(8, 10, 3, 3, 5, 5)).any()
+    assert s.occlude_rates() == [0.0, 4 / 24]
+    assert s.occluders(2) == [1] and s.occludees(1) == [2]
+    assert s.instances_at(4, 4) == [1, 2]
+    assert s.instances_at(0, 0) == [] and s.instances_at(-1, 3) == []
+
+
+def test_move_updates_visible_masks_exactly():
+    s = toy_scene()
+    s.move(2, "front")
+    assert s.ranks() == [2, 1]
+    assert s.visible(1).sum() == 12 and s.visible(2).sum() == 24
+    s.move(2, "back")
+    assert s.ranks() == [1, 2]
+    s.move(1, "backward")
+    assert s.order_ids() == [2, 1]
+    s.move(1, "forward")
+    assert s.order_ids() == [1, 2]
+    s.move(1, "forward")  # already in front: no change
+    assert s.order_ids() == [1, 2]
+    with pytest.raises(ValueError, match="move must be one of"):
+        s.move(1, "up")
+    with pytest.raises(KeyError):
+        s.move(9, "front")
+
+
+def test_put_in_front_and_external_occlusion_kept():
+    s = toy_scene()
+    ext = rect(8, 10, 7, 5, 9, 7)  # bottom-right corner of region 2 hidden by an unannotated object
+    s.set_visible([s.visible_masks()[0], s.visible_masks()[1] & ~ext])
+    assert s.instances[1].external.sum() == 4
+    s.put_in_front(2, 1)
+    assert s.order_ids() == [2, 1]
+    assert s.visible(2).sum() == 24 - 4  # external occlusion survives the reorder
+    assert s.visible(1).sum() == 12
+    s.put_in_front(2, 1)  # already in front: unchanged
+    assert s.order_ids() == [2, 1]
+
+
+def test_add_remove_and_rank_invariants():
+    s = toy_scene()
+    s.add(Instance(3, rect(8, 10, 0, 0, 2, 2)), rank=1)
+    assert s.order_ids() == [3, 1, 2]
+    assert s.visible(1).sum() == 16 - 1
+    s.remove(1)
+    assert s.order_ids() == [3, 2] and sorted(s.ranks()) == [1, 2]
+    with pytest.raises(ValueError, match="already has an instance"):
+        s.add(Instance(2, rect(8, 10, 0, 0, 1, 1)))
+    with pytest.raises(ValueError, match="permutation"):
+        AmodalScene({"id": 1, "height": 8, "width": 10}, [Instance(1, rect(8, 10, 0, 0, 1, 1), rank=2)])
+    with pytest.raises(ValueError, match="does not match image"):
+        AmodalScene({"id": 1, "height": 4, "width": 4}, [Instance(1, rect(8, 10, 0, 0, 1, 1))])
+
+
+def test_set_amodal_drops_stale_polygons_and_predictions():
+    s = toy_scene()
+    inst = s.get(1)
+    inst.polygons = [[1.0, 1.0, 5.0, 1.0, 5.0, 5.0, 1.0, 5.0]]
+    inst.semdist = np.ones((8, 10), np.float32)
+    inst.set_amodal(rect(8, 10, 1, 1, 4, 4))
+    assert inst.polygons is None and inst.semdist is None and inst.area == 9
+    assert s.occlude_rates()[1] == 1 / 24
+
+
+def test_helpers():
+    assert mask_bbox(rect(8, 10, 3, 3, 9, 7)) == [3.0, 3.0, 6.0, 4.0]
+    assert mask_bbox(np.zeros((3, 3), bool)) == [0.0, 0.0, 0.0, 0.0]
+    assert renumber_ranks([5, 2, 9, 2]) == [3, 1, 4, 2]
+    aset = AnnotationSet([toy_scene()], images=[{"id": 9, "height": 2, "width": 2}])
+    assert [r["id"] for r in aset.image_records()] == [7, 9]
+    assert len(aset.scenes_for_image(7)) == 1
