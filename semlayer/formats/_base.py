@@ -1,0 +1,347 @@
+"""What every reader shares: the error context, typed field access, mask parsing and scene building.
+
+Readers parse a file into `Group`s (one future scene each: an image, the annotation header and its
+`Region`s with the masks *as the file states them*). `build_scene` turns a group into an `AmodalScene`;
+`semlayer.formats.validate` checks the same groups for consistency, so readers and validator share one
+parser and cannot disagree on what a file means.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, NoReturn, TypeVar
+
+import numpy as np
+
+from ..errors import FormatError
+from ..order import Constraint, constraints_from_clusters, constraints_from_overlap, ranks_from_constraints
+from ..scene import AmodalScene, Instance, renumber_ranks
+from .masks import polygons_to_mask, rle_counts, rle_to_mask
+
+T = TypeVar("T")
+
+POLYGON = "a flat list of an even number (>= 6) of numbers"
+# Masks are held as dense boolean arrays: refuse sizes no image has rather than exhaust memory.
+MAX_SIDE = 65535
+SIDE = f"an integer from 1 to {MAX_SIDE}"
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One problem found by `validate`: where (a JSON path) and what was expected there."""
+
+    json_path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.json_path}: {self.message}" if self.json_path else self.message
+
+
+class Context:
+    """Names the source in errors. With ``violations`` set (validation), a bad record is recorded and
+    skipped instead of ending the read, so one pass reports every problem."""
+
+    def __init__(self, source: str, violations: list[Violation] | None = None):
+        self.source = source
+        self.violations = violations
+
+    def fail(self, path: str, expected: str) -> NoReturn:
+        raise FormatError(self.source, path, expected)
+
+    def attempt(self, parse: Callable[..., T], *args: Any) -> T | None:
+        """``parse(*args)``; when validating, a FormatError becomes a violation and the result is None."""
+        if self.violations is None:
+            return parse(*args)
+        try:
+            return parse(*args)
+        except FormatError as err:
+            self.violations.append(Violation(err.json_path, err.expected))
+            return None
+
+    def error(self, path: str, expected: str) -> None:
+        """Fail when reading; when validating, record the problem and go on."""
+        self.attempt(self.fail, path, expected)
+
+    def report(self, path: str, message: str) -> None:
+        """A consistency problem: only validation looks for these."""
+        if self.violations is not None:
+            self.violations.append(Violation(path, message))
+
+
+# ----- JSON values ------------------------------------------------------------------------------
+def kind(value: Any) -> str:
+    """How a JSON value reads in an error message."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}"
+    if isinstance(value, list):
+        return f"a list of {len(value)} items"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A finite JSON number (Python ints are always finite, and may be too big for a float)."""
+    return is_int(value) or (isinstance(value, float) and math.isfinite(value))
+
+
+def is_flag(value: Any) -> bool:
+    """COCOA's 0/1 flags (``isStuff``, ``iscrowd``); D2SA writes booleans."""
+    return isinstance(value, bool) or (is_int(value) and value in (0, 1))
+
+
+def join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def take(ctx: Context, rec: dict, key: str, path: str, ok: Callable[[Any], bool], expected: str,
+         default: Any = ...) -> Any:
+    """``rec[key]`` checked by ``ok``; missing keys get ``default`` or fail when there is none."""
+    if key not in rec:
+        if default is ...:
+            ctx.fail(join(path, key), f"{expected} (the key is missing)")
+        return default
+    value = rec[key]
+    if not ok(value):
+        ctx.fail(join(path, key), f"{expected}, got {kind(value)}")
+    return value
+
+
+def records(ctx: Context, obj: dict, key: str) -> list:
+    """A top-level list of records (``images``, ``annotations``, ``categories``)."""
+    return take(ctx, obj, key, "", lambda v: isinstance(v, list), "a list of objects")
+
+
+def record(ctx: Context, value: Any, path: str) -> dict:
+    if not isinstance(value, dict):
+        ctx.fail(path, f"an object, got {kind(value)}")
+    return value
+
+
+# ----- masks ------------------------------------------------------------------------------------
+def _numbers(value: Any) -> bool:
+    # exact type test: this runs on every polygon coordinate of a dataset (bool is no number here)
+    return isinstance(value, list) and all(type(v) is float or type(v) is int for v in value)
+
+
+def parse_polygon(ctx: Context, value: Any, path: str, shape: tuple[int, int]) -> list:
+    if not _numbers(value) or len(value) < 6 or len(value) % 2:
+        if _numbers(value):
+            ctx.fail(path, f"{POLYGON}, got a list of {len(value)} numbers")
+        ctx.fail(path, f"{POLYGON}, got {kind(value)}")
+    # pycocotools turns every edge into points at 5x resolution (and crashes on huge values): a polygon
+    # must stay within one image size of the image.
+    h, w = shape
+    inside = all(-w <= x <= 2 * w for x in value[0::2]) and all(-h <= y <= 2 * h for y in value[1::2])
+    if not inside:  # also catches NaN and infinities
+        ctx.fail(path, f"polygon points with x in [{-w}, {2 * w}] and y in [{-h}, {2 * h}] (the {h} x {w} image "
+                       "and one image size around it)")
+    return value
+
+
+def parse_rle(ctx: Context, value: dict, path: str, shape: tuple[int, int] | None) -> np.ndarray:
+    """Check a COCO RLE against the image size (``shape``; None: take the RLE's own size)."""
+    size = value.get("size")
+    if not (isinstance(size, list) and len(size) == 2 and all(is_int(v) and 0 < v <= MAX_SIDE for v in size)):
+        ctx.fail(join(path, "size"), f"[height, width], each {SIDE}, got {kind(size)}")
+    if shape is not None and tuple(size) != shape:
+        ctx.fail(join(path, "size"), f"[{shape[0]}, {shape[1]}] (the image's height and width), got {size}")
+    h, w = size
+    counts = value.get("counts")
+    if isinstance(counts, str):
+        runs = rle_counts(counts)
+        if runs is None:
+            ctx.fail(join(path, "counts"), "a COCO compressed RLE string")
+    elif isinstance(counts, list) and all(is_int(v) and 0 <= v <= h * w for v in counts):
+        runs = np.asarray(counts, np.int64)
+    else:
+        ctx.fail(join(path, "counts"), f"a COCO RLE string or a list of run lengths (integers from 0 to {h * w}), "
+                                       f"got {kind(counts)}")
+    if int(runs.sum()) != h * w:
+        ctx.fail(join(path, "counts"), f"runs that add up to {h} x {w} = {h * w} pixels, got {int(runs.sum())}")
+    return rle_to_mask({"size": [h, w], "counts": counts})
+
+
+def parse_mask(ctx: Context, value: Any, path: str, shape: tuple[int, int], flat_ok: bool = True
+               ) -> tuple[np.ndarray, list | None]:
+    """A COCO mask: RLE, polygons ``[[...], ...]`` or (``flat_ok``) one flat polygon.
+    Returns the mask and the polygons it came from (None for RLE)."""
+    if isinstance(value, dict):
+        return parse_rle(ctx, value, path, shape), None
+    if isinstance(value, list) and value and all(isinstance(p, list) for p in value):
+        polygons = [parse_polygon(ctx, p, join(path, i), shape) for i, p in enumerate(value)]
+        return polygons_to_mask(polygons, *shape), polygons
+    if flat_ok and value and _numbers(value):
+        polygon = parse_polygon(ctx, value, path, shape)
+        return polygons_to_mask([polygon], *shape), [polygon]
+    ctx.fail(path, "a COCO RLE {size, counts} or a non-empty list of polygons " f"({POLYGON} each), got {kind(value)}")
+
+
+def parse_image(ctx: Context, value: Any, path: str) -> dict:
+    rec = record(ctx, value, path)
+    take(ctx, rec, "id", path, is_int, "an integer image id")
+    for key in ("height", "width"):
+        take(ctx, rec, key, path, lambda v: is_int(v) and 0 < v <= MAX_SIDE, SIDE)
+    return rec
+
+
+def image_index(ctx: Context, images: list, path: str = "images") -> dict[int, dict | None]:
+    """Image records by id. When validating, a bad record maps to None: its annotations are skipped
+    without a second report."""
+    out: dict[int, dict | None] = {}
+    where: dict[int, int] = {}
+    for i, value in enumerate(images):
+        rec = ctx.attempt(parse_image, ctx, value, join(path, i))
+        if rec is None:
+            rid = value.get("id") if isinstance(value, dict) else None
+            if is_int(rid) and rid not in out:
+                out[rid], where[rid] = None, i
+            continue
+        if rec["id"] in out:
+            rid = rec["id"]
+            ctx.error(join(join(path, i), "id"), f"a unique image id; {path}[{where[rid]}] has id {rid} too")
+            continue
+        out[rec["id"]] = copy.deepcopy(rec)  # scenes own their image record; the caller's JSON stays untouched
+        where[rec["id"]] = i
+    return out
+
+
+def check_unique_ids(ctx: Context, recs: list, path: str) -> None:
+    """Duplicate ``id``s in a list of records (annotations, categories)."""
+    seen: dict[int, int] = {}
+    for i, rec in enumerate(recs):
+        rid = rec.get("id") if isinstance(rec, dict) else None
+        if not is_int(rid):
+            continue
+        if rid in seen:
+            ctx.error(join(join(path, i), "id"), f"a unique id; {path}[{seen[rid]}] has id {rid} too")
+        else:
+            seen[rid] = i
+
+
+# ----- groups and scenes ------------------------------------------------------------------------
+@dataclass
+class Region:
+    """One instance as its record states it (masks decoded, nothing derived yet)."""
+
+    path: str
+    id: int
+    amodal: np.ndarray
+    polygons: list | None = None
+    visible: np.ndarray | None = None
+    invisible: np.ndarray | None = None
+    occlude_rate: float | None = None
+    order: float | None = None  # explicit depth key, smaller = more in front
+    order_path: str = ""
+    name: str = ""
+    category: int | None = None
+    is_stuff: bool = False
+    score: float | None = None
+    cluster: tuple[int, int] | None = None  # KINS 2020 (oco_id, ico_id)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def visible_or_amodal(self) -> np.ndarray:
+        """The visible mask as stated (``visible_mask``, else amodal minus ``invisible_mask``)."""
+        if self.visible is not None:
+            return self.visible
+        if self.invisible is not None:
+            return self.amodal & ~self.invisible
+        return self.amodal
+
+    def hidden(self) -> np.ndarray:
+        """The invisible part as stated (``invisible_mask``, else amodal minus the visible mask)."""
+        return self.invisible if self.invisible is not None else self.amodal & ~self.visible_or_amodal()
+
+
+@dataclass
+class Group:
+    """The records that form one scene."""
+
+    path: str
+    image: dict[str, Any]
+    regions: list[Region]
+    annotation: dict[str, Any] = field(default_factory=dict)
+    tie_break: list[float] | None = None  # for orders inferred from the masks (default: record order)
+    order_kind: str = "inferred"  # "explicit" when every region has an authoritative rank
+
+
+@dataclass
+class Parsed:
+    """A file read up to its groups, which are decoded lazily (one scene's masks at a time)."""
+
+    format: str
+    groups: Iterator[Group]
+    categories: list[dict[str, Any]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    unannotated: list[dict[str, Any]] = field(default_factory=list)
+
+
+def parse_categories(ctx: Context, obj: dict) -> list[dict]:
+    """``categories`` (optional): objects with a unique integer ``id`` and a string ``name``."""
+    cats = records(ctx, obj, "categories") if "categories" in obj else []
+    out = []
+    for i, value in enumerate(cats):
+        path = f"categories[{i}]"
+        rec = ctx.attempt(record, ctx, value, path)
+        if rec is None or ctx.attempt(take, ctx, rec, "id", path, is_int, "an integer category id") is None:
+            continue
+        if ctx.attempt(take, ctx, rec, "name", path, lambda v: isinstance(v, str), "a string", "") is None:
+            continue
+        out.append(rec)
+    check_unique_ids(ctx, cats, "categories")
+    return out
+
+
+def group_ranks(group: Group) -> list[int]:
+    """Ranks 1..N: the explicit depth keys when every region has one, else the order evidence of the
+    masks (visible over amodal overlap), with KINS 2020 clusters taking precedence inside a cluster."""
+    regions = group.regions
+    keys = [r.order for r in regions]
+    if regions and all(k is not None for k in keys):
+        return renumber_ranks(keys)
+    amodal = [r.amodal for r in regions]
+    evidence = constraints_from_overlap([r.visible_or_amodal() for r in regions], amodal)
+    if any(r.cluster is not None for r in regions):
+        clusters = [r.cluster or (0, 0) for r in regions]
+        same = {(i, j) for i in range(len(regions)) for j in range(len(regions))
+                if clusters[i][0] > 0 and clusters[i][0] == clusters[j][0]}
+        evidence = [c for c in evidence if (c.front, c.back) not in same]
+        # Annotated cluster ranks outweigh any pixel evidence across clusters.
+        strong = float(sum(int(m.sum()) for m in amodal) + 1)
+        evidence += [Constraint(c.front, c.back, strong) for c in
+                     constraints_from_clusters([c[0] for c in clusters], [c[1] for c in clusters])]
+    return ranks_from_constraints(len(regions), evidence, tie_break=group.tie_break).ranks
+
+
+def build_scene(group: Group) -> AmodalScene:
+    ranks = group_ranks(group)
+    instances = [
+        Instance(
+            id=r.id, amodal=r.amodal, rank=rank, name=r.name, category=r.category, is_stuff=r.is_stuff,
+            score=r.score, polygons=copy.deepcopy(r.polygons), extra=r.extra,
+        )
+        for r, rank in zip(group.regions, ranks)
+    ]
+    scene = AmodalScene(group.image, instances, group.annotation)
+    scene.set_visible([r.visible_or_amodal() for r in group.regions])
+    return scene
+
+
+def split_known(rec: dict, known: frozenset[str] | set[str]) -> dict[str, Any]:
+    """The fields of a record this project does not interpret (kept and written back)."""
+    return {k: v for k, v in rec.items() if k not in known}
+

@@ -1,0 +1,104 @@
+"""Reading (format detected from the content) and writing annotation files."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from ..errors import ConfigError, FormatError
+from ..io_utils import atomic_write_json
+from ..scene import AnnotationSet
+from . import coco, cocoa, results
+from ._base import Context, Parsed, build_scene, kind
+from .coco import to_coco
+from .cocoa import to_cocoa
+from .results import to_results
+
+log = logging.getLogger(__name__)
+
+READ_FORMATS = ("cocoa", "coco", "kins2019", "kins2020", "results")
+WRITERS: dict[str, Callable[[AnnotationSet], Any]] = {"cocoa": to_cocoa, "coco": to_coco, "results": to_results}
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file; anything that is not a readable JSON document is a FormatError."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise FormatError(str(path), "", f"a readable file ({err.strerror})") from None
+    if not data.strip():
+        raise FormatError(str(path), "", "a JSON document, got an empty file")
+    try:
+        return json.loads(data)
+    except UnicodeDecodeError as err:
+        raise FormatError(str(path), "", f"UTF-8 encoded JSON ({err.reason} at byte {err.start})") from None
+    except json.JSONDecodeError as err:
+        raise FormatError(
+            str(path), "", f"complete, valid JSON; {err.msg} at line {err.lineno}, column {err.colno}"
+        ) from None
+    except RecursionError:
+        raise FormatError(str(path), "", "JSON nested less deeply than Python's recursion limit") from None
+
+
+def detect(obj: Any, source: str = "<memory>") -> str:
+    """The format of parsed JSON, from its content.
+
+    A top-level list is a results list. In an object, annotations with ``regions`` mean COCOA native,
+    with ``a_segm``/``i_segm`` KINS 2020, with ``inmodal_seg`` KINS 2019, anything else COCO-style; with
+    no annotation to look at, a file with ``categories`` is COCO-style and one without is COCOA.
+    """
+    if isinstance(obj, list):
+        return "results"
+    if not isinstance(obj, dict):
+        raise FormatError(
+            source, "", f"a JSON object with images and annotations, or a list of results; got {kind(obj)}"
+        )
+    anns = obj.get("annotations")
+    recs = [a for a in anns if isinstance(a, dict)] if isinstance(anns, list) else []
+    for keys, fmt in ((("regions",), "cocoa"), (("a_segm", "i_segm"), "kins2020"), (("inmodal_seg",), "kins2019")):
+        if any(k in a for a in recs for k in keys):
+            return fmt
+    if recs or "categories" in obj:
+        return "coco"
+    return "cocoa"
+
+
+def parse(ctx: Context, obj: Any, fmt: str, image_ids: Iterable[int] | None = None) -> Parsed:
+    wanted_ids = None if image_ids is None else {int(i) for i in image_ids}
+
+    def wanted(image_id: int) -> bool:
+        return wanted_ids is None or image_id in wanted_ids
+
+    if fmt == "results":
+        return results.parse(ctx, obj, wanted)
+    if fmt == "cocoa":
+        return cocoa.parse(ctx, obj, wanted)
+    return coco.parse(ctx, obj, wanted, fmt)
+
+
+def from_dict(obj: Any, source: str = "<memory>", image_ids: Iterable[int] | None = None) -> AnnotationSet:
+    """Scenes from parsed JSON of any supported format; ``source`` names the input in errors."""
+    fmt = detect(obj, source)
+    parsed = parse(Context(source), obj, fmt, image_ids)
+    scenes = [build_scene(group) for group in parsed.groups]
+    return AnnotationSet(scenes, parsed.categories, fmt, parsed.extra, parsed.unannotated)
+
+
+def load(path: str | os.PathLike, image_ids: Iterable[int] | None = None) -> AnnotationSet:
+    """Read an annotation or results file (format detected from the content); ``image_ids`` limits the
+    scenes to those images (the others are not decoded)."""
+    annset = from_dict(read_json(path), str(path), image_ids)
+    log.info("read %s: %s, %d scenes, %d instances", path, annset.format, len(annset),
+             sum(len(s) for s in annset.scenes))
+    return annset
+
+
+def save(annset: AnnotationSet, path: str | os.PathLike, format: str = "cocoa") -> None:
+    """Write ``annset`` as COCOA native, COCO-style amodal or a results list (atomically)."""
+    if format not in WRITERS:
+        raise ConfigError(f"format must be one of {', '.join(WRITERS)}, got {format!r}")
+    atomic_write_json(path, WRITERS[format](annset))
+    log.info("wrote %s: %s, %d scenes", path, format, len(annset))

@@ -1,0 +1,234 @@
+"""COCO-style amodal instances (COCOA-cls, COCOA "detectron", D2SA) and KINS 2019 / 2020: read; COCO-style:
+write. All annotations of an image form one scene (split by ``amodal_base.id`` when the file has one, so
+the several annotators of a BSDS image written by `to_coco` stay apart)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable
+
+import numpy as np
+
+from ..scene import AnnotationSet
+from ._base import (
+    Context, Group, Parsed, Region, check_unique_ids, image_index, is_flag, is_int, is_number, join, parse_categories,
+    parse_mask, record, records, split_known, take,
+)
+from .cocoa import ORDER, annotation_header
+from .masks import encode_rle, polygons_to_mask
+
+MASK = "a COCO RLE {size, counts} or a list of polygons"
+COCO_KEYS = frozenset({
+    "id", "image_id", "category_id", "segmentation", "area", "bbox", "visible_mask", "invisible_mask",
+    "occlude_rate", "amodal_region", "amodal_base", "score",
+})
+KINS2019_KEYS = frozenset({
+    "id", "image_id", "category_id", "segmentation", "bbox", "area", "inmodal_seg", "inmodal_bbox",
+})
+KINS2020_KEYS = frozenset({
+    "id", "image_id", "category_id", "a_segm", "a_bbox", "a_area", "i_segm", "i_bbox", "i_area", "oco_id", "ico_id",
+    # copies of the a_* fields that some scripts add for pycocotools
+    "segmentation", "bbox", "area",
+})
+REGION_KEYS = frozenset({"name", "area", "isStuff", "bbox", "order"})
+# `to_coco`'s category for class-agnostic data; read back as "no category" so COCOA -> COCO -> COCOA is exact.
+AGNOSTIC = {"id": 1, "name": "object"}
+
+
+class _Categories:
+    def __init__(self, categories: list[dict]):
+        self.agnostic = categories == [AGNOSTIC]
+        self.names = {c["id"]: c.get("name", "") for c in categories}
+
+    def category(self, ctx: Context, rec: dict, path: str) -> int | None:
+        cid = take(ctx, rec, "category_id", path, is_int, "an integer category id")
+        if self.names and cid not in self.names:
+            ctx.fail(join(path, "category_id"), f"the id of an entry in categories; there is no category with id {cid}")
+        return None if self.agnostic else cid
+
+    def name(self, cid: int | None) -> str:
+        return str(self.names.get(cid, "")) if cid is not None else ""
+
+
+def _mask(ctx: Context, rec: dict, key: str, path: str, shape: tuple[int, int], required: bool = True):
+    if not required and key not in rec:
+        return None, None
+    return parse_mask(ctx, take(ctx, rec, key, path, lambda v: True, MASK), join(path, key), shape)
+
+
+def _known(rec: dict, keys: frozenset[str], ctx: Context, path: str) -> frozenset[str]:
+    """``iscrowd`` 0/false is the default and written back as 0; any other value stays an unknown field."""
+    crowd = take(ctx, rec, "iscrowd", path, is_flag, "0 or 1 (or a boolean)", 0)
+    return keys | {"iscrowd"} if not crowd else keys
+
+
+def coco_region(ctx: Context, value: Any, path: str, shape: tuple[int, int], cats: _Categories) -> Region:
+    rec = record(ctx, value, path)
+    rid = take(ctx, rec, "id", path, is_int, "an integer annotation id")
+    cid = cats.category(ctx, rec, path)
+    amodal, polygons = _mask(ctx, rec, "segmentation", path, shape)
+    visible = _mask(ctx, rec, "visible_mask", path, shape, required=False)[0]
+    invisible = _mask(ctx, rec, "invisible_mask", path, shape, required=False)[0]
+    rate = take(ctx, rec, "occlude_rate", path, lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1]", None)
+    extra = split_known(rec, _known(rec, COCO_KEYS, ctx, path))
+    region = take(ctx, rec, "amodal_region", path, lambda v: isinstance(v, dict), "an object", {})
+    rpath = join(path, "amodal_region")
+    order = take(ctx, region, "order", rpath, lambda v: is_int(v) and v >= 1, ORDER, None)
+    # order_path marks an authoritative rank (painter's rule checked); occl_depth only sorts.
+    order_path = join(rpath, "order") if order is not None else ""
+    if order is None and "occl_depth" in rec:
+        order = take(ctx, rec, "occl_depth", path, is_number, "a number", None)
+    name = take(ctx, region, "name", rpath, lambda v: isinstance(v, str), "a string", None)
+    is_stuff = take(ctx, region, "isStuff", rpath, is_flag, "0 or 1", 0)
+    if split_known(region, REGION_KEYS):
+        extra["amodal_region"] = split_known(region, REGION_KEYS)
+    base = take(ctx, rec, "amodal_base", path, lambda v: isinstance(v, dict), "an object", {})
+    take(ctx, base, "id", join(path, "amodal_base"), is_int, "an integer annotation id", None)
+    return Region(
+        path=path, id=rid, amodal=amodal, polygons=polygons, visible=visible, invisible=invisible,
+        occlude_rate=rate, order=order, order_path=order_path, name=cats.name(cid) if name is None else name,
+        category=cid, is_stuff=bool(is_stuff), score=take(ctx, rec, "score", path, is_number, "a number", None),
+        extra=copy.deepcopy(extra),
+    )
+
+
+def kins2019_region(ctx: Context, value: Any, path: str, shape: tuple[int, int], cats: _Categories) -> Region:
+    rec = record(ctx, value, path)
+    rid = take(ctx, rec, "id", path, is_int, "an integer annotation id")
+    cid = cats.category(ctx, rec, path)
+    amodal, polygons = _mask(ctx, rec, "segmentation", path, shape)
+    visible = _mask(ctx, rec, "inmodal_seg", path, shape)[0]
+    extra = split_known(rec, _known(rec, KINS2019_KEYS, ctx, path))
+    return Region(path=path, id=rid, amodal=amodal, polygons=polygons, visible=visible, name=cats.name(cid),
+                  category=cid, extra=copy.deepcopy(extra))
+
+
+def kins2020_region(ctx: Context, value: Any, path: str, shape: tuple[int, int], cats: _Categories) -> Region:
+    rec = record(ctx, value, path)
+    rid = take(ctx, rec, "id", path, is_int, "an integer annotation id")
+    cid = cats.category(ctx, rec, path)
+    amodal, polygons = _mask(ctx, rec, "a_segm", path, shape)
+    visible = _mask(ctx, rec, "i_segm", path, shape, required=False)[0]
+    non_negative = (lambda v: is_int(v) and v >= 0)
+    oco = take(ctx, rec, "oco_id", path, non_negative, "an integer >= 0 (0 = overlaps nothing)", 0)
+    ico = take(ctx, rec, "ico_id", path, non_negative, "an integer >= 0 (rank in the cluster, 1 = front)", 0)
+    extra = split_known(rec, _known(rec, KINS2020_KEYS, ctx, path))
+    return Region(path=path, id=rid, amodal=amodal, polygons=polygons, visible=visible, name=cats.name(cid),
+                  category=cid, cluster=(oco, ico), extra=copy.deepcopy(extra))
+
+
+REGION_PARSERS = {"coco": coco_region, "kins2019": kins2019_region, "kins2020": kins2020_region}
+
+
+def _group_key(ctx: Context, value: Any, path: str, images: dict[int, dict], wanted: Callable[[int], bool]
+               ) -> tuple[int, Any] | None:
+    rec = record(ctx, value, path)
+    image_id = take(ctx, rec, "image_id", path, is_int, "an integer image id")
+    if not wanted(image_id):
+        return None
+    if image_id not in images:
+        ctx.fail(join(path, "image_id"), f"the id of an entry in images; there is no image with id {image_id}")
+    if images[image_id] is None:
+        return None  # validating: the image record's problem is reported already
+    base = rec.get("amodal_base")
+    return image_id, base.get("id") if isinstance(base, dict) and is_int(base.get("id")) else None
+
+
+def parse(ctx: Context, obj: dict, wanted: Callable[[int], bool], fmt: str) -> Parsed:
+    images = image_index(ctx, records(ctx, obj, "images"))
+    categories = parse_categories(ctx, obj)
+    cats = _Categories(categories)
+    anns = records(ctx, obj, "annotations")
+    check_unique_ids(ctx, anns, "annotations")
+    members: dict[tuple[int, Any], list[int]] = {}
+    for i, a in enumerate(anns):
+        key = ctx.attempt(_group_key, ctx, a, f"annotations[{i}]", images, wanted)
+        if key is not None:
+            members.setdefault(key, []).append(i)
+    parse_region = REGION_PARSERS[fmt]
+
+    def groups():
+        for (image_id, _), idx in members.items():
+            image = images[image_id]
+            shape = (image["height"], image["width"])
+            regions = [ctx.attempt(parse_region, ctx, anns[i], f"annotations[{i}]", shape, cats) for i in idx]
+            if any(r is None for r in regions):
+                continue
+            bases = [anns[i]["amodal_base"] for i in idx if isinstance(anns[i].get("amodal_base"), dict)]
+            base = bases[0] if bases and fmt == "coco" else None
+            explicit = all(r.order_path for r in regions)
+            yield Group("", image, regions, copy.deepcopy(base) if isinstance(base, dict) else {},
+                        order_kind="explicit" if explicit else "inferred")
+
+    used = {image_id for image_id, _ in members}
+    return Parsed(
+        fmt, groups(), [] if cats.agnostic else copy.deepcopy(categories),
+        copy.deepcopy(split_known(obj, {"images", "annotations", "categories"})),
+        [rec for iid, rec in images.items() if rec is not None and iid not in used and wanted(iid)],
+    )
+
+
+# ----- writing ----------------------------------------------------------------------------------
+def category_table(annset: AnnotationSet) -> tuple[list[dict[str, Any]], int]:
+    """Categories to write (every referenced id has an entry) and the id given to instances without a
+    category: the single ``{"id": 1, "name": "object"}`` for class-agnostic data."""
+    cats = copy.deepcopy(annset.categories)
+    known = {c["id"] for c in cats}
+    used = {inst.category for s in annset.scenes for inst in s.instances}
+    for cid in sorted(c for c in used if c is not None and c not in known):
+        cats.append({"id": cid, "name": str(cid)})
+        known.add(cid)
+    default = AGNOSTIC["id"] if not known else max(known) + 1
+    if None in used or not cats:
+        cats.append({"id": default, "name": AGNOSTIC["name"]})
+    return cats, default
+
+
+def _exact_polygons(polygons: list | None, amodal: np.ndarray) -> list | None:
+    if polygons and np.array_equal(polygons_to_mask(polygons, *amodal.shape), amodal):
+        return [list(p) for p in polygons]
+    return None
+
+
+def to_coco(annset: AnnotationSet) -> dict[str, Any]:
+    """COCO-style amodal JSON (pycocotools-readable); depth, names and the COCOA header survive in
+    ``amodal_region`` / ``amodal_base``."""
+    categories, default_cat = category_table(annset)
+    all_ids = [inst.id for s in annset.scenes for inst in s.instances]
+    keep_ids = len(set(all_ids)) == len(all_ids) and all(i >= 1 for i in all_ids)
+    anns = []
+    for scene in annset.scenes:
+        base = annotation_header(scene, scene.annotation.get("id")) if scene.annotation else None
+        for inst, vis in zip(scene.instances, scene.visible_masks()):
+            area = inst.area
+            hidden = inst.amodal & ~vis
+            n_hidden = int(hidden.sum())
+            polygons = _exact_polygons(inst.polygons, inst.amodal)
+            bbox = inst.bbox()
+            ann: dict[str, Any] = {
+                "id": inst.id if keep_ids else len(anns) + 1, "image_id": scene.image_id,
+                "category_id": default_cat if inst.category is None else inst.category,
+                "iscrowd": inst.extra.get("iscrowd", 0), "area": float(area), "bbox": bbox,
+                "segmentation": polygons if polygons is not None else encode_rle(inst.amodal),
+                "visible_mask": encode_rle(vis),
+            }
+            if n_hidden:
+                ann["invisible_mask"] = encode_rle(hidden)
+            ann["occlude_rate"] = n_hidden / area if area else 0.0
+            ann["amodal_region"] = {"name": inst.name, "area": float(area), "isStuff": int(inst.is_stuff),
+                                    "bbox": bbox, "order": inst.rank}
+            if isinstance(inst.extra.get("amodal_region"), dict):
+                for key, value in inst.extra["amodal_region"].items():
+                    ann["amodal_region"].setdefault(key, copy.deepcopy(value))
+            if base is not None:
+                ann["amodal_base"] = copy.deepcopy(base)
+            if inst.score is not None:
+                ann["score"] = float(inst.score)
+            for key, value in inst.extra.items():
+                ann.setdefault(key, copy.deepcopy(value))
+            anns.append(ann)
+    out: dict[str, Any] = {"images": copy.deepcopy(annset.image_records()), "categories": categories,
+                           "annotations": anns}
+    for key, value in annset.extra.items():
+        out.setdefault(key, copy.deepcopy(value))
+    return out

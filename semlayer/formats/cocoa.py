@@ -1,0 +1,188 @@
+"""COCOA native ("regions") format: ``COCO_amodal_*.json``, ``BSDS_amodal_*.json``.
+
+One scene per annotation record (BSDS has several annotators per image). A region's ``segmentation`` is
+ONE flat polygon; a region whose mask one polygon cannot describe exactly (several parts, holes) also
+carries the exact mask as RLE under ``amodal_mask``, which this reader prefers (docs/formats.md).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable
+
+import numpy as np
+
+from ..order import format_depth_constraint, overlapping_pairs
+from ..scene import AmodalScene, AnnotationSet
+from ._base import (
+    POLYGON, Context, Group, Parsed, Region, check_unique_ids, image_index, is_flag, is_int, is_number, join,
+    parse_categories, parse_polygon, parse_rle, record, records, split_known, take,
+)
+from .masks import encode_rle, mask_to_polygon, polygons_to_mask
+
+REGION_KEYS = frozenset({
+    "segmentation", "amodal_mask", "name", "area", "isStuff", "occlude_rate", "order", "visible_mask",
+    "invisible_mask", "score", "category_id",
+})
+ORDER = "an integer >= 1 (the depth rank, 1 = front-most)"
+RLE = "a COCO RLE {size, counts}"
+
+
+def _is_rle(value: Any) -> bool:
+    return isinstance(value, dict)
+
+
+def parse_region(ctx: Context, value: Any, path: str, shape: tuple[int, int], index: int) -> Region:
+    rec = record(ctx, value, path)
+    if "amodal_mask" in rec:
+        amodal = parse_rle(ctx, take(ctx, rec, "amodal_mask", path, _is_rle, RLE), join(path, "amodal_mask"), shape)
+        seg = take(ctx, rec, "segmentation", path, lambda v: isinstance(v, list), POLYGON)
+        polygons = None
+        if seg:  # the largest part's outline; it describes the mask only when it rasterises to it exactly
+            parse_polygon(ctx, seg, join(path, "segmentation"), shape)
+            if np.array_equal(polygons_to_mask([seg], *shape), amodal):
+                polygons = [seg]
+    else:
+        seg = parse_polygon(ctx, take(ctx, rec, "segmentation", path, lambda v: True, POLYGON),
+                            join(path, "segmentation"), shape)
+        polygons = [seg]
+        amodal = polygons_to_mask(polygons, *shape)
+    order = take(ctx, rec, "order", path, lambda v: is_int(v) and v >= 1, ORDER)
+    name = take(ctx, rec, "name", path, lambda v: isinstance(v, str), "a string", "")
+    is_stuff = take(ctx, rec, "isStuff", path, is_flag, "0 or 1", 0)
+    take(ctx, rec, "area", path, is_number, "a number", None)
+    rate = take(ctx, rec, "occlude_rate", path, lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1]", None)
+    masks = {}
+    for key in ("visible_mask", "invisible_mask"):
+        if key in rec:
+            masks[key] = parse_rle(ctx, take(ctx, rec, key, path, _is_rle, RLE), join(path, key), shape)
+    return Region(
+        path=path, id=index + 1, amodal=amodal, polygons=polygons, visible=masks.get("visible_mask"),
+        invisible=masks.get("invisible_mask"), occlude_rate=rate, order=order, order_path=join(path, "order"),
+        name=name, category=take(ctx, rec, "category_id", path, is_int, "an integer category id", None),
+        is_stuff=bool(is_stuff), score=take(ctx, rec, "score", path, is_number, "a number", None),
+        extra=copy.deepcopy(split_known(rec, REGION_KEYS)),
+    )
+
+
+def parse_annotation(ctx: Context, value: Any, path: str, images: dict[int, dict],
+                     wanted: Callable[[int], bool]) -> Group | None:
+    rec = record(ctx, value, path)
+    image_id = take(ctx, rec, "image_id", path, is_int, "an integer image id")
+    if not wanted(image_id):
+        return None
+    if image_id not in images:
+        ctx.fail(join(path, "image_id"), f"the id of an entry in images; there is no image with id {image_id}")
+    if images[image_id] is None:
+        return None  # validating: the image record's problem is reported already
+    take(ctx, rec, "id", path, is_int, "an integer annotation id")
+    take(ctx, rec, "depth_constraint", path, lambda v: isinstance(v, str), 'a string like "1-2,1-5"', "")
+    regions = take(ctx, rec, "regions", path, lambda v: isinstance(v, list), "a list of region objects")
+    image = images[image_id]
+    shape = (image["height"], image["width"])
+    parsed = [ctx.attempt(parse_region, ctx, r, f"{path}.regions[{j}]", shape, j) for j, r in enumerate(regions)]
+    if any(r is None for r in parsed):
+        return None  # validating: the region's problem is recorded; its group cannot be checked further
+    annotation = copy.deepcopy({k: v for k, v in rec.items() if k != "regions"})
+    return Group(path, image, parsed, annotation, order_kind="explicit")
+
+
+def parse(ctx: Context, obj: dict, wanted: Callable[[int], bool]) -> Parsed:
+    images = image_index(ctx, records(ctx, obj, "images"))
+    anns = records(ctx, obj, "annotations")
+    categories = parse_categories(ctx, obj)
+    check_unique_ids(ctx, anns, "annotations")
+    used = {a["image_id"] for a in anns if isinstance(a, dict) and is_int(a.get("image_id"))}
+
+    def groups():
+        for i, a in enumerate(anns):
+            group = ctx.attempt(parse_annotation, ctx, a, f"annotations[{i}]", images, wanted)
+            if group is not None:
+                yield group
+
+    return Parsed(
+        "cocoa", groups(), copy.deepcopy(categories),
+        copy.deepcopy(split_known(obj, {"images", "annotations", "categories"})),
+        [rec for iid, rec in images.items() if rec is not None and iid not in used and wanted(iid)],
+    )
+
+
+# ----- writing ----------------------------------------------------------------------------------
+def annotation_header(scene: AmodalScene, annotation_id: int | None) -> dict[str, Any]:
+    """The scene's COCOA annotation record without regions: its kept fields, with ``image_id``, ``size``
+    and ``depth_constraint`` (every overlapping pair, as orders "front-back") brought up to date."""
+    rec = copy.deepcopy(scene.annotation)
+    if annotation_id is not None:
+        rec["id"] = annotation_id
+    rec["image_id"] = scene.image_id
+    rec["size"] = len(scene)
+    ranks = scene.ranks()
+    pairs = overlapping_pairs(ranks, [inst.amodal for inst in scene.instances])
+    rec["depth_constraint"] = format_depth_constraint((ranks[a], ranks[b]) for a, b in pairs)
+    return rec
+
+
+def annotation_ids(scenes: list[AmodalScene]) -> list[int]:
+    """Each scene's annotation id: its own when it has a unique one, else a fresh one."""
+    own = [s.annotation.get("id") for s in scenes]
+    counts: dict[int, int] = {}
+    for aid in own:
+        if is_int(aid):
+            counts[aid] = counts.get(aid, 0) + 1
+    next_id = max(counts, default=0) + 1
+    out = []
+    for aid in own:
+        if is_int(aid) and counts[aid] == 1:
+            out.append(aid)
+        else:
+            out.append(next_id)
+            next_id += 1
+    return out
+
+
+def single_polygon(inst_polygons: list | None, amodal: np.ndarray) -> tuple[list, bool]:
+    """COCOA's one flat polygon for a mask, and whether it rasterises back to the mask exactly."""
+    if inst_polygons is not None and len(inst_polygons) == 1:
+        polygon = inst_polygons[0]
+    else:
+        polygon = mask_to_polygon(amodal)
+    if polygon is None:
+        return [], False
+    return list(polygon), bool(np.array_equal(polygons_to_mask([polygon], *amodal.shape), amodal))
+
+
+def to_cocoa(annset: AnnotationSet) -> dict[str, Any]:
+    """COCOA native JSON: one annotation record per scene, regions front-most first."""
+    anns = []
+    for scene, aid in zip(annset.scenes, annotation_ids(annset.scenes)):
+        visible = scene.visible_masks()
+        regions = []
+        for i in scene.front_to_back():
+            inst, vis = scene.instances[i], visible[i]
+            area = inst.area
+            hidden = inst.amodal & ~vis
+            n_hidden = int(hidden.sum())
+            polygon, exact = single_polygon(inst.polygons, inst.amodal)
+            region: dict[str, Any] = {
+                "order": inst.rank, "name": inst.name, "isStuff": int(inst.is_stuff), "area": area,
+                "occlude_rate": n_hidden / area if n_hidden else 0, "segmentation": polygon,
+            }
+            if n_hidden:
+                region["visible_mask"] = encode_rle(vis)
+                region["invisible_mask"] = encode_rle(hidden)
+            if not exact:
+                region["amodal_mask"] = encode_rle(inst.amodal)
+            if inst.category is not None:
+                region["category_id"] = inst.category
+            if inst.score is not None:
+                region["score"] = float(inst.score)
+            for key, value in inst.extra.items():
+                region.setdefault(key, copy.deepcopy(value))
+            regions.append(region)
+        anns.append({**annotation_header(scene, aid), "regions": regions})
+    out: dict[str, Any] = {"images": copy.deepcopy(annset.image_records()), "annotations": anns}
+    if annset.categories:
+        out["categories"] = copy.deepcopy(annset.categories)
+    for key, value in annset.extra.items():
+        out.setdefault(key, copy.deepcopy(value))
+    return out

@@ -1,0 +1,90 @@
+"""Mask codecs shared by every format: COCO RLE and polygons (pycocotools), outline tracing (OpenCV).
+
+pycocotools does not check what it decodes: a compressed ``counts`` string that sums to fewer pixels
+than ``h * w`` decodes to uninitialised memory. `rle_counts` checks a string first, vectorised, so a
+reader can reject a bad mask with a clear message before pycocotools sees it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+
+
+def encode_rle(mask: np.ndarray) -> dict[str, Any]:
+    """COCO compressed RLE of a boolean mask, ``{"size": [h, w], "counts": str}`` (JSON-ready)."""
+    rle = mask_utils.encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8)))
+    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
+
+
+def rle_counts(counts: str | bytes) -> np.ndarray | None:
+    """Run lengths of a compressed COCO RLE string (pycocotools' LEB128-like code), or None when the
+    string is not a valid encoding (characters outside ``0``..``o``, a cut-off number, a negative run)."""
+    raw = np.frombuffer(counts.encode("ascii", "replace") if isinstance(counts, str) else counts, np.uint8)
+    if raw.size == 0:
+        return np.zeros(0, np.int64)
+    c = raw.astype(np.int64) - 48
+    if c.min() < 0 or c.max() > 63:
+        return None
+    more = (c & 0x20) != 0
+    if more[-1]:
+        return None
+    ends = np.flatnonzero(~more)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    token = np.repeat(np.arange(ends.size), ends - starts + 1)
+    k = np.arange(c.size) - starts[token]
+    if k.max() > 7:  # more 5-bit groups than a 32-bit run length needs: garbage
+        return None
+    x = np.add.reduceat((c & 0x1F) << (5 * k), starts)
+    negative = (c[ends] & 0x10) != 0
+    x[negative] -= np.left_shift(1, 5 * (k[ends][negative] + 1))
+    # Runs from index 3 on are stored as the difference to the run two places before (pycocotools' rleToString).
+    x[1::2] = np.cumsum(x[1::2])
+    if x.size > 2:
+        x[2::2] = np.cumsum(x[2::2])
+    if (x < 0).any():
+        return None
+    return x
+
+
+def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
+    """Decode a checked COCO RLE (str/bytes counts, or a list of counts) to a boolean mask."""
+    h, w = (int(v) for v in rle["size"])
+    counts = rle["counts"]
+    if isinstance(counts, list):
+        rle = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
+    elif isinstance(counts, str):
+        rle = {"size": [h, w], "counts": counts.encode("ascii")}
+    return mask_utils.decode(rle).astype(bool)
+
+
+def polygons_to_mask(polygons: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
+    """Rasterise flat polygons (``[x1, y1, x2, y2, ...]``, each >= 3 points) the way pycocotools does."""
+    if not polygons:
+        return np.zeros((height, width), bool)
+    rles = mask_utils.frPyObjects([list(map(float, p)) for p in polygons], height, width)
+    return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
+
+
+def mask_to_polygon(mask: np.ndarray) -> list[float] | None:
+    """Outline of the largest part of a mask as one flat polygon along pixel edges, None when empty.
+
+    The mask is traced at twice its resolution, so every contour point maps to a pixel corner; for a
+    part without holes that is 4-connected the polygon rasterises back (pycocotools) to exactly that part.
+    """
+    ys = np.flatnonzero(mask.any(axis=1))
+    if ys.size == 0:
+        return None
+    xs = np.flatnonzero(mask.any(axis=0))
+    crop = mask[ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1].astype(np.uint8)
+    up = cv2.resize(crop, (2 * crop.shape[1], 2 * crop.shape[0]), interpolation=cv2.INTER_NEAREST)
+    contours, _ = cv2.findContours(up, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contour = max(contours, key=cv2.contourArea)[:, 0, :]
+    # doubled-grid pixel 2x -> left/top edge x, 2x+1 -> right/bottom edge x+1; then back to image coordinates
+    corners = (contour + 1) // 2 + np.array([xs[0], ys[0]])
+    keep = np.any(corners != np.roll(corners, 1, axis=0), axis=1)
+    corners = corners[keep] if keep.any() else corners[:1]
+    return [float(v) for v in corners.reshape(-1)]

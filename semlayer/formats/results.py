@@ -1,0 +1,97 @@
+"""COCO results lists (detections): ``[{image_id, category_id, segmentation: RLE, score, ...}]``.
+
+A results list has no image records: each image's size is its RLEs' ``size``. Our predictions also carry
+``visible_mask``, ``occlude_rate``, ``order`` (the depth rank) and ``area`` = visible fraction, the field
+occlusion-split evaluators read (FORMATS.md section 4).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable
+
+from ..scene import AnnotationSet
+from ._base import (
+    Context, Group, Parsed, Region, is_int, is_number, join, parse_mask, parse_rle, record, split_known, take,
+)
+from .coco import MASK, category_table
+from .cocoa import ORDER
+from .masks import encode_rle
+
+KEYS = frozenset({
+    "image_id", "category_id", "segmentation", "score", "area", "bbox", "visible_mask", "invisible_mask",
+    "occlude_rate", "order",
+})
+RLE = "a COCO RLE {size, counts} (a results list has no image sizes, so masks must be RLE)"
+
+
+def _region(ctx: Context, value: dict, path: str, index: int, shape: tuple[int, int] | None) -> Region:
+    seg = take(ctx, value, "segmentation", path, lambda v: isinstance(v, dict), RLE)
+    amodal = parse_rle(ctx, seg, join(path, "segmentation"), shape)
+    shape = amodal.shape
+    masks = {}
+    for key in ("visible_mask", "invisible_mask"):
+        if key in value:
+            masks[key] = parse_mask(ctx, take(ctx, value, key, path, lambda v: True, MASK), join(path, key), shape)[0]
+    rate = take(ctx, value, "occlude_rate", path, lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1]", None)
+    order = take(ctx, value, "order", path, lambda v: is_int(v) and v >= 1, ORDER, None)
+    return Region(
+        path=path, id=index + 1, amodal=amodal, visible=masks.get("visible_mask"),
+        invisible=masks.get("invisible_mask"),
+        occlude_rate=rate, order=order, order_path=join(path, "order") if order is not None else "",
+        category=take(ctx, value, "category_id", path, is_int, "an integer category id", None),
+        score=take(ctx, value, "score", path, is_number, "a number (the detection score)"),
+        extra=copy.deepcopy(split_known(value, KEYS)),
+    )
+
+
+def parse(ctx: Context, items: list, wanted: Callable[[int], bool]) -> Parsed:
+    members: dict[int, list[int]] = {}
+    for i, value in enumerate(items):
+        path = f"[{i}]"
+        rec = ctx.attempt(record, ctx, value, path)
+        image_id = None if rec is None else ctx.attempt(take, ctx, rec, "image_id", path, is_int, "an integer image id")
+        if image_id is not None and wanted(image_id):
+            members.setdefault(image_id, []).append(i)
+
+    def groups():
+        for image_id, idx in members.items():
+            regions: list[Region | None] = []
+            shape = None
+            for i in idx:
+                region = ctx.attempt(_region, ctx, items[i], f"[{i}]", i, shape)
+                regions.append(region)
+                if region is not None and shape is None:
+                    shape = region.amodal.shape
+            if shape is None or any(r is None for r in regions):
+                continue
+            image = {"id": image_id, "height": shape[0], "width": shape[1], "file_name": ""}
+            # Detections with no order and no visible masks: the higher score goes in front.
+            yield Group("", image, regions, tie_break=[-r.score for r in regions])
+
+    return Parsed("results", groups())
+
+
+def to_results(annset: AnnotationSet) -> list[dict[str, Any]]:
+    """One result per instance: amodal RLE, score (1.0 for ground truth), visible fraction as ``area``,
+    visible mask, occlude rate and depth rank."""
+    _, default_cat = category_table(annset)
+    out = []
+    for scene in annset.scenes:
+        for inst, vis in zip(scene.instances, scene.visible_masks()):
+            area = inst.area
+            shown = int(vis.sum())
+            item: dict[str, Any] = {
+                "image_id": scene.image_id,
+                "category_id": default_cat if inst.category is None else inst.category,
+                "segmentation": encode_rle(inst.amodal),
+                "score": 1.0 if inst.score is None else float(inst.score),
+                "area": shown / area if area else 0.0,
+                "visible_mask": encode_rle(vis),
+                "occlude_rate": (area - shown) / area if area else 0.0,
+                "order": inst.rank,
+            }
+            for key, value in inst.extra.items():
+                item.setdefault(key, copy.deepcopy(value))
+            out.append(item)
+    return out

@@ -1,0 +1,514 @@
+"""Figures for the app and the docs: depth-rank overlays, sem-dist level sets, the global layering map,
+one instance's sem-dist map as a heat map or a 3-D surface, and a one-instance inspection panel.
+
+Every function returns an RGB uint8 array. Overlays and panels are drawn with OpenCV (fast enough for
+interactive use); plots use matplotlib through its object API (``Figure`` + ``FigureCanvasAgg``), never
+pyplot, so no global figure state is created or leaked.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import cv2
+import matplotlib
+import matplotlib.cm
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import BoundaryNorm, ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+from .io_utils import atomic_write_bytes
+from .scene import AmodalScene
+from .semdist import DEFAULT_K, DEFAULT_TAU, SemDistMap, encode_scene, global_layering_map
+
+VIEWS = ("visible", "occluded", "amodal")
+RANK_CMAP = "plasma"
+# Fixed colours of the one-instance panel (RGB).
+VISIBLE_COLOR = (40, 210, 90)
+OCCLUDED_COLOR = (255, 40, 190)
+
+
+# ----- small helpers ----------------------------------------------------------------------------
+def rank_colors(n: int, cmap: str = RANK_CMAP) -> np.ndarray:
+    """(n + 1, 3) uint8 RGB, row r = colour of depth rank r (row 0 unused): front-most bright yellow,
+    back-most deep blue, evenly spaced on a perceptually uniform colormap."""
+    t = np.array([0.9]) if n <= 1 else np.linspace(0.9, 0.08, n)
+    rgb = (matplotlib.colormaps[cmap](t)[:, :3] * 255).round().astype(np.uint8)
+    return np.concatenate([np.zeros((1, 3), np.uint8), rgb], axis=0)
+
+
+def _check_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    img = np.asarray(image)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    if img.ndim != 3 or img.shape[2] not in (3, 4) or img.dtype != np.uint8:
+        raise ValueError(f"image must be an HxWx3 (or HxWx4) uint8 array, got {img.shape} {img.dtype}")
+    if img.shape[:2] != tuple(shape):
+        raise ValueError(f"image is {img.shape[1]}x{img.shape[0]} but the scene is {shape[1]}x{shape[0]}")
+    return img[..., :3]
+
+
+def _dim(image: np.ndarray, amount: float = 0.5) -> np.ndarray:
+    """Desaturate and darken so coloured annotations stand out (float32 RGB)."""
+    img = image.astype(np.float32)
+    gray = img @ np.array([0.299, 0.587, 0.114], np.float32)
+    return (0.35 * img + 0.65 * gray[..., None]) * amount
+
+
+def _box(mask: np.ndarray, margin: int = 0) -> tuple[int, int, int, int] | None:
+    ys = np.flatnonzero(mask.any(axis=1))
+    if ys.size == 0:
+        return None
+    xs = np.flatnonzero(mask.any(axis=0))
+    h, w = mask.shape
+    return (max(int(xs[0]) - margin, 0), max(int(ys[0]) - margin, 0),
+            min(int(xs[-1]) + 1 + margin, w), min(int(ys[-1]) + 1 + margin, h))
+
+
+def _hatch(box: tuple[int, int, int, int], period: int = 6, offset: int = 0) -> np.ndarray:
+    """Diagonal stripes (bool) over ``box`` of the image: the project's sign for hidden pixels. Stripes
+    are anchored to the image, so crops line up; ``offset`` shifts them, so the hatches of instances
+    hidden at the same pixels interleave instead of covering each other."""
+    x0, y0, x1, y1 = box
+    return (np.add.outer(np.arange(y0, y1), np.arange(x0, x1)) + offset) % period < max(period // 3, 1)
+
+
+def _fill(out: np.ndarray, parts: list, colors: Sequence[np.ndarray], alphas: Sequence[float], tint_visible: bool,
+          hatch_hidden: bool, period: int) -> None:
+    """Tint visible parts and hatch hidden ones, in place. ``parts`` are ``(index, box, visible crop,
+    hidden crop)``, back to front. Tints go first (visible parts never overlap); the hatches go on top of
+    everything, so a hidden part shows its own colour rather than the tint of what hides it, and each
+    part's stripes are shifted so hatches of parts hidden at the same pixels interleave."""
+    for (_, (x0, y0, x1, y1), vis, occ), color, a in zip(parts, colors, alphas):
+        weight = np.zeros(vis.shape, np.float32)
+        if tint_visible:
+            weight[vis] = a
+        if hatch_hidden:
+            weight[occ] = 0.25 * a  # a faint wash under the stripes keeps thin hidden slivers visible
+        region = out[y0:y1, x0:x1]
+        region += (color.astype(np.float32) - region) * weight[..., None]
+    if not hatch_hidden:
+        return
+    for k, ((_, box, _, occ), color, a) in enumerate(zip(parts, colors, alphas)):
+        if not occ.any():
+            continue
+        x0, y0, x1, y1 = box
+        weight = np.zeros(occ.shape, np.float32)
+        weight[occ & _hatch(box, period, offset=2 * k)] = min(1.0, 1.6 * a)
+        region = out[y0:y1, x0:x1]
+        region += (color.astype(np.float32) - region) * weight[..., None]
+
+
+def _contours(mask: np.ndarray, offset: tuple[int, int]) -> list[np.ndarray]:
+    """Every outline of a mask (outer ones and holes), as (P, 2) int32 points in image coordinates."""
+    found, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE, offset=offset)
+    return [c[:, 0, :] for c in found]
+
+
+def _draw_outline(canvas: np.ndarray, points: np.ndarray, solid: np.ndarray | None, color, thickness: int,
+                  dash: int = 4) -> None:
+    """Closed outline; where ``solid`` (per point) is False the line is dashed. Hidden outline = dashed."""
+    if solid is None or solid.all():
+        cv2.polylines(canvas, [points.reshape(-1, 1, 2)], True, color, thickness, cv2.LINE_AA)
+        return
+    on = solid | ((np.arange(len(points)) // dash) % 2 == 0)
+    closed = np.concatenate([points, points[:1]])
+    on = np.concatenate([on, on[:1]])
+    seg = on[:-1] & on[1:]  # segment k joins point k and k+1
+    if not seg.any():
+        return
+    # Runs of drawn segments become polylines: one cv2 call for the whole outline.
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], seg.astype(np.int8), [0]])))
+    runs = [closed[a : b + 1].reshape(-1, 1, 2) for a, b in zip(edges[::2], edges[1::2])]
+    cv2.polylines(canvas, runs, False, color, thickness, cv2.LINE_AA)
+
+
+def _label_point(mask: np.ndarray) -> tuple[int, int] | None:
+    """The pixel of a mask farthest from its outline (where a label is best read), as (x, y)."""
+    box = _box(mask)
+    if box is None:
+        return None
+    x0, y0, x1, y1 = box
+    dist = cv2.distanceTransform(np.pad(mask[y0:y1, x0:x1].astype(np.uint8), 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
+    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    return x0 + int(x), y0 + int(y)
+
+
+def _put_text(canvas: np.ndarray, text: str, org: tuple[int, int], scale: float, color=(255, 255, 255),
+              thickness: int = 1) -> None:
+    """Text with a dark halo, readable on any background."""
+    cv2.putText(canvas, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
+    cv2.putText(canvas, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, color, thickness, cv2.LINE_AA)
+
+
+def _instance_label(scene: AmodalScene, index: int) -> str:
+    inst = scene.instances[index]
+    return inst.name.strip() or f"#{inst.id}"
+
+
+# ----- overlay ------------------------------------------------------------------------------------
+def overlay_by_rank(
+    image: np.ndarray,
+    scene: AmodalScene,
+    view: str = "visible",
+    alpha: float = 0.5,
+    selected: int | None = None,
+    legend: bool = True,
+    labels: bool = True,
+) -> np.ndarray:
+    """The image with every instance coloured by its depth rank (front-most yellow, back-most blue).
+
+    ``view``: ``visible`` fills each visible region; ``occluded`` fills only the hidden parts (hatched)
+    and outlines each whole extent, dashed where hidden; ``amodal`` fills whole extents, visible parts
+    solid and hidden parts hatched. ``selected`` (an instance id) is emphasised and the others faded.
+    ``legend`` adds a "rank: name" key in the emptiest corner; ``labels`` writes each rank on its
+    instance. Returns HxWx3 uint8, the image's size, so clicks map to image pixels unchanged."""
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    img = _check_image(image, scene.shape)
+    if selected is not None:
+        scene.index_of(selected)  # unknown id: KeyError naming the scene, before any drawing
+    h, w = scene.shape
+    n = len(scene.instances)
+    colors = rank_colors(n)
+    visible = scene.visible_masks()
+    out = img.astype(np.float32)
+    thickness = max(1, round(min(h, w) / 320))
+    period = max(6, 3 * thickness + 3)
+    parts = []
+    for i in scene.front_to_back()[::-1]:  # back to front
+        inst = scene.instances[i]
+        box = _box(inst.amodal)
+        if box is not None:
+            x0, y0, x1, y1 = box
+            vis = visible[i][y0:y1, x0:x1]
+            parts.append((i, box, vis, inst.amodal[y0:y1, x0:x1] & ~vis))
+    fading = [alpha if selected is None or scene.instances[p[0]].id == selected else 0.3 * alpha for p in parts]
+    _fill(out, parts, [colors[scene.instances[p[0]].rank] for p in parts], fading,
+          tint_visible=view != "occluded", hatch_hidden=view != "visible", period=period)
+    canvas = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    for i, (x0, y0, x1, y1), vis, occ in parts:
+        inst = scene.instances[i]
+        color = tuple(int(c) for c in colors[inst.rank])
+        if view == "visible":
+            shapes = [(c, None) for c in _contours(vis, (x0, y0))]
+        else:
+            # A point of the amodal outline is hidden when its pixel is occluded.
+            shapes = [(c, ~occ[c[:, 1] - y0, c[:, 0] - x0]) for c in _contours(inst.amodal[y0:y1, x0:x1], (x0, y0))]
+        emphasis = selected is not None and inst.id == selected
+        for points, solid in shapes:
+            if emphasis:  # a white halo under the selected instance's outline
+                _draw_outline(canvas, points, solid, (255, 255, 255), thickness + 2)
+            _draw_outline(canvas, points, solid, color, thickness + int(emphasis))
+    if labels:
+        _draw_rank_labels(canvas, scene, visible, view)
+    if legend and n:
+        _draw_legend(canvas, scene, colors, visible if view == "visible" else [inst.amodal for inst in scene.instances])
+    return canvas
+
+
+def _draw_rank_labels(canvas: np.ndarray, scene: AmodalScene, visible: list[np.ndarray], view: str) -> None:
+    scale = max(0.35, min(canvas.shape[:2]) / 900)
+    for i, inst in enumerate(scene.instances):
+        # Hidden parts are where the occluded view looks, so its labels sit there when there are any.
+        hidden = inst.amodal & ~visible[i] if view == "occluded" else None
+        where = hidden if hidden is not None and hidden.any() else visible[i]
+        point = _label_point(where) or _label_point(inst.amodal)
+        if point is None:
+            continue
+        text = str(inst.rank)
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        _put_text(canvas, text, (point[0] - tw // 2, point[1] + th // 2), scale)
+
+
+def _draw_legend(canvas: np.ndarray, scene: AmodalScene, colors: np.ndarray, masks: Sequence[np.ndarray]) -> None:
+    """A "rank: name" key (front-most first) in the corner where it hides the fewest annotated pixels."""
+    h, w = canvas.shape[:2]
+    scale = max(0.35, min(h, w) / 1000)
+    (_, th), base = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    row = th + base + 4
+    pad = 5
+    order = scene.front_to_back()
+    texts = [f"{scene.instances[i].rank}: {_instance_label(scene, i)}" for i in order]
+    fit = max(1, (h - 2 * pad) // row)
+    if len(texts) > fit:  # keep the front-most rows, say how many more there are
+        texts, order = texts[: fit - 1] + [f"+{len(texts) - fit + 1} more"], order[: fit - 1]
+    swatch = th + 2
+    text_w = max(cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] for t in texts)
+    bw, bh = min(w, 3 * pad + swatch + text_w), min(h, 2 * pad + row * len(texts))
+    union = np.zeros((h, w), bool)
+    for m in masks:
+        union |= m
+    corners = [(w - bw, 0), (0, 0), (w - bw, h - bh), (0, h - bh)]
+    cx, cy = min(corners, key=lambda c: int(union[c[1] : c[1] + bh, c[0] : c[0] + bw].sum()))
+    box = canvas[cy : cy + bh, cx : cx + bw]
+    box[:] = (box.astype(np.float32) * 0.3).astype(np.uint8)
+    for k, text in enumerate(texts):
+        y = cy + pad + k * row
+        if k < len(order):
+            cv2.rectangle(canvas, (cx + pad, y + 1), (cx + pad + swatch, y + swatch - 1),
+                          tuple(int(c) for c in colors[scene.instances[order[k]].rank]), -1)
+        cv2.putText(canvas, text, (cx + 2 * pad + swatch, y + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    (255, 255, 255), 1, cv2.LINE_AA)
+
+
+# ----- one instance ------------------------------------------------------------------------------
+def instance_panel(
+    image: np.ndarray, scene: AmodalScene, instance_id: int, margin: int = 16, out_size: int = 320
+) -> np.ndarray:
+    """One instance, cropped around its amodal box plus ``margin``: visible part filled green, occluded
+    part hatched magenta, the amodal outline (dashed where hidden), the occluders' outlines in grey and
+    a caption strip. The crop is enlarged so its longer side is ``out_size`` (never shrunk)."""
+    img = _check_image(image, scene.shape)
+    idx = scene.index_of(instance_id)
+    inst = scene.instances[idx]
+    box = _box(inst.amodal, margin)
+    if box is None:
+        raise ValueError(f"instance {instance_id} of scene {scene.image_id} has an empty amodal mask")
+    x0, y0, x1, y1 = box
+    vis = scene.visible(instance_id)[y0:y1, x0:x1]
+    amodal = inst.amodal[y0:y1, x0:x1]
+    zoom = max(1.0, out_size / max(x1 - x0, y1 - y0))
+    size = (round((x1 - x0) * zoom), round((y1 - y0) * zoom))
+
+    def up(mask: np.ndarray) -> np.ndarray:
+        return cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+
+    base = cv2.resize(_dim(img[y0:y1, x0:x1], 0.7), size, interpolation=cv2.INTER_LINEAR)
+    vis_u, amodal_u = up(vis), up(amodal)
+    occ_u = amodal_u & ~vis_u
+    hatch = _hatch((0, 0, size[0], size[1]), period=8)
+    weight = 0.45 * vis_u + np.where(hatch, 0.85, 0.2) * occ_u
+    color = np.where(vis_u[..., None], np.float32(VISIBLE_COLOR), np.float32(OCCLUDED_COLOR))
+    canvas = np.clip(np.rint(base + (color - base) * weight[..., None]), 0, 255).astype(np.uint8)
+    for j in scene.occluders(instance_id):
+        for points in _contours(up(scene.get(j).amodal[y0:y1, x0:x1]), (0, 0)):
+            _draw_outline(canvas, points, None, (170, 170, 170), 1)
+    for points in _contours(amodal_u, (0, 0)):
+        solid = ~occ_u[points[:, 1], points[:, 0]]
+        _draw_outline(canvas, points, solid, (255, 255, 255), 2, dash=6)
+    for points in _contours(vis_u, (0, 0)):
+        _draw_outline(canvas, points, None, VISIBLE_COLOR, 1)
+    rate = 1.0 - float(vis.sum()) / max(int(amodal.sum()), 1)
+    caption = f"{_instance_label(scene, idx)}  rank {inst.rank}  occluded {rate:.0%}"
+    return _with_caption(canvas, caption, [("visible", VISIBLE_COLOR), ("occluded", OCCLUDED_COLOR)])
+
+
+def _with_caption(canvas: np.ndarray, caption: str, keys: list[tuple[str, tuple[int, int, int]]]) -> np.ndarray:
+    w = canvas.shape[1]
+    scale = 0.45
+    (_, th), base = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    line = th + base + 6
+    strip = np.full((2 * line + 4, w, 3), 28, np.uint8)
+    cv2.putText(strip, caption, (6, th + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    x = 6
+    for text, color in keys:
+        cv2.rectangle(strip, (x, line + 3), (x + th, line + 3 + th), color, -1)
+        cv2.putText(strip, text, (x + th + 5, line + th + 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (230, 230, 230), 1,
+                    cv2.LINE_AA)
+        x += th + 15 + cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0]
+    return np.concatenate([canvas, strip], axis=0)
+
+
+# ----- matplotlib figures ----------------------------------------------------------------------------
+def _render(fig: Figure) -> np.ndarray:
+    """Draw a figure off-screen and return its pixels (RGB uint8); the figure is then released."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    out = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    fig.clear()
+    return out
+
+
+def _image_figure(h: int, w: int, extra_width: float = 0.0, min_width: int = 480, dpi: int = 100) -> Figure:
+    scale = max(1.0, min_width / w)
+    return Figure(figsize=(w * scale / dpi + extra_width, h * scale / dpi + 0.45), dpi=dpi, layout="constrained")
+
+
+def level_set_figure(
+    image: np.ndarray, scene: AmodalScene, maps: Sequence[SemDistMap] | None = None, K: int = DEFAULT_K,
+    tau: float = DEFAULT_TAU,
+) -> np.ndarray:
+    """The sem-dist level sets of every instance over the dimmed image (as the SLN paper draws them).
+
+    Per instance, in its depth-rank colour: the amodal outline ``S > 0`` (dashed), each occlusion level
+    ``S > k`` for ``k = 1 .. K-2`` (dotted) and the visible outline ``S > K-1`` (solid); the visible part
+    is tinted and the occluded part hatched, so visible part, hidden part and whole extent read at a
+    glance. ``maps`` (source order) default to ``encode_scene(scene, K, tau)``."""
+    img = _check_image(image, scene.shape)
+    tau_text = f", τ={tau:g}" if maps is None else ""  # given maps do not say which tau made them
+    if maps is None:
+        maps = encode_scene(scene, K, tau)
+    if len(maps) != len(scene.instances):
+        raise ValueError(f"got {len(maps)} sem-dist maps for a scene of {len(scene.instances)} instances")
+    h, w = scene.shape
+    n = len(scene.instances)
+    colors = rank_colors(n)
+    fig = _image_figure(h, w, extra_width=1.9)
+    ax = fig.add_subplot()
+    # Fills are composed in numpy (one image) rather than one matplotlib artist per region: cheaper.
+    out = _dim(img, 0.6)
+    parts = [(i, maps[i].box, maps[i].values > maps[i].K - 1, (maps[i].values > 0) & (maps[i].values <= maps[i].K - 1))
+             for i in scene.front_to_back()[::-1] if maps[i].values.size]
+    _fill(out, parts, [colors[scene.instances[p[0]].rank] for p in parts], [0.4] * len(parts),
+          tint_visible=True, hatch_hidden=True, period=6)
+    ax.imshow(np.clip(out, 0, 255).astype(np.uint8), interpolation="nearest")
+    k_max = max((m.K for m in maps), default=K)
+    for i in scene.front_to_back()[::-1]:
+        m = maps[i]
+        x0, y0, x1, y1 = m.box
+        if x1 <= x0 or y1 <= y0:
+            continue
+        color = colors[scene.instances[i].rank] / 255.0
+        # One pixel of zeros around the crop closes every contour; pixel centres sit at integers, so
+        # the 0.5 contour of a thresholded map runs exactly along pixel edges.
+        values = np.pad(m.values, 1)
+        xs, ys = np.arange(x0 - 1, x1 + 1), np.arange(y0 - 1, y1 + 1)
+        for level in range(m.K):
+            style = "--" if level == 0 else ("-" if level == m.K - 1 else ":")
+            width = 2.0 if level == m.K - 1 else 1.3
+            if (values > level).any():
+                ax.contour(xs, ys, (values > level).astype(np.float32), levels=[0.5], colors=[color],
+                           linestyles=style, linewidths=width)
+    for i, inst in enumerate(scene.instances):
+        point = _label_point(maps[i].visible()) or _label_point(maps[i].amodal())
+        if point is not None:
+            ax.text(point[0], point[1], str(inst.rank), color="white", fontsize=9, fontweight="bold",
+                    ha="center", va="center",
+                    bbox={"boxstyle": "round,pad=0.15", "fc": tuple(colors[inst.rank] / 255.0), "ec": "none",
+                          "alpha": 0.85})
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    ax.set_axis_off()
+    ax.set_title(f"sem-dist level sets (K={k_max}{tau_text})", fontsize=10)
+    handles = [
+        Line2D([], [], color="0.2", ls="-", lw=2.0, label=f"visible: S > {k_max - 1}"),
+        *[Line2D([], [], color="0.2", ls=":", lw=1.3, label=f"layer ≤ {k_max - 1 - k}: S > {k}")
+          for k in range(k_max - 2, 0, -1)],
+        Line2D([], [], color="0.2", ls="--", lw=1.3, label="amodal: S > 0"),
+        Patch(facecolor="white", edgecolor="0.2", hatch="////", label="occluded part"),
+    ]
+    handles += [Patch(color=tuple(colors[scene.instances[i].rank] / 255.0),
+                      label=f"{scene.instances[i].rank}: {_instance_label(scene, i)}") for i in scene.front_to_back()]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7.5, frameon=False,
+              handlelength=2.2, borderaxespad=0.0)
+    return _render(fig)
+
+
+def global_layering_figure(image: np.ndarray, scene_or_G: AmodalScene | np.ndarray, K: int = DEFAULT_K) -> np.ndarray:
+    """The global layering map G (how many objects claim each pixel, capped at K) over the dimmed image,
+    with a discrete colorbar 0 .. K."""
+    if isinstance(scene_or_G, AmodalScene):
+        G = global_layering_map([inst.amodal for inst in scene_or_G.instances], scene_or_G.shape, K)
+    else:
+        G = np.asarray(scene_or_G)
+        if G.ndim != 2:
+            raise ValueError(f"G must be a 2-D map, got shape {G.shape}")
+        if G.size and (G.min() < 0 or G.max() > K):
+            raise ValueError(f"G must hold values 0..{K}, got {int(G.min())}..{int(G.max())}")
+    h, w = G.shape
+    img = _check_image(image, (h, w))
+    # Level 0 (background) stays the dimmed image; 1 .. K get increasingly hot colours.
+    hot = matplotlib.colormaps["inferno"](np.linspace(0.35, 0.95, K))[:, :3]
+    palette = np.concatenate([[[0.2, 0.2, 0.2]], hot], axis=0)
+    base = _dim(img, 0.6) / 255.0
+    weight = np.where(G > 0, 0.75, 0.0)[..., None]
+    shown = base + (palette[G.astype(np.intp)] - base) * weight
+    fig = _image_figure(h, w, extra_width=1.0)
+    ax = fig.add_subplot()
+    cmap = ListedColormap(palette)
+    norm = BoundaryNorm(np.arange(-0.5, K + 1.5), cmap.N)
+    ax.imshow(np.clip(shown, 0, 1), interpolation="nearest")
+    mappable = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
+    bar = fig.colorbar(mappable, ax=ax, ticks=np.arange(K + 1), fraction=0.05, pad=0.02)
+    bar.ax.set_yticklabels([str(k) for k in range(K)] + [f"≥{K}"])
+    bar.set_label("objects covering the pixel")
+    ax.set_axis_off()
+    ax.set_title(f"global layering map G (K={K})", fontsize=10)
+    return _render(fig)
+
+
+def _crop_values(sdm: SemDistMap, margin: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The map's values on its box grown by ``margin`` (clipped to the image), and that box."""
+    x0, y0, x1, y1 = sdm.box
+    H, W = sdm.shape
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError("the sem-dist map is empty (its instance has no pixels)")
+    gx0, gy0, gx1, gy1 = max(x0 - margin, 0), max(y0 - margin, 0), min(x1 + margin, W), min(y1 + margin, H)
+    crop = np.zeros((gy1 - gy0, gx1 - gx0), np.float32)
+    crop[y0 - gy0 : y1 - gy0, x0 - gx0 : x1 - gx0] = sdm.values
+    return crop, (gx0, gy0, gx1, gy1)
+
+
+def semdist_heatmap(sdm: SemDistMap, margin: int = 8, title: str | None = None, cmap: str = "magma") -> np.ndarray:
+    """One instance's sem-dist map as a heat map (image coordinates on the axes) with its integer level
+    contours, cropped to the instance's box plus ``margin``."""
+    crop, (x0, y0, x1, y1) = _crop_values(sdm, margin)
+    h, w = crop.shape
+    scale = max(1.0, 320 / max(h, w))
+    fig = Figure(figsize=(w * scale / 100 + 1.4, h * scale / 100 + 0.6), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    extent = (x0 - 0.5, x1 - 0.5, y1 - 0.5, y0 - 0.5)
+    im = ax.imshow(crop, cmap=cmap, vmin=0, vmax=sdm.K, interpolation="nearest", extent=extent)
+    padded = np.pad(crop, 1)
+    xs, ys = np.arange(x0 - 1, x1 + 1), np.arange(y0 - 1, y1 + 1)
+    for level in range(sdm.K):
+        if (padded > level).any():
+            ax.contour(xs, ys, (padded > level).astype(np.float32), levels=[0.5], colors=["cyan"],
+                       linestyles="--" if level == 0 else ("-" if level == sdm.K - 1 else ":"), linewidths=1.4)
+    ax.set_xlim(x0 - 0.5, x1 - 0.5)
+    ax.set_ylim(y1 - 0.5, y0 - 0.5)
+    bar = fig.colorbar(im, ax=ax, ticks=np.arange(sdm.K + 1), fraction=0.06, pad=0.03)
+    bar.set_label("S (level + distance / τ)")
+    ax.set_title(title if title is not None else f"sem-dist map (K={sdm.K})", fontsize=10)
+    ax.tick_params(labelsize=7)
+    return _render(fig)
+
+
+def semdist_surface(
+    sdm: SemDistMap, margin: int = 4, title: str | None = None, elev: float = 38.0, azim: float = -62.0,
+    max_grid: int = 120, cmap: str = "magma",
+) -> np.ndarray:
+    """One instance's sem-dist map as a 3-D surface: each level is a terrace (visible part on top,
+    occluded parts lower, the outside at 0), each terrace rising from its edges over ``tau`` pixels.
+    Large boxes are subsampled to at most ``max_grid`` points a side."""
+    crop, (x0, y0, x1, y1) = _crop_values(sdm, margin)
+    step = max(1, int(np.ceil(max(crop.shape) / max_grid)))
+    z = crop[::step, ::step]
+    xs, ys = np.meshgrid(np.arange(x0, x1, step), np.arange(y0, y1, step))
+    fig = Figure(figsize=(5.6, 4.6), dpi=100)
+    ax = fig.add_subplot(projection="3d")
+    ax.plot_surface(xs, ys, z, cmap=cmap, vmin=0, vmax=sdm.K, rstride=1, cstride=1, linewidth=0,
+                    antialiased=False, shade=True)
+    ax.set_zlim(0, sdm.K)
+    ax.set_zticks(np.arange(sdm.K + 1))
+    ax.set_xlim(x0, x1 - 1)
+    ax.set_ylim(y1 - 1, y0)  # image rows grow towards the viewer, as in the image
+    ax.view_init(elev=elev, azim=azim)
+    ax.set_xlabel("x", fontsize=8)
+    ax.set_ylabel("y", fontsize=8)
+    ax.set_zlabel("S", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.set_title(title if title is not None else f"sem-dist surface (K={sdm.K})", fontsize=10)
+    fig.subplots_adjust(left=0.0, right=0.95, bottom=0.02, top=0.95)
+    return _render(fig)
+
+
+# ----- files -----------------------------------------------------------------------------------------
+def save_png(array: np.ndarray, path: str | os.PathLike) -> str:
+    """Write an RGB (HxWx3), RGBA (HxWx4) or grey (HxW) uint8 array as PNG, atomically. Returns the path."""
+    arr = np.asarray(array)
+    if arr.dtype != np.uint8 or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise ValueError(f"save_png needs an HxW, HxWx3 or HxWx4 uint8 array, got {arr.shape} {arr.dtype}")
+    if arr.ndim == 3:
+        arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR if arr.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
+    ok, data = cv2.imencode(".png", arr)
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode {path} as PNG")
+    return str(atomic_write_bytes(path, data.tobytes()))

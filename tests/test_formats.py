@@ -1,0 +1,506 @@
+import contextlib
+import copy
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from semlayer import formats
+from semlayer.errors import ConfigError, FormatError
+from semlayer.formats import Violation
+from semlayer.formats.masks import encode_rle, mask_to_polygon, polygons_to_mask, rle_counts
+from semlayer.scene import AmodalScene, AnnotationSet, Instance
+
+DATA = Path(__file__).parent / "data"
+
+
+def fixture(name):
+    return json.loads((DATA / f"{name}.json").read_text())
+
+
+def rect(h, w, x0, y0, x1, y1):
+    m = np.zeros((h, w), bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+BOX, BOARD = rect(8, 10, 1, 1, 5, 5), rect(8, 10, 3, 3, 9, 7)
+BOARD_VISIBLE = BOARD & ~BOX
+
+
+def error_of(obj, source="bad.json"):
+    with pytest.raises(FormatError) as info:
+        formats.from_dict(obj, source)
+    return str(info.value)
+
+
+def messages(obj):
+    return [str(v) for v in formats.validate(obj)]
+
+
+def assert_same_scenes(a, b):
+    """Same scenes, instance by instance front to back: amodal and visible masks bit-exact, ranks, names,
+    categories, unknown fields. (COCOA writes regions front-most first, so record order may change.)"""
+    assert len(a) == len(b)
+    for sa, sb in zip(a.scenes, b.scenes):
+        assert sa.image == sb.image and len(sa) == len(sb)
+        va, vb = sa.visible_masks(), sb.visible_masks()
+        for i, j in zip(sa.front_to_back(), sb.front_to_back()):
+            ia, ib = sa.instances[i], sb.instances[j]
+            assert (ia.rank, ia.name, ia.is_stuff, ia.category, ia.score, ia.extra) == (
+                ib.rank, ib.name, ib.is_stuff, ib.category, ib.score, ib.extra)
+            assert np.array_equal(ia.amodal, ib.amodal) and np.array_equal(va[i], vb[j])
+
+
+# ----- the FORMATS.md toy scene in every format --------------------------------------------------------
+@pytest.mark.parametrize("name, fmt", [("cocoa_toy", "cocoa"), ("coco_toy", "coco"), ("kins2019_toy", "kins2019"),
+                                       ("kins2020_toy", "kins2020")])
+def test_toy_scene_in_every_format(name, fmt):
+    annset = formats.load(DATA / f"{name}.json")
+    assert annset.format == fmt and len(annset) == 1
+    scene = annset.scenes[0]
+    assert scene.image_id == 7 and scene.shape == (8, 10)
+    assert scene.ranks() == [1, 2]
+    assert np.array_equal(scene.instances[0].amodal, BOX) and np.array_equal(scene.instances[1].amodal, BOARD)
+    visible = scene.visible_masks()
+    assert np.array_equal(visible[0], BOX) and np.array_equal(visible[1], BOARD_VISIBLE)
+    assert int(visible[1].sum()) == 20
+    assert scene.occlude_rates() == [0.0, 1 / 6]
+    assert all(inst.external is None for inst in scene.instances)
+    assert formats.validate(DATA / f"{name}.json") == []
+
+
+def test_cocoa_toy_fields():
+    annset = formats.load(DATA / "cocoa_toy.json")
+    scene = annset.scenes[0]
+    assert [i.name for i in scene.instances] == ["box", "board"]
+    assert [i.id for i in scene.instances] == [1, 2]
+    assert scene.instances[0].polygons == [[1.0, 1.0, 5.0, 1.0, 5.0, 5.0, 1.0, 5.0]]
+    assert scene.annotation == {"id": 1, "image_id": 7, "author": "tool", "url": "", "size": 2, "depth_constraint": "1-2"}
+    assert scene.image["date_captured"] == "" and annset.categories == [] and annset.images == []
+    assert formats.to_cocoa(annset) == fixture("cocoa_toy")
+
+
+def test_coco_toy_fields():
+    annset = formats.load(DATA / "coco_toy.json")
+    scene = annset.scenes[0]
+    assert annset.categories == [{"id": 1, "name": "box"}, {"id": 2, "name": "board"}]
+    assert [(i.id, i.category, i.name) for i in scene.instances] == [(1, 1, "box"), (2, 2, "board")]
+    assert scene.instances[0].polygons is None  # RLE source
+    assert scene.annotation == {"url": "", "image_id": 7, "size": 2, "author": "tool", "depth_constraint": "1-2"}
+
+
+def test_kins_categories_and_names():
+    k19 = formats.load(DATA / "kins2019_toy.json")
+    assert [(i.category, i.name) for i in k19.scenes[0].instances] == [(2, "pedestrian"), (4, "car")]
+    k20 = formats.load(DATA / "kins2020_toy.json")
+    assert [(i.id, i.category, i.name) for i in k20.scenes[0].instances] == [(1, 4, "car"), (2, 4, "car")]
+    assert k20.categories == [{"id": 4, "name": "car", "supercategory": "vehicles"}]
+
+
+def test_kins2020_clusters_outrank_pixel_evidence():
+    obj = fixture("kins2020_toy")
+    # Cluster 1 says the board (ico 1) is in front although the visible masks say otherwise.
+    obj["annotations"][0]["ico_id"], obj["annotations"][1]["ico_id"] = 2, 1
+    assert formats.from_dict(obj).scenes[0].ranks() == [2, 1]
+    # Different clusters: the masks decide (the box's visible mask covers 4 px of the board).
+    obj["annotations"][1]["oco_id"] = 2
+    assert formats.from_dict(obj).scenes[0].ranks() == [1, 2]
+    # A third, non-overlapping instance in no cluster goes by record order among the unordered.
+    third = copy.deepcopy(obj["annotations"][0])
+    third.update(id=3, oco_id=0, ico_id=0, a_segm=[[0.0, 6.0, 2.0, 6.0, 2.0, 8.0, 0.0, 8.0]],
+                 i_segm=[[0.0, 6.0, 2.0, 6.0, 2.0, 8.0, 0.0, 8.0]])
+    obj["annotations"].insert(0, third)
+    assert formats.from_dict(obj).scenes[0].ranks() == [1, 2, 3]
+
+
+def test_results_list():
+    annset = formats.load(DATA / "results_toy.json")
+    assert annset.format == "results"
+    scene = annset.scenes[0]
+    assert scene.image == {"id": 7, "height": 8, "width": 10, "file_name": ""}
+    assert scene.ranks() == [2, 1] and [i.score for i in scene.instances] == [0.75, 0.5]
+    assert [int(v.sum()) for v in scene.visible_masks()] == [20, 16]
+    assert formats.to_results(annset) == fixture("results_toy")
+    # Without `order` and visible masks, the higher score goes in front.
+    bare = [{k: r[k] for k in ("image_id", "category_id", "segmentation", "score")} for r in fixture("results_toy")]
+    bare[0]["score"], bare[1]["score"] = 0.2, 0.9
+    assert formats.from_dict(bare).scenes[0].ranks() == [2, 1]
+
+
+def test_detection_rules():
+    assert formats.detect([]) == "results"
+    assert formats.detect({"images": [], "annotations": []}) == "cocoa"
+    assert formats.detect({"images": [], "annotations": [], "categories": []}) == "coco"
+    assert formats.detect({"annotations": [{"id": 1}, {"regions": []}]}) == "cocoa"
+    assert formats.detect({"annotations": [{"i_segm": []}]}) == "kins2020"
+    assert formats.detect({"annotations": [{"inmodal_seg": {}}]}) == "kins2019"
+    assert formats.detect({"annotations": [{"segmentation": []}]}) == "coco"
+    with pytest.raises(FormatError, match=r"^x.json: a JSON object with images and annotations, or a list of "
+                                          r"results; got the string 'hi'$"):
+        formats.detect("hi", "x.json")
+
+
+# ----- BSDS quirks, unknown fields, several annotators ------------------------------------------------
+def test_bsds_annotators_stay_separate_and_quirks_survive():
+    src = fixture("bsds_toy")
+    annset = formats.load(DATA / "bsds_toy.json")
+    assert [s.image_id for s in annset.scenes] == [100, 100]
+    assert [s.annotation["author"] for s in annset.scenes] == ["a", "b"]
+    assert annset.scenes[1].annotation["comment"] == "second annotator"
+    assert annset.scenes[0].image["license"] == "?" and annset.scenes[0].image["data_captured"] == "2016"
+    assert [i.name for i in annset.scenes[0].instances] == ["sky ", "tree  ", "house"]
+    assert [i.is_stuff for i in annset.scenes[0].instances] == [True, False, False]
+    assert annset.scenes[0].instances[1].extra == {"attr": {"x": 1}}
+    assert annset.scenes[0].occlude_rates() == [0.0, 0.25, 10 / 48]
+    assert annset.scenes[1].ranks() == [1, 2] and annset.scenes[1].occlude_rates() == [0.0, 10 / 32]
+    assert [im["id"] for im in annset.images] == [101]
+    assert annset.extra == {"info": {"description": "BSDS amodal toy"}}
+    assert formats.validate(src) == []
+    assert formats.to_cocoa(annset) == src
+
+
+def test_round_trips_cocoa_coco_cocoa_and_back():
+    src = fixture("bsds_toy")
+    annset = formats.from_dict(src)
+    coco = formats.to_coco(annset)
+    assert coco["categories"] == [{"id": 1, "name": "object"}]
+    assert [a["id"] for a in coco["annotations"]] == [1, 2, 3, 4, 5]  # per-scene region ids renumbered
+    assert [a["amodal_base"]["id"] for a in coco["annotations"]] == [11, 11, 11, 12, 12]
+    again = formats.from_dict(json.loads(json.dumps(coco)))
+    assert again.format == "coco" and again.categories == []
+    assert_same_scenes(annset, again)
+    assert formats.to_cocoa(again) == src
+    assert formats.validate(coco) == []
+    # and back: COCO -> COCOA -> COCO
+    coco_src = fixture("coco_toy")
+    first = formats.from_dict(coco_src)
+    back = formats.from_dict(formats.to_cocoa(first))
+    assert back.categories == first.categories
+    assert_same_scenes(first, back)
+    assert formats.to_coco(formats.from_dict(formats.to_coco(back))) == formats.to_coco(back)
+
+
+def test_kins_converts_to_cocoa_and_coco():
+    for name in ("kins2019_toy", "kins2020_toy"):
+        annset = formats.load(DATA / f"{name}.json")
+        for writer in (formats.to_cocoa, formats.to_coco):
+            out = writer(annset)
+            assert formats.validate(out) == []
+            assert_same_scenes(annset, formats.from_dict(out))
+
+
+# ----- writers -----------------------------------------------------------------------------------------
+def test_cocoa_writer_fields_for_edited_masks():
+    scene = formats.load(DATA / "cocoa_toy.json").scenes[0]
+    scene.instances[1].set_amodal(BOARD & ~rect(8, 10, 3, 3, 5, 5))  # the board becomes an L, no overlap
+    region = formats.to_cocoa(AnnotationSet([scene]))["annotations"][0]["regions"][1]
+    # traced along pixel edges, exact: no amodal_mask, no visible/invisible masks when unoccluded
+    assert region == {"order": 2, "name": "board", "isStuff": 0, "area": 20, "occlude_rate": 0,
+                      "segmentation": [5.0, 3.0, 5.0, 5.0, 3.0, 5.0, 3.0, 7.0, 9.0, 7.0, 9.0, 3.0]}
+    assert formats.to_cocoa(AnnotationSet([scene]))["annotations"][0]["depth_constraint"] == ""
+
+
+def test_multi_part_region_survives_every_round_trip():
+    h, w = 12, 14
+    parts = rect(h, w, 1, 1, 4, 4) | rect(h, w, 6, 2, 12, 9)
+    parts[4:6, 8:10] = False  # a hole in the larger part
+    scene = AmodalScene({"id": 3, "height": h, "width": w, "file_name": "p.png"},
+                        [Instance(1, parts, rank=2, name="pair"), Instance(2, rect(h, w, 0, 0, 3, 3), rank=1)])
+    annset = AnnotationSet([scene])
+    cocoa = formats.to_cocoa(annset)
+    region = cocoa["annotations"][0]["regions"][1]
+    # public loaders get a valid flat polygon (the larger part's outline); the exact mask rides along
+    assert region["segmentation"] == [6.0, 2.0, 6.0, 9.0, 12.0, 9.0, 12.0, 2.0]
+    exact = {"size": [h, w], "counts": region["amodal_mask"]["counts"].encode()}
+    assert np.array_equal(mask_utils.decode(exact).astype(bool), parts)
+    assert region["area"] == 47 and region["occlude_rate"] == 4 / 47
+    assert formats.validate(cocoa) == []
+    for obj in (cocoa, formats.to_coco(annset), formats.to_coco(formats.from_dict(cocoa)),
+                formats.to_cocoa(formats.from_dict(formats.to_coco(annset)))):
+        assert_same_scenes(annset, formats.from_dict(json.loads(json.dumps(obj))))
+    assert formats.to_cocoa(formats.from_dict(cocoa)) == cocoa
+
+
+def test_polygon_source_kept_in_coco_rle_after_edit():
+    annset = formats.from_dict(fixture("cocoa_toy"))
+    coco = formats.to_coco(annset)
+    assert coco["annotations"][1]["segmentation"] == [[3.0, 3.0, 9.0, 3.0, 9.0, 7.0, 3.0, 7.0]]
+    annset.scenes[0].instances[1].set_amodal(BOARD | rect(8, 10, 0, 7, 2, 8))
+    seg = formats.to_coco(annset)["annotations"][1]["segmentation"]
+    assert seg == encode_rle(BOARD | rect(8, 10, 0, 7, 2, 8))
+
+
+def test_external_occlusion_and_predictions_round_trip():
+    annset = formats.from_dict(fixture("cocoa_toy"))
+    scene = annset.scenes[0]
+    corner = rect(8, 10, 7, 5, 9, 7)  # bottom-right of the board hidden by something unannotated
+    scene.set_visible([BOX, BOARD_VISIBLE & ~corner])
+    scene.instances[0].score = 0.9
+    cocoa = formats.to_cocoa(annset)
+    assert cocoa["annotations"][0]["regions"][0]["score"] == 0.9
+    assert cocoa["annotations"][0]["regions"][1]["occlude_rate"] == 8 / 24
+    for obj in (cocoa, formats.to_coco(annset)):
+        back = formats.from_dict(obj)
+        assert_same_scenes(annset, back)
+        assert back.scenes[0].instances[0].score == 0.9
+    # the painter's rule no longer explains the board's invisible part: validate says so
+    assert messages(cocoa) == ["annotations[0].regions[1]: the invisible part = the amodal mask covered by regions "
+                               "in front (painter's rule, 4 px); got 8 px, 4 px differ"]
+
+
+def test_results_writer_and_class_agnostic_categories():
+    annset = formats.from_dict(fixture("cocoa_toy"))
+    results = formats.to_results(annset)
+    assert [(r["category_id"], r["score"], r["order"], r["area"], r["occlude_rate"]) for r in results] == [
+        (1, 1.0, 1, 1.0, 0.0), (1, 1.0, 2, 20 / 24, 4 / 24)]
+    assert results[1]["visible_mask"] == {"size": [8, 10], "counts": "m0260N20000005"}
+    # instances without category next to categorised ones get a fresh "object" category
+    mixed = formats.from_dict(fixture("coco_toy"))
+    mixed.scenes[0].instances[0].category = None
+    coco = formats.to_coco(mixed)
+    assert coco["categories"][-1] == {"id": 3, "name": "object"} and coco["annotations"][0]["category_id"] == 3
+
+
+def test_pycocotools_reads_coco_output_and_scores_it_at_ap_1():
+    annset = formats.from_dict(fixture("bsds_toy"))
+    annset.scenes.extend(formats.from_dict(fixture("cocoa_toy")).scenes)
+    # one scene per image for COCO evaluation
+    annset.scenes = [annset.scenes[0], annset.scenes[2]]
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = formats.to_coco(annset)
+        gt.createIndex()
+        dt = gt.loadRes(formats.to_results(annset))
+        ev = COCOeval(gt, dt, "segm")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    assert len(gt.getAnnIds()) == 5 and sorted(gt.getImgIds()) == [7, 100, 101]
+    assert ev.stats[0] == pytest.approx(1.0)
+
+
+def test_save_and_load(tmp_path):
+    annset = formats.load(DATA / "bsds_toy.json")
+    for fmt in ("cocoa", "coco", "results"):
+        formats.save(annset, tmp_path / f"out_{fmt}.json", format=fmt)
+        assert formats.load(tmp_path / f"out_{fmt}.json").format == fmt
+    assert json.loads((tmp_path / "out_cocoa.json").read_text()) == fixture("bsds_toy")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out_coco.json", "out_cocoa.json", "out_results.json"]
+    with pytest.raises(ConfigError, match="format must be one of cocoa, coco, results, got 'kins2020'"):
+        formats.save(annset, tmp_path / "x.json", format="kins2020")
+
+
+def test_image_ids_limits_what_is_decoded():
+    obj = fixture("bsds_toy")
+    obj["annotations"][1]["image_id"] = 101
+    obj["annotations"][1]["regions"][0]["segmentation"] = [1, 2, 3]  # broken, but not selected
+    annset = formats.from_dict(obj, image_ids=[100])
+    assert [s.image_id for s in annset.scenes] == [100] and annset.images == []
+    with pytest.raises(FormatError, match=r"annotations\[1\]\.regions\[0\]\.segmentation"):
+        formats.from_dict(obj, image_ids=[101])
+
+
+# ----- masks -------------------------------------------------------------------------------------------
+def test_mask_helpers():
+    assert rle_counts("k0260U1").tolist() == [27, 2, 6, 2, 43] and rle_counts("k026").tolist() == [27, 2, 6]
+    assert rle_counts("k0260U") is None  # cut off inside a number
+    assert rle_counts("o") is None and rle_counts("~") is None and rle_counts("1?").tolist() == [1, 15]
+    assert mask_to_polygon(np.zeros((3, 3), bool)) is None
+    assert mask_to_polygon(BOX) == [1.0, 1.0, 1.0, 5.0, 5.0, 5.0, 5.0, 1.0]
+    assert np.array_equal(polygons_to_mask([mask_to_polygon(BOX)], 8, 10), BOX)
+    rng = np.random.default_rng(0)
+    for _ in range(50):  # a random blob without holes or diagonal-only contacts traces exactly
+        m = np.zeros((9, 11), bool)
+        for _ in range(3):
+            x, y = rng.integers(0, 9), rng.integers(0, 7)
+            m[y:y + rng.integers(1, 4), x:x + rng.integers(1, 4)] = True
+        from scipy import ndimage
+        labels, n = ndimage.label(m)
+        part = labels == 1 + np.argmax(ndimage.sum(m, labels, range(1, n + 1)))
+        part = ndimage.binary_fill_holes(part)
+        assert np.array_equal(polygons_to_mask([mask_to_polygon(part)], 9, 11), part)
+
+
+# ----- bad input ---------------------------------------------------------------------------------------
+def test_unreadable_files(tmp_path):
+    cases = {
+        "empty.json": ("", "a JSON document, got an empty file"),
+        "blank.json": ("  \n", "a JSON document, got an empty file"),
+        "cut.json": ('{"images": [{"id": 7,\n "height": 8', "complete, valid JSON; Expecting ',' delimiter at line 2, column 13"),
+        "text.json": ("hello", "complete, valid JSON; Expecting value at line 1, column 1"),
+        "number.json": ("42", "a JSON object with images and annotations, or a list of results; got the number 42"),
+        "latin1.json": (b'{"a": "\xe9"}', "UTF-8 encoded JSON (invalid continuation byte at byte 7)"),
+    }
+    for name, (content, expected) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        for reader in (formats.load, formats.validate):
+            with pytest.raises(FormatError) as info:
+                reader(path)
+            assert str(info.value) == f"{path}: {expected}"
+    with pytest.raises(FormatError, match=r"missing.json: a readable file \(No such file or directory\)"):
+        formats.load(tmp_path / "missing.json")
+
+
+def bad_cocoa(edit):
+    obj = fixture("cocoa_toy")
+    edit(obj)
+    return obj
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda o: o["annotations"][0]["regions"][1].update(visible_mask={"size": [10, 8], "counts": "m0260N20000005"}),
+     "annotations[0].regions[1].visible_mask.size: [8, 10] (the image's height and width), got [10, 8]"),
+    (lambda o: o["annotations"][0]["regions"][1]["segmentation"].append(4.0),
+     "annotations[0].regions[1].segmentation: a flat list of an even number (>= 6) of numbers, got a list of 9 numbers"),
+    (lambda o: o["annotations"][0]["regions"][0].update(segmentation=[[1.0, 1.0, 5.0, 1.0, 5.0, 5.0]]),
+     "annotations[0].regions[0].segmentation: a flat list of an even number (>= 6) of numbers, got a list of 1 items"),
+    (lambda o: o["annotations"][0]["regions"][0].update(order=0),
+     "annotations[0].regions[0].order: an integer >= 1 (the depth rank, 1 = front-most), got the number 0"),
+    (lambda o: o["annotations"][0]["regions"][0].pop("order"),
+     "annotations[0].regions[0].order: an integer >= 1 (the depth rank, 1 = front-most) (the key is missing)"),
+    (lambda o: o["images"].append(dict(o["images"][0])),
+     "images[1].id: a unique image id; images[0] has id 7 too"),
+    (lambda o: o["annotations"].append(copy.deepcopy(o["annotations"][0])),
+     "annotations[1].id: a unique id; annotations[0] has id 1 too"),
+    (lambda o: o["annotations"][0].update(image_id=9),
+     "annotations[0].image_id: the id of an entry in images; there is no image with id 9"),
+    (lambda o: o["annotations"][0]["regions"][1]["invisible_mask"].update(counts="k026"),
+     "annotations[0].regions[1].invisible_mask.counts: runs that add up to 8 x 10 = 80 pixels, got 35"),
+    (lambda o: o["annotations"][0]["regions"][1]["invisible_mask"].update(counts="k0260U~"),
+     "annotations[0].regions[1].invisible_mask.counts: a COCO compressed RLE string"),
+    (lambda o: o["annotations"][0]["regions"][0]["segmentation"].__setitem__(0, 1e9),
+     "annotations[0].regions[0].segmentation: polygon points with x in [-10, 20] and y in [-8, 16] "
+     "(the 8 x 10 image and one image size around it)"),
+    (lambda o: o["annotations"][0]["regions"][0]["segmentation"].__setitem__(1, 10**400),
+     "annotations[0].regions[0].segmentation: polygon points with x in [-10, 20] and y in [-8, 16] "
+     "(the 8 x 10 image and one image size around it)"),
+    (lambda o: o["annotations"][0]["regions"][1]["visible_mask"].update(counts=[10**400]),
+     "annotations[0].regions[1].visible_mask.counts: a COCO RLE string or a list of run lengths (integers from 0 "
+     "to 80), got a list of 1 items"),
+    (lambda o: o["images"][0].update(height="8"),
+     "images[0].height: an integer from 1 to 65535, got the string '8'"),
+    (lambda o: o.pop("images"), "images: a list of objects (the key is missing)"),
+    (lambda o: o["annotations"][0]["regions"].__setitem__(0, "box"),
+     "annotations[0].regions[0]: an object, got the string 'box'"),
+])
+def test_bad_cocoa_input_has_a_precise_error(edit, expected):
+    obj = bad_cocoa(edit)
+    assert error_of(obj) == f"bad.json: {expected}"
+    assert messages(obj) == [expected]  # validate reports the same, as one violation
+
+
+@pytest.mark.parametrize("name, edit, expected", [
+    ("coco_toy", lambda o: o["annotations"][0].update(category_id=5),
+     "annotations[0].category_id: the id of an entry in categories; there is no category with id 5"),
+    ("coco_toy", lambda o: o["annotations"][1].update(visible_mask=[3.0, 3.0, 9.0]),
+     "annotations[1].visible_mask: a flat list of an even number (>= 6) of numbers, got a list of 3 numbers"),
+    ("coco_toy", lambda o: o["annotations"][1].update(segmentation={"size": [8, 10], "counts": [27, 2, 6]}),
+     "annotations[1].segmentation.counts: runs that add up to 8 x 10 = 80 pixels, got 35"),
+    ("coco_toy", lambda o: o["annotations"][1]["amodal_region"].update(order=0),
+     "annotations[1].amodal_region.order: an integer >= 1 (the depth rank, 1 = front-most), got the number 0"),
+    ("coco_toy", lambda o: o["annotations"][1].update(iscrowd=2),
+     "annotations[1].iscrowd: 0 or 1 (or a boolean), got the number 2"),
+    ("kins2019_toy", lambda o: o["annotations"][1].pop("inmodal_seg"),
+     "annotations[1].inmodal_seg: a COCO RLE {size, counts} or a list of polygons (the key is missing)"),
+    ("kins2020_toy", lambda o: o["annotations"][1].update(oco_id=-1),
+     "annotations[1].oco_id: an integer >= 0 (0 = overlaps nothing), got the number -1"),
+    ("kins2020_toy", lambda o: o["annotations"][1].update(a_segm=[]),
+     "annotations[1].a_segm: a COCO RLE {size, counts} or a non-empty list of polygons (a flat list of an even "
+     "number (>= 6) of numbers each), got a list of 0 items"),
+    ("results_toy", lambda o: o[1].update(segmentation=[[1.0, 1.0, 5.0, 1.0, 5.0, 5.0]]),
+     "[1].segmentation: a COCO RLE {size, counts} (a results list has no image sizes, so masks must be RLE), "
+     "got a list of 1 items"),
+    ("results_toy", lambda o: o[1]["segmentation"].update(size=[8, 11]),
+     "[1].segmentation.size: [8, 10] (the image's height and width), got [8, 11]"),
+    ("results_toy", lambda o: o[0].pop("score"), "[0].score: a number (the detection score) (the key is missing)"),
+])
+def test_bad_input_in_other_formats(name, edit, expected):
+    obj = fixture(name)
+    edit(obj)
+    assert error_of(obj) == f"bad.json: {expected}"
+    assert messages(obj) == [expected]
+
+
+def test_kins_and_coco_duplicates_and_missing_images():
+    obj = fixture("kins2020_toy")
+    obj["annotations"][1]["id"] = 1
+    obj["annotations"][0]["image_id"] = 8
+    assert messages(obj) == ["annotations[1].id: a unique id; annotations[0] has id 1 too",
+                             "annotations[0].image_id: the id of an entry in images; there is no image with id 8"]
+    assert error_of(obj) == "bad.json: annotations[1].id: a unique id; annotations[0] has id 1 too"
+
+
+# ----- validate: consistency ---------------------------------------------------------------------------
+def test_validate_reports_every_invariant():
+    obj = fixture("bsds_toy")
+    first, second = obj["annotations"]
+    first["regions"][1]["occlude_rate"] = 0.3                        # occlude_rate off
+    first["regions"][2]["visible_mask"] = encode_rle(rect(12, 14, 4, 5, 12, 11))  # overlaps the invisible part
+    second["regions"][1]["order"] = 1                                # duplicate order
+    second["depth_constraint"] = "1-2,2-3,3-1,2-1"
+    assert messages(obj) == [
+        "annotations[0].regions[1].occlude_rate: 0.25 (invisible 8 px / amodal 32 px), got 0.3",
+        "annotations[0].regions[2]: visible_mask and invisible_mask that partition the amodal mask; 10 px in both",
+        "annotations[1].regions[1].order: an order unique within the annotation; annotations[1].regions[0] has "
+        "order 1 too",
+        # with equal orders nothing is in front of the tree: its file says 10 px are hidden
+        "annotations[1].regions[1]: the invisible part = the amodal mask covered by regions in front (painter's "
+        "rule, 0 px); got 10 px, 10 px differ",
+        "annotations[1].depth_constraint: pairs of existing region orders; 1-2 names order 2, which no region has",
+        "annotations[1].depth_constraint: pairs of existing region orders; 2-3 names order 2, which no region has",
+        "annotations[1].depth_constraint: pairs of existing region orders; 3-1 names order 3, which no region has",
+        "annotations[1].depth_constraint: pairs of existing region orders; 2-1 names order 2, which no region has",
+        "annotations[1].depth_constraint: pairs without a cycle; 1-2, 2-1 form a cycle",
+    ]
+    # the reader still loads it: orders are renumbered, the constraint kept verbatim
+    annset = formats.from_dict(obj)
+    assert annset.scenes[1].ranks() == [1, 2] and annset.scenes[1].annotation["depth_constraint"] == "1-2,2-3,3-1,2-1"
+
+
+def test_validate_depth_constraint_contradiction_and_syntax():
+    obj = fixture("cocoa_toy")
+    obj["annotations"][0]["depth_constraint"] = "2-1"
+    assert messages(obj) == [
+        "annotations[0].depth_constraint: pairs that agree with the regions' orders; 2-1 puts order 2 in front of order 1"]
+    obj["annotations"][0]["depth_constraint"] = "1-2,2-1"
+    assert messages(obj)[-1] == "annotations[0].depth_constraint: pairs without a cycle; 1-2, 2-1 form a cycle"
+    obj["annotations"][0]["depth_constraint"] = "1>2"
+    assert messages(obj) == ["annotations[0].depth_constraint: comma-separated pairs 'A-B' of region orders; depth "
+                             "constraint '1>2' is not of the form 'A-B' with integers A and B"]
+
+
+def test_validate_collects_schema_problems_across_records():
+    obj = fixture("bsds_toy")
+    obj["annotations"][0]["regions"][0]["segmentation"] = [1, 2, 3, 4, 5]
+    obj["annotations"][0]["regions"][2]["isStuff"] = "no"
+    obj["annotations"][1]["image_id"] = 55
+    obj["images"][1]["width"] = 0
+    assert [str(v) for v in formats.validate(obj)] == [
+        "images[1].width: an integer from 1 to 65535, got the number 0",
+        "annotations[0].regions[0].segmentation: a flat list of an even number (>= 6) of numbers, got a list of 5 numbers",
+        "annotations[0].regions[2].isStuff: 0 or 1, got the string 'no'",
+        "annotations[1].image_id: the id of an entry in images; there is no image with id 55",
+    ]
+    v = formats.validate(obj)[0]
+    assert v == Violation("images[1].width", "an integer from 1 to 65535, got the number 0")
+
+
+def test_validate_coco_style_invariants():
+    obj = fixture("coco_toy")
+    obj["annotations"][0]["amodal_region"] = {"name": "box", "order": 1}
+    obj["annotations"][1]["visible_mask"] = encode_rle(BOARD)
+    obj["annotations"][1].pop("invisible_mask")
+    assert messages(obj) == [
+        "annotations[1].occlude_rate: 0.0 (invisible 0 px / amodal 24 px), got 0.16666666666666666",
+        "annotations[1]: the invisible part = the amodal mask covered by regions in front (painter's rule, 4 px); "
+        "got 0 px, 4 px differ",
+    ]
+    obj["annotations"][1]["visible_mask"] = encode_rle(BOARD_VISIBLE | rect(8, 10, 0, 0, 1, 1))
+    assert messages(obj)[0] == "annotations[1].visible_mask: a mask inside the amodal mask; 1 px outside"
