@@ -504,3 +504,20 @@ def test_validate_coco_style_invariants():
     ]
     obj["annotations"][1]["visible_mask"] = encode_rle(BOARD_VISIBLE | rect(8, 10, 0, 0, 1, 1))
     assert messages(obj)[0] == "annotations[1].visible_mask: a mask inside the amodal mask; 1 px outside"
+
+
+def test_degenerate_polygons_inside_a_list_are_kept_but_not_rasterised():
+    # Real COCO-style files contain 1- and 2-point polygons next to real ones; pycocotools would read a
+    # 4-number polygon as a box, detectron2 drops them. We skip them for the mask and keep them for writing.
+    obj = fixture("coco_toy")
+    obj["annotations"][1]["segmentation"] = [[3.0, 3.0, 9.0, 3.0, 9.0, 7.0, 3.0, 7.0], [0.0, 0.0, 2.0, 2.0]]
+    scene = formats.from_dict(obj, "d2sa.json").scenes[0]
+    board = scene.instances[1]
+    assert np.array_equal(board.amodal, BOARD)
+    assert board.polygons[1] == [0.0, 0.0, 2.0, 2.0]
+    assert formats.to_coco(formats.from_dict(obj))["annotations"][1]["segmentation"] == obj["annotations"][1]["segmentation"]
+    obj["annotations"][1]["segmentation"] = [[0.0, 0.0, 2.0, 2.0]]
+    assert error_of(obj) == (
+        "bad.json: annotations[1].segmentation: at least one polygon of 3 or more points "
+        "(a flat list of an even number (>= 6) of numbers)"
+    )

@@ -138,8 +138,8 @@ def _numbers(value: Any) -> bool:
     return isinstance(value, list) and all(type(v) is float or type(v) is int for v in value)
 
 
-def parse_polygon(ctx: Context, value: Any, path: str, shape: tuple[int, int]) -> list:
-    if not _numbers(value) or len(value) < 6 or len(value) % 2:
+def parse_polygon(ctx: Context, value: Any, path: str, shape: tuple[int, int], min_numbers: int = 6) -> list:
+    if not _numbers(value) or len(value) < min_numbers or len(value) % 2:
         if _numbers(value):
             ctx.fail(path, f"{POLYGON}, got a list of {len(value)} numbers")
         ctx.fail(path, f"{POLYGON}, got {kind(value)}")
@@ -183,7 +183,11 @@ def parse_mask(ctx: Context, value: Any, path: str, shape: tuple[int, int], flat
     if isinstance(value, dict):
         return parse_rle(ctx, value, path, shape), None
     if isinstance(value, list) and value and all(isinstance(p, list) for p in value):
-        polygons = [parse_polygon(ctx, p, join(path, i), shape) for i, p in enumerate(value)]
+        # Inside a list, degenerate polygons (fewer than 3 points: no area) occur in real COCO-style files.
+        # They are kept for writing back; polygons_to_mask skips them.
+        polygons = [parse_polygon(ctx, p, join(path, i), shape, min_numbers=0) for i, p in enumerate(value)]
+        if not any(len(p) >= 6 for p in polygons):
+            ctx.fail(path, f"at least one polygon of 3 or more points ({POLYGON})")
         return polygons_to_mask(polygons, *shape), polygons
     if flat_ok and value and _numbers(value):
         polygon = parse_polygon(ctx, value, path, shape)

@@ -62,7 +62,11 @@ def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
 
 
 def polygons_to_mask(polygons: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
-    """Rasterise flat polygons (``[x1, y1, x2, y2, ...]``, each >= 3 points) the way pycocotools does."""
+    """Rasterise flat polygons (``[x1, y1, x2, y2, ...]``) the way pycocotools does.
+
+    Polygons of fewer than 3 points have no area and are skipped, as detectron2 does (pycocotools would
+    read a 4-number polygon as a box)."""
+    polygons = [p for p in polygons if len(p) >= 6]
     if not polygons:
         return np.zeros((height, width), bool)
     rles = mask_utils.frPyObjects([list(map(float, p)) for p in polygons], height, width)
