@@ -113,7 +113,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     gt = formats.load(args.gt)
     pred = formats.load(args.pred)
-    metrics = evaluate(gt, pred)
+    metrics = evaluate(gt, pred, gt_file=args.gt, pred_file=args.pred, class_agnostic=args.class_agnostic or None)
     print(format_table(metrics))
     if args.json:
         atomic_write_json(args.json, metrics, indent=2)
@@ -181,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gt", required=True)
     s.add_argument("--pred", required=True)
     s.add_argument("--json", default=None, help="also write the metrics as JSON")
+    s.add_argument("--class-agnostic", action="store_true",
+                   help="ignore categories (default when either file has none, e.g. COCOA)")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("figures", help="render the README figures (level sets, 3-D surface, global layering)")

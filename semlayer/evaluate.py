@@ -105,6 +105,7 @@ def evaluate(
     gt_file: str = "ground truth",
     pred_file: str = "predictions",
     progress: bool = False,
+    class_agnostic: bool | None = None,
 ) -> dict[str, float | int]:
     """Score predictions against ground truth; returns a flat dict of numbers (-1 = no data).
 
@@ -113,10 +114,14 @@ def evaluate(
     Every ground-truth image counts (missing predictions = misses); predictions for other images are
     ignored and counted in ``num_pred_unmatched_images``. Each ground-truth scene of an image (BSDS has
     several annotators per image) is evaluated against all predictions for that image.
+    ``class_agnostic`` (default: when the ground truth has no categories, as COCOA, or no prediction has
+    one, as from a class-agnostic model) ignores categories in AP and matching.
     """
     if isinstance(iou_match, bool) or not isinstance(iou_match, (int, float)) or not 0.0 < iou_match <= 1.0:
         raise ConfigError(f"iou_match must be a number in (0, 1], got {iou_match!r}")
-    per_category = bool(gt.categories)
+    if class_agnostic is None:
+        class_agnostic = not gt.categories or all(i.category is None for s in pred.scenes for i in s.instances)
+    per_category = not class_agnostic
     records = gt.image_records()
     gt_scenes: dict[int, list[AmodalScene]] = {}
     for scene in gt.scenes:

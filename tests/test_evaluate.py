@@ -133,19 +133,25 @@ def test_per_category_evaluation():
     # z's mask is found but labelled as a cup.
     pred_specs = [(x, 1, {"category": 1, "score": 0.9}), (y, 2, {"category": 1, "score": 0.8}),
                   (z, 3, {"category": 1, "score": 0.7})]
-    pred = AnnotationSet([scene(1, pred_specs)])
+    pred = AnnotationSet([scene(1, pred_specs)], categories=cats)
     m = evaluate(AnnotationSet([scene(1, gt_specs)], categories=cats), pred)
     assert m["amodal_AP"] == 0.5  # cup 1.0, box 0.0
     assert m["num_matched"] == 2 and m["miou_amodal"] == 1.0
     agnostic = evaluate(AnnotationSet([scene(1, gt_specs)]), pred)
     assert agnostic["amodal_AP"] == 1.0 and agnostic["num_matched"] == 3
+    forced = evaluate(AnnotationSet([scene(1, gt_specs)], categories=cats), pred, class_agnostic=True)
+    assert forced["amodal_AP"] == 1.0
+    # A class-agnostic model (no category on any prediction) is scored class-agnostically.
+    no_cats = AnnotationSet([scene(1, [(b, r, {"score": 0.9}) for b, r, _ in pred_specs])])
+    assert evaluate(AnnotationSet([scene(1, gt_specs)], categories=cats), no_cats)["amodal_AP"] == 1.0
 
 
 def test_prediction_without_category_against_categories_is_a_format_error():
     cats = [{"id": 1, "name": "cup"}]
     gt = AnnotationSet([scene(1, [(A, 1, {"category": 1})])], categories=cats)
     with pytest.raises(FormatError) as err:
-        evaluate(gt, AnnotationSet([scene(1, [(A, 1, {"score": 0.9})])]), pred_file="pred.json")
+        evaluate(gt, AnnotationSet([scene(1, [(A, 1, {"score": 0.9}), (A, 2, {"score": 0.5, "category": 1})])]),
+                 pred_file="pred.json")
     assert err.value.file == "pred.json"
     assert err.value.json_path == "annotations[image_id=1, id=1].category_id"
 

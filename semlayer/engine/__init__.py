@@ -1,0 +1,19 @@
+"""Training: configuration, the training loop (DDP-ready), checkpoints."""
+
+from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from .config import defaults, load_config, validate_config
+from .trainer import TrainingError, TrainResult, lr_factor, train, validation_losses
+
+__all__ = [
+    "TrainResult",
+    "TrainingError",
+    "defaults",
+    "load_checkpoint",
+    "load_config",
+    "lr_factor",
+    "read_checkpoint",
+    "save_checkpoint",
+    "train",
+    "validate_config",
+    "validation_losses",
+]

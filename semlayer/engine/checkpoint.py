@@ -1,0 +1,99 @@
+"""Checkpoints: everything needed to resume training exactly, and to rebuild the model for inference.
+
+A checkpoint is a ``torch.save`` dict: ``format`` ("semlayer-checkpoint"), ``version``, ``model``
+(state_dict), ``optimizer``, ``scheduler``, ``scaler``, ``iteration``, ``rng`` (python, numpy and torch
+states of every process), ``config`` (the full validated configuration), ``class_names``, ``best``
+(best validation loss so far). Only plain containers and tensors are stored, so it loads with
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import FormatError
+from ..io_utils import atomic_write_bytes
+
+FORMAT = "semlayer-checkpoint"
+VERSION = 1
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's random generator states, as plain containers and tensors."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": _py_state_to_plain(random.getstate()),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(_plain_to_py_state(state["python"]))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def _py_state_to_plain(state: tuple) -> dict[str, Any]:
+    version, internal, gauss = state
+    return {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss}
+
+
+def _plain_to_py_state(plain: dict[str, Any]) -> tuple:
+    return (plain["version"], tuple(int(x) for x in plain["internal"].tolist()), plain["gauss"])
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` (plus format and version) atomically."""
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, "version": VERSION, **state}, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """The checkpoint dict, with a clear `FormatError` for a missing, damaged or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FormatError(str(path), "", "a semlayer checkpoint (file not found)")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # torch.load raises many types (pickle, zip, runtime) for damaged files
+        raise FormatError(str(path), "", f"a readable semlayer checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise FormatError(str(path), "format", f"a semlayer checkpoint (format {FORMAT!r}); "
+                          "for other weights files use model.init / --init")
+    for key in ("model", "config", "class_names"):
+        if key not in ckpt:
+            raise FormatError(str(path), key, "this entry of a semlayer checkpoint")
+    return ckpt
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict, list[str]]:
+    """Rebuild the model of a checkpoint for inference: ``(model in eval mode on device, config, class_names)``."""
+    from ..model import build_model
+
+    ckpt = read_checkpoint(path, "cpu")
+    config = ckpt["config"]
+    model_cfg = dict(config["model"], init=None)  # the checkpoint's own weights replace any init file
+    model = build_model({**config, "model": model_cfg})
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise FormatError(str(path), "model", f"weights matching the checkpoint's own config ({exc})") from None
+    model.to(device).eval()
+    return model, config, list(ckpt["class_names"])

@@ -1,0 +1,378 @@
+"""The training loop: optimizer and schedule, AMP on CUDA, DDP, validation losses, checkpoints, logs, curves.
+
+Exact resume: the data order is a pure function of (seed, epoch) (`ResumableSampler`), augmentation a pure
+function of (seed, epoch, index) (`semlayer.data.AmodalDataset`), and model, optimizer, scheduler, scaler and
+every process's RNG states are in the checkpoint; validation runs under a forked RNG with BatchNorm frozen,
+so it changes nothing a later iteration sees. A run interrupted at N and resumed therefore ends with the same
+weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from ..data import AmodalDataset, build_dataset, collate, targets_to
+from ..errors import ConfigError, SemlayerError
+from ..io_utils import atomic_write_bytes, atomic_write_text
+from ..model import build_model, load_init_weights
+from . import distributed as D
+from .checkpoint import read_checkpoint, rng_state, save_checkpoint, set_rng_state
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(SemlayerError):
+    """Training cannot go on (e.g. the loss became NaN)."""
+
+
+class ResumableSampler(DistributedSampler):
+    """`DistributedSampler` that can start inside an epoch (``start`` samples of this process skipped), so a
+    resumed run continues the interrupted epoch without loading the batches it already saw."""
+
+    def __init__(self, dataset: AmodalDataset, num_replicas: int, rank: int, seed: int, shuffle: bool = True):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        self.start = 0
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(super().__iter__())[self.start:])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start
+
+
+def lr_factor(iteration: int, cfg: dict[str, Any]) -> float:
+    """Learning-rate multiplier at ``iteration``: linear warm-up, then cosine or step decay."""
+    total = cfg["max_iters"]
+    warm = cfg["warmup_iters"]
+    if iteration < warm:
+        alpha = iteration / warm
+        return cfg["warmup_factor"] * (1 - alpha) + alpha
+    if cfg["schedule"] == "cosine":
+        progress = min(1.0, (iteration - warm) / max(1, total - warm))
+        floor = cfg["min_lr_factor"]
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    # Steps are given as fractions of max_iters (<= 1) or as absolute iterations (> 1).
+    steps = [int(s * total) if s <= 1 else int(s) for s in cfg["steps"]]
+    return cfg["gamma"] ** sum(iteration >= s for s in steps)
+
+
+def build_optimizer(model: nn.Module, cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    """SGD or AdamW; no weight decay on norm parameters and biases (as torchvision's references do)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg["optimizer"] == "sgd":
+        return torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"])
+    return torch.optim.AdamW(groups, lr=cfg["lr"])
+
+
+@dataclass
+class TrainResult:
+    """What a run ended with: the trained model (unwrapped from DDP), its iteration, the best validation
+    (or, without a validation set, training) loss and the last logged mean losses."""
+
+    model: nn.Module
+    iteration: int
+    out_dir: Path
+    best: float | None
+    last_losses: dict[str, float] = field(default_factory=dict)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _loader(dataset: AmodalDataset, sampler: ResumableSampler, batch_size: int, workers: int, seed: int) -> DataLoader:
+    # A private generator: creating the loader's iterator must not draw from the global torch RNG, or a
+    # resumed run (which creates it mid-epoch) would diverge from an uninterrupted one.
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
+                      generator=torch.Generator().manual_seed(seed), persistent_workers=False)
+
+
+def _frozen_bn(model: nn.Module) -> list[nn.Module]:
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    for m in bns:
+        m.eval()
+    return bns
+
+
+@torch.no_grad()
+def validation_losses(model: nn.Module, loader: DataLoader, device: torch.device,
+                      weights: dict[str, float]) -> dict[str, float]:
+    """Mean losses over a validation loader (all processes together). The model stays in training mode (the
+    detection losses only exist there), with BatchNorm statistics frozen and the RNG state restored after."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        was_training = model.training
+        model.train()
+        bns = _frozen_bn(model)
+        sums: dict[str, float] = {}
+        count = 0
+        for images, targets in loader:
+            images = [im.to(device) for im in images]
+            losses = model(images, targets_to(targets, device))
+            losses = {k: float(v) for k, v in losses.items()}
+            losses["loss"] = sum(weights.get(k, 1.0) * v for k, v in losses.items())
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v * len(images)
+            count += len(images)
+        for m in bns:
+            m.train()
+        model.train(was_training)
+    keys = sorted(sums)
+    t = torch.tensor([sums[k] for k in keys] + [count], dtype=torch.float64, device=device)
+    D.all_reduce_sum(t)
+    n = max(1.0, float(t[-1]))
+    return {k: float(v) / n for k, v in zip(keys, t[:-1].tolist())}
+
+
+def plot_curves(records: list[dict[str, Any]], path: Path) -> None:
+    """Training (and validation) losses against iteration, log scale; written atomically as PNG."""
+    fig = Figure(figsize=(9, 5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    train = [r for r in records if r.get("split") == "train"]
+    val = [r for r in records if r.get("split") == "val"]
+    names = sorted({k for r in train for k in r if k.startswith("loss")})
+    for name in names:
+        pts = [(r["iteration"], r[name]) for r in train if name in r and r[name] > 0]
+        if pts:
+            x, y = zip(*pts)
+            ax.plot(x, y, label=name, linewidth=2.0 if name == "loss" else 1.0)
+    if val:
+        x, y = zip(*[(r["iteration"], r["loss"]) for r in val])
+        ax.plot(x, y, "o-", color="black", label="val loss")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    if any(line.get_ydata().size for line in ax.get_lines()):
+        ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.subplots_adjust(left=0.08, right=0.98, top=0.97, bottom=0.1)  # fixed margins: tight_layout costs ~0.5 s
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _read_log(path: Path, upto: int) -> list[dict[str, Any]]:
+    """Records of an existing log up to iteration ``upto`` (a resumed run rewrites what came after)."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash
+        if isinstance(rec, dict) and rec.get("iteration", upto + 1) <= upto:
+            out.append(rec)
+    return out
+
+
+def train(config: dict[str, Any], out_dir: str | Path, device: str = "cpu", resume: bool = False,
+          init: str | None = None, train_data: tuple[str, str] | None = None,
+          val_data: tuple[str, str] | None = None, workers: int | None = None, progress: bool = True,
+          stop_at: int | None = None) -> TrainResult:
+    """Train the model a validated ``config`` describes; write ``out_dir``/last.pt, best.pt, log.jsonl, curves.png.
+
+    ``train_data``/``val_data`` are (annotation file, image folder) overrides of the config's data; without
+    any, the config's synthetic sets are generated. ``resume`` continues ``out_dir``/last.pt (its config is
+    used, with ``train.max_iters`` from ``config``). ``init`` fine-tunes from a checkpoint or weights file.
+    ``stop_at`` ends the run early as an interruption would (the schedule still spans ``max_iters``).
+    Works alone or under ``torchrun`` (one process per CPU share or GPU)."""
+    out = Path(out_dir)
+    info = D.init_distributed(device)
+    try:
+        return _train(config, out, info, resume, init, train_data, val_data, workers, progress, stop_at)
+    finally:
+        D.cleanup()
+
+
+def _train(config, out: Path, info: D.DistInfo, resume, init, train_data, val_data, workers, progress,
+           stop_at) -> TrainResult:
+    ckpt = None
+    if resume:
+        ckpt = read_checkpoint(out / "last.pt")
+        max_iters = config["train"]["max_iters"]
+        config = ckpt["config"]
+        config["train"]["max_iters"] = max_iters
+    tcfg, dcfg = config["train"], config["data"]
+    dev = info.device
+    seed = int(tcfg["seed"])
+
+    _seed_everything(seed)  # the same initial weights in every process
+    # A resumed run takes its weights from the checkpoint, so model.init need not exist any more.
+    model = build_model(config if ckpt is None else {**config, "model": {**config["model"], "init": None}}).to(dev)
+    if init and ckpt is None:
+        load_init_weights(model, init)
+
+    train_ds = build_dataset(config, "train", True, *(train_data or (None, None)))
+    val_ds = None
+    if val_data or config["data"]["val"].get("annotations"):
+        val_ds = build_dataset(config, "val", False, *(val_data or (None, None)))
+    elif not (train_data or config["data"]["train"].get("annotations")):
+        val_ds = build_dataset(config, "val", False)
+    class_names = train_ds.class_names
+    if len(class_names) != config["model"]["num_classes"]:
+        raise ConfigError(f"model.num_classes: the training data has {len(class_names)} classes "
+                          f"({', '.join(class_names[:5])}{', ...' if len(class_names) > 5 else ''}), "
+                          f"the config says {config['model']['num_classes']}")
+    if len(train_ds) == 0:
+        raise ConfigError("the training set is empty")
+
+    ddp_model: nn.Module = model
+    if info.distributed:
+        ddp_model = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    optimizer = build_optimizer(model, tcfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, tcfg))
+    use_amp = bool(tcfg["amp"]) and dev.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    weights = {k: float(v) for k, v in tcfg["loss_weights"].items()}
+
+    start, best = 0, None
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        start, best = int(ckpt["iteration"]), ckpt.get("best")
+        states = ckpt["rng"]
+        set_rng_state(states[info.rank] if info.rank < len(states) else states[0])
+    else:
+        torch.manual_seed(seed + info.rank)  # proposal sampling differs per process, like its data shard
+
+    nworkers = dcfg["workers"] if workers is None else workers
+    batch = int(tcfg["batch_size"])
+    sampler = ResumableSampler(train_ds, info.world_size, info.rank, seed)
+    iters_per_epoch = max(1, math.ceil(sampler.num_samples / batch))
+    val_loader = None
+    if val_ds is not None:
+        val_sampler = ResumableSampler(val_ds, info.world_size, info.rank, seed, shuffle=False)
+        val_loader = _loader(val_ds, val_sampler, batch, nworkers, seed)
+
+    log_path = out / "log.jsonl"
+    records: list[dict[str, Any]] = []
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        records = _read_log(log_path, start) if ckpt is not None else []
+        atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in records))
+        log.info("training %s (%s) for %d iterations on %d process(es), %s; %d training images, %s; out: %s",
+                 config["model"]["kind"], config["model"]["backbone"], tcfg["max_iters"], info.world_size, dev,
+                 len(train_ds), f"{len(val_ds)} validation images" if val_ds is not None else "no validation set",
+                 out)
+
+    def write_checkpoints(iteration: int, is_best: bool) -> None:
+        rngs = D.all_gather_objects(rng_state())
+        if not info.is_main:
+            return
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "iteration": iteration,
+            "rng": rngs,
+            "config": config,
+            "class_names": class_names,
+            "best": best,
+        }
+        save_checkpoint(out / "last.pt", state)
+        if is_best or not (out / "best.pt").exists():
+            save_checkpoint(out / "best.pt", state)
+        plot_curves(records, out / "curves.png")
+
+    def append_log(record: dict[str, Any]) -> None:
+        # One JSON line per write, flushed: a crash can cut at most the last line, which readers skip.
+        records.append(record)
+        with open(log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    end = tcfg["max_iters"] if stop_at is None else min(stop_at, tcfg["max_iters"])
+    bar = tqdm(total=tcfg["max_iters"], initial=start, disable=not (progress and info.is_main), unit="it",
+               dynamic_ncols=True, desc="train")
+    window: dict[str, float] = {}
+    window_n, window_t = 0, time.perf_counter()
+    it = start
+    last: dict[str, float] = {}
+    while it < end:
+        epoch, offset = divmod(it, iters_per_epoch)
+        sampler.set_epoch(epoch)
+        sampler.start = offset * batch
+        train_ds.set_epoch(epoch)
+        for images, targets in _loader(train_ds, sampler, batch, nworkers, seed + epoch):
+            images = [im.to(dev, non_blocking=True) for im in images]
+            targets = targets_to(targets, dev)
+            with torch.autocast(device_type=dev.type, enabled=use_amp):
+                losses = ddp_model(images, targets)
+                total = sum(weights.get(k, 1.0) * v for k, v in losses.items())
+            values = {k: float(v.detach()) for k, v in losses.items()}
+            values["loss"] = float(total.detach())
+            if not math.isfinite(values["loss"]):
+                raise TrainingError(f"the loss is not finite at iteration {it + 1} ({values}); "
+                                    "lower train.lr or raise train.warmup_iters")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(total).backward()
+            if tcfg["clip_grad_norm"] > 0:
+                scaler.unscale_(optimizer)
+                values["grad_norm"] = float(nn.utils.clip_grad_norm_(model.parameters(), tcfg["clip_grad_norm"]))
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            it += 1
+            for k, v in values.items():
+                window[k] = window.get(k, 0.0) + v
+            window_n += 1
+            bar.update(1)
+
+            if it % tcfg["log_every"] == 0 or it == end:
+                mean = D.all_reduce_mean({k: v / window_n for k, v in window.items()}, dev)
+                now = time.perf_counter()
+                record = {"split": "train", "iteration": it, **mean, "lr": optimizer.param_groups[0]["lr"],
+                          "time": (now - window_t) / window_n}
+                last = mean
+                window, window_n, window_t = {}, 0, now
+                if info.is_main:
+                    append_log(record)
+                    bar.set_postfix(loss=f"{mean['loss']:.3f}", lr=f"{record['lr']:.2g}")
+            val_now = it % tcfg["val_every"] == 0 or it == end
+            is_best = False
+            if val_now:
+                metric = last.get("loss")
+                if val_loader is not None:
+                    val = validation_losses(ddp_model, val_loader, dev, weights)
+                    metric = val["loss"]
+                    if info.is_main:
+                        append_log({"split": "val", "iteration": it, **val})
+                if metric is not None and (best is None or metric < best):
+                    best, is_best = metric, True
+            if val_now or it % tcfg["checkpoint_every"] == 0:
+                write_checkpoints(it, is_best)
+            if it >= end:
+                break
+    bar.close()
+    D.barrier()
+    if info.is_main:
+        log.info("done at iteration %d; wrote %s", it, ", ".join(str(out / n) for n in
+                                                                 ("last.pt", "best.pt", "log.jsonl", "curves.png")))
+    return TrainResult(model, it, out, best, last)

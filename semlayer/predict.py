@@ -1,0 +1,503 @@
+"""Inference: `Predictor` runs the network once per image and answers cheap queries from its cache (as
+Segment Anything's predictor caches the image embedding); `predict_files` runs a checkpoint over image
+files and folders and writes an annotation file.
+
+How a scene is decoded from the network's outputs (DESIGN.md section 5):
+
+* Detections are taken in descending score order; instance ids are ``1 + position`` in that order, so an
+  instance keeps its id whatever the score threshold.
+* RoI maps are pasted into the image with torchvision's Mask R-CNN geometry (`paste_roi_maps`), but only
+  over each detection's box, and cached per detection. Amodal mask = pasted ``masks`` > 0.5 (for the SLN,
+  ``masks`` = P(not outside), so the mask is where the layering head's "outside" class is unlikely). Each
+  amodal pixel gets the most probable of the layers 0..K-1 (int8 ``Instance.layers``, -1 outside); the
+  sem-dist map is clipped to [0, K] and 0 outside the amodal mask (float32 ``Instance.semdist``).
+  Detections whose mask is empty are dropped.
+* Duplicates: greedy mask NMS (IoU > ``mask_nms_thr``) on each detection's *visible evidence* (SLN: its
+  layer-0 region; baselines: their mask), across labels, since a pixel is visible on one object only. For
+  the SLN, two distinct overlapping objects have disjoint visible regions, so unlike amodal IoU this does
+  not merge an occluder with what it hides. Greedy NMS in score order commutes with the score threshold,
+  so each detection goes through it once, on the first query that includes it.
+* Depth order (SLN): every overlapping pair votes with its pixels, the one on the lower layer is in front
+  (`semdist.order_constraints`), each pair's votes weighted by the product of the two scores; ranks come
+  from `order.ranks_from_constraints` (cycles broken by dropping the weakest evidence; unordered instances
+  by score). Baselines have no layers: of two overlapping instances the one whose overlap is the smaller
+  share of its own area is in front (an occluded object loses a larger share of itself to the overlap).
+* Visible masks follow the painter's rule under that order (`AmodalScene.set_visible`), with the predicted
+  visible region (layer 0) as the visible evidence: occlusion the network sees but no detected instance
+  explains is kept as *external* occlusion. Pieces of it are dropped as noise when smaller than
+  ``min_external_fraction`` (default 2 %) of the instance's amodal area or thinner than
+  ``MIN_EXTERNAL_THICKNESS`` px everywhere (the rim left where an occluder's predicted edge and the layer
+  boundary disagree by a pixel or two), so noise does not turn an unoccluded object into an occluded one.
+* Files (`predict_files`) hold visible masks by the painter's rule alone: COCOA and COCO-style files state
+  that the invisible part is what the regions in front cover, and `formats.validate` holds them to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.detection.roi_heads import expand_boxes, expand_masks
+from tqdm import tqdm
+
+from .engine.checkpoint import load_checkpoint
+from .engine.config import defaults
+from .errors import ConfigError, FormatError, SemlayerError
+from .images import ImageReadError, read_image, to_rgb
+from .order import Constraint, ranks_from_constraints
+from .scene import AmodalScene, AnnotationSet, Instance
+from .semdist import SemDistMap, order_constraints
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "checkpoints" / "sln_tiny_synth.pt"
+IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+MASK_THRESHOLD = 0.5
+OUTPUT_FORMATS = ("cocoa", "coco", "results")
+MIN_EXTERNAL_THICKNESS = 3  # px: external-occlusion pieces no square of this side fits in are noise
+
+
+@dataclass
+class _Detection:
+    """One detection's pasted maps, cropped to the bounding box of its amodal mask."""
+
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive ends) of the crops in the image
+    amodal: np.ndarray  # bool crop
+    evidence: np.ndarray  # bool crop: visible evidence (layer 0, or the mask for baselines)
+    layers: np.ndarray | None = None  # int8 crop, -1 outside the amodal mask (SLN only)
+    semdist: np.ndarray | None = None  # float32 crop, 0 outside the amodal mask (SLN only)
+    layer_map: SemDistMap | None = None  # the layers as a SemDistMap that decodes to them, for order votes
+    area: int = 0
+    evidence_area: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return self.area == 0
+
+
+@dataclass
+class InstanceMaps:
+    """One detection's full-frame maps, before the painter's rule (`Predictor.instance_maps`)."""
+
+    id: int
+    score: float
+    category: int
+    name: str
+    box: tuple[float, float, float, float]  # detector box, x0, y0, x1, y1 in image pixels
+    amodal: np.ndarray  # bool HxW
+    visible_evidence: np.ndarray  # bool HxW: predicted visible region (layer 0; the mask for baselines)
+    layers: np.ndarray | None  # int8 HxW, -1 outside the amodal mask; None for baselines
+    semdist: np.ndarray | None  # float32 HxW in [0, K], 0 outside the amodal mask; None for baselines
+
+
+def _device(device: str | torch.device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"device: expected 'cpu', 'cuda' or 'cuda:N', got {device!r} ({exc})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {device!r} was asked for, but PyTorch sees no CUDA device here")
+    return dev
+
+
+def _check_score_thr(score_thr: float) -> float:
+    if isinstance(score_thr, bool) or not isinstance(score_thr, (int, float)) or not 0.0 <= score_thr <= 1.0:
+        raise ConfigError(f"score threshold: expected a number in [0, 1], got {score_thr!r}")
+    return float(score_thr)
+
+
+def _paste_geometry(maps: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, list[list[int]]]:
+    """What torchvision's ``paste_masks_in_image`` does before pasting, for all RoIs at once: RoI maps
+    (R, C, M, M) with a 1-cell zero border, and the boxes grown to match, as integers."""
+    padded, scale = expand_masks(maps, padding=1)
+    return padded, expand_boxes(boxes, scale).to(dtype=torch.int64).tolist()
+
+
+def _paste_in_box(padded: torch.Tensor, box: Sequence[int], height: int, width: int
+                  ) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """One RoI's bordered maps (C, M+2, M+2) pasted (bilinear) into its grown integer ``box`` as
+    ``paste_masks_in_image`` pastes a mask, but returned only over the box's part of the image:
+    ``(crop (C, h, w), (x0, y0, x1, y1))``; full-frame pasting would cost C x H x W per detection."""
+    bx0, by0, bx1, by1 = box
+    w, h = max(bx1 - bx0 + 1, 1), max(by1 - by0 + 1, 1)
+    x0, x1 = max(bx0, 0), min(bx1 + 1, width)
+    y0, y1 = max(by0, 0), min(by1 + 1, height)
+    if x1 <= x0 or y1 <= y0:
+        return padded.new_zeros((padded.shape[0], 0, 0)), (0, 0, 0, 0)
+    resized = F.interpolate(padded[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+    return resized[:, y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0], (x0, y0, x1, y1)
+
+
+def _overlap(a: np.ndarray, a_box: Sequence[int], b: np.ndarray, b_box: Sequence[int]) -> int:
+    """Number of pixels set in both crops."""
+    x0, y0 = max(a_box[0], b_box[0]), max(a_box[1], b_box[1])
+    x1, y1 = min(a_box[2], b_box[2]), min(a_box[3], b_box[3])
+    if x0 >= x1 or y0 >= y1:
+        return 0
+    return int(np.count_nonzero(a[y0 - a_box[1] : y1 - a_box[1], x0 - a_box[0] : x1 - a_box[0]]
+                                & b[y0 - b_box[1] : y1 - b_box[1], x0 - b_box[0] : x1 - b_box[0]]))
+
+
+def _full(crop: np.ndarray, box: Sequence[int], shape: tuple[int, int], fill: Any = 0) -> np.ndarray:
+    """A crop placed in a full frame of ``fill``."""
+    out = np.zeros(shape, crop.dtype) if fill == 0 else np.full(shape, fill, crop.dtype)
+    x0, y0, x1, y1 = box
+    out[y0:y1, x0:x1] = crop
+    return out
+
+
+def _drop_specks(mask: np.ndarray, min_pixels: float) -> np.ndarray:
+    """``mask`` without its specks: 8-connected pieces smaller than ``min_pixels`` or so thin that no
+    ``MIN_EXTERNAL_THICKNESS`` square fits inside (e.g. a rim along an occluder's edge)."""
+    out = np.zeros(mask.shape, bool)
+    if np.count_nonzero(mask) < min_pixels:
+        return out
+    ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    y0, y1, x0, x1 = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
+    crop = mask[y0:y1, x0:x1].astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(crop, connectivity=8)
+    # Zeros beyond the crop's edge: a thin piece along the edge erodes away too.
+    kernel = np.ones((MIN_EXTERNAL_THICKNESS, MIN_EXTERNAL_THICKNESS), np.uint8)
+    core = cv2.erode(crop, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
+    keep = np.zeros(count, bool)
+    keep[np.unique(labels[core])] = True
+    keep &= stats[:, cv2.CC_STAT_AREA] >= min_pixels
+    keep[0] = False  # background
+    out[y0:y1, x0:x1] = keep[labels]
+    return out
+
+
+class Predictor:
+    """A checkpoint loaded once; `set_image` runs the network once, every other query reads the cache.
+
+    ``checkpoint`` is a semlayer checkpoint (None: `DEFAULT_CHECKPOINT`, the shipped demo model).
+    Alternatively pass an already built ``model`` with its ``config`` (a configuration with a ``model``
+    section) and ``class_names``. ``mask_nms_thr``: IoU of visible evidence above which a lower-scored
+    detection is a duplicate. ``min_external_fraction``: external-occlusion pieces smaller than this share
+    of an instance's amodal area are dropped (as are pieces thinner than ``MIN_EXTERNAL_THICKNESS``).
+    """
+
+    def __init__(self, checkpoint: str | os.PathLike | None = None, device: str | torch.device = "cpu", *,
+                 model: nn.Module | None = None, config: dict[str, Any] | None = None,
+                 class_names: Sequence[str] | None = None, mask_nms_thr: float = 0.5,
+                 min_external_fraction: float = 0.02):
+        self.device = _device(device)
+        if model is not None:
+            if checkpoint is not None:
+                raise ConfigError("give a checkpoint or a model, not both")
+            if config is None:
+                raise ConfigError("a model needs its config (at least its 'model' section)")
+            model_cfg = {**defaults()["model"], **dict(config.get("model", {}))}
+            num = int(model_cfg["num_classes"])
+            if class_names is not None:
+                names = list(class_names)
+            else:
+                names = ["object"] if num == 1 else [str(i) for i in range(1, num + 1)]
+            self.model = model.to(self.device).eval()
+            self.config = config
+        else:
+            path = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
+            if checkpoint is None and not path.is_file():
+                raise FormatError(str(path), "", "the shipped demo checkpoint (not found; pass a checkpoint "
+                                  "file, e.g. --checkpoint runs/tiny/best.pt)")
+            self.model, self.config, names = load_checkpoint(path, self.device)
+            model_cfg = {**defaults()["model"], **self.config["model"]}
+        if len(names) != int(model_cfg["num_classes"]):
+            raise ConfigError(f"class_names: expected {model_cfg['num_classes']} names (model.num_classes), "
+                              f"got {len(names)}")
+        if not 0.0 <= mask_nms_thr <= 1.0:
+            raise ConfigError(f"mask_nms_thr: expected a number in [0, 1], got {mask_nms_thr!r}")
+        if not 0.0 <= min_external_fraction <= 1.0:
+            raise ConfigError(f"min_external_fraction: expected a number in [0, 1], got {min_external_fraction!r}")
+        self.class_names: list[str] = [str(n) for n in names]
+        self.kind: str = str(model_cfg["kind"])
+        self.K: int = int(model_cfg["K"])
+        self.mask_nms_thr = float(mask_nms_thr)
+        self.min_external_fraction = float(min_external_fraction)
+        # The cache of the current image (see set_image).
+        self._raw: dict[str, torch.Tensor] | None = None
+        self._shape = (0, 0)
+        self._paste: tuple[torch.Tensor, list[list[int]]] | None = None
+        self._dets: list[_Detection | None] = []
+        self._nms_done = 0  # detections [0, _nms_done) have been through NMS
+        self._keep: list[int] = []
+        self._global: np.ndarray | None = None
+
+    @property
+    def has_layers(self) -> bool:
+        """Whether the model predicts layers and sem-dist maps (the SLN) or only masks (a baseline)."""
+        return self.kind == "sln"
+
+    @property
+    def num_detections(self) -> int:
+        """Detections the network returned for the current image (any score, before NMS)."""
+        self._require_image()
+        return int(self._raw["scores"].numel())
+
+    # ----- the network ------------------------------------------------------------------------------
+    def set_image(self, image: np.ndarray) -> None:
+        """Run the network on an image (HxWx3 uint8 RGB; grey, RGBA and float images are converted)
+        and cache its raw outputs; the previous image's cache is dropped."""
+        rgb = to_rgb(image)
+        if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+            raise ImageReadError(f"expected an image with pixels, got shape {rgb.shape}")
+        tensor = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1).float().div_(255.0)
+        with torch.inference_mode():
+            out = self.model([tensor])[0]
+        order = torch.argsort(out["scores"], descending=True, stable=True)
+        raw = {k: v[order].cpu() for k, v in out.items() if k != "global_layers"}
+        if "global_layers" in out:
+            raw["global_layers"] = out["global_layers"].cpu()
+        self._raw = raw
+        self._shape = (int(rgb.shape[0]), int(rgb.shape[1]))
+        self._paste = None
+        self._dets = [None] * int(raw["scores"].numel())
+        self._nms_done = 0
+        self._keep = []
+        self._global = None
+
+    def _require_image(self) -> None:
+        if self._raw is None:
+            raise RuntimeError("no image: call set_image(image) first")
+
+    # ----- cached per-detection maps ----------------------------------------------------------------
+    def _detection(self, d: int) -> _Detection:
+        det = self._dets[d]
+        if det is None:
+            det = self._dets[d] = self._decode(d)
+        return det
+
+    def _decode(self, d: int) -> _Detection:
+        raw, (H, W), K = self._raw, self._shape, self.K
+        if self._paste is None:
+            channels = [raw["masks"]]
+            if self.has_layers:
+                # Probabilities, not logits, are pasted: bilinear blending (also with the zero border) scales
+                # a probability vector, which keeps its arg-max; blending logits with zeros would not.
+                channels += [raw["layer_logits"].softmax(dim=1)[:, 1:], raw["semdist"]]
+            self._paste = _paste_geometry(torch.cat(channels, dim=1), raw["boxes"])
+        padded, boxes = self._paste
+        crop_t, box = _paste_in_box(padded[d], boxes[d], H, W)
+        crop = crop_t.numpy()
+        amodal = crop[0] > MASK_THRESHOLD
+        ys, xs = np.flatnonzero(amodal.any(axis=1)), np.flatnonzero(amodal.any(axis=0))
+        if ys.size == 0:
+            empty = np.zeros((0, 0), bool)
+            det = _Detection((0, 0, 0, 0), empty, empty)
+            if self.has_layers:
+                det.layers, det.semdist = np.zeros((0, 0), np.int8), np.zeros((0, 0), np.float32)
+            return det
+        # Keep only the bounding box of the mask: smaller crops make every later pairwise test cheaper.
+        cy0, cy1, cx0, cx1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
+        crop, amodal = crop[:, cy0:cy1, cx0:cx1], amodal[cy0:cy1, cx0:cx1]
+        box = (box[0] + cx0, box[1] + cy0, box[0] + cx1, box[1] + cy1)
+        det = _Detection(box, amodal, amodal, area=int(amodal.sum()))
+        if self.has_layers:
+            layers = crop[1 : K + 1].argmax(axis=0).astype(np.int8)
+            layers[~amodal] = -1
+            det.layers = layers
+            det.layer_map = SemDistMap(np.where(amodal, K - layers, 0).astype(np.float32), box, (H, W), K)
+            det.semdist = np.where(amodal, np.clip(crop[K + 1], 0.0, float(K)), 0.0).astype(np.float32)
+            det.evidence = layers == 0
+        det.evidence_area = int(det.evidence.sum())
+        return det
+
+    def _name(self, label: int) -> str:
+        return self.class_names[label - 1] if 1 <= label <= len(self.class_names) else str(label)
+
+    def _kept(self, count: int) -> list[int]:
+        """Non-empty, non-duplicate detections among the ``count`` best-scored ones (score order)."""
+        while self._nms_done < count:
+            d = self._nms_done
+            det = self._detection(d)
+            if not det.empty and not any(self._duplicate(det, self._detection(k)) for k in self._keep):
+                self._keep.append(d)
+            self._nms_done += 1
+        return [d for d in self._keep if d < count]
+
+    def _duplicate(self, det: _Detection, kept: _Detection) -> bool:
+        inter = _overlap(det.evidence, det.box, kept.evidence, kept.box)
+        union = det.evidence_area + kept.evidence_area - inter
+        return union > 0 and inter / union > self.mask_nms_thr
+
+    # ----- queries ----------------------------------------------------------------------------------
+    def scene(self, score_thr: float = 0.5, image_record: dict[str, Any] | None = None) -> AmodalScene:
+        """The predicted scene of the current image from the cache (the network does not run again).
+
+        ``image_record`` supplies the image's ``id`` (default 1), ``file_name`` and other fields."""
+        self._require_image()
+        score_thr = _check_score_thr(score_thr)
+        H, W = self._shape
+        record: dict[str, Any] = {"id": 1, "file_name": ""}
+        record.update(image_record or {})
+        for key, size in (("height", H), ("width", W)):
+            if key in record and int(record[key]) != size:
+                raise ValueError(f"image_record {key} is {record[key]}, but the image has {key} {size}")
+            record[key] = size
+        scores = self._raw["scores"]
+        count = int((scores >= score_thr).sum())
+        kept = self._kept(count)
+        dets = [self._detection(d) for d in kept]
+        weights = [float(scores[d]) for d in kept]
+        ranks = ranks_from_constraints(len(kept), self._order_constraints(dets, weights)).ranks
+
+        instances = []
+        for d, det, rank in zip(kept, dets, ranks):
+            label = int(self._raw["labels"][d])
+            inst = Instance(
+                id=d + 1, amodal=_full(det.amodal, det.box, (H, W)), rank=rank, name=self._name(label),
+                category=label, score=float(scores[d]),
+            )
+            if det.layers is not None:
+                inst.layers = _full(det.layers, det.box, (H, W), np.int8(-1))
+                inst.semdist = _full(det.semdist, det.box, (H, W))
+            instances.append(inst)
+        scene = AmodalScene(record, instances, annotation={"author": "semlayer.predict"})
+        if self.has_layers:
+            scene.set_visible([_full(det.evidence, det.box, (H, W)) for det in dets])
+            for inst in scene.instances:
+                if inst.external is not None:
+                    ext = _drop_specks(inst.external, self.min_external_fraction * inst.area)
+                    inst.external = ext if ext.any() else None
+        return scene
+
+    def _order_constraints(self, dets: list[_Detection], weights: list[float]) -> list[Constraint]:
+        if self.has_layers:
+            return order_constraints([det.layer_map for det in dets], weights)
+        out = []
+        for i in range(len(dets)):
+            for j in range(i + 1, len(dets)):
+                inter = _overlap(dets[i].amodal, dets[i].box, dets[j].amodal, dets[j].box)
+                if inter == 0:
+                    continue
+                share_i, share_j = inter / dets[i].area, inter / dets[j].area
+                w = abs(share_i - share_j) * weights[i] * weights[j]
+                if share_i < share_j:
+                    out.append(Constraint(i, j, w))
+                elif share_j < share_i:
+                    out.append(Constraint(j, i, w))
+        return out
+
+    def global_layers(self) -> np.ndarray:
+        """(H, W) uint8 global layering map: the most probable number of amodal masks covering each pixel
+        (clipped at K). Only the SLN predicts it."""
+        self._require_image()
+        if "global_layers" not in self._raw:
+            raise SemlayerError(f"a {self.kind} model predicts no global layering map (only the SLN does)")
+        if self._global is None:
+            self._global = self._raw["global_layers"].argmax(dim=0).numpy().astype(np.uint8)
+        return self._global.copy()
+
+    def instance_maps(self, instance_id: int) -> InstanceMaps:
+        """The full-frame maps of one detection (``Instance.id`` in `scene`), at any score."""
+        self._require_image()
+        n = self.num_detections
+        if isinstance(instance_id, bool) or not isinstance(instance_id, (int, np.integer)) or not 1 <= instance_id <= n:
+            raise ValueError(f"instance id: expected an integer in 1..{n}, got {instance_id!r}")
+        d = int(instance_id) - 1
+        det, shape = self._detection(d), self._shape
+        label = int(self._raw["labels"][d])
+        x0, y0, x1, y1 = (float(v) for v in self._raw["boxes"][d].tolist())
+        return InstanceMaps(
+            id=d + 1, score=float(self._raw["scores"][d]), category=label, name=self._name(label),
+            box=(x0, y0, x1, y1),
+            amodal=_full(det.amodal, det.box, shape),
+            visible_evidence=_full(det.evidence, det.box, shape),
+            layers=None if det.layers is None else _full(det.layers, det.box, shape, np.int8(-1)),
+            semdist=None if det.semdist is None else _full(det.semdist, det.box, shape),
+        )
+
+
+# ----- files -----------------------------------------------------------------------------------------
+@dataclass
+class PredictReport:
+    """What `predict_files` did: images written, instances written, inputs skipped (path, reason)."""
+
+    out: Path
+    num_images: int = 0
+    num_instances: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def list_images(inputs: Iterable[str | os.PathLike]) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
+    """Image files named by ``inputs`` as ``(path, file_name)``, and inputs that yield none.
+
+    A folder gives its image files (by extension, recursively, hidden files and folders left out, sorted),
+    each named by its path relative to the folder; any other input is taken as an image file named by its
+    base name (reading it tells whether it is one). A file named twice is listed once."""
+    found: list[tuple[Path, str]] = []
+    empty: list[tuple[str, str]] = []
+    seen: set[Path] = set()
+    for item in inputs:
+        root = Path(item)
+        if root.is_dir():
+            files = sorted(
+                (p.relative_to(root).as_posix(), p) for p in root.rglob("*")
+                if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(root).parts)
+            )
+            if not files:
+                empty.append((str(root), f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in this folder"))
+            pairs = [(p, name) for name, p in files]
+        else:
+            pairs = [(root, root.name)]
+        for path, name in pairs:
+            key = path.resolve()
+            if key not in seen:
+                seen.add(key)
+                found.append((path, name))
+    return found, empty
+
+
+def predict_files(checkpoint: str | os.PathLike | None, inputs: Sequence[str | os.PathLike],
+                  out: str | os.PathLike, fmt: str = "cocoa", score_thr: float = 0.5, device: str = "cpu",
+                  progress: bool = True) -> PredictReport:
+    """Predict every image of ``inputs`` (files or folders) and write one annotation file ``out`` as
+    ``fmt`` (``cocoa`` native with a ``score`` per region, ``coco``-style amodal, or a ``results`` list).
+
+    Images get ids 1, 2, ... in input order; visible masks follow the painter's rule under the predicted
+    order. An image that cannot be read is reported in ``PredictReport.skipped`` and left out; the others
+    are still written (nothing is written, and `SemlayerError` raised, when no image can be read)."""
+    from . import formats  # late: the readers and writers are only needed here
+
+    if fmt not in OUTPUT_FORMATS:
+        raise ConfigError(f"format: expected one of {', '.join(OUTPUT_FORMATS)}, got {fmt!r}")
+    score_thr = _check_score_thr(score_thr)
+    files, empty = list_images(inputs)
+    if not files:
+        reasons = "; ".join(f"{p}: {why}" for p, why in empty) or "no inputs given"
+        raise ConfigError(f"no image files to predict: {reasons}")
+    predictor = Predictor(checkpoint, device=device)
+    report = PredictReport(Path(out), skipped=list(empty))
+    scenes = []
+    for path, name in tqdm(files, desc="predict", unit="img", disable=not progress, dynamic_ncols=True):
+        try:
+            image = read_image(path)
+        except ImageReadError as exc:
+            log.info("skipped %s", exc)
+            report.skipped.append((str(path), str(exc).removeprefix(f"{path}: ")))
+            continue
+        predictor.set_image(image)
+        scene = predictor.scene(score_thr, {"id": len(scenes) + 1, "file_name": name})
+        for inst in scene.instances:
+            # The writers need masks only; dropping the dense maps keeps a large run's memory small.
+            inst.semdist = inst.layers = None
+            # Painter's rule alone in files (module docstring): COCOA / COCO-style files cannot state
+            # occlusion by something that is not one of their regions.
+            inst.external = None
+        scenes.append(scene)
+        report.num_instances += len(scene)
+    if not scenes:
+        raise SemlayerError("no image could be read: " + "; ".join(f"{p}: {why}" for p, why in report.skipped))
+    report.num_images = len(scenes)
+    categories = [{"id": i, "name": n} for i, n in enumerate(predictor.class_names, start=1)]
+    formats.save(AnnotationSet(scenes, categories, format=fmt), out, format=fmt)
+    return report

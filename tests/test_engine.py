@@ -1,0 +1,212 @@
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from semlayer.engine import (
+    TrainingError,
+    load_checkpoint,
+    load_config,
+    lr_factor,
+    read_checkpoint,
+    train,
+    validate_config,
+)
+from semlayer.errors import ConfigError, FormatError
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: stable float results and no OpenMP spinning against other processes."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The tiny network on 64 x 64 synthetic scenes: a few iterations take a fraction of a second.
+TINY = {
+    "model": {
+        "representation_size": 32, "mask_head_channels": 8, "mask_head_convs": 1, "glm_channels": 8,
+        "glm_convs": 1, "fpn_channels": 16, "min_size": 64, "max_size": 64, "box_batch_size_per_image": 32,
+        "rpn_batch_size_per_image": 32, "rpn_pre_nms_top_n_train": 100, "rpn_post_nms_top_n_train": 50,
+        "rpn_pre_nms_top_n_test": 50, "rpn_post_nms_top_n_test": 20, "box_detections_per_img": 5,
+    },
+    "data": {
+        "workers": 0,
+        "synthetic": {"num_images": 6, "seed": 0, "size": 64, "max_instances": 3},
+        "val_synthetic": {"num_images": 2, "seed": 1, "size": 64, "max_instances": 3},
+    },
+    "train": {"batch_size": 2, "max_iters": 4, "lr": 0.01, "warmup_iters": 2, "log_every": 1, "val_every": 3,
+              "checkpoint_every": 100},
+}
+
+
+def tiny_config(**train_overrides):
+    cfg = json.loads(json.dumps(TINY))
+    cfg["train"].update(train_overrides)
+    return validate_config(cfg)
+
+
+def records(out):
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_lr_schedule_warmup_cosine_and_steps():
+    cfg = validate_config({"train": {"max_iters": 110, "warmup_iters": 10, "warmup_factor": 0.1}})["train"]
+    assert lr_factor(0, cfg) == pytest.approx(0.1)
+    assert lr_factor(5, cfg) == pytest.approx(0.55)
+    assert lr_factor(10, cfg) == pytest.approx(1.0)
+    assert lr_factor(60, cfg) == pytest.approx(0.5)
+    assert lr_factor(110, cfg) == pytest.approx(0.0, abs=1e-12)
+    step = dict(cfg, schedule="step", steps=[0.5, 100], gamma=0.1)
+    assert [lr_factor(i, step) for i in (54, 55, 99, 100)] == pytest.approx([1.0, 0.1, 0.1, 0.01])
+    floor = dict(cfg, min_lr_factor=0.2)
+    assert lr_factor(110, floor) == pytest.approx(0.2)
+    assert lr_factor(60, floor) == pytest.approx(0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("train:\n  lrr: 0.1\n", "train.lrr: unknown key"),
+        ("train:\n  lr: fast\n", "train.lr: expected a number, got 'fast'"),
+        ("train:\n  max_iters: true\n", "train.max_iters: expected an integer, got True"),
+        ("train:\n  max_iters: 0\n", "train.max_iters: expected a value > 0"),
+        ("model:\n  kind: yolo\n", "model.kind: expected one of"),
+        ("data:\n  synthetic:\n    size: [1]\n", "data.synthetic.size: expected an integer"),
+        ("data:\n  augment:\n    scale_range: [1.2, 0.8]\n", "data.augment.scale_range"),
+        ("model:\n  num_classes: 80\n", "model.num_classes: expected 1 with data.class_agnostic"),
+        ("train: [1, 2]\n", "train: expected a mapping"),
+        ("model: {kind: sln\n", "not valid YAML"),
+        ("- 1\n", "top level: expected a mapping"),
+        ("train:\n  loss_weights: {loss_layers: -1}\n", "train.loss_weights.loss_layers"),
+    ],
+)
+def test_bad_configs_name_the_key(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")) as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+
+
+def test_missing_config_and_shipped_configs(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "none.yaml")
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        cfg = load_config(path)
+        assert cfg["model"]["K"] >= 1, path
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("straight")
+    return out, train(tiny_config(), out, progress=False)
+
+
+def test_training_writes_outputs_and_checkpoint_loads(straight_run):
+    out, result = straight_run
+    assert result.iteration == 4
+    for name in ("last.pt", "best.pt", "log.jsonl", "curves.png"):
+        assert (out / name).is_file(), name
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    log = records(out)
+    train_log = [r for r in log if r["split"] == "train"]
+    assert [r["iteration"] for r in train_log] == [1, 2, 3, 4]
+    assert {"loss", "loss_layers", "loss_semdist", "loss_global_layers", "lr", "time"} <= set(train_log[0])
+    assert [r["iteration"] for r in log if r["split"] == "val"] == [3, 4]
+    ckpt = read_checkpoint(out / "last.pt")
+    assert ckpt["iteration"] == 4 and ckpt["class_names"] == ["object"]
+    assert set(ckpt["rng"][0]) >= {"python", "numpy", "torch"}
+
+    model, config, names = load_checkpoint(out / "last.pt", "cpu")
+    assert not model.training and names == ["object"] and config["model"]["fpn_channels"] == 16
+    for a, b in zip(model.state_dict().values(), result.model.state_dict().values()):
+        assert torch.equal(a, b)
+    with torch.no_grad():
+        det = model([torch.rand(3, 64, 64)])[0]
+    assert det["layer_logits"].shape[1:] == (4, 28, 28)
+
+
+def test_checkpoint_errors_are_clear(tmp_path):
+    with pytest.raises(FormatError, match="not found"):
+        load_checkpoint(tmp_path / "none.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00" * 100)
+    with pytest.raises(FormatError, match="bad.pt: a readable semlayer checkpoint"):
+        load_checkpoint(bad)
+    foreign = tmp_path / "weights.pt"
+    torch.save({"conv.weight": torch.zeros(1)}, foreign)
+    with pytest.raises(FormatError, match="weights.pt: format: a semlayer checkpoint"):
+        load_checkpoint(foreign)
+
+
+def test_resume_continues_exactly(tmp_path, straight_run):
+    out_a, straight = straight_run
+    first = train(tiny_config(), tmp_path / "b", progress=False, stop_at=2)
+    assert first.iteration == 2
+    resumed = train(tiny_config(), tmp_path / "b", resume=True, progress=False)
+    assert resumed.iteration == 4
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    oa, ob = read_checkpoint(out_a / "last.pt"), read_checkpoint(tmp_path / "b" / "last.pt")
+    assert oa["scheduler"] == ob["scheduler"]
+    assert all(torch.equal(oa["optimizer"]["state"][k]["momentum_buffer"], ob["optimizer"]["state"][k]["momentum_buffer"])
+               for k in oa["optimizer"]["state"])
+    # The resumed log continues the first one; the training losses are those of the uninterrupted run.
+    la = [r for r in records(out_a) if r["split"] == "train"]
+    lb = [r for r in records(tmp_path / "b") if r["split"] == "train"]
+    assert [r["iteration"] for r in lb] == [1, 2, 3, 4]
+    assert [r["loss"] for r in la] == [r["loss"] for r in lb]
+
+
+def test_a_diverging_run_stops_with_a_clear_error(tmp_path):
+    cfg = tiny_config(lr=1e12, warmup_iters=0, max_iters=6, clip_grad_norm=0.0)
+    with pytest.raises(TrainingError, match=r"the loss is not finite at iteration 2 .*lower train.lr"):
+        train(cfg, tmp_path / "nan", progress=False)
+
+
+DDP_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    import torch
+    from semlayer.engine import train, validate_config
+    torch.set_num_threads(1)
+    out = sys.argv[1]
+    result = train(validate_config(json.loads(sys.argv[2])), out, progress=False)
+    torch.save(result.model.state_dict(), os.path.join(out, f"rank{os.environ['RANK']}.pt"))
+    """
+)
+
+
+def test_two_process_ddp_on_cpu_ends_with_identical_weights(tmp_path):
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT)
+    out = tmp_path / "ddp"
+    out.mkdir()
+    cfg = json.loads(json.dumps(TINY))
+    cfg["train"].update(max_iters=3, val_every=3)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+         str(out), json.dumps(cfg)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    w0 = torch.load(out / "rank0.pt", weights_only=True)
+    w1 = torch.load(out / "rank1.pt", weights_only=True)
+    assert w0.keys() == w1.keys()
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)
+    init = torch.load(out / "last.pt", weights_only=True)
+    assert init["iteration"] == 3 and len(init["rng"]) == 2  # every process's RNG state is kept
+    # Only rank 0 wrote the outputs; the two shards of 3 images each made up the epoch.
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "curves.png", "last.pt", "log.jsonl",
+                                                     "rank0.pt", "rank1.pt"]
