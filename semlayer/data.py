@@ -25,10 +25,10 @@ from typing import Any, Callable, Protocol, Sequence
 import cv2
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from .errors import FormatError
+from .images import read_image
 from .scene import AmodalScene, AnnotationSet, Instance, mask_bbox, renumber_ranks
 from .semdist import DEFAULT_K, DEFAULT_TAU, encode_scene, global_layering_map, instance_layer_maps
 
@@ -45,47 +45,6 @@ class SceneSource(Protocol):
     def get(self, index: int) -> tuple[np.ndarray, AmodalScene]: ...
 
     def label_of(self, instance: Instance, index: int, position: int) -> int: ...
-
-
-def load_rgb(path: str | Path, expected_hw: tuple[int, int] | None = None) -> np.ndarray:
-    """Read an image as RGB uint8 (grey, palette, RGBA and 16-bit converted; EXIF orientation applied).
-
-    When ``expected_hw`` is given and only the raw (un-rotated) pixel grid matches it, the raw grid is used:
-    annotation tools disagree on whether EXIF rotation applies, and the annotation's size is what counts.
-    """
-    path = Path(path)
-    try:
-        with Image.open(path) as im:
-            im.load()
-            raw = im
-            turned = ImageOps.exif_transpose(im)
-    except FileNotFoundError:
-        raise FormatError(str(path), "", "an image file (not found)") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise FormatError(str(path), "", f"a readable image ({exc})") from None
-    chosen = turned
-    if expected_hw is not None and (turned.height, turned.width) != tuple(expected_hw):
-        if (raw.height, raw.width) == tuple(expected_hw):
-            chosen = raw
-        else:
-            raise FormatError(
-                str(path),
-                "",
-                f"an image of height x width {expected_hw[0]} x {expected_hw[1]} as the annotation says, "
-                f"got {turned.height} x {turned.width}",
-            )
-    if chosen.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16/32-bit grey: scale to 8 bit instead of clipping everything above 255 to white.
-        arr = np.asarray(chosen, dtype=np.float64)
-        peak = arr.max() if arr.size and arr.max() > 0 else 1.0
-        arr = np.clip(arr / peak * 255.0, 0, 255).astype(np.uint8)
-        return np.ascontiguousarray(np.repeat(arr[:, :, None], 3, axis=2))
-    if chosen.mode in ("RGBA", "LA", "P", "PA"):
-        # Composite transparency on white, as an image viewer shows it.
-        rgba = chosen.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        chosen = Image.alpha_composite(canvas, rgba)
-    return np.array(chosen.convert("RGB"), dtype=np.uint8)  # a writable copy (torch.from_numpy needs one)
 
 
 class AnnotationSource:
@@ -119,7 +78,7 @@ class AnnotationSource:
         scene = self.annotations.scenes[index]
         if not scene.file_name:
             raise FormatError(self.source_name, f"images[id={scene.image_id}].file_name", "an image file name")
-        image = load_rgb(self.image_dir / scene.file_name, scene.shape)
+        image = read_image(self.image_dir / scene.file_name, scene.shape)
         return image, scene
 
     def label_of(self, instance: Instance, index: int, position: int) -> int:
@@ -341,7 +300,6 @@ __all__ = [
     "SyntheticSource",
     "build_dataset",
     "collate",
-    "load_rgb",
     "scene_targets",
     "targets_to",
     "transform_scene",

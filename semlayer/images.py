@@ -8,49 +8,75 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import SemlayerError
+from .errors import FormatError
 
 # Refuse decompression bombs with a clear message instead of PIL's warning-then-crash.
 MAX_PIXELS = 8192 * 8192
 
 
-class ImageReadError(SemlayerError):
-    """An image file that is missing, not an image, or too large."""
+class ImageReadError(FormatError):
+    """An image file that is missing, not an image, too large, or not the size its annotation says."""
+
+    def __init__(self, path: str | os.PathLike, expected: str):
+        super().__init__(str(path), "", expected)
 
 
-def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """The image at ``path`` as an HxWx3 uint8 RGB array (grey, palette and RGBA converted; EXIF respected)."""
+def read_image(
+    path: str | os.PathLike, expected_hw: tuple[int, int] | None = None, max_pixels: int = MAX_PIXELS
+) -> np.ndarray:
+    """The image at ``path`` as a writable HxWx3 uint8 RGB array (grey, palette, RGBA and 16-bit converted;
+    EXIF orientation applied).
+
+    When ``expected_hw`` is given and only the raw (un-rotated) pixel grid matches it, the raw grid is used:
+    annotation tools disagree on whether EXIF rotation applies, and the annotation's size is what counts.
+    """
     path = Path(path)
     if not path.is_file():
-        raise ImageReadError(f"{path}: no such image file")
+        raise ImageReadError(path, "an image file (not found)")
     try:
         with Image.open(path) as im:
             if im.width * im.height > max_pixels:
-                raise ImageReadError(f"{path}: {im.width}x{im.height} is larger than the {max_pixels} pixels allowed")
-            im = ImageOps.exif_transpose(im)
-            return to_rgb(im)
+                raise ImageReadError(path, f"an image of at most {max_pixels} pixels, got {im.width} x {im.height}")
+            im.load()
+            raw, turned = im, ImageOps.exif_transpose(im)
+            chosen = turned
+            if expected_hw is not None and (turned.height, turned.width) != tuple(expected_hw):
+                if (raw.height, raw.width) != tuple(expected_hw):
+                    raise ImageReadError(
+                        path,
+                        f"an image of height x width {expected_hw[0]} x {expected_hw[1]} as the annotation says, "
+                        f"got {turned.height} x {turned.width}",
+                    )
+                chosen = raw
+            return to_rgb(chosen)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageReadError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from exc
+        raise ImageReadError(path, f"not a readable image ({exc.__class__.__name__}: {exc})") from None
 
 
 def to_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
-    """Any PIL image or array (HxW, HxWx1, HxWx3, HxWx4; uint8 or float in [0, 1]) as HxWx3 uint8 RGB."""
+    """Any PIL image or array (HxW, HxWx1, HxWx3, HxWx4; uint8, 16-bit or float in [0, 1]) as HxWx3 uint8 RGB."""
     if isinstance(image, Image.Image):
-        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-            # Composite transparency over white, as a viewer shows it.
-            rgba = image.convert("RGBA")
-            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(background, rgba)
-        return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            image = np.asarray(image)
+        else:
+            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+                # Composite transparency over white, as an image viewer shows it.
+                rgba = image.convert("RGBA")
+                image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+            return np.array(image.convert("RGB"), dtype=np.uint8)
     arr = np.asarray(image)
     if arr.dtype != np.uint8:
-        arr = np.clip(arr.astype(np.float64) * (255.0 if arr.max(initial=0) <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+        values = arr.astype(np.float64)
+        peak = values.max(initial=0)
+        # Floats in [0, 1] scale by 255; deeper integer images scale their peak to white instead of clipping.
+        scale = 255.0 if peak <= 1.0 else (255.0 / peak if np.issubdtype(arr.dtype, np.integer) and peak > 255 else 1.0)
+        arr = np.clip(values * scale, 0, 255).astype(np.uint8)
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
-        raise ImageReadError(f"expected an HxW, HxWx3 or HxWx4 image array, got shape {arr.shape}")
+        raise ImageReadError("<array>", f"an HxW, HxWx3 or HxWx4 image array, got shape {arr.shape}")
     if arr.shape[2] == 1:
-        arr = np.repeat(arr, 3, axis=2)
-    elif arr.shape[2] == 4:
-        return to_rgb(Image.fromarray(arr, "RGBA"))
-    return np.ascontiguousarray(arr)
+        return np.ascontiguousarray(np.repeat(arr, 3, axis=2))
+    if arr.shape[2] == 4:
+        return to_rgb(Image.fromarray(np.ascontiguousarray(arr), "RGBA"))
+    return np.array(arr, dtype=np.uint8)

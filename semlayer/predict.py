@@ -248,7 +248,7 @@ class Predictor:
         and cache its raw outputs; the previous image's cache is dropped."""
         rgb = to_rgb(image)
         if rgb.shape[0] == 0 or rgb.shape[1] == 0:
-            raise ImageReadError(f"expected an image with pixels, got shape {rgb.shape}")
+            raise ImageReadError("<array>", f"an image with pixels, got shape {rgb.shape}")
         tensor = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1).float().div_(255.0)
         with torch.inference_mode():
             out = self.model([tensor])[0]

@@ -10,11 +10,11 @@ from semlayer.data import (
     Augment,
     SyntheticSource,
     collate,
-    load_rgb,
     scene_targets,
     transform_scene,
 )
 from semlayer.errors import FormatError
+from semlayer.images import read_image
 from semlayer.scene import AmodalScene, AnnotationSet, Instance
 
 
@@ -119,42 +119,42 @@ def _write(path, array, mode=None, exif=None):
     return path
 
 
-def test_load_rgb_converts_grey_rgba_and_16_bit(tmp_path):
+def test_read_image_converts_grey_rgba_and_16_bit(tmp_path):
     grey = np.full((4, 5), 77, np.uint8)
-    out = load_rgb(_write(tmp_path / "g.png", grey))
+    out = read_image(_write(tmp_path / "g.png", grey))
     assert out.shape == (4, 5, 3) and out.dtype == np.uint8 and (out == 77).all()
     rgba = np.zeros((4, 5, 4), np.uint8)
     rgba[..., 0] = 200
     rgba[:, :2, 3] = 255  # left two columns opaque red, the rest transparent -> white
-    out = load_rgb(_write(tmp_path / "a.png", rgba))
+    out = read_image(_write(tmp_path / "a.png", rgba))
     assert out[0, 0].tolist() == [200, 0, 0] and out[0, 4].tolist() == [255, 255, 255]
     deep = np.array([[0, 1000], [2000, 4000]], np.uint16)
-    out = load_rgb(_write(tmp_path / "d.png", deep))
+    out = read_image(_write(tmp_path / "d.png", deep))
     assert out[..., 0].tolist() == [[0, 63], [127, 255]]
 
 
-def test_load_rgb_applies_exif_orientation(tmp_path):
+def test_read_image_applies_exif_orientation(tmp_path):
     arr = np.zeros((4, 6, 3), np.uint8)
     arr[0, 0] = 255  # top-left marker
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
     path = _write(tmp_path / "r.jpg", arr, exif=exif.tobytes())
-    out = load_rgb(path)
+    out = read_image(path)
     assert out.shape == (6, 4, 3)
     assert out[0, -1].mean() > 128  # the marker went to the top-right corner
     # An annotation made on the raw pixel grid still matches.
-    assert load_rgb(path, expected_hw=(4, 6)).shape == (4, 6, 3)
+    assert read_image(path, expected_hw=(4, 6)).shape == (4, 6, 3)
     with pytest.raises(FormatError, match="height x width 5 x 5"):
-        load_rgb(path, expected_hw=(5, 5))
+        read_image(path, expected_hw=(5, 5))
 
 
-def test_load_rgb_errors_name_the_file(tmp_path):
+def test_read_image_errors_name_the_file(tmp_path):
     with pytest.raises(FormatError, match="not found"):
-        load_rgb(tmp_path / "missing.png")
+        read_image(tmp_path / "missing.png")
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
     with pytest.raises(FormatError, match="bad.png.*readable image"):
-        load_rgb(bad)
+        read_image(bad)
 
 
 def test_annotation_source_maps_categories_and_reads_images(tmp_path):

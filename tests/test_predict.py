@@ -17,7 +17,7 @@ from semlayer.engine import load_config, save_checkpoint
 from semlayer.errors import ConfigError, FormatError, SemlayerError
 from semlayer.model import build_model, paste_roi_maps
 from semlayer.predict import Predictor, _drop_specks, predict_files
-from semlayer.synth import generate_scene
+from semlayer.synth import CATEGORIES, generate_scene
 
 K, M = 3, 28
 
@@ -242,7 +242,7 @@ def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     model = build_model(config)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, {"model": model.state_dict(), "config": config, "class_names": ["object"]})
+    save_checkpoint(path, {"model": model.state_dict(), "config": config, "class_names": [c["name"] for c in CATEGORIES]})
     return path
 
 
@@ -327,7 +327,7 @@ def test_predict_files_writes_valid_files_and_skips_unreadable_images(tmp_path, 
                            fmt=fmt, score_thr=0.0, progress=False)
     assert [p for p, _ in report.skipped] == [str(folder / "broken.jpg"), str(tmp_path / "missing.png")]
     assert report.skipped[0][1].startswith("not a readable image (UnidentifiedImageError")
-    assert report.skipped[1][1] == "no such image file"
+    assert report.skipped[1][1] == "an image file (not found)"
     assert report.num_images == 4 and report.num_instances >= 4
     assert formats.validate(out) == []
     annset = formats.load(out)
@@ -350,6 +350,6 @@ def test_predict_files_refuses_bad_options_before_running(tmp_path, checkpoint):
         predict_files(checkpoint, [tmp_path], out, score_thr=-0.1)
     (tmp_path / "bad.png").write_bytes(b"")
     with pytest.raises(SemlayerError, match=r"no image could be read: .*bad.png: not a readable image.*; "
-                                            r".*typo.png: no such image file"):
+                                            r".*typo.png: an image file \(not found\)"):
         predict_files(checkpoint, [tmp_path / "bad.png", tmp_path / "typo.png"], out, progress=False)
     assert not out.exists()
