@@ -121,6 +121,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_model(args: argparse.Namespace) -> int:
+    from .engine import export_for_inference
+
+    path = export_for_inference(args.checkpoint, args.out)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
 def cmd_figures(args: argparse.Namespace) -> int:
     from .figures import render_readme_figures
 
@@ -184,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--class-agnostic", action="store_true",
                    help="ignore categories (default when either file has none, e.g. COCOA)")
     s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("export-model", help="strip a training checkpoint to what inference and fine-tuning need")
+    s.add_argument("checkpoint")
+    s.add_argument("out")
+    s.set_defaults(func=cmd_export_model)
 
     s = sub.add_parser("figures", help="render the README figures (level sets, 3-D surface, global layering)")
     s.add_argument("--out", type=Path, default=Path("docs/figures"))

@@ -1,10 +1,11 @@
 """Training: configuration, the training loop (DDP-ready), checkpoints."""
 
-from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from .checkpoint import export_for_inference, load_checkpoint, read_checkpoint, save_checkpoint
 from .config import defaults, load_config, validate_config
 from .trainer import TrainingError, TrainResult, lr_factor, train, validation_losses
 
 __all__ = [
+    "export_for_inference",
     "TrainResult",
     "TrainingError",
     "defaults",

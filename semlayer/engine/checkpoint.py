@@ -97,3 +97,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         raise FormatError(str(path), "model", f"weights matching the checkpoint's own config ({exc})") from None
     model.to(device).eval()
     return model, config, list(ckpt["class_names"])
+
+
+def export_for_inference(src: str | Path, dst: str | Path) -> Path:
+    """Copy a training checkpoint without what only resuming needs (optimizer, scheduler, RNG states):
+    the file to ship or share. It still loads with `load_checkpoint` and works as ``--init``."""
+    ckpt = read_checkpoint(src, "cpu")
+    keep = {k: ckpt[k] for k in ("model", "config", "class_names", "iteration", "best") if k in ckpt}
+    return save_checkpoint(dst, keep)

@@ -1,0 +1,71 @@
+"""SLN against the Mask R-CNN baselines on a held-out synthetic test set (docs/results.md).
+
+    .venv/bin/python bench/compare_models.py \\
+        --model SLN=runs/tiny_synth/last.pt \\
+        --model "amodal Mask R-CNN=runs/tiny_synth_maskrcnn_amodal/last.pt" \\
+        --model "visible Mask R-CNN=runs/tiny_synth_maskrcnn_visible/last.pt" \\
+        [--num-images 200] [--seed 2026] [--work /tmp/semlayer_compare]
+
+It generates the test set with `python -m semlayer synth` semantics (a seed no training run uses: training
+uses 0, validation 1), predicts with each checkpoint exactly as `python -m semlayer predict` does, scores each
+with `python -m semlayer evaluate`'s evaluator, and prints a Markdown table plus every metric as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from semlayer import formats  # noqa: E402
+from semlayer.evaluate import evaluate  # noqa: E402
+from semlayer.predict import predict_files  # noqa: E402
+from semlayer.synth import write_dataset  # noqa: E402
+
+COLUMNS = [
+    ("amodal AP", "amodal_AP"), ("AP50", "amodal_AP50"), ("AP75", "amodal_AP75"), ("AR100", "amodal_AR100"),
+    ("visible AP", "visible_AP"), ("AP none", "AP_none"), ("AP partial", "AP_partial"), ("AP heavy", "AP_heavy"),
+    ("mIoU amodal", "miou_amodal"), ("mIoU occluded", "miou_occluded"), ("order acc", "order_acc"),
+    ("occlusion F1", "occlusion_f1"),
+]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", action="append", required=True, metavar="NAME=CHECKPOINT")
+    p.add_argument("--num-images", type=int, default=200)
+    p.add_argument("--seed", type=int, default=2026)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--work", type=Path, default=Path("/tmp/semlayer_compare"))
+    p.add_argument("--score-thr", type=float, default=0.5)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+
+    test_dir = args.work / f"synth_test_seed{args.seed}"
+    gt_path = test_dir / "annotations.json"
+    if not gt_path.is_file():
+        write_dataset(test_dir, num_images=args.num_images, seed=args.seed, size=args.size)
+    gt = formats.load(gt_path)
+    rows = {}
+    for spec in args.model:
+        name, _, ckpt = spec.partition("=")
+        out = args.work / f"pred_{name.replace(' ', '_')}.json"
+        predict_files(ckpt, [test_dir / "images"], out, fmt="cocoa", score_thr=args.score_thr)
+        rows[name] = evaluate(gt, formats.load(out), gt_file=str(gt_path), pred_file=str(out))
+
+    print(f"test set: {len(gt)} synthetic images, seed {args.seed}, {sum(len(s) for s in gt)} objects; "
+          f"score threshold {args.score_thr}")
+    print("| model | " + " | ".join(c for c, _ in COLUMNS) + " |")
+    print("|---|" + "---|" * len(COLUMNS))
+    for name, m in rows.items():
+        print(f"| {name} | " + " | ".join(f"{m[k]:.3f}" for _, k in COLUMNS) + " |")
+    print(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
