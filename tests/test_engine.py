@@ -21,14 +21,6 @@ from semlayer.engine import (
 from semlayer.errors import ConfigError, FormatError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: stable float results and no OpenMP spinning against other processes."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 ROOT = Path(__file__).resolve().parents[1]
 
 # The tiny network on 64 x 64 synthetic scenes: a few iterations take a fraction of a second.

@@ -14,14 +14,6 @@ from semlayer.model import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: stable float results and no OpenMP spinning against other processes."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 # A very small network on 96 x 96 images: the shapes and the learning, not the accuracy, are under test.
 SMALL = {
     "representation_size": 64,

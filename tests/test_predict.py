@@ -22,15 +22,6 @@ from semlayer.synth import CATEGORIES, generate_scene
 K, M = 3, 28
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a machine whose cores are busy, two threads fighting are ~10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ----- a network with hand-drawn outputs ---------------------------------------------------------------
 def cells(layer: int = 0) -> np.ndarray:
     """A 28x28 RoI grid of layers (-1 = outside), all ``layer``."""

@@ -349,3 +349,15 @@ def split_known(rec: dict, known: frozenset[str] | set[str]) -> dict[str, Any]:
     """The fields of a record this project does not interpret (kept and written back)."""
     return {k: v for k, v in rec.items() if k not in known}
 
+
+
+def annotation_image(ctx: Context, rec: dict, path: str, images: dict[int, dict | None],
+                     wanted: Callable[[int], bool]) -> int | None:
+    """The ``image_id`` of an annotation record, checked against the images; None when the image is not
+    wanted (``image_ids``) or its record is broken (validating: that problem is reported already)."""
+    image_id = take(ctx, rec, "image_id", path, is_int, "an integer image id")
+    if not wanted(image_id):
+        return None
+    if image_id not in images:
+        ctx.fail(join(path, "image_id"), f"the id of an entry in images; there is no image with id {image_id}")
+    return None if images[image_id] is None else image_id

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..scene import AnnotationSet
 from ._base import (
-    Context, Group, Parsed, Region, check_unique_ids, image_index, is_flag, is_int, is_number, join, parse_categories,
+    Context, Group, annotation_image, Parsed, Region, check_unique_ids, image_index, is_flag, is_int, is_number, join, parse_categories,
     parse_mask, record, records, split_known, take,
 )
 from .cocoa import ORDER, annotation_header
@@ -123,13 +123,9 @@ REGION_PARSERS = {"coco": coco_region, "kins2019": kins2019_region, "kins2020": 
 def _group_key(ctx: Context, value: Any, path: str, images: dict[int, dict], wanted: Callable[[int], bool]
                ) -> tuple[int, Any] | None:
     rec = record(ctx, value, path)
-    image_id = take(ctx, rec, "image_id", path, is_int, "an integer image id")
-    if not wanted(image_id):
+    image_id = annotation_image(ctx, rec, path, images, wanted)
+    if image_id is None:
         return None
-    if image_id not in images:
-        ctx.fail(join(path, "image_id"), f"the id of an entry in images; there is no image with id {image_id}")
-    if images[image_id] is None:
-        return None  # validating: the image record's problem is reported already
     base = rec.get("amodal_base")
     return image_id, base.get("id") if isinstance(base, dict) and is_int(base.get("id")) else None
 

@@ -15,7 +15,7 @@ import numpy as np
 from ..order import format_depth_constraint, overlapping_pairs
 from ..scene import AmodalScene, AnnotationSet
 from ._base import (
-    POLYGON, Context, Group, Parsed, Region, check_unique_ids, image_index, is_flag, is_int, is_number, join,
+    POLYGON, Context, Group, annotation_image, Parsed, Region, check_unique_ids, image_index, is_flag, is_int, is_number, join,
     parse_categories, parse_polygon, parse_rle, record, records, split_known, take,
 )
 from .masks import encode_rle, mask_to_polygon, polygons_to_mask
@@ -68,13 +68,9 @@ def parse_region(ctx: Context, value: Any, path: str, shape: tuple[int, int], in
 def parse_annotation(ctx: Context, value: Any, path: str, images: dict[int, dict],
                      wanted: Callable[[int], bool]) -> Group | None:
     rec = record(ctx, value, path)
-    image_id = take(ctx, rec, "image_id", path, is_int, "an integer image id")
-    if not wanted(image_id):
+    image_id = annotation_image(ctx, rec, path, images, wanted)
+    if image_id is None:
         return None
-    if image_id not in images:
-        ctx.fail(join(path, "image_id"), f"the id of an entry in images; there is no image with id {image_id}")
-    if images[image_id] is None:
-        return None  # validating: the image record's problem is reported already
     take(ctx, rec, "id", path, is_int, "an integer annotation id")
     take(ctx, rec, "depth_constraint", path, lambda v: isinstance(v, str), 'a string like "1-2,1-5"', "")
     regions = take(ctx, rec, "regions", path, lambda v: isinstance(v, list), "a list of region objects")
