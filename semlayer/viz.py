@@ -8,6 +8,7 @@ pyplot, so no global figure state is created or leaked.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Sequence
 
@@ -23,7 +24,7 @@ from matplotlib.patches import Patch
 
 from .io_utils import atomic_write_bytes
 from .scene import AmodalScene
-from .semdist import DEFAULT_K, DEFAULT_TAU, SemDistMap, encode_scene, global_layering_map
+from .semdist import DEFAULT_K, DEFAULT_TAU, SemDistMap, encode_scene, global_layering_map, raw_layer_crops
 
 VIEWS = ("visible", "occluded", "amodal")
 RANK_CMAP = "plasma"
@@ -213,6 +214,36 @@ def overlay_by_rank(
     return canvas
 
 
+def selection_outline(canvas: np.ndarray, scene: AmodalScene, instance_id: int, scale: int = 1,
+                      offset: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """A copy of ``canvas`` (a view of ``scene``, enlarged ``scale`` times, its top-left corner at pixel
+    ``offset`` = (x, y) of the canvas) with the instance's whole outline drawn over it: its rank colour on
+    a white halo, dashed where hidden. Only the instance's box is redrawn, so marking a selection costs
+    next to nothing next to drawing the view again."""
+    idx = scene.index_of(instance_id)
+    inst = scene.instances[idx]
+    h, w = scene.shape
+    if canvas.ndim != 3 or canvas.shape[0] < offset[1] + h * scale or canvas.shape[1] < offset[0] + w * scale:
+        raise ValueError(f"a {canvas.shape} canvas cannot hold the {w}x{h} scene x{scale} at {offset}")
+    out = canvas.copy()
+    box = _box(inst.amodal, margin=1)
+    if box is None:
+        return out
+    x0, y0, x1, y1 = box
+    amodal = inst.amodal[y0:y1, x0:x1]
+    hidden = amodal & ~scene.visible(instance_id)[y0:y1, x0:x1]
+    color = tuple(int(c) for c in rank_colors(len(scene.instances))[inst.rank])
+    thickness = max(3, round(min(h, w) * scale / 170))
+    origin = (offset[0] + x0 * scale, offset[1] + y0 * scale)
+    dash = max(2, round(4 * thickness / scale))
+    for points in _contours(amodal, (0, 0)):
+        solid = ~hidden[points[:, 1], points[:, 0]]
+        points = _zoomed(points, scale, origin)
+        _draw_outline(out, points, solid, (255, 255, 255), thickness + 2, dash=dash)
+        _draw_outline(out, points, solid, color, thickness, dash=dash)
+    return out
+
+
 def _draw_rank_labels(canvas: np.ndarray, scene: AmodalScene, visible: list[np.ndarray], view: str) -> None:
     scale = max(0.35, min(canvas.shape[:2]) / 900)
     for i, inst in enumerate(scene.instances):
@@ -314,6 +345,209 @@ def _with_caption(canvas: np.ndarray, caption: str, keys: list[tuple[str, tuple[
                     cv2.LINE_AA)
         x += th + 15 + cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0]
     return np.concatenate([canvas, strip], axis=0)
+
+
+# ----- one instance: layers and sem-dist map as panels (OpenCV, fast enough for every click) ---------
+# Layer 0 is the panel's visible green and layer 1 its occluded magenta; deeper layers run towards violet.
+DEEP_LAYER_COLOR = (90, 70, 255)
+LAYER_OUTSIDE_COLOR = (28, 28, 28)
+
+
+def layer_colors(K: int) -> np.ndarray:
+    """(K, 3) uint8 RGB, row k = colour of layer k (0 = visible, k = hidden by k objects)."""
+    if K < 2:
+        raise ValueError(f"K must be at least 2, got {K}")
+    rows = [np.array(VISIBLE_COLOR, np.float32)]
+    for k in range(1, K):
+        t = 0.0 if K == 2 else (k - 1) / (K - 2)
+        rows.append((1 - t) * np.array(OCCLUDED_COLOR, np.float32) + t * np.array(DEEP_LAYER_COLOR, np.float32))
+    return np.rint(np.stack(rows)).astype(np.uint8)
+
+
+def _zoom_crop(box: tuple[int, int, int, int], out_size: int) -> tuple[int, int]:
+    """(width, height) a crop is shown at: enlarged so its longer side is ``out_size``, never shrunk."""
+    x0, y0, x1, y1 = box
+    zoom = max(1.0, out_size / max(x1 - x0, y1 - y0))
+    return round((x1 - x0) * zoom), round((y1 - y0) * zoom)
+
+
+def _zoomed(points: np.ndarray, zoom: float, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Contour points of a map, moved to the centres of their pixels on its ``zoom`` times enlargement
+    (placed at ``origin``): outlines traced on the small map and drawn on the large one cost a fraction."""
+    return (np.floor((points + 0.5) * zoom) + np.array(origin)).astype(np.int32)
+
+
+def _nearest(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize to (width, height): every displayed pixel is one map pixel."""
+    if arr.dtype == bool:
+        return cv2.resize(arr.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+    return cv2.resize(arr, size, interpolation=cv2.INTER_NEAREST)
+
+
+def _wrap(text: str, width: int, scale: float) -> list[str]:
+    """``text`` broken at spaces into lines no wider than ``width`` pixels (a longer word keeps its line)."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and cv2.getTextSize(f"{lines[-1]} {word}", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines
+
+
+def _key_strip(width: int, caption: str, keys: list[tuple[str, tuple[int, int, int]]],
+               notes: Sequence[str] = ()) -> np.ndarray:
+    """A dark strip as wide as a panel: the caption, colour keys, then notes, each wrapped to the width."""
+    scale, pad = 0.42, 6
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    (_, th), base = cv2.getTextSize("Ag", font, scale, 1)
+    line = th + base + 6
+    # Rows of (x, text, swatch colour or None, text colour).
+    rows: list[list[tuple[int, str, tuple[int, int, int] | None, tuple[int, int, int]]]] = []
+    rows += [[(pad, text, None, (255, 255, 255))] for text in _wrap(caption, width - 2 * pad, scale)]
+    x = width
+    for text, color in keys:
+        item = th + 5 + cv2.getTextSize(text, font, scale, 1)[0][0]
+        if x + item > width - pad:
+            rows.append([])
+            x = pad
+        rows[-1].append((x, text, color, (230, 230, 230)))
+        x += item + 12
+    for note in notes:
+        rows += [[(pad, text, None, (200, 200, 200))] for text in _wrap(note, width - 2 * pad, scale)]
+    strip = np.full((line * len(rows) + 4, width, 3), 28, np.uint8)
+    for r, row in enumerate(rows):
+        for x, text, swatch, color in row:
+            if swatch is not None:
+                cv2.rectangle(strip, (x, r * line + 3), (x + th, r * line + 3 + th), tuple(int(c) for c in swatch), -1)
+                x += th + 5
+            cv2.putText(strip, text, (x, r * line + th + 3), font, scale, color, 1, cv2.LINE_AA)
+    return strip
+
+
+def _layer_crop(scene_or_layers: AmodalScene | np.ndarray, instance_id: int | None, K: int
+                ) -> tuple[np.ndarray, tuple[int, int], tuple[int, int], str]:
+    """The clipped layers (-1 outside) on the instance's box, the box's origin, the frame's (h, w) and a
+    label for the caption."""
+    if isinstance(scene_or_layers, AmodalScene):
+        scene = scene_or_layers
+        if instance_id is None:
+            raise ValueError("give the instance_id of the scene's instance whose layers to draw")
+        idx = scene.index_of(instance_id)
+        (x0, y0, _, _), raw = raw_layer_crops(scene)[idx]
+        if raw.size == 0:
+            raise ValueError(f"instance {instance_id} of scene {scene.image_id} has an empty amodal mask")
+        return np.minimum(raw, K - 1), (x0, y0), scene.shape, _instance_label(scene, idx)
+    if instance_id is not None:
+        raise ValueError("instance_id is only meaningful with a scene; a layer map is drawn as given")
+    layers = np.asarray(scene_or_layers)
+    if layers.ndim != 2 or not np.issubdtype(layers.dtype, np.integer):
+        raise ValueError(f"a layer map must be a 2-D integer array, got {layers.shape} {layers.dtype}")
+    box = _box(layers >= 0)
+    if box is None:
+        raise ValueError("the layer map is empty (no pixel has a layer >= 0)")
+    lo, hi = int(layers.min()), int(layers.max())
+    if lo < -1 or hi > K - 1:
+        raise ValueError(f"layer values must be -1 (outside) or 0..{K - 1}, got {lo}..{hi}")
+    x0, y0, x1, y1 = box
+    return layers[y0:y1, x0:x1].astype(np.int32), (x0, y0), layers.shape, ""
+
+
+def layer_map_figure(
+    scene_or_layers: AmodalScene | np.ndarray,
+    instance_id: int | None = None,
+    K: int = DEFAULT_K,
+    image: np.ndarray | None = None,
+    margin: int = 16,
+    out_size: int = 320,
+) -> np.ndarray:
+    """One instance's layer map in discrete colours: 0 visible (green), 1 hidden by one object (magenta),
+    2, ... hidden by more (towards violet; the last level K-1 means "K-1 or more"), with a legend strip.
+
+    ``scene_or_layers`` is a scene (the layers of instance ``instance_id`` follow from the depth order and
+    external occlusion, clipped at K-1) or a layer map as given (integer, -1 outside, 0 .. K-1 inside;
+    e.g. a prediction's ``Instance.layers`` or ``SemDistMap.layers()``), full frame or any crop of one.
+    Outside the mask (-1) shows ``image`` dimmed, or dark grey without one. Cropped and enlarged as
+    `instance_panel` (same ``margin`` and ``out_size``: the same crop), so the two line up side by side."""
+    crop, (ox, oy), (H, W), label = _layer_crop(scene_or_layers, instance_id, K)
+    colors = layer_colors(K)
+    ch, cw = crop.shape
+    x0, y0, x1, y1 = max(ox - margin, 0), max(oy - margin, 0), min(ox + cw + margin, W), min(oy + ch + margin, H)
+    layers = np.full((y1 - y0, x1 - x0), -1, np.int32)
+    layers[oy - y0 : oy - y0 + ch, ox - x0 : ox - x0 + cw] = crop
+    size = _zoom_crop((x0, y0, x1, y1), out_size)
+    zoom = size[0] / (x1 - x0)
+    # Composed at the map's own resolution, then enlarged: every displayed pixel is one map pixel.
+    if image is not None:
+        base = _dim(_check_image(image, (H, W))[y0:y1, x0:x1], 0.5)
+    else:
+        base = np.full((y1 - y0, x1 - x0, 3), LAYER_OUTSIDE_COLOR, np.float32)
+    inside = layers >= 0
+    fill = colors[np.maximum(layers, 0)].astype(np.float32)
+    # Mostly opaque fills: the layers must read at a glance; a trace of the image keeps the context.
+    composed = np.where(inside[..., None], base + (fill - base) * 0.8, base)
+    canvas = _nearest(np.clip(np.rint(composed), 0, 255).astype(np.uint8), size)
+    for k in range(1, K):  # borders between layers, then the amodal outline
+        for points in _contours(layers >= k, (0, 0)):
+            _draw_outline(canvas, _zoomed(points, zoom), None, (235, 235, 235), 1)
+    for points in _contours(layers >= 0, (0, 0)):
+        _draw_outline(canvas, _zoomed(points, zoom), None, (255, 255, 255), 2)
+    for k in range(K):  # each layer's number where it has most room (if it has some)
+        region = np.pad(layers == k, 1).astype(np.uint8)
+        dist = cv2.distanceTransform(region, cv2.DIST_L2, 3)
+        y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+        if dist[y, x] * zoom >= 8:
+            (tw, th), _ = cv2.getTextSize(str(k), cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+            _put_text(canvas, str(k), (round((x - 0.5) * zoom) - tw // 2, round((y - 0.5) * zoom) + th // 2), 0.5)
+    counts = np.bincount(crop[crop >= 0].ravel(), minlength=K)
+    names = ["visible"] + [f"hidden by {k}{'+' if k == K - 1 else ''}" for k in range(1, K)]
+    keys = [(f"{k} {name}: {int(n)} px", colors[k]) for k, (name, n) in enumerate(zip(names, counts))]
+    caption = f"layer map{' of ' + label if label else ''} (K={K})"
+    return np.concatenate([canvas, _key_strip(canvas.shape[1], caption, keys)], axis=0)
+
+
+@functools.lru_cache(maxsize=8)
+def _lut(cmap: str) -> np.ndarray:
+    """(256, 3) uint8 RGB table of a matplotlib colormap (shared: read-only)."""
+    lut = (matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, 256))[:, :3] * 255).round().astype(np.uint8)
+    lut.setflags(write=False)
+    return lut
+
+
+def semdist_heat_panel(sdm: SemDistMap, margin: int = 16, out_size: int = 320, cmap: str = "magma",
+                       title: str | None = None) -> np.ndarray:
+    """One instance's sem-dist map as a heat map with its integer level contours (cyan: ``S > 0`` dashed
+    = amodal, ``S > k`` dotted, ``S > K-1`` solid = visible) and a colour bar 0 .. K, drawn with OpenCV.
+
+    The interactive counterpart of `semdist_heatmap` (a matplotlib figure with axes, for documents):
+    cropped and enlarged as `instance_panel` (same ``margin`` and ``out_size``: the same crop)."""
+    crop, box = _crop_values(sdm, margin)
+    size = _zoom_crop(box, out_size)
+    K = sdm.K
+    lut = _lut(cmap)
+    index = np.clip(np.rint(crop * (255.0 / K)), 0, 255).astype(np.uint8)
+    canvas = _nearest(lut[index], size)
+    zoom = size[0] / crop.shape[1]
+    for level in range(K):
+        solid = level == K - 1
+        for points in _contours(crop > level, (0, 0)):
+            pattern = None if solid else np.zeros(len(points), bool)
+            _draw_outline(canvas, _zoomed(points, zoom), pattern, (0, 255, 255), 2 if solid or level == 0 else 1,
+                          dash=max(1, round((6 if level == 0 else 3) / zoom)))
+    width = canvas.shape[1]
+    bar_h, pad = 10, 6
+    ramp = lut[np.linspace(0, 255, width - 2 * pad).round().astype(np.intp)]
+    bar = np.full((bar_h + 16, width, 3), 28, np.uint8)
+    bar[2 : 2 + bar_h, pad : width - pad] = ramp[None]
+    for k in range(K + 1):  # tick labels under the bar at S = 0, 1, .., K
+        x = pad + round(k / K * (width - 2 * pad - 1))
+        text = str(k)
+        (tw, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.38, 1)
+        cv2.putText(bar, text, (min(max(x - tw // 2, 0), width - tw), bar_h + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.38,
+                    (220, 220, 220), 1, cv2.LINE_AA)
+    caption = title if title is not None else f"sem-dist map (K={K}): S = level + distance / tau"
+    notes = [f"cyan: S > 0 amodal (dashed), S > {K - 1} visible (solid)"]
+    return np.concatenate([canvas, _key_strip(width, caption, [], notes=notes), bar], axis=0)
 
 
 # ----- matplotlib figures ----------------------------------------------------------------------------

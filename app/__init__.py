@@ -1,0 +1,1 @@
+"""semlayer app: a Gradio UI to explore, correct and export amodal annotations."""

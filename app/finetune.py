@@ -1,0 +1,136 @@
+"""Fine-tuning from the app: train.py in a background process, live progress from its log.jsonl.
+
+The job runs in its own process group so Cancel stops train.py and anything it spawned (data loader
+workers) at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LOG_NAME = "log.jsonl"
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
+
+
+@dataclass
+class Progress:
+    """What the page shows about a fine-tune job."""
+
+    state: str  # running | done | failed | cancelled
+    step: int = 0
+    total: int | None = None
+    loss: float | None = None
+    checkpoint: Path | None = None
+    message: str = ""
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.step / self.total) if self.total else 0.0
+
+
+def next_run_dir(workspace: Path) -> Path:
+    """``workspace/finetune-N`` with the first N not taken."""
+    n = 1
+    while (workspace / f"finetune-{n}").exists():
+        n += 1
+    return workspace / f"finetune-{n}"
+
+
+def train_command(config: Path, init: Path, data: Path, images: Path, out: Path, max_iters: int) -> list[str]:
+    return [
+        sys.executable, str(ROOT / "train.py"), "--config", str(config), "--init", str(init),
+        "--data", str(data), "--images", str(images), "--out", str(out), "--max-iters", str(max_iters),
+        "--no-progress",
+    ]  # fmt: skip
+
+
+class FineTuneJob:
+    """One background training process writing ``out/log.jsonl``."""
+
+    def __init__(self, command: list[str], out: Path, total: int | None = None) -> None:
+        self.command = list(command)
+        self.total = total
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._stderr = open(self.out / "stderr.txt", "wb")
+        self.proc = subprocess.Popen(
+            self.command,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # own process group: cancel reaches every child
+        )
+        self.cancelled = False
+
+    def cancel(self, timeout: float = 10.0) -> None:
+        """Terminate the process group; kill it if it does not stop within ``timeout`` seconds."""
+        if self.proc.poll() is not None:
+            return
+        self.cancelled = True
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def records(self) -> list[dict]:
+        """The complete JSON lines of the log so far (a line being written is skipped)."""
+        path = self.out / LOG_NAME
+        if not path.exists():
+            return []
+        out = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+        return out
+
+    def checkpoint(self) -> Path | None:
+        """The checkpoint the run reports last (``checkpoint`` in the log), else ``out/last.pt`` (what
+        train.py writes), else the newest checkpoint file in ``out``."""
+        for rec in reversed(self.records()):
+            if isinstance(rec.get("checkpoint"), str):
+                path = Path(rec["checkpoint"])
+                path = path if path.is_absolute() else self.out / path
+                if path.is_file():
+                    return path
+        if (self.out / "last.pt").is_file():
+            return self.out / "last.pt"
+        found = [p for p in self.out.rglob("*") if p.suffix in CHECKPOINT_SUFFIXES and p.is_file()]
+        return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+    def progress(self) -> Progress:
+        code = self.proc.poll()
+        step, total, loss = 0, self.total, None
+        for rec in self.records():
+            if rec.get("split", "train") != "train":
+                continue  # validation records carry metrics, not training progress
+            step = int(rec.get("iteration", rec.get("step", step)))
+            total = rec.get("total", total)
+            if isinstance(rec.get("loss"), (int, float)):
+                loss = float(rec["loss"])
+        total = int(total) if isinstance(total, (int, float)) else None
+        if code is None:
+            return Progress("running", step, total, loss)
+        self._stderr.close()
+        if self.cancelled:
+            return Progress("cancelled", step, total, loss, message="cancelled")
+        if code != 0:
+            tail = (self.out / "stderr.txt").read_text(encoding="utf-8", errors="replace").strip().splitlines()
+            return Progress("failed", step, total, loss, message=tail[-1] if tail else f"exit status {code}")
+        ckpt = self.checkpoint()
+        if ckpt is None:
+            return Progress("failed", step, total, loss, message=f"train.py wrote no checkpoint into {self.out}")
+        return Progress("done", step, total, loss, checkpoint=ckpt)

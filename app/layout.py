@@ -1,0 +1,430 @@
+"""The Gradio Blocks page and the API endpoints, wired to the handlers.
+
+Each browser tab (and each gradio_client) gets its own `Tab`, keyed by Gradio's session hash; models live
+in the process-wide cache of app.model, never in session state.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import uuid
+import weakref
+from pathlib import Path
+from typing import Any, Callable
+
+import gradio as gr
+
+from semlayer.errors import SemlayerError
+from semlayer.scene import MOVES
+
+from . import handlers as h
+from .session import ConflictError
+
+# Figures are written here once, as PNG, and handed to Gradio as files: its own encoder (PIL, default
+# compression) takes several times longer than the whole rest of a click.
+_FILES: weakref.WeakKeyDictionary[h.Picture, str] = weakref.WeakKeyDictionary()
+
+
+def png_file(picture: h.Picture | None) -> str | None:
+    """A PNG file of the picture in Gradio's cache folder, written once per picture and deleted with it
+    (when the tab's figure cache drops it, the tab closes or the app stops)."""
+    if picture is None:
+        return None
+    path = _FILES.get(picture)
+    if path is None:
+        target = Path(gr.utils.get_upload_folder()) / "semlayer" / f"{uuid.uuid4().hex}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # A new name, handed out only once written: no reader can see half a file, so no temporary name.
+        target.write_bytes(picture.png)
+        path = _FILES[picture] = str(target)
+        weakref.finalize(picture, target.unlink, missing_ok=True)
+    return path
+
+
+class Tabs:
+    """The `Tab` of every open browser tab / API client, created on first use."""
+
+    def __init__(self, cfg: h.AppConfig) -> None:
+        self.cfg = cfg
+        self._tabs: dict[str, h.Tab] = {}
+        self._lock = threading.Lock()
+
+    def get(self, request: gr.Request | None) -> h.Tab:
+        key = getattr(request, "session_hash", None) or "default"
+        with self._lock:
+            tab = self._tabs.get(key)
+            if tab is None:
+                tab = self._tabs[key] = h.new_tab(self.cfg)
+            return tab
+
+    def drop(self, request: gr.Request | None) -> None:
+        """Forget a closed tab (its edits are on disk; a running fine-tune goes on for the next page)."""
+        key = getattr(request, "session_hash", None) or "default"
+        with self._lock:
+            self._tabs.pop(key, None)
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Show library and user errors as a message in the page; the app keeps running."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SemlayerError as err:
+            raise gr.Error(str(err), print_exception=False) from None
+
+    return wrapper
+
+
+def build(cfg: h.AppConfig) -> gr.Blocks:
+    """The whole page plus the /predict, /select, /export, /move, /undo, /redo endpoints."""
+    tabs = Tabs(cfg)
+
+    # Figures arrive as PNG files (see png_file); nobody uploads into them.
+    figure = functools.partial(gr.Image, type="filepath", format="png", interactive=False,
+                               buttons=["download", "fullscreen"])  # fmt: skip
+
+    with gr.Blocks(title="semlayer: amodal annotation") as demo:
+        gr.Markdown(
+            "## semlayer · amodal instances, depth order and semantics-aware distance maps\n"
+            "Click an object to inspect it (click again to reach the ones behind). Reorder, correct masks, "
+            "undo/redo: every edit is saved to the workspace at once."
+        )
+        model_md = gr.Markdown(elem_id="model-status")
+        with gr.Row(equal_height=False):
+            # ----- left: the image and its layers -----
+            with gr.Column(scale=3):
+                # Level sets and G are matplotlib figures (slow): drawn only while their tab is open.
+                with gr.Tabs():
+                    with gr.Tab("Depth overlay") as overlay_tab:
+                        main_img = figure(label="instances coloured by depth rank (click to select)", elem_id="main-image")
+                    with gr.Tab("Level sets") as levels_tab:
+                        levels_img = figure(label="sem-dist level sets", elem_id="levels-image")
+                    with gr.Tab("Global layering") as global_tab:
+                        global_img = figure(label="global layering map", elem_id="global-image")
+                with gr.Row():
+                    view = gr.Radio(list(h.VIEWS), value="amodal", label="view")
+                    # Prediction views need a model; without one the page shows annotations only.
+                    show = gr.Radio(list(h.SHOWS), value="annotation", label="show", visible=cfg.checkpoint is not None,
+                                    elem_id="show")  # fmt: skip
+                    opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="opacity")
+                with gr.Row():
+                    prev_btn = gr.Button("◀ previous image", size="sm")
+                    position = gr.Markdown(elem_id="position")
+                    next_btn = gr.Button("next image ▶", size="sm")
+                with gr.Accordion("Load: upload, examples, dataset", open=False):
+                    with gr.Row():
+                        upload = gr.File(label="upload an image (it is predicted)", file_types=["image"], type="filepath",
+                                       elem_id="upload")
+                        examples = gr.Gallery(
+                            value=[str(p) for p in cfg.examples], label="examples (click one)", columns=4, height=160,
+                            allow_preview=False, format="png", visible=bool(cfg.examples),
+                        )  # fmt: skip
+                    with gr.Row():
+                        data_tb = gr.Textbox(label="annotation file (COCOA, COCO-style amodal, KINS)", value=str(cfg.data or ""))
+                        images_tb = gr.Textbox(label="image folder", value=str(cfg.images or ""))
+                        open_btn = gr.Button("Open dataset")
+                    gallery = gr.Gallery(label="dataset", columns=8, height=180, allow_preview=False, format="png")
+            # ----- right: inspector, table, edits -----
+            with gr.Column(scale=2):
+                insp_md = gr.Markdown("Click an instance in the image.", elem_id="inspector")
+                with gr.Row():
+                    panel_img = figure(label="visible + occluded", elem_id="panel-image")
+                    layers_img = figure(label="layer map", elem_id="layers-image")
+                with gr.Tabs():
+                    with gr.Tab("sem-dist heat map") as heat_tab:
+                        heat_img = figure(show_label=False, elem_id="heat-image")
+                    with gr.Tab("3-D surface") as surf_tab:
+                        surf_img = figure(show_label=False, elem_id="surface-image")
+                table = gr.Dataframe(
+                    headers=h.TABLE_HEADERS, datatype=["number", "str", "number", "str", "str"], interactive=False,
+                    label="instances (front first; click a row to select)", elem_id="instance-table", max_height=260,
+                )  # fmt: skip
+                with gr.Row():
+                    fwd_btn = gr.Button("forward", size="sm")
+                    back_btn = gr.Button("backward", size="sm")
+                    front_btn = gr.Button("to front", size="sm")
+                    bottom_btn = gr.Button("to back", size="sm")
+                with gr.Row():
+                    behind_dd = gr.Dropdown(label="put the selected one in front of", choices=[], scale=3)
+                    infront_btn = gr.Button("put in front", size="sm", scale=1)
+                with gr.Row():
+                    undo_btn = gr.Button("↶ undo", size="sm")
+                    redo_btn = gr.Button("↷ redo", size="sm")
+                status_md = gr.Markdown(elem_id="status")
+                with gr.Accordion("Edit the selected instance", open=False):
+                    with gr.Row():
+                        name_tb = gr.Textbox(label="name")
+                        cat_num = gr.Number(label="category id", precision=0)
+                        stuff_cb = gr.Checkbox(label="stuff")
+                    with gr.Row():
+                        attrs_btn = gr.Button("save name / category / stuff", size="sm")
+                        delete_btn = gr.Button("delete instance", size="sm", variant="stop")
+                    editor = gr.ImageEditor(
+                        label="amodal mask editor (selected mask tinted; the eraser undoes strokes)", type="numpy", format="png",
+                        brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed", default_size=8),
+                        eraser=gr.Eraser(default_size=8), transforms=(), sources=(),
+                        layers=False,
+                    )  # fmt: skip
+                    with gr.Row():
+                        load_mask_btn = gr.Button("show selected mask in editor", size="sm")
+                        brush_mode = gr.Radio(
+                            [("strokes add to the mask", "add"), ("strokes remove from the mask", "remove")],
+                            value="add", show_label=False,
+                        )  # fmt: skip
+                    with gr.Row():
+                        apply_mask_btn = gr.Button("apply strokes to selected", size="sm", variant="primary")
+                        add_btn = gr.Button("strokes as new instance", size="sm")
+                with gr.Accordion("Export and fine-tune", open=False):
+                    with gr.Row():
+                        cocoa_btn = gr.Button("export COCOA JSON", size="sm")
+                        coco_btn = gr.Button("export COCO-style JSON", size="sm")
+                    export_file = gr.File(label="download", interactive=False, height=90)
+                    with gr.Row():
+                        tune_btn = gr.Button("fine-tune on corrected data", size="sm", variant="primary")
+                        cancel_btn = gr.Button("cancel fine-tune", size="sm", variant="stop")
+                    tune_md = gr.Markdown("")
+                    timer = gr.Timer(1.0, active=False)
+
+        everything = [main_img, levels_img, global_img, insp_md, panel_img, layers_img, heat_img, surf_img, table,
+                      behind_dd, status_md, name_tb, cat_num, stuff_cb, position, model_md, show]  # fmt: skip
+
+        # ----- renderers: what the handlers render, by part, as component -> value -----
+        components = {
+            "view": main_img, "levels": levels_img, "global": global_img, "inspector": insp_md, "panel": panel_img,
+            "layers": layers_img, "heat": heat_img, "surface": surf_img, "others": behind_dd,
+            "status": status_md, "name": name_tb, "category": cat_num, "stuff": stuff_cb, "position": position,
+            "model": model_md, "show": show,
+        }  # fmt: skip
+
+        def page_value(name: str, value: Any) -> Any:
+            if isinstance(value, h.Picture):
+                return png_file(value)
+            if name == "others":  # the choices change with the scene; nothing chosen yet
+                return gr.Dropdown(choices=value, value=None)
+            if name == "show":
+                return gr.Radio(value=value)
+            return value
+
+        def renderer(*parts: str) -> Callable[[h.Tab], dict]:
+            """Only the parts an event changes are drawn and sent (figures come from the tab's cache)."""
+
+            def render(tab: h.Tab) -> dict:
+                values = h.render(cfg, tab, parts)
+                out = {components[k]: page_value(k, v) for k, v in values.items() if k not in ("rows", "table_title")}
+                if "rows" in values:
+                    out[table] = gr.Dataframe(value=values["rows"], label=values["table_title"])
+                if "panes" in parts:  # say whose: with show "both" they are the annotation's
+                    which = h.shown_scene(tab)
+                    out[levels_img] = gr.Image(value=out[levels_img], label=f"sem-dist level sets: {which}")
+                    out[global_img] = gr.Image(value=out[global_img], label=f"global layering map: {which}")
+                return out
+
+            return render
+
+        r_view, r_layers, r_inspector = renderer("view"), renderer("panes"), renderer("inspector")
+        r_selection, r_all = renderer("view", "inspector"), renderer(*h.PARTS)
+
+        def shown(tab: h.Tab, out: dict) -> dict:
+            if main_img in out:  # a new image or state on screen: ready its instances for the first click
+                h.prefetch(cfg, tab)
+            return out
+
+        def event(render: Callable[[h.Tab], dict], action: Callable[..., Any] | None = None, select: bool = False):
+            """A Gradio callback: run ``action(tab, [evt,] *inputs)``, then ``render(tab)``.
+
+            Library and user errors become a message in the page, which stays as it was. After a save
+            conflict (another tab saved first) the page shows the saved state with a warning.
+            """
+
+            def run(request: gr.Request, args: tuple) -> dict:
+                try:
+                    tab = tabs.get(request)
+                    if action is not None:
+                        try:
+                            action(tab, *args)
+                        except ConflictError as err:  # the handler reloaded the saved state: show it
+                            gr.Warning(str(err))
+                            return shown(tab, r_all(tab))
+                    return shown(tab, render(tab))
+                except SemlayerError as err:
+                    # A message, and the page as it was: gr.Error would also mark every output as failed.
+                    gr.Warning(str(err))
+                    return gr.skip()
+
+            # Gradio injects the request and event data by the annotations of leading positional parameters.
+            if select:
+
+                def on_select(request: gr.Request, evt: gr.SelectData, *args: Any) -> dict:
+                    return run(request, (evt, *args))
+
+                return on_select
+
+            def on_event(request: gr.Request, *args: Any) -> dict:
+                return run(request, args)
+
+            return on_event
+
+        def wire(listener: Callable, callback: Callable, inputs: list | None, outputs: list) -> Any:
+            # UI events stay out of the script API: the gr.api endpoints below are the stable interface.
+            return listener(callback, inputs, outputs, api_visibility="private")
+
+        def r_gallery(tab: h.Tab) -> dict:
+            return {gallery: _gallery(tab)}
+
+        # ----- loading -----
+        # A reloaded page picks up a fine-tune still running for its dataset (r_tune is defined below).
+        wire(demo.load, event(lambda t: {**r_all(t), **r_tune(t)}), None, [*everything, tune_md, timer]).then(
+            event(r_gallery), None, [gallery], api_visibility="private"
+        )
+        demo.unload(tabs.drop)
+
+        def on_upload(tab: h.Tab, path: str | None) -> None:
+            if path:
+                h.predict_upload(cfg, tab, path)
+
+        def on_example(tab: h.Tab, evt: gr.SelectData) -> None:
+            h.predict_upload(cfg, tab, cfg.examples[evt.index])
+
+        def on_open(tab: h.Tab, data: str, images: str) -> None:
+            h.switch_dataset(cfg, tab, data, images)
+
+        def step(delta: int) -> Callable[[h.Tab], None]:
+            return lambda tab: h.go_to(tab, min(max(tab.session.current + delta, 0), len(tab.session) - 1))
+
+        wire(upload.upload, event(r_all, on_upload), [upload], everything)
+        wire(examples.select, event(r_all, on_example, select=True), None, everything)
+        wire(open_btn.click, event(r_all, on_open), [data_tb, images_tb], everything).then(
+            event(r_gallery), None, [gallery], api_visibility="private"
+        )
+        wire(gallery.select, event(r_all, lambda tab, evt: h.go_to(tab, evt.index), select=True), None, everything)
+        wire(prev_btn.click, event(r_all, step(-1)), None, everything)
+        wire(next_btn.click, event(r_all, step(+1)), None, everything)
+
+        # ----- looking -----
+        def on_click(tab: h.Tab, evt: gr.SelectData) -> None:
+            # The page shows small images enlarged (see r_view); clicks come in displayed pixels.
+            scale = h.display_scale(tab.session.scene.shape)
+            h.select_at(cfg, tab, evt.index[0] // scale, evt.index[1] // scale)
+
+        def on_row(tab: h.Tab, evt: gr.SelectData) -> None:
+            if evt.row_value:
+                h.select_instance(cfg, tab, int(evt.row_value[0]), h.shown_scene(tab))
+
+        def set_field(name: str) -> Callable[[h.Tab, Any], None]:
+            return lambda tab, value: setattr(tab, name, value)
+
+        wire(main_img.select, event(r_selection, on_click, select=True), None, everything)
+        wire(table.select, event(r_selection, on_row, select=True), None, everything)
+        # `input`, not `change`: only the user's own changes; the page sets `show` itself after an upload.
+        wire(view.input, event(r_view, set_field("view")), [view], [main_img])
+        wire(opacity.release, event(r_view, set_field("opacity")), [opacity], [main_img])
+        wire(show.input, event(r_all, set_field("show")), [show], everything)
+        for pane_tab, pane in zip((overlay_tab, levels_tab, global_tab), h.PANES):
+            wire(pane_tab.select, event(r_layers, functools.partial(set_field("pane"), value=pane)), None,
+                 [levels_img, global_img])  # fmt: skip
+        # The 3-D surface is the slowest figure: drawn only while its tab is open.
+        wire(surf_tab.select, event(r_inspector, lambda tab: setattr(tab, "surface", True)), None, everything)
+        wire(heat_tab.select, event(lambda t: {surf_img: None}, lambda tab: setattr(tab, "surface", False)), None, [surf_img])
+
+        # ----- editing -----
+        for btn, where in zip((fwd_btn, back_btn, front_btn, bottom_btn), MOVES):
+            wire(btn.click, event(r_all, functools.partial(h.reorder, where=where)), None, everything)
+        wire(infront_btn.click, event(r_all, h.put_in_front), [behind_dd], everything)
+        wire(undo_btn.click, event(r_all, h.undo), None, everything)
+        wire(redo_btn.click, event(r_all, h.redo), None, everything)
+        wire(attrs_btn.click, event(r_all, h.set_attributes), [name_tb, cat_num, stuff_cb], everything)
+        wire(delete_btn.click, event(r_all, h.delete_selected), None, everything)
+        wire(load_mask_btn.click, event(lambda t: {editor: h.editor_value(t)}), None, [editor])
+
+        def r_edited(tab: h.Tab) -> dict:
+            # Show the result in the editor too, with the applied strokes cleared.
+            return {**r_all(tab), editor: h.editor_value(tab)}
+
+        wire(apply_mask_btn.click, event(r_edited, h.apply_editor_mask), [editor, brush_mode], [*everything, editor])
+        wire(add_btn.click, event(r_edited, h.add_from_editor), [editor, name_tb, cat_num, stuff_cb], [*everything, editor])
+
+        # ----- export and fine-tune -----
+        def exporter(fmt: str) -> Callable[[h.Tab], None]:
+            def run(tab: h.Tab) -> None:
+                tab.last_export = h.export(tab, fmt)
+
+            return run
+
+        def r_export(tab: h.Tab) -> dict:
+            return {export_file: None if tab.last_export is None else str(tab.last_export)}
+
+        wire(cocoa_btn.click, event(r_export, exporter("cocoa")), None, [export_file])
+        wire(coco_btn.click, event(r_export, exporter("coco")), None, [export_file])
+
+        def r_tune(tab: h.Tab) -> dict:
+            progress = h.finetune_status(tab)
+            if progress is None:
+                return {tune_md: "", timer: gr.Timer(active=False)}
+            text = f"**{progress.state}** · step {progress.step}"
+            text += f" / {progress.total}" if progress.total else ""
+            text += f" · loss {progress.loss:.4f}" if progress.loss is not None else ""
+            text += f" · {progress.message}" if progress.message else ""
+            out = {tune_md: text, timer: gr.Timer(active=progress.state == "running")}
+            if progress.state == "done":
+                out[tune_md] = text + f" · now using `{progress.checkpoint}`"
+                out.update(r_all(tab))
+            return out
+
+        tune_outputs = [tune_md, timer, *everything]
+        wire(tune_btn.click, event(r_tune, lambda tab: h.start_finetune(cfg, tab)), None, tune_outputs)
+        wire(cancel_btn.click, event(r_tune, h.cancel_finetune), None, tune_outputs)
+        wire(timer.tick, event(r_tune), None, tune_outputs)
+
+        # ----- API endpoints (gradio_client, scripts) -----
+        _api(tabs, cfg)
+
+    return demo
+
+
+def _gallery(tab: h.Tab) -> list[str]:
+    """Thumbnails of the dataset (image files straight from the dataset or workspace folder)."""
+    return [str(tab.session.image_path(i)) for i in range(len(tab.session))]
+
+
+def _api(tabs: Tabs, cfg: h.AppConfig) -> None:
+    """Script access with the same handlers: each client gets its own tab."""
+
+    def predict(image: gr.FileData, request: gr.Request) -> dict:
+        """Predict an image file and make it the current scene; returns the scene summary."""
+        path = image.get("path") if isinstance(image, dict) else getattr(image, "path", image)
+        return h.predict_upload(cfg, tabs.get(request), str(path))
+
+    def select(x: int, y: int, request: gr.Request) -> dict | None:
+        """Select the front-most instance at pixel (x, y) of the scene being edited (the one /scene
+        summarises); the same pixel again cycles behind it."""
+        return h.select_at(cfg, tabs.get(request), x, y, which="annotation")
+
+    def export(fmt: str, request: gr.Request) -> gr.FileData:
+        """Export the corrected dataset as 'cocoa' (merged into the original file) or 'coco' JSON."""
+        return gr.FileData(path=str(h.export(tabs.get(request), fmt)), mime_type="application/json")
+
+    def move(instance_id: int, where: str, request: gr.Request) -> dict:
+        """Move an instance forward, backward, to the front or to the back; returns the scene summary."""
+        return h.reorder(tabs.get(request), where, instance_id)
+
+    def undo(request: gr.Request) -> dict:
+        """Undo the last edit of the current scene; returns the scene summary."""
+        tab = tabs.get(request)
+        h.undo(tab)
+        return h.scene_summary(tab)
+
+    def redo(request: gr.Request) -> dict:
+        """Redo the last undone edit; returns the scene summary."""
+        tab = tabs.get(request)
+        h.redo(tab)
+        return h.scene_summary(tab)
+
+    def scene(request: gr.Request) -> dict:
+        """The current scene's summary."""
+        return h.scene_summary(tabs.get(request))
+
+    for fn in (predict, select, export, move, undo, redo, scene):
+        gr.api(user_errors(fn), api_name=fn.__name__)

@@ -1,0 +1,639 @@
+"""The editing session behind the app: a dataset, per-scene undo/redo and an autosaved workspace.
+
+Every edit is saved atomically at once, so a crash, a restart or a page reload loses nothing. Layout of a
+dataset's workspace folder (``<workspace>/<stem>-<sha8>/`` for a file, ``<workspace>/uploads/`` for uploads)::
+
+    session.json        revision, source file and its sha256, image folder, current scene index
+    scenes/00012.json   one per edited scene: compact state, undo and redo stacks (masks as COCO RLE)
+    images/             images of scenes added in the app (uploads)
+    exports/            exported JSON files
+
+Each save carries a revision number; a session whose base revision is stale (another tab or process saved
+since) gets a `ConflictError` instead of overwriting that work.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import hashlib
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from semlayer.errors import ConfigError, FormatError, SemlayerError
+from semlayer.io_utils import atomic_write_json
+from semlayer.scene import MOVES, AmodalScene, AnnotationSet, Instance
+
+SESSION_FILE = "session.json"
+SESSION_FORMAT = "semlayer-app-session"
+SESSION_VERSION = 1
+EXPORT_FORMATS = ("cocoa", "coco")
+
+
+class ConflictError(SemlayerError):
+    """The workspace was saved by another tab or process since this session last read it."""
+
+
+# ----- compact state: what undo/redo and the workspace store -------------------------------------------
+
+
+def encode_rle(mask: np.ndarray) -> dict[str, Any]:
+    """COCO compressed RLE of a boolean mask, JSON-ready (``counts`` as str)."""
+    rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def decode_rle(rle: dict[str, Any]) -> np.ndarray:
+    return mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode("ascii")}).astype(bool)
+
+
+class _RleCache:
+    """RLE per instance id, re-encoded only when the instance's mask array object changed."""
+
+    def __init__(self) -> None:
+        self._amodal: dict[int, tuple[np.ndarray, dict]] = {}
+        self._external: dict[int, tuple[np.ndarray, dict]] = {}
+
+    @staticmethod
+    def _get(table: dict, key: int, arr: np.ndarray) -> dict:
+        hit = table.get(key)
+        if hit is not None and hit[0] is arr:
+            return hit[1]
+        rle = encode_rle(arr)
+        # Keep a reference to the array so its identity cannot be reused by a new one.
+        table[key] = (arr, rle)
+        return rle
+
+    def amodal(self, inst: Instance) -> dict:
+        return self._get(self._amodal, inst.id, inst.amodal)
+
+    def external(self, inst: Instance) -> dict | None:
+        return None if inst.external is None else self._get(self._external, inst.id, inst.external)
+
+
+def instance_state(inst: Instance, cache: _RleCache | None = None) -> dict[str, Any]:
+    """Everything about an instance except its rank, JSON-ready (masks as RLE)."""
+    cache = cache or _RleCache()
+    return {
+        "name": inst.name,
+        "category": inst.category,
+        "is_stuff": bool(inst.is_stuff),
+        "score": inst.score,
+        "amodal": cache.amodal(inst),
+        "external": cache.external(inst),
+        "polygons": inst.polygons,
+        "extra": inst.extra,
+    }
+
+
+def scene_state(scene: AmodalScene, cache: _RleCache | None = None) -> dict[str, Any]:
+    """Compact state of a scene: instance ids (source order), their ranks and per-instance states."""
+    cache = cache or _RleCache()
+    return {
+        "ids": [inst.id for inst in scene.instances],
+        "ranks": [inst.rank for inst in scene.instances],
+        "instances": {str(inst.id): instance_state(inst, cache) for inst in scene.instances},
+    }
+
+
+def scene_from_state(base: AmodalScene, state: dict[str, Any]) -> AmodalScene:
+    """A new scene with ``base``'s image and annotation records and the instances of ``state``."""
+    instances = []
+    for inst_id, rank in zip(state["ids"], state["ranks"]):
+        st = state["instances"][str(inst_id)]
+        instances.append(
+            Instance(
+                id=int(inst_id),
+                amodal=decode_rle(st["amodal"]),
+                rank=int(rank),
+                name=st["name"],
+                category=st["category"],
+                is_stuff=bool(st["is_stuff"]),
+                score=st["score"],
+                external=None if st["external"] is None else decode_rle(st["external"]),
+                polygons=st["polygons"],
+                extra=st["extra"],
+            )
+        )
+    return AmodalScene(image=base.image, instances=instances, annotation=base.annotation)
+
+
+def diff_states(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Patch that turns ``new`` back into ``old``: the full id/rank lists plus the changed instances."""
+    changed = {k: v for k, v in old["instances"].items() if new["instances"].get(k) != v}
+    return {"ids": old["ids"], "ranks": old["ranks"], "instances": changed}
+
+
+def apply_patch(state: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    instances = {str(i): patch["instances"].get(str(i)) or state["instances"][str(i)] for i in patch["ids"]}
+    return {"ids": list(patch["ids"]), "ranks": list(patch["ranks"]), "instances": instances}
+
+
+# ----- edit operations: functions of a scene, in place, exact ------------------------------------------
+
+
+def _instance(scene: AmodalScene, instance_id: int) -> Instance:
+    try:
+        return scene.get(int(instance_id))
+    except KeyError:
+        ids = [inst.id for inst in scene.instances]
+        raise ValueError(f"scene {scene.image_id} has no instance {instance_id} (ids: {ids})") from None
+
+
+def _mask(scene: AmodalScene, mask: np.ndarray, what: str) -> np.ndarray:
+    arr = np.asarray(mask)
+    if arr.shape != scene.shape:
+        raise ValueError(f"{what}: expected a {scene.height}x{scene.width} mask, got shape {arr.shape}")
+    arr = arr.astype(bool)
+    if not arr.any():
+        raise ValueError(f"{what}: the mask is empty; paint at least one pixel")
+    return arr
+
+
+def op_move(scene: AmodalScene, instance_id: int, where: str) -> None:
+    if where not in MOVES:
+        raise ValueError(f"move must be one of {', '.join(MOVES)}, got {where!r}")
+    scene.move(_instance(scene, instance_id).id, where)
+
+
+def op_put_in_front(scene: AmodalScene, front_id: int, behind_id: int) -> None:
+    a, b = _instance(scene, front_id), _instance(scene, behind_id)
+    scene.put_in_front(a.id, b.id)
+
+
+def op_set_amodal(scene: AmodalScene, instance_id: int, mask: np.ndarray) -> None:
+    inst = _instance(scene, instance_id)
+    new = _mask(scene, mask, f"instance {inst.id} amodal mask")
+    if not np.array_equal(new, inst.amodal):  # an unchanged mask keeps its source polygon: no edit
+        inst.set_amodal(new)
+
+
+def op_add_instance(
+    scene: AmodalScene, mask: np.ndarray, name: str, category: int | None = None, is_stuff: bool = False
+) -> int:
+    """Add an instance at the front (the user just painted it over the others); returns its id."""
+    inst = Instance(
+        id=scene.next_instance_id(),
+        amodal=_mask(scene, mask, "new instance mask"),
+        name=str(name).strip(),
+        category=category,
+        is_stuff=bool(is_stuff),
+    )
+    scene.add(inst, rank=1)
+    return inst.id
+
+
+def op_delete_instance(scene: AmodalScene, instance_id: int) -> None:
+    scene.remove(_instance(scene, instance_id).id)
+
+
+def op_rename(scene: AmodalScene, instance_id: int, name: str) -> None:
+    _instance(scene, instance_id).name = str(name)
+
+
+def op_set_category(scene: AmodalScene, instance_id: int, category: int | None) -> None:
+    _instance(scene, instance_id).category = None if category is None else int(category)
+
+
+def op_set_stuff(scene: AmodalScene, instance_id: int, is_stuff: bool) -> None:
+    _instance(scene, instance_id).is_stuff = bool(is_stuff)
+
+
+# ----- the session -------------------------------------------------------------------------------------
+
+
+@dataclass
+class _SceneSlot:
+    """One scene of the session: its base (file) version, live scene and history."""
+
+    base: AmodalScene
+    added: bool = False
+    live: AmodalScene | None = None
+    state: dict[str, Any] | None = None
+    base_state: dict[str, Any] | None = None
+    undo: list[dict[str, Any]] | None = None
+    redo: list[dict[str, Any]] | None = None
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=4)
+def _load_annset(path: str, sha256: str) -> AnnotationSet:
+    """Parse an annotation file once per content: tabs share it (sessions never mutate base scenes)."""
+    from semlayer import formats
+
+    return formats.load(path)
+
+
+class EditSession:
+    """A dataset being edited: scenes, the current scene, per-scene undo/redo, autosave to a workspace.
+
+    Use `EditSession.open` (annotation file) or `EditSession.open_uploads` (images added in the app).
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        annset: AnnotationSet,
+        image_dir: Path | None,
+        source: Path | None = None,
+        source_sha256: str | None = None,
+    ) -> None:
+        self.folder = Path(folder)
+        self.annset = annset
+        self.image_dir = None if image_dir is None else Path(image_dir)
+        self.source = None if source is None else Path(source)
+        self.source_sha256 = source_sha256
+        self.revision = 0
+        self.current = 0
+        self._slots = [_SceneSlot(base=s) for s in annset.scenes]
+        self._caches: dict[int, _RleCache] = {}
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._load_workspace()
+
+    # ----- opening -----------------------------------------------------------------------------
+    @classmethod
+    def open(cls, workspace: str | os.PathLike, data: str | os.PathLike, images: str | os.PathLike) -> EditSession:
+        """Open an annotation file (any format `semlayer.formats` reads); resumes saved edits."""
+        source = Path(data).resolve()
+        if not source.is_file():
+            raise ConfigError(f"annotation file {source} does not exist")
+        image_dir = Path(images).resolve()
+        if not image_dir.is_dir():
+            raise ConfigError(f"image folder {image_dir} does not exist")
+        sha = file_sha256(source)
+        annset = _load_annset(str(source), sha)
+        folder = Path(workspace).resolve() / f"{source.stem}-{sha[:8]}"
+        return cls(folder, annset, image_dir, source=source, source_sha256=sha)
+
+    @classmethod
+    def open_uploads(cls, workspace: str | os.PathLike) -> EditSession:
+        """The session of images added in the app (no source file); resumes saved edits."""
+        return cls(Path(workspace).resolve() / "uploads", AnnotationSet(format="cocoa"), None)
+
+    def _load_workspace(self) -> None:
+        meta = self._read_meta()
+        if meta is None:
+            return
+        where = self.folder / SESSION_FILE
+        if meta.get("source_sha256") != self.source_sha256:
+            raise ConfigError(
+                f"workspace {self.folder} holds edits of a different version of {self.source}; "
+                "move that folder away or choose another --workspace"
+            )
+        self.revision = int(meta.get("revision", 0))
+        for n, key in enumerate(meta.get("added", [])):
+            rec = self._read_scene_file(key)
+            for field_name in ("image", "annotation", "base"):
+                if field_name not in rec:
+                    raise FormatError(str(self._scene_path(key)), field_name, "added scene record")
+            base = scene_from_state(AmodalScene(image=rec["image"], annotation=rec["annotation"]), rec["base"])
+            if key != len(self._slots):
+                raise FormatError(str(where), f"added[{n}]", f"scene index {len(self._slots)}")
+            self._slots.append(_SceneSlot(base=base, added=True))
+        for key in range(len(self._slots)):
+            if self._scene_path(key).exists():
+                rec = self._read_scene_file(key)
+                slot = self._slots[key]
+                slot.state, slot.undo, slot.redo = rec["state"], rec["undo"], rec["redo"]
+        self.current = min(max(int(meta.get("current", 0)), 0), max(len(self._slots) - 1, 0))
+
+    def _read_meta(self) -> dict[str, Any] | None:
+        path = self.folder / SESSION_FILE
+        if not path.exists():
+            return None
+        meta = self._read_json(path)
+        if meta.get("format") != SESSION_FORMAT:
+            raise FormatError(str(path), "format", f"'{SESSION_FORMAT}'")
+        return meta
+
+    @staticmethod
+    def _read_json(path: Path) -> dict[str, Any]:
+        try:
+            obj = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise FormatError(str(path), "", f"a readable JSON file ({err})") from None
+        if not isinstance(obj, dict):
+            raise FormatError(str(path), "", "a JSON object")
+        return obj
+
+    def _scene_path(self, index: int) -> Path:
+        return self.folder / "scenes" / f"{index:05d}.json"
+
+    def _read_scene_file(self, index: int) -> dict[str, Any]:
+        path = self._scene_path(index)
+        rec = self._read_json(path)
+        for key in ("state", "undo", "redo"):
+            if key not in rec:
+                raise FormatError(str(path), key, "saved scene state")
+        return rec
+
+    def reload(self) -> None:
+        """Drop everything in memory and read the workspace again (after a conflict)."""
+        self._slots = [_SceneSlot(base=s) for s in self.annset.scenes]
+        self._caches.clear()
+        self.revision = 0
+        self._load_workspace()
+
+    # ----- saving ------------------------------------------------------------------------------
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        with open(self.folder / ".lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "format": SESSION_FORMAT,
+            "version": SESSION_VERSION,
+            "source": None if self.source is None else str(self.source),
+            "source_sha256": self.source_sha256,
+            "images": None if self.image_dir is None else str(self.image_dir),
+            "revision": self.revision,
+            "current": self.current,
+            "added": [i for i, s in enumerate(self._slots) if s.added],
+        }
+
+    def _check_revision(self) -> None:
+        meta = self._read_meta()
+        saved = 0 if meta is None else int(meta.get("revision", 0))
+        if saved != self.revision:
+            raise ConflictError(
+                f"the workspace {self.folder} was saved by another tab or process (revision {saved}, this page "
+                f"has revision {self.revision}); your last change was not saved. Reload to continue from the "
+                "saved state."
+            )
+
+    def _save_scene(self, index: int) -> None:
+        """Write one scene's file and bump the revision, atomically, if nobody else saved meanwhile."""
+        slot = self._slots[index]
+        with self._locked():
+            self._check_revision()
+            rec: dict[str, Any] = {"state": slot.state, "undo": slot.undo or [], "redo": slot.redo or []}
+            if slot.added:
+                rec.update(image=slot.base.image, annotation=slot.base.annotation, base=self._base_state(index))
+            self.revision += 1
+            rec["revision"] = self.revision
+            atomic_write_json(self._scene_path(index), rec)
+            atomic_write_json(self.folder / SESSION_FILE, self._meta())
+
+    def _save_position(self) -> None:
+        """Remember the current scene; not an edit, so it never conflicts and keeps the revision."""
+        with self._locked():
+            meta = self._read_meta() or self._meta()
+            meta["current"] = self.current
+            atomic_write_json(self.folder / SESSION_FILE, meta)
+
+    # ----- scenes ------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    @property
+    def scene(self) -> AmodalScene:
+        """The live scene at the current index (edits apply to it)."""
+        return self.scene_at(self.current)
+
+    def scene_at(self, index: int) -> AmodalScene:
+        slot = self._slot(index)
+        if slot.live is None:
+            # Base scenes may be shared (cached loads), so edits always work on a private copy.
+            slot.live = slot.base.copy() if slot.state is None else scene_from_state(slot.base, slot.state)
+        return slot.live
+
+    def _slot(self, index: int) -> _SceneSlot:
+        if not self._slots:
+            raise ValueError("this dataset has no scenes")
+        if not 0 <= index < len(self._slots):
+            raise ValueError(f"scene index {index} is outside 0..{len(self._slots) - 1}")
+        return self._slots[index]
+
+    def go_to(self, index: int) -> AmodalScene:
+        self._slot(index)
+        if index != self.current:
+            self.current = index
+            self._save_position()
+        return self.scene
+
+    def image_path(self, index: int | None = None) -> Path:
+        index = self.current if index is None else index
+        slot = self._slot(index)
+        folder = self.folder / "images" if slot.added else self.image_dir
+        if folder is None:
+            raise ValueError(f"scene {index} has no image folder")
+        return folder / slot.base.file_name
+
+    def add_scene(self, scene: AmodalScene, image_png: bytes) -> int:
+        """Append a scene (e.g. a prediction on an uploaded image) with its PNG bytes; returns its index."""
+        from semlayer.io_utils import atomic_write_bytes
+
+        index = len(self._slots)
+        base = scene.copy()
+        for inst in base.instances:
+            inst.semdist = inst.layers = None
+        base.image["file_name"] = base.file_name or f"upload_{index:05d}.png"
+        atomic_write_bytes(self.folder / "images" / base.file_name, image_png)
+        slot = _SceneSlot(base=base, added=True, live=scene)
+        self._slots.append(slot)
+        slot.state = self._state(index)
+        slot.undo, slot.redo = [], []
+        try:
+            self._save_scene(index)
+        except ConflictError:
+            self._slots.pop()
+            raise
+        self.current = index
+        self._save_position()
+        return index
+
+    # ----- edits -------------------------------------------------------------------------------
+    def _state(self, index: int) -> dict[str, Any]:
+        cache = self._caches.setdefault(index, _RleCache())
+        return scene_state(self.scene_at(index), cache)
+
+    def _base_state(self, index: int) -> dict[str, Any]:
+        slot = self._slots[index]
+        if slot.base_state is None:
+            slot.base_state = scene_state(slot.base)
+        return slot.base_state
+
+    def _current_state(self, index: int) -> dict[str, Any]:
+        slot = self._slots[index]
+        if slot.state is None:
+            slot.state = self._state(index)
+        return slot.state
+
+    def apply(self, label: str, op: Callable[..., Any], *args: Any) -> Any:
+        """Run ``op(scene, *args)`` on the current scene as one undoable, autosaved edit.
+
+        A bad argument (ValueError) or a conflict leaves the scene exactly as it was.
+        """
+        index = self.current
+        slot = self._slots[index]
+        before = self._current_state(index)
+        scene = self.scene_at(index)
+        try:
+            result = op(scene, *args)
+            after = self._state(index)
+        except ValueError:
+            slot.live = scene_from_state(slot.base, before)
+            raise
+        if after == before:
+            return result
+        if after["ids"] != before["ids"] or after["ranks"] != before["ranks"] or any(
+            before["instances"].get(k, {}).get("amodal") != v["amodal"] for k, v in after["instances"].items()
+        ):
+            # Dense predictions describe the old masks and order; views fall back to the encoded maps.
+            for inst in scene.instances:
+                inst.semdist = inst.layers = None
+        entry = {"label": label, "before": diff_states(before, after), "after": diff_states(after, before)}
+        old = (slot.state, slot.undo, slot.redo)
+        slot.state, slot.undo, slot.redo = after, [*(slot.undo or []), entry], []
+        try:
+            self._save_scene(index)
+        except ConflictError:
+            slot.state, slot.undo, slot.redo = old
+            slot.live = scene_from_state(slot.base, before)
+            raise
+        return result
+
+    def _step(self, source: str, target: str, patch_key: str) -> str | None:
+        index = self.current
+        slot = self._slots[index]
+        stack = getattr(slot, source) or []
+        if not stack:
+            return None
+        entry = stack[-1]
+        old = (slot.state, slot.undo, slot.redo, slot.live)
+        new_state = apply_patch(self._current_state(index), entry[patch_key])
+        setattr(slot, source, stack[:-1])
+        setattr(slot, target, [*(getattr(slot, target) or []), entry])
+        slot.state = new_state
+        slot.live = scene_from_state(slot.base, new_state)
+        try:
+            self._save_scene(index)
+        except ConflictError:
+            slot.state, slot.undo, slot.redo, slot.live = old
+            raise
+        return entry["label"]
+
+    def undo(self) -> str | None:
+        """Undo the last edit of the current scene; returns its label, None when there is nothing to undo."""
+        return self._step("undo", "redo", "before")
+
+    def redo(self) -> str | None:
+        return self._step("redo", "undo", "after")
+
+    def history(self) -> tuple[list[str], list[str]]:
+        """Labels of the undo stack (oldest first) and of the redo stack (next redo last)."""
+        slot = self._slot(self.current)
+        return [e["label"] for e in slot.undo or []], [e["label"] for e in slot.redo or []]
+
+    def move(self, instance_id: int, where: str) -> None:
+        self.apply(f"move {instance_id} {where}", op_move, instance_id, where)
+
+    def put_in_front(self, front_id: int, behind_id: int) -> None:
+        self.apply(f"put {front_id} in front of {behind_id}", op_put_in_front, front_id, behind_id)
+
+    def set_amodal(self, instance_id: int, mask: np.ndarray) -> None:
+        self.apply(f"edit mask of {instance_id}", op_set_amodal, instance_id, mask)
+
+    def add_instance(self, mask: np.ndarray, name: str, category: int | None = None, is_stuff: bool = False) -> int:
+        return self.apply(f"add {name!r}", op_add_instance, mask, name, category, is_stuff)
+
+    def delete_instance(self, instance_id: int) -> None:
+        self.apply(f"delete {instance_id}", op_delete_instance, instance_id)
+
+    def rename(self, instance_id: int, name: str) -> None:
+        self.apply(f"rename {instance_id} to {name!r}", op_rename, instance_id, name)
+
+    def set_category(self, instance_id: int, category: int | None) -> None:
+        self.apply(f"set category of {instance_id} to {category}", op_set_category, instance_id, category)
+
+    def set_stuff(self, instance_id: int, is_stuff: bool) -> None:
+        self.apply(f"set stuff of {instance_id} to {bool(is_stuff)}", op_set_stuff, instance_id, is_stuff)
+
+    # ----- export ------------------------------------------------------------------------------
+    def edited_indices(self) -> list[int]:
+        """Scenes whose state differs from the file (added scenes always count)."""
+        out = []
+        for i, slot in enumerate(self._slots):
+            if slot.added or (slot.state is not None and slot.state != self._base_state(i)):
+                out.append(i)
+        return out
+
+    def corrected(self) -> AnnotationSet:
+        """The dataset with every edit applied (unedited scenes are the loaded ones)."""
+        edited = set(self.edited_indices())
+        scenes = [self.scene_at(i) if i in edited else s.base for i, s in enumerate(self._slots)]
+        return AnnotationSet(
+            scenes=scenes,
+            categories=self.annset.categories,
+            format=self.annset.format,
+            extra=self.annset.extra,
+            images=self.annset.images,
+        )
+
+    def export_dict(self, fmt: str) -> dict[str, Any]:
+        """The corrected dataset as a JSON object.
+
+        ``cocoa``: when the source file is COCOA, its JSON with only the edited scenes' annotation records
+        replaced (and added scenes appended), so untouched images and fields stay byte-for-byte equal;
+        otherwise the whole corrected dataset converted. ``coco``: COCO-style amodal of the whole dataset.
+        """
+        from semlayer import formats
+
+        if fmt not in EXPORT_FORMATS:
+            raise ValueError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+        corrected = self.corrected()
+        if fmt == "coco":
+            return formats.to_coco(corrected)
+        if self.source is None or self.annset.format != "cocoa":
+            return formats.to_cocoa(corrected)
+        return self._merge_cocoa(self._read_json(self.source))
+
+    def _merge_cocoa(self, original: dict[str, Any]) -> dict[str, Any]:
+        from semlayer import formats
+
+        edited = self.edited_indices()
+        fresh = formats.to_cocoa(
+            AnnotationSet(scenes=[self.scene_at(i) for i in edited], format="cocoa", categories=self.annset.categories)
+        )
+        by_key = {(int(a["image_id"]), a.get("id")): a for a in fresh.get("annotations", [])}
+        out = dict(original)
+        annotations = list(original.get("annotations", []))
+        positions = {(int(a["image_id"]), a.get("id")): n for n, a in enumerate(annotations)}
+        images = list(original.get("images", []))
+        image_ids = {int(im["id"]) for im in images}
+        for rec in fresh.get("images", []):
+            if int(rec["id"]) not in image_ids:
+                images.append(rec)
+                image_ids.add(int(rec["id"]))
+        for key, rec in by_key.items():
+            if key in positions:
+                annotations[positions[key]] = rec
+            else:
+                annotations.append(rec)
+        out["images"], out["annotations"] = images, annotations
+        return out
+
+    def export(self, fmt: str) -> Path:
+        """Write the corrected dataset to ``exports/`` in the workspace; returns the file."""
+        obj = self.export_dict(fmt)
+        stem = self.source.stem if self.source is not None else "uploads"
+        return atomic_write_json(self.folder / "exports" / f"{stem}.corrected.{fmt}.json", obj)

@@ -1,0 +1,127 @@
+"""Launch the app on a free port and drive it with gradio_client: /predict /select /move /undo /redo /export."""
+
+import gc
+import json
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from app.handlers import AppConfig, Picture
+from app.layout import build, png_file
+from app.main import allowed_paths
+from app.model import Model, register_model
+from semlayer import formats, synth
+from tests.test_app_handlers import FakePredictor
+
+USER, PASSWORD = "annotator", "s3cret"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    root = tmp_path_factory.mktemp("api")
+    data = synth.write_dataset(root / "data", 2, seed=5, size=64, max_instances=3, min_instances=2, progress=False)
+    ckpt = root / "fake.pt"
+    ckpt.write_bytes(b"fake")
+    register_model(str(ckpt), Model(FakePredictor(), str(ckpt)))
+    cfg = AppConfig(workspace=root / "ws", data=data, images=root / "data" / "images", checkpoint=ckpt)
+    demo = build(cfg)
+    demo.queue()
+    _, url, _ = demo.launch(
+        server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
+        auth=(USER, PASSWORD), allowed_paths=allowed_paths(cfg),
+    )  # fmt: skip
+    yield url, root, data
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    return Client(app_url[0], auth=(USER, PASSWORD), verbose=False)
+
+
+def test_endpoints_are_exactly_the_script_api(client):
+    names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert names == {"/predict", "/select", "/export", "/move", "/undo", "/redo", "/scene"}
+
+
+def test_select_move_undo_redo(client, app_url):
+    _, _, data = app_url
+    scene = formats.load(data).scenes[0]
+    summary = client.predict(api_name="/scene")
+    assert summary["image"]["file_name"] == scene.file_name
+    assert [d["id"] for d in summary["instances"]] == scene.order_ids()
+    front = scene.get(scene.order_ids()[0])
+    ys, xs = np.nonzero(front.amodal)
+    picked = client.predict(int(xs[0]), int(ys[0]), api_name="/select")
+    assert (picked["id"], picked["rank"]) == (front.id, 1)
+    covered = np.any([inst.amodal for inst in scene.instances], axis=0)
+    by, bx = np.argwhere(~covered)[0]
+    assert client.predict(int(bx), int(by), api_name="/select") is None  # background
+    moved = client.predict(front.id, "back", api_name="/move")
+    assert [d["id"] for d in moved["instances"]] == scene.order_ids()[1:] + [front.id]
+    assert [d["id"] for d in client.predict(api_name="/undo")["instances"]] == scene.order_ids()
+    assert [d["id"] for d in client.predict(api_name="/redo")["instances"]] == scene.order_ids()[1:] + [front.id]
+    with pytest.raises(AppError, match="move must be one of forward, backward, front, back"):
+        client.predict(front.id, "up", api_name="/move")
+    with pytest.raises(AppError, match="has no instance 99"):
+        client.predict(99, "back", api_name="/move")
+
+
+def test_export_returns_a_valid_json_file(client):
+    path = client.predict("cocoa", api_name="/export")
+    assert path.endswith("annotations.corrected.cocoa.json")
+    assert formats.validate(path) == []
+    coco = client.predict("coco", api_name="/export")
+    assert json.loads(open(coco).read())["categories"]
+    with pytest.raises(AppError, match="export format must be one of cocoa, coco"):
+        client.predict("xml", api_name="/export")
+
+
+def test_predict_uploads_and_bad_uploads(client, app_url, tmp_path):
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.full((48, 64, 3), 90, np.uint8)).save(image)
+    summary = client.predict(handle_file(str(image)), api_name="/predict")
+    assert (summary["image"]["height"], summary["image"]["width"]) == (48, 64)
+    assert [(d["id"], d["rank"], d["score"]) for d in summary["instances"]] == [(1, 1, 0.9), (2, 2, 0.7)]
+    assert client.predict(40, 40, api_name="/select")["id"] == 2
+    bad = tmp_path / "notes.png"
+    bad.write_text("this is not an image")
+    with pytest.raises(AppError, match="notes.png: not a readable image"):
+        client.predict(handle_file(str(bad)), api_name="/predict")
+    assert client.predict(api_name="/scene")["image"]["height"] == 48  # still running, state intact
+
+
+def test_auth_and_served_files(app_url):
+    url = app_url[0]
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(url + "gradio_api/info")
+    assert err.value.code == 401
+    with pytest.raises(ValueError):
+        Client(url, auth=(USER, "wrong"), verbose=False)
+
+
+def test_figures_reach_the_page_as_png_files_deleted_with_their_picture(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    pixels = np.random.default_rng(0).integers(0, 255, (5, 7, 3), dtype=np.uint8)
+    picture = Picture(pixels, png_level=0)
+    path = png_file(picture)
+    assert png_file(picture) == path and path.startswith(str(tmp_path / "semlayer"))
+    assert np.array_equal(cv2.imread(path, cv2.IMREAD_COLOR)[..., ::-1], pixels)  # lossless
+    assert png_file(None) is None
+    del picture
+    gc.collect()
+    assert not Path(path).exists()

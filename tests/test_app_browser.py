@@ -1,0 +1,364 @@
+"""A real browser (Playwright + Debian's Chromium) drives the app: click to inspect, reorder, paint, export;
+the demo as a new user sees it (its screenshot is docs/app_inspect.png); issue 6's whole story, from opening
+a COCOA file to a fine-tune.
+
+Regenerate the README's screenshot (with the shipped model, or SEMLAYER_APP_CHECKPOINT=CKPT):
+
+    UPDATE_SCREENSHOT=1 .venv/bin/python -m pytest tests/test_app_browser.py -k demo
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from app.handlers import AppConfig, display_scale
+from app.layout import build
+from app.main import ROOT, allowed_paths
+from app.model import Model, load_model, register_model
+from semlayer import formats, synth
+from semlayer.figures import DEMO_ANNOTATIONS, DEMO_IMAGES, README_IMAGE_ID
+from semlayer.images import read_image
+from semlayer.predict import DEFAULT_CHECKPOINT
+from tests.test_app_handlers import FakePredictor
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (make browser)"),
+]
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"]
+
+
+def launch(cfg):
+    """Start the app of ``cfg`` on a free port; returns the Blocks (close it) and the URL."""
+    demo = build(cfg)
+    demo.queue()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _, url, _ = demo.launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, allowed_paths=allowed_paths(cfg)
+    )
+    return demo, url
+
+
+@pytest.fixture
+def app(tmp_path):
+    """A fresh app (and workspace) per test, so each test starts from the file's state."""
+    root = tmp_path
+    data = synth.write_dataset(root / "data", 2, seed=1, size=128, max_instances=4, min_instances=3, progress=False)
+    cfg = AppConfig(workspace=root / "ws", data=data, images=root / "data" / "images")
+    demo, url = launch(cfg)
+    yield url, cfg, formats.load(data).scenes[0]
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+def open_page(browser, url, viewport=(1500, 1100)):
+    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]}, accept_downloads=True)
+    page = context.new_page()
+    page.goto(url)
+    page.locator("#main-image img").first.wait_for(timeout=30_000)
+    return context, page
+
+
+@pytest.fixture
+def page(browser, app):
+    context, page = open_page(browser, app[0])
+    yield page
+    context.close()
+
+
+def click_pixel(page, scene, x, y):
+    """Click image pixel (x, y): the page shows the image enlarged and centred in its box."""
+    img = page.locator("#main-image img").first
+    img.scroll_into_view_if_needed()
+    natural_w, natural_h = img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
+    box = img.bounding_box()
+    r = min(box["width"] / natural_w, box["height"] / natural_h, 1)
+    ox, oy = (box["width"] - natural_w * r) / 2, (box["height"] - natural_h * r) / 2
+    s = display_scale(scene.shape) * r
+    page.mouse.click(box["x"] + ox + (x + 0.5) * s, box["y"] + oy + (y + 0.5) * s)
+
+
+def visible_pixel(scene, instance_id):
+    """A pixel deep inside the instance's visible region (far from its edges)."""
+    vis = scene.visible(instance_id).astype(np.uint8)
+    dist = cv2.distanceTransform(vis, cv2.DIST_L2, 3)
+    y, x = np.unravel_index(np.argmax(dist), dist.shape)
+    return int(x), int(y)
+
+
+def shown(page, elem_id):
+    """Wait until the image of the component ``elem_id`` is loaded; returns its natural (width, height)."""
+    img = page.locator(f"#{elem_id} img").first
+    img.wait_for(timeout=20_000)
+    page.wait_for_function("e => e.complete && e.naturalWidth > 0", arg=img.element_handle(), timeout=20_000)
+    return tuple(img.evaluate("e => [e.naturalWidth, e.naturalHeight]"))
+
+
+def test_click_inspects_the_instance(page, app, tmp_path):
+    _, _, scene = app
+    # Started without a model: annotation mode, and the page says so.
+    page.locator("#model-status").get_by_text("No model loaded").wait_for(timeout=20_000)
+    assert not page.locator("#show").is_visible()
+    target = scene.get(scene.order_ids()[-1])  # the back-most instance: its visible part
+    click_pixel(page, scene, *visible_pixel(scene, target.id))
+    inspector = page.locator("#inspector")
+    inspector.get_by_text(f"{target.name} (#{target.id})").wait_for(timeout=20_000)
+    assert f"rank {target.rank} of {len(scene)}" in inspector.inner_text()
+    # The visible/occluded panel and the layer map side by side, the heat map below.
+    panel, layers = shown(page, "panel-image"), shown(page, "layers-image")
+    assert panel[0] == layers[0] and shown(page, "heat-image")[0] > 0
+    page.screenshot(path=str(tmp_path / "inspect.png"), full_page=True)
+
+
+def test_reorder_two_instances_and_export(page, app):
+    _, cfg, scene = app
+    first, second = scene.order_ids()[:2]
+    page.get_by_role("button", name="backward").click()  # nothing selected yet: a message, the page stays
+    page.get_by_text("select an instance first").first.wait_for(timeout=20_000)
+    assert page.locator("#main-image img").first.is_visible() and page.get_by_text("Error", exact=True).count() == 0
+    click_pixel(page, scene, *visible_pixel(scene, first))
+    page.locator("#inspector").get_by_text(f"(#{first})").wait_for(timeout=20_000)
+    page.get_by_role("button", name="backward").click()
+    page.locator("#status").get_by_text(f"last edit: move {first} backward").wait_for(timeout=20_000)
+    page.get_by_text("Export and fine-tune").click()
+    with page.expect_download(timeout=30_000) as download:
+        page.get_by_role("button", name="export COCOA JSON").click()
+        page.locator('a[download$=".cocoa.json"]').first.click()
+    exported = json.loads(Path(download.value.path()).read_text())
+    regions = exported["annotations"][0]["regions"]
+    by_order = {r["order"]: r for r in regions}
+    assert by_order[1]["name"] == scene.get(second).name and by_order[2]["name"] == scene.get(first).name
+    assert formats.validate(exported) == []
+
+
+def test_paint_strokes_onto_the_selected_mask(page, app):
+    _, cfg, scene = app
+    target = scene.order_ids()[0]
+    click_pixel(page, scene, *visible_pixel(scene, target))
+    page.locator("#inspector").get_by_text(f"(#{target})").wait_for(timeout=20_000)
+    page.get_by_text("Edit the selected instance").click()
+    page.get_by_role("button", name="show selected mask in editor").click()
+    page.wait_for_timeout(1500)
+    canvas = page.locator("canvas").first
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.1)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.1, steps=10)
+    page.mouse.up()
+    page.get_by_role("button", name="apply strokes to selected").click()
+    page.locator("#status").get_by_text(f"last edit: edit mask of {target}").wait_for(timeout=20_000)
+    folder = next(cfg.workspace.glob("annotations-*"))
+    saved = json.loads((folder / "scenes" / "00000.json").read_text())
+    from app.session import decode_rle
+
+    area = int(decode_rle(saved["state"]["instances"][str(target)]["amodal"]).sum())
+    assert area > scene.get(target).area  # the stroke (drawn above the objects) was added
+
+
+def demo_checkpoint():
+    """The model the demo runs: $SEMLAYER_APP_CHECKPOINT, else the shipped one when present, else none."""
+    given = os.environ.get("SEMLAYER_APP_CHECKPOINT")
+    if given:
+        return Path(given)
+    return DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.is_file() else None
+
+
+def most_occluded(scene, minimum=0.0):
+    """The instance with the highest occlude rate (above ``minimum``) whose visible part is wide enough to
+    click on (a pixel 3 px from its edges), or None."""
+
+    def clickable(instance_id):
+        return cv2.distanceTransform(scene.visible(instance_id).astype(np.uint8), cv2.DIST_L2, 3).max() >= 3
+
+    rates = scene.occlude_rates()
+    candidates = [i for i, inst in enumerate(scene.instances) if rates[i] > minimum and clickable(inst.id)]
+    return scene.instances[max(candidates, key=lambda i: rates[i])] if candidates else None
+
+
+def test_demo_opens_on_the_prediction_and_inspects_an_occluded_object(browser, tmp_path):
+    """What `python -m app` shows a new user; with UPDATE_SCREENSHOT=1 its screenshot is docs/app_inspect.png."""
+    checkpoint = demo_checkpoint()
+    cfg = AppConfig(workspace=tmp_path / "ws", data=DEMO_ANNOTATIONS, images=DEMO_IMAGES, checkpoint=checkpoint,
+                    examples=sorted(DEMO_IMAGES.glob("*.png"))[:8] if checkpoint else [])  # fmt: skip
+    demo, url = launch(cfg)
+    context, page = open_page(browser, url, viewport=(1400, 1120))
+    try:
+        notice = page.locator("#model-status")
+        annotation = formats.load(DEMO_ANNOTATIONS).scenes_for_image(README_IMAGE_ID)[0]
+        index = [s.image_id for s in formats.load(DEMO_ANNOTATIONS).scenes].index(README_IMAGE_ID)
+        page.locator("#position").get_by_text("image 1 of").wait_for(timeout=20_000)
+        for n in range(2, index + 2):
+            page.get_by_role("button", name="next image").click()
+            page.locator("#position").get_by_text(f"image {n} of").wait_for(timeout=20_000)
+        scene, target = annotation, most_occluded(annotation)
+        if checkpoint is None:  # (also checked, model or not, by test_click_inspects_the_instance)
+            notice.get_by_text("No model loaded").wait_for(timeout=20_000)
+        else:
+            notice.get_by_text(checkpoint.name).wait_for(timeout=20_000)
+            assert page.locator("#show input[value=prediction]").is_checked()  # the demo opens on the prediction
+            image = read_image(DEMO_IMAGES / annotation.file_name)
+            predicted = load_model(checkpoint).predict(image, annotation.image, cfg.score_thr)
+            if most_occluded(predicted, minimum=0.05) is not None:
+                scene, target = predicted, most_occluded(predicted, minimum=0.05)
+            else:  # an early model may complete nothing: show how an annotated occluded object looks
+                page.locator("#show").get_by_text("annotation").click()
+                page.locator("#instance-table").get_by_text("annotation:").wait_for(timeout=20_000)
+        click_pixel(page, scene, *visible_pixel(scene, target.id))
+        inspector = page.locator("#inspector")
+        inspector.get_by_text(f"{target.name} (#{target.id})").wait_for(timeout=20_000)
+        hiders = ", ".join(f"{scene.get(i).name} (#{i})" for i in scene.occluders(target.id))
+        assert hiders and f"occluded by: {hiders}" in inspector.inner_text()
+        for elem_id in ("panel-image", "layers-image", "heat-image"):
+            shown(page, elem_id)
+        page.wait_for_timeout(500)  # let the last image paint
+        shot = tmp_path / "app_inspect.png"
+        page.screenshot(path=str(shot))
+        if os.environ.get("UPDATE_SCREENSHOT"):
+            shutil.copyfile(shot, ROOT / "docs" / "app_inspect.png")
+    finally:
+        context.close()
+        demo.close()
+
+
+def test_an_uploaded_image_is_predicted(browser, tmp_path):
+    data = synth.write_dataset(tmp_path / "data", 1, seed=4, size=64, max_instances=2, progress=False)
+    ckpt = tmp_path / "fake.pt"
+    ckpt.write_bytes(b"fake")
+    register_model(str(ckpt), Model(FakePredictor(), str(ckpt)))
+    cfg = AppConfig(workspace=tmp_path / "ws", data=data, images=tmp_path / "data" / "images", checkpoint=ckpt)
+    demo, url = launch(cfg)
+    context, page = open_page(browser, url)
+    try:
+        assert page.locator("#show input[value=prediction]").is_checked()
+        page.locator("#instance-table").get_by_text("prediction:").wait_for(timeout=20_000)
+        photo = tmp_path / "photo.png"
+        Image.fromarray(np.full((48, 64, 3), 120, np.uint8)).save(photo)
+        page.get_by_text("Load: upload, examples, dataset").click()
+        page.locator("#upload input[type=file]").set_input_files(str(photo))
+        page.locator("#position").get_by_text("upload_00001.png").wait_for(timeout=20_000)
+        # The upload is a new editable scene holding the model's prediction (two instances, scored).
+        assert page.locator("#show input[value=annotation]").is_checked()
+        table = page.locator("#instance-table")
+        table.get_by_text("annotation:").wait_for(timeout=20_000)
+        rows = table.inner_text()
+        assert "0.90" in rows and "0.70" in rows
+    finally:
+        context.close()
+        demo.close()
+
+
+def polygon_area(region, height, width):
+    return int(mask_utils.area(mask_utils.frPyObjects([region["segmentation"]], height, width))[0])
+
+
+@pytest.mark.slow
+def test_a_cocoa_file_is_fixed_exported_validated_and_fine_tuned(browser, tmp_path):
+    """Issue 6, done when: a user opens a COCOA file of their own, fixes a depth order and an amodal mask,
+    exports COCOA that `validate` and pycocotools accept with the fix in it, and starts a fine-tune."""
+    import torch
+
+    from semlayer.engine import load_config
+    from semlayer.engine.checkpoint import save_checkpoint
+    from semlayer.model import build_model
+
+    # Their own file; and a real (random) checkpoint, as train.py --init gets it.
+    data = synth.write_dataset(tmp_path / "mine", 2, seed=7, size=128, max_instances=4, min_instances=3, progress=False)
+    config = load_config(ROOT / "configs" / "tiny_synth.yaml")
+    config["model"]["init"] = None
+    torch.manual_seed(0)
+    names = [str(i) for i in range(1, config["model"]["num_classes"] + 1)]
+    ckpt = save_checkpoint(tmp_path / "model.pt", {"model": build_model(config).state_dict(), "config": config,
+                                                  "class_names": names})  # fmt: skip
+    cfg = AppConfig(workspace=tmp_path / "ws", data=DEMO_ANNOTATIONS, images=DEMO_IMAGES, checkpoint=ckpt,
+                    train_config=ROOT / "configs" / "tiny_synth.yaml", finetune_iters=50)  # fmt: skip
+    demo, url = launch(cfg)
+    context, page = open_page(browser, url)
+    try:
+        page.get_by_text("Load: upload, examples, dataset").click()
+        page.get_by_label("annotation file (COCOA, COCO-style amodal, KINS)").fill(str(data))
+        page.get_by_label("image folder").fill(str(data.parent / "images"))
+        page.get_by_role("button", name="Open dataset").click()
+        scene = formats.load(data).scenes[0]
+        page.locator("#position").get_by_text(f"image 1 of 2: {scene.file_name}").wait_for(timeout=30_000)
+        page.locator("#show").get_by_text("annotation").click()  # edits happen on the annotation
+        page.locator("#instance-table").get_by_text("annotation:").wait_for(timeout=20_000)
+
+        # The depth order: the back-most instance goes in front of the front-most one it overlaps.
+        back = scene.get(scene.order_ids()[-1])
+        front = scene.get(next(i for i in scene.order_ids() if i in scene.occluders(back.id)))
+        click_pixel(page, scene, *visible_pixel(scene, back.id))
+        page.locator("#inspector").get_by_text(f"(#{back.id})").wait_for(timeout=20_000)
+        page.get_by_label("put the selected one in front of").click()
+        page.get_by_role("option", name=f"{front.name} (#{front.id})").click()
+        page.get_by_role("button", name="put in front").click()
+        page.locator("#status").get_by_text(f"last edit: put {back.id} in front of {front.id}").wait_for(timeout=20_000)
+
+        # The amodal mask: a brush stroke across the middle of the image is added to the selected instance.
+        page.get_by_text("Edit the selected instance").click()
+        page.get_by_role("button", name="show selected mask in editor").click()
+        page.wait_for_timeout(1500)
+        canvas = page.locator("canvas").first
+        canvas.scroll_into_view_if_needed()
+        box = canvas.bounding_box()
+        page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.5)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.5, steps=12)
+        page.mouse.up()
+        page.get_by_role("button", name="apply strokes to selected").click()
+        page.locator("#status").get_by_text(f"last edit: edit mask of {back.id}").wait_for(timeout=20_000)
+
+        # Export COCOA from the page.
+        page.get_by_text("Export and fine-tune").click()
+        with page.expect_download(timeout=30_000) as download:
+            page.get_by_role("button", name="export COCOA JSON").click()
+            page.locator('a[download$=".cocoa.json"]').first.click()
+        exported = tmp_path / "exported.cocoa.json"
+        shutil.copyfile(download.value.path(), exported)
+        check = subprocess.run([sys.executable, "-m", "semlayer", "validate", str(exported)], cwd=ROOT,
+                               capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert check.returncode == 0, check.stdout + check.stderr
+        obj = json.loads(exported.read_text())
+        record = next(a for a in obj["annotations"] if a["image_id"] == scene.image_id)
+        regions = {r["name"]: r for r in record["regions"]}
+        assert len(regions) == len(scene)  # synthetic names are unique per image
+        fixed, other = regions[back.name], regions[front.name]
+        assert fixed["order"] < other["order"]  # the depth fix is in the file
+        assert polygon_area(fixed, scene.height, scene.width) > back.area  # and the mask fix
+        # pycocotools reads every region as COCOA's loaders do: visible + invisible = the amodal polygon.
+        for region in record["regions"]:
+            amodal = mask_utils.decode(mask_utils.frPyObjects([region["segmentation"]], scene.height, scene.width))[..., 0]
+            if "visible_mask" in region:
+                visible, hidden = (mask_utils.decode(region[k]) for k in ("visible_mask", "invisible_mask"))
+                assert np.array_equal(visible | hidden, amodal) and not (visible & hidden).any()
+        assert obj["annotations"][1] == json.loads(data.read_text())["annotations"][1]  # the other image as it was
+
+        # Fine-tune on it from the page; cancelled once it runs (the full run has its own test).
+        page.get_by_role("button", name="fine-tune on corrected data").click()
+        page.get_by_text("running · step").wait_for(timeout=30_000)
+        page.get_by_role("button", name="cancel fine-tune").click()
+        page.get_by_text("cancelled · step").wait_for(timeout=30_000)
+    finally:
+        context.close()
+        demo.close()

@@ -1,0 +1,97 @@
+"""Export from the app: COCOA merged into the original file, COCO-style amodal, re-import equals the session."""
+
+import json
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+
+from app.session import EditSession
+from semlayer import formats, synth
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Three synthetic COCOA images, plus fields the app does not know about (they must survive)."""
+    root = tmp_path_factory.mktemp("data")
+    path = synth.write_dataset(root, 3, seed=3, size=96, max_instances=4, min_instances=3, progress=False)
+    obj = json.loads(path.read_text())
+    obj["info"] = {"description": "kept as is"}
+    obj["annotations"][1]["regions"][0]["note"] = "untouched"
+    obj["annotations"][0]["reviewer"] = "kept too"
+    path.write_text(json.dumps(obj))
+    return path, root / "images", obj
+
+
+def by_rank(scene):
+    vis = scene.visible_masks()
+    return [(inst.rank, inst.name, inst.amodal, vis[i]) for i, inst in sorted(enumerate(scene.instances), key=lambda p: p[1].rank)]
+
+
+def assert_same_scene(a, b):
+    ra, rb = by_rank(a), by_rank(b)
+    assert len(ra) == len(rb)
+    for (rank_a, name_a, amodal_a, vis_a), (rank_b, name_b, amodal_b, vis_b) in zip(ra, rb):
+        assert (rank_a, name_a) == (rank_b, name_b)
+        assert np.array_equal(amodal_a, amodal_b) and np.array_equal(vis_a, vis_b)
+
+
+def test_cocoa_export_is_merged_into_the_original_file(tmp_path, dataset):
+    path, images, original = dataset
+    s = EditSession.open(tmp_path / "ws", path, images)
+    front = s.scene.order_ids()[0]
+    s.move(front, "back")
+    painted = np.zeros(s.scene.shape, bool)
+    painted[10:30, 5:40] = True
+    painted[12:14, 50:52] = True  # a second part: no single polygon holds it, so the RLE must carry it
+    s.set_amodal(s.scene.order_ids()[0], painted)
+    s.go_to(2)
+    s.rename(s.scene.order_ids()[0], "renamed")
+    s.undo()  # back to the file's state: not an edit any more
+    assert s.edited_indices() == [0]
+
+    out = s.export("cocoa")
+    assert out == s.folder / "exports" / f"{path.stem}.corrected.cocoa.json"
+    merged = json.loads(out.read_text())
+    assert merged["info"] == {"description": "kept as is"}
+    assert merged["images"] == original["images"]
+    assert merged["annotations"][1:] == original["annotations"][1:]  # untouched records, byte for byte
+    assert merged["annotations"][0]["reviewer"] == "kept too"
+    assert merged["annotations"][0]["id"] == original["annotations"][0]["id"]
+    assert formats.validate(out) == []
+
+    again = formats.load(out)
+    assert len(again) == 3
+    assert_same_scene(again.scenes[0], s.scene_at(0))
+    for k in (1, 2):
+        assert_same_scene(again.scenes[k], s.scene_at(k))
+
+
+def test_coco_export_loads_in_pycocotools_and_matches_the_session(tmp_path, dataset):
+    path, images, _ = dataset
+    s = EditSession.open(tmp_path / "ws", path, images)
+    s.go_to(1)
+    s.put_in_front(s.scene.order_ids()[-1], s.scene.order_ids()[0])
+    out = s.export("coco")
+    assert formats.validate(out) == []
+    coco = COCO(str(out))
+    assert len(coco.getImgIds()) == 3
+    again = formats.load(out)
+    for k in range(3):
+        assert_same_scene(again.scenes[k], s.scene_at(k))
+    with pytest.raises(ValueError, match="export format must be one of cocoa, coco"):
+        s.export("kins")
+
+
+def test_uploaded_scenes_are_exported_on_their_own(tmp_path, dataset):
+    path, images, _ = dataset
+    annset = formats.load(path)
+    uploads = EditSession.open_uploads(tmp_path / "ws")
+    uploads.add_scene(annset.scenes[0].copy(), (images / annset.scenes[0].file_name).read_bytes())
+    uploads.delete_instance(uploads.scene.order_ids()[0])
+    out = uploads.export("cocoa")
+    assert out.name == "uploads.corrected.cocoa.json"
+    assert formats.validate(out) == []
+    again = formats.load(out)
+    assert len(again) == 1
+    assert_same_scene(again.scenes[0], uploads.scene)

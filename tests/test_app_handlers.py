@@ -1,0 +1,452 @@
+"""App handlers without a browser: selection cycling, views, inspector, figure caching and prefetch,
+edits from the editor, uploads, fine-tune process control."""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from app import handlers as h
+from app.finetune import FineTuneJob
+from app.model import Model, register_model
+from app.session import ConflictError, EditSession
+from semlayer import formats, semdist, viz
+from semlayer.images import ImageReadError
+from semlayer.scene import AmodalScene, AnnotationSet, Instance
+
+H, W = 40, 60
+
+
+def rect(x0, y0, x1, y1):
+    m = np.zeros((H, W), bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def scenes():
+    """Scene 1: a (front) over b over c, all covering pixel (20, 20); scene 2: one instance."""
+    s1 = AmodalScene(
+        {"id": 1, "file_name": "one.png", "height": H, "width": W},
+        [
+            Instance(1, rect(10, 10, 30, 30), rank=2, name="b"),
+            Instance(2, rect(15, 15, 25, 25), rank=1, name="a"),
+            Instance(3, rect(5, 5, 50, 35), rank=3, name="c"),
+        ],
+        annotation={"id": 11},
+    )
+    s2 = AmodalScene({"id": 2, "file_name": "two.png", "height": H, "width": W}, [Instance(1, rect(0, 0, 5, 5), name="d")])
+    return AnnotationSet(scenes=[s1, s2])
+
+
+class FakePredictor:
+    """Stands in for semlayer.predict.Predictor: two overlapping boxes, with scores and a dense map."""
+
+    class_names = ["object"]
+
+    def __init__(self):
+        self.calls = 0
+
+    def set_image(self, image):
+        self.calls += 1
+        self.shape = image.shape[:2]
+
+    def scene(self, score_thr=0.5):
+        h, w = self.shape
+        m1 = np.zeros((h, w), bool)
+        m1[: h // 2, : w // 2] = True
+        m2 = np.zeros((h, w), bool)
+        m2[h // 4 :, w // 4 :] = True
+        first = Instance(1, m1, rank=1, name="object", category=1, score=0.9)
+        first.semdist = np.where(m1, 2.5, 0).astype(np.float32)
+        second = Instance(2, m2, rank=2, name="object", category=1, score=0.7)
+        return AmodalScene({"id": 0, "height": h, "width": w}, [first, second])
+
+
+@pytest.fixture
+def images(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("one.png", "two.png"):
+        cv2.imwrite(str(folder / name), rng.integers(0, 255, (H, W, 3), dtype=np.uint8))
+    return folder
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    return h.AppConfig(workspace=tmp_path / "ws")
+
+
+@pytest.fixture
+def tab(tmp_path, images):
+    return h.Tab(session=EditSession(tmp_path / "ws" / "set", scenes(), images))
+
+
+@pytest.fixture
+def model_tab(tmp_path, tab):
+    ckpt = tmp_path / "fake.pt"
+    ckpt.write_bytes(b"fake")
+    model = Model(FakePredictor(), str(ckpt))
+    register_model(str(ckpt), model)
+    tab.checkpoint = str(ckpt)
+    return tab
+
+
+def test_click_selects_front_most_then_cycles_behind(cfg, tab):
+    assert h.select_at(cfg, tab, 20, 20)["name"] == "a"
+    assert h.select_at(cfg, tab, 20, 20)["name"] == "b"
+    info = h.select_at(cfg, tab, 20, 20)
+    assert info["name"] == "c"
+    assert info == {
+        "id": 3, "name": "c", "category": None, "rank": 3, "occlude_rate": round(400 / 1350, 6), "score": None,
+        "bbox": [5.0, 5.0, 45.0, 30.0], "is_stuff": False, "occluders": [1, 2], "occludees": [], "stack": [2, 1, 3],
+    }  # fmt: skip
+    assert h.select_at(cfg, tab, 20, 20)["name"] == "a"  # wraps around
+    assert h.select_at(cfg, tab, 12, 12)["name"] == "b"  # another pixel starts at the front again
+    assert h.select_at(cfg, tab, 59, 39) is None and tab.selected is None
+
+
+def test_table_selection_and_summary(cfg, tab):
+    assert h.instance_rows(tab.session.scene) == [
+        [2, "a", 1, "0.000", ""], [1, "b", 2, "0.250", ""], [3, "c", 3, "0.296", ""],
+    ]  # fmt: skip
+    assert h.select_instance(cfg, tab, 1)["occluders"] == [2]
+    with pytest.raises(h.UserError, match="this annotation has no instance 9"):
+        h.select_instance(cfg, tab, 9)
+    summary = h.scene_summary(tab)
+    assert summary["image"] == {"id": 1, "file_name": "one.png", "height": H, "width": W, "index": 0, "count": 2}
+    assert [d["id"] for d in summary["instances"]] == [2, 1, 3]
+    assert set(summary["instances"][0]) == {"id", "name", "category", "rank", "occlude_rate", "score", "bbox"}
+
+
+def test_views_and_inspector_render(cfg, tab):
+    for view in h.VIEWS:
+        tab.view = view
+        out = h.render_view(cfg, tab)
+        assert out.shape == (H, W, 3) and out.dtype == np.uint8
+    assert h.inspect(cfg, tab) is None
+    h.select_at(cfg, tab, 12, 12)
+    insp = h.inspect(cfg, tab, surface=False)
+    assert insp.text == (
+        "### b (#1) · annotation\nrank **2** of 3 · occlude rate **0.250** · score — · category —\n\n"
+        "occluded by: a (#2)  \noccludes: c (#3)"
+    )
+    assert insp.surface is None and h.inspect(cfg, tab, surface=True).surface.pixels.ndim == 3
+    # The layer map of b (box x 10..29, y 10..29, hidden by a at x 15..24, y 15..24), drawn without the
+    # image behind it, equals the map of its layers given as an array: the figure follows the order.
+    layers = semdist.instance_layer_maps(tab.session.scene)[0]
+    assert (layers == 1).sum() == 100 and (layers == 0).sum() == 300
+    assert np.array_equal(
+        insp.layers.pixels[:200], viz.layer_map_figure(layers, image=h.current_image(tab), out_size=h.PANEL_SIZE)[:200]
+    )
+    for picture in (insp.panel, insp.layers, insp.heatmap):
+        decoded = cv2.imdecode(np.frombuffer(picture.png, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+        assert np.array_equal(decoded, picture.pixels)  # PNG, lossless
+    assert h.render_level_sets(cfg, tab).ndim == 3 and h.render_global(cfg, tab).ndim == 3
+    # The sem-dist map shown follows the current order: after a reorder b's layer map changes.
+    before = h.semdist_of(cfg, tab.session.scene, 1).layers()
+    assert before[20, 20] == 1 and before[12, 12] == 0
+    h.reorder(tab, "front")
+    after = h.semdist_of(cfg, tab.session.scene, 1).layers()
+    assert after[20, 20] == 0
+
+
+def test_reorder_handlers_and_their_errors(cfg, tab):
+    with pytest.raises(h.UserError, match="select an instance first"):
+        h.reorder(tab, "front")
+    h.select_at(cfg, tab, 12, 12)  # b
+    summary = h.reorder(tab, "front")
+    assert [d["name"] for d in summary["instances"]] == ["b", "a", "c"]
+    assert h.put_in_front(tab, 2)["instances"][0]["name"] == "b"  # already in front of a: unchanged
+    with pytest.raises(h.UserError, match="in front of itself"):
+        h.put_in_front(tab, 1)
+    h.select_instance(cfg, tab, 3)
+    assert [d["name"] for d in h.put_in_front(tab, 2)["instances"]] == ["b", "c", "a"]
+    with pytest.raises(h.UserError, match="move must be one of"):
+        h.reorder(tab, "sideways")
+    with pytest.raises(h.UserError, match="has no instance 7"):
+        h.reorder(tab, "back", 7)
+    assert h.undo(tab) == "put 3 in front of 2"
+    assert h.redo(tab) == "put 3 in front of 2"
+
+
+def test_mask_from_editor_reads_alpha_and_resizes():
+    layer = np.zeros((H // 2, W // 2, 4), np.uint8)
+    layer[5:10, 5:10, 3] = 255
+    other = np.zeros((H, W, 4), np.uint8)
+    other[0, 0] = (255, 0, 255, 30)
+    mask = h.mask_from_editor({"background": None, "layers": [layer, other], "composite": None}, (H, W))
+    assert np.array_equal(mask, rect(10, 10, 20, 20) | rect(0, 0, 1, 1))
+    with pytest.raises(h.UserError, match="nothing painted in the editor"):
+        h.mask_from_editor({"background": None, "layers": [], "composite": None}, (H, W))
+    with pytest.raises(h.UserError, match="not an RGBA image"):
+        h.mask_from_editor({"layers": [np.zeros((H, W))]}, (H, W))
+
+
+def strokes(*boxes):
+    layer = np.zeros((H, W, 4), np.uint8)
+    for x0, y0, x1, y1 in boxes:
+        layer[y0:y1, x0:x1] = (255, 0, 255, 255)
+    return {"background": None, "layers": [layer], "composite": None}
+
+
+def test_editor_edits_masks_exactly(cfg, tab):
+    h.select_at(cfg, tab, 12, 12)  # b
+    value = h.editor_value(tab)
+    assert value["layers"] == [] and value["background"].shape == (H, W, 3)
+    tinted = np.any(value["background"] != h.current_image(tab), axis=2)
+    assert np.array_equal(tinted, rect(10, 10, 30, 30))
+    h.apply_editor_mask(tab, strokes((25, 10, 30, 30)), "remove")
+    assert np.array_equal(tab.session.scene.get(1).amodal, rect(10, 10, 25, 30))
+    h.apply_editor_mask(tab, strokes((0, 0, 12, 12)), "add")
+    assert np.array_equal(tab.session.scene.get(1).amodal, rect(10, 10, 25, 30) | rect(0, 0, 12, 12))
+    edits = len(tab.session.history()[0])
+    h.apply_editor_mask(tab, strokes((0, 0, 5, 5)), "add")  # inside the mask already: not an edit
+    assert len(tab.session.history()[0]) == edits
+    with pytest.raises(h.UserError, match="brush mode must be one of add, remove"):
+        h.apply_editor_mask(tab, strokes((0, 0, 5, 5)), "paint")
+    with pytest.raises(h.UserError, match="the mask is empty"):
+        h.apply_editor_mask(tab, strokes((0, 0, 60, 40)), "remove")
+    new_id = h.add_from_editor(tab, strokes((50, 0, 58, 5)), "lid", 4.0, False)
+    inst = tab.session.scene.get(new_id)
+    assert (new_id, inst.name, inst.category, inst.rank, tab.selected) == (4, "lid", 4, 1, 4)
+    assert np.array_equal(inst.amodal, rect(50, 0, 58, 5))
+    h.set_attributes(tab, "cap", float("nan"), True)
+    assert (inst.name, inst.category, inst.is_stuff) == ("cap", None, True)
+    assert tab.session.history()[0][-3:] == ["rename 4 to 'cap'", "set category of 4 to None", "set stuff of 4 to True"]
+    h.delete_selected(tab)
+    assert [i.id for i in tab.session.scene.instances] == [1, 2, 3] and tab.selected is None
+
+
+def test_navigation_and_missing_image(cfg, tab, images):
+    h.select_at(cfg, tab, 20, 20)
+    h.go_to(tab, 1)
+    assert tab.selected is None and h.scene_summary(tab)["image"]["file_name"] == "two.png"
+    with pytest.raises(h.UserError, match="outside 0..1"):
+        h.go_to(tab, 5)
+    (images / "two.png").unlink()
+    with pytest.raises(h.UserError, match="two.png does not exist"):
+        h.render_view(cfg, tab)
+
+
+def test_prediction_views_and_uploads(cfg, model_tab, tmp_path):
+    tab = model_tab
+    tab.show = "both"
+    assert h.render_view(cfg, tab).shape == (H, 2 * W, 3)
+    # A click on the right half selects in the prediction; editing it is refused.
+    info = h.select_at(cfg, tab, W + 2, 2)
+    assert (info["id"], info["score"], tab.selected_in) == (1, 0.9, "prediction")
+    assert h.semdist_of(cfg, h.scene_for(cfg, tab, "prediction"), 1).values.max() == np.float32(2.5)
+    with pytest.raises(h.UserError, match="part of the prediction"):
+        h.reorder(tab, "back")
+    calls = h.model_for(tab).predictor.calls
+    h.render_view(cfg, tab)
+    assert h.model_for(tab).predictor.calls == calls  # cached per image
+    # Upload: predicted once, becomes an editable scene of the uploads session.
+    up = tmp_path / "up.png"
+    cv2.imwrite(str(up), np.zeros((30, 50, 3), np.uint8))
+    summary = h.predict_upload(cfg, tab, up)
+    assert summary["image"] == {"id": 1, "file_name": "upload_00001.png", "height": 30, "width": 50, "index": 0, "count": 1}
+    assert [(d["id"], d["score"], d["rank"]) for d in summary["instances"]] == [(1, 0.9, 1), (2, 0.7, 2)]
+    assert tab.session.folder == cfg.workspace.resolve() / "uploads"
+    assert (tab.session.folder / "images" / "upload_00001.png").is_file()
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    with pytest.raises(ImageReadError, match="not a readable image"):
+        h.predict_upload(cfg, tab, bad)
+
+
+def test_upload_without_model_is_refused(cfg, tab, tmp_path):
+    with pytest.raises(h.UserError, match="no model is loaded"):
+        h.predict_upload(cfg, tab, tmp_path / "x.png")
+
+
+FAKE_TRAIN = r"""
+import json, sys, time, pathlib
+out = pathlib.Path(sys.argv[sys.argv.index("--out") + 1])
+steps, delay = int(sys.argv[1]), float(sys.argv[2])
+with open(out / "log.jsonl", "a") as f:
+    for step in range(1, steps + 1):
+        time.sleep(delay)
+        f.write(json.dumps({"split": "train", "iteration": step, "loss": 1.0 / step}) + "\n")
+        f.write(json.dumps({"split": "val", "iteration": step, "loss": 9.0}) + "\n")
+        f.flush()
+(out / "best.pt").write_bytes(b"ckpt")
+(out / "last.pt").write_bytes(b"ckpt")
+"""
+
+
+def wait_for(job, states, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        progress = job.progress()
+        if progress.state in states:
+            return progress
+        time.sleep(0.05)
+    raise AssertionError(f"job still {job.progress()}")
+
+
+def test_finetune_job_reports_progress_and_checkpoint(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(FAKE_TRAIN)
+    out = tmp_path / "run"
+    job = FineTuneJob([sys.executable, str(script), "3", "0.01", "--out", str(out)], out, total=3)
+    progress = wait_for(job, {"done", "failed"})
+    assert (progress.state, progress.step, progress.total, progress.loss) == ("done", 3, 3, pytest.approx(1 / 3))
+    assert progress.checkpoint == out / "last.pt" and progress.fraction == 1.0
+
+
+def test_finetune_from_the_app_cancel_and_failure(cfg, model_tab, tmp_path, monkeypatch):
+    tab = model_tab
+    script = tmp_path / "train.py"
+    script.write_text(FAKE_TRAIN)
+    with pytest.raises(h.UserError, match="no training config"):
+        h.start_finetune(cfg, tab)
+    cfg.train_config = tmp_path / "tiny.yaml"
+    exported = {}
+    monkeypatch.setattr(h, "export", lambda t, fmt: exported.setdefault(fmt, tmp_path / "exp.json"))
+    job = h.start_finetune(cfg, tab, [sys.executable, str(script), "1000", "0.05", "--out", str(tab.session.folder / "finetune-1")])
+    assert exported == {"cocoa": tmp_path / "exp.json"} and job.out.name == "finetune-1"
+    with pytest.raises(h.UserError, match="already running"):
+        h.start_finetune(cfg, tab)
+    h.cancel_finetune(tab)
+    assert h.finetune_status(tab).state == "cancelled"
+    # A finished run's checkpoint becomes the tab's model (already in the cache here: a fake).
+    ckpt = tab.session.folder / "finetune-2" / "last.pt"
+    register_model(str(ckpt), h.model_for(tab))
+    h.start_finetune(cfg, tab, [sys.executable, str(script), "2", "0", "--out", str(tab.session.folder / "finetune-2")])
+    assert wait_for(tab.job, {"done"}).checkpoint == ckpt
+    assert h.finetune_status(tab).state == "done" and tab.checkpoint == str(ckpt)
+    bad = [sys.executable, "-c", "import sys; sys.exit('config tiny.yaml: no such file')"]
+    h.start_finetune(cfg, tab, bad)
+    failed = wait_for(tab.job, {"failed"})
+    assert failed.message == "config tiny.yaml: no such file"
+
+
+
+def test_conflict_reloads_the_tab_and_tells_why(cfg, tab, images):
+    other = h.Tab(session=EditSession(tab.session.folder, scenes(), images))
+    h.select_at(cfg, other, 12, 12)
+    h.reorder(other, "back")  # b to the back, saved by the other tab
+    h.select_at(cfg, tab, 20, 20)
+    with pytest.raises(ConflictError, match="another tab or process"):
+        h.reorder(tab, "back")
+    assert tab.selected is None and tab.session.scene.order_ids() == [2, 3, 1]  # now shows the saved state
+    h.select_instance(cfg, tab, 2)
+    assert [d["id"] for d in h.reorder(tab, "back")["instances"]] == [3, 1, 2]
+    with pytest.raises(ConflictError):
+        h.undo(other)
+    assert other.session.history() == (["move 1 back", "move 2 back"], [])
+
+
+def counting(monkeypatch, module, name):
+    """Wrap ``module.name`` so its calls are counted; returns the list of calls."""
+    calls, original = [], getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapper)
+    return calls
+
+
+def test_figures_are_drawn_once_per_scene_state(cfg, tab, monkeypatch):
+    overlays = counting(monkeypatch, viz, "overlay_by_rank")
+    panels = counting(monkeypatch, viz, "instance_panel")
+    first = h.render(cfg, tab, ("view",))["view"]
+    h.select_at(cfg, tab, 12, 12)  # b
+    selected = h.render(cfg, tab, ("view", "inspector"))
+    assert len(overlays) == 1 and len(panels) == 1  # the click outlined b on the view drawn before
+    h.select_at(cfg, tab, 40, 32)  # c
+    h.render(cfg, tab, ("view", "inspector"))
+    h.select_at(cfg, tab, 12, 12)  # b again: everything from the cache, the very same pictures
+    again = h.render(cfg, tab, ("view", "inspector"))
+    assert all(again[k] is selected[k] for k in ("view", "panel", "layers", "heat"))
+    assert len(overlays) == 1 and len(panels) == 2
+    tab.view = "visible"
+    h.render(cfg, tab, ("view",))
+    assert len(overlays) == 2
+    h.reorder(tab, "front")  # a new state: b's figures change (it is not hidden any more)
+    moved = h.render(cfg, tab, ("view", "inspector"))
+    assert len(overlays) == 3 and len(panels) == 3 and moved["layers"] is not selected["layers"]
+    assert "rank **1** of 3" in moved["inspector"]
+    h.undo(tab)  # back to the first order, but as a new saved revision: drawn again, equal pixels
+    tab.view = "amodal"
+    clear = h.render(cfg, tab, ("view",))["view"]
+    h.clear_selection(tab)
+    assert np.array_equal(h.render(cfg, tab, ("view",))["view"].pixels, first.pixels)
+    assert clear is not first
+    with pytest.raises(ValueError, match="unknown page parts"):
+        h.render(cfg, tab, ("view", "sidebar"))
+
+
+def test_the_view_is_enlarged_and_outlines_only_the_selection(cfg, tab):
+    plain = h.render(cfg, tab, ("view",))["view"].pixels
+    assert plain.shape == (H * h.display_scale((H, W)), W * h.display_scale((H, W)), 3)
+    assert np.array_equal(plain, h.enlarge(h.render_view(cfg, tab), h.display_scale((H, W))))
+    h.select_at(cfg, tab, 12, 12)  # b: x 10..29, y 10..29
+    outlined = h.render(cfg, tab, ("view",))["view"].pixels
+    s = h.display_scale((H, W))
+    changed = np.argwhere(np.any(outlined != plain, axis=2))
+    (y0, x0), (y1, x1) = changed.min(axis=0), changed.max(axis=0)
+    margin = 4  # line half-widths around the outline
+    assert 10 * s - margin <= x0 and x1 < 30 * s + margin and 10 * s - margin <= y0 and y1 < 30 * s + margin
+    assert x1 - x0 > 18 * s and y1 - y0 > 18 * s  # all around b
+
+
+def test_level_sets_and_G_are_drawn_only_while_their_tab_is_open(cfg, tab, monkeypatch):
+    levels = counting(monkeypatch, viz, "level_set_figure")
+    assert h.render(cfg, tab, ("panes",)) == {"levels": None, "global": None}
+    tab.pane = "levels"
+    out = h.render(cfg, tab, ("panes",))
+    assert out["global"] is None and out["levels"].pixels.ndim == 3 and len(levels) == 1
+    assert h.render(cfg, tab, ("panes",))["levels"] is out["levels"] and len(levels) == 1
+    h.select_at(cfg, tab, 12, 12)
+    h.reorder(tab, "front")
+    assert h.render(cfg, tab, ("panes",))["levels"] is not out["levels"] and len(levels) == 2
+    tab.pane = "global"
+    out = h.render(cfg, tab, ("panes",))
+    assert out["levels"] is None and out["global"].pixels.ndim == 3
+
+
+def test_prefetch_draws_every_shown_instance_for_the_first_click(cfg, tab, monkeypatch):
+    h.render(cfg, tab, ("view",))
+    h.prefetch(cfg, tab).join()
+    panels = counting(monkeypatch, viz, "instance_panel")
+    for x, y in ((12, 12), (20, 20), (40, 32)):
+        h.select_at(cfg, tab, x, y)
+        h.render(cfg, tab, ("inspector",))
+    assert panels == [] and h.prefetch(cfg, tab) is None  # all drawn already
+    # A prefetch stops when the scene changes under it (here: an edit while it draws the first instance).
+    h.select_at(cfg, tab, 12, 12)
+    h.reorder(tab, "back")
+    heat_maps = counting(monkeypatch, viz, "semdist_heat_panel")
+    monkeypatch.setattr(viz, "instance_panel", lambda *a, **k: (tab.session.move(2, "back"), np.zeros((4, 4, 3), np.uint8))[1])
+    thread = h.prefetch(cfg, tab)
+    thread.join()
+    assert len(heat_maps) == 1  # the first instance's figures were finished, then it stopped
+
+
+def test_a_dataset_opens_on_the_prediction_when_there_is_a_model(tmp_path, images, model_tab):
+    data = tmp_path / "set.json"
+    data.write_text(json.dumps(formats.to_cocoa(scenes())))
+    no_model = h.AppConfig(workspace=tmp_path / "ws2", data=data, images=images)
+    tab = h.new_tab(no_model)
+    assert tab.show == "annotation" and h.model_notice(no_model, tab).startswith("**No model loaded**")
+    cfg = h.AppConfig(workspace=tmp_path / "ws2", data=data, images=images, checkpoint=Path(model_tab.checkpoint))
+    tab = h.new_tab(cfg)
+    assert tab.show == "prediction" and h.shown_scene(tab) == "prediction"
+    assert h.model_notice(cfg, tab) == "model `fake.pt` · its prediction of this image: 2 instance(s) with score ≥ 0.5"
+    table = h.render(cfg, tab, ("table",))
+    assert table["rows"] == [[1, "object", 1, "0.000", "0.90"], [2, "object", 2, "0.111", "0.70"]]  # 150 of 1350 px hidden
+    assert table["table_title"].startswith("prediction: ") and table["show"] == "prediction"
+    assert h.select_instance(cfg, tab, 2, "prediction")["score"] == 0.7 and tab.selected_in == "prediction"
+    # The script API selects in the edited scene whatever the page shows.
+    assert h.select_at(cfg, tab, 20, 20, which="annotation")["name"] == "a"
+    with pytest.raises(h.UserError, match="select in 'annotation' or 'prediction'"):
+        h.select_at(cfg, tab, 20, 20, which="both")
