@@ -315,9 +315,14 @@ def instance_panel(
     vis_u, amodal_u = up(vis), up(amodal)
     occ_u = amodal_u & ~vis_u
     hatch = _hatch((0, 0, size[0], size[1]), period=8)
-    weight = 0.45 * vis_u + np.where(hatch, 0.85, 0.2) * occ_u
+    # float32 and in-place arithmetic: this blend is the bulk of a click's and a reorder's redraw.
+    weight = np.where(occ_u, np.where(hatch, np.float32(0.85), np.float32(0.2)), np.float32(0.45) * vis_u)
     color = np.where(vis_u[..., None], np.float32(VISIBLE_COLOR), np.float32(OCCLUDED_COLOR))
-    canvas = np.clip(np.rint(base + (color - base) * weight[..., None]), 0, 255).astype(np.uint8)
+    base = base.astype(np.float32)
+    color -= base
+    color *= weight[..., None]
+    color += base
+    canvas = np.clip(np.rint(color, out=color), 0, 255).astype(np.uint8)
     for j in scene.occluders(instance_id):
         for points in _contours(up(scene.get(j).amodal[y0:y1, x0:x1]), (0, 0)):
             _draw_outline(canvas, points, None, (170, 170, 170), 1)
