@@ -3,23 +3,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from shapes import rect, toy_scene
 
 from semlayer import semdist
 from semlayer.order import overlapping_pairs
 from semlayer.scene import AmodalScene, Instance
-
-
-def rect(h, w, x0, y0, x1, y1):
-    m = np.zeros((h, w), bool)
-    m[y0:y1, x0:x1] = True
-    return m
-
-
-def toy_scene():
-    return AmodalScene(
-        {"id": 7, "height": 8, "width": 10},
-        [Instance(1, rect(8, 10, 1, 1, 5, 5), rank=1), Instance(2, rect(8, 10, 3, 3, 9, 7), rank=2)],
-    )
 
 
 def test_toy_scene_values_follow_the_definition():
