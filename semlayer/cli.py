@@ -53,13 +53,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from . import formats
 
-    violations = formats.validate(args.input)
-    if not violations:
+    report = formats.validation_report(args.input)
+    for v in report.violations:
+        print(f"{args.input}: {v}")
+    for note in report.notes:  # valid data worth knowing about (external occlusion), never a violation
+        print(f"{args.input}: note: {note}")
+    if report.valid:
         print(f"{args.input}: valid")
         return 0
-    for v in violations:
-        print(f"{args.input}: {v}")
-    print(f"{args.input}: {len(violations)} violation(s)", file=sys.stderr)
+    print(f"{args.input}: {len(report.violations)} violation(s)", file=sys.stderr)
     return 1
 
 

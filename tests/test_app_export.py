@@ -8,6 +8,7 @@ from pycocotools.coco import COCO
 
 from app.session import EditSession
 from semlayer import formats, synth
+from semlayer.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +96,52 @@ def test_uploaded_scenes_are_exported_on_their_own(tmp_path, dataset):
     again = formats.load(out)
     assert len(again) == 1
     assert_same_scene(again.scenes[0], uploads.scene)
+
+
+def hide_by_nothing(scene, n=6):
+    """Hide ``n`` visible pixels of the scene's most visible instance behind something unannotated (external
+    occlusion, as a prediction has it); returns that instance's id."""
+    visible = scene.visible_masks()
+    k = max(range(len(scene)), key=lambda i: int(visible[i].sum()))
+    hidden = np.zeros(scene.shape, bool)
+    hidden.flat[np.flatnonzero(visible[k])[:n]] = True
+    scene.instances[k].external = hidden
+    return scene.instances[k].id
+
+
+def test_exports_with_external_occlusion_validate(tmp_path, dataset):
+    """Scenes with external occlusion (an uploaded prediction, a file that has it) export to files that
+    validate, the occlusion noted rather than a violation, and read back as the session's scenes."""
+    path, images, _ = dataset
+    annset = formats.load(path)
+    scene = annset.scenes[0].copy()
+    hidden_id = hide_by_nothing(scene)
+    uploads = EditSession.open_uploads(tmp_path / "ws")
+    uploads.add_scene(scene, (images / scene.file_name).read_bytes())
+    uploads.rename(next(i for i in uploads.scene.order_ids() if i != hidden_id), "renamed")
+    assert uploads.scene.get(hidden_id).external.sum() == 6
+    rank = uploads.scene.get(hidden_id).rank
+    position = uploads.scene.index_of(hidden_id)
+    for fmt, where in (("cocoa", f"annotations[0].regions[{rank - 1}]"), ("coco", f"annotations[{position}]")):
+        out = uploads.export(fmt)
+        report = formats.validation_report(out)
+        assert report.violations == [] and report.external == [(where, 6)]
+        assert_same_scene(formats.load(out).scenes[0], uploads.scene)
+
+    # A COCOA file with external occlusion, edited and exported merged into itself (CLI validate: exit 0).
+    hidden_id = hide_by_nothing(annset.scenes[1])
+    src = tmp_path / "external.json"
+    formats.save(annset, src)
+    s = EditSession.open(tmp_path / "ws", src, images)
+    s.go_to(1)
+    assert s.scene.get(hidden_id).external.sum() == 6
+    s.rename(next(i for i in s.scene.order_ids() if i != hidden_id), "renamed")
+    assert s.edited_indices() == [1]
+    for fmt in ("cocoa", "coco"):
+        out = s.export(fmt)
+        report = formats.validation_report(out)
+        assert report.violations == [] and [px for _, px in report.external] == [6]
+        assert main(["validate", str(out)]) == 0
+        again = formats.load(out)
+        for k in range(3):
+            assert_same_scene(again.scenes[k], s.scene_at(k))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from semlayer import formats, semdist
+from semlayer.formats.masks import encode_rle
 from semlayer.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,6 +59,32 @@ def test_validate_exit_codes(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"error: {tmp_path / 'cut.json'}") and "Traceback" not in err
     assert main(["validate", str(tmp_path / "missing.json")]) == 2
+
+
+def test_validate_accepts_external_occlusion_and_names_visible_pixels_under_a_front_region(tmp_path, capsys):
+    # The toy board (FORMATS.md) with its bottom-right 2x2 corner hidden by something unannotated.
+    annset = formats.load(DATA / "cocoa_toy.json")
+    scene = annset.scenes[0]
+    corner = np.zeros(scene.shape, bool)
+    corner[5:7, 7:9] = True
+    scene.instances[1].external = corner
+    for fmt, path in (("cocoa", "annotations[0].regions[1]"), ("coco", "annotations[1]")):
+        out = tmp_path / f"external.{fmt}.json"
+        formats.save(annset, out, format=fmt)
+        assert main(["validate", str(out)]) == 0
+        assert capsys.readouterr().out.splitlines() == [
+            f"{out}: note: 1 region with external occlusion (hidden by unannotated objects, 4 px in all): {path} (4 px)",
+            f"{out}: valid"]
+    # A visible pixel under the box in front is a contradiction.
+    bad = json.loads((tmp_path / "external.cocoa.json").read_text())
+    board = bad["annotations"][0]["regions"][1]
+    board["visible_mask"] = encode_rle(formats.load(DATA / "cocoa_toy.json").scenes[0].instances[1].amodal & ~corner)
+    (tmp_path / "under.json").write_text(json.dumps(bad))
+    assert main(["validate", str(tmp_path / "under.json")]) == 1
+    captured = capsys.readouterr()
+    assert f"{tmp_path / 'under.json'}: annotations[0].regions[1].visible_mask: no visible pixel under the amodal mask " \
+           "of a region in front (painter's rule); 4 px visible under annotations[0].regions[0] (order 1)" in captured.out
+    assert captured.err.strip().endswith("violation(s)")
 
 
 def test_encode_arrays(tmp_path):

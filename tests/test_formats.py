@@ -249,9 +249,13 @@ def test_external_occlusion_and_predictions_round_trip():
         back = formats.from_dict(obj)
         assert_same_scenes(annset, back)
         assert back.scenes[0].instances[0].score == 0.9
-    # the painter's rule no longer explains the board's invisible part: validate says so
-    assert messages(cocoa) == ["annotations[0].regions[1]: the invisible part = the amodal mask covered by regions "
-                               "in front (painter's rule, 4 px); got 8 px, 4 px differ"]
+    # hidden pixels no region in front covers are external occlusion: valid, and noted
+    for obj, path in ((cocoa, "annotations[0].regions[1]"), (formats.to_coco(annset), "annotations[1]")):
+        report = formats.validation_report(obj)
+        assert report.violations == [] and report.valid
+        assert report.external == [(path, 4)]
+        assert report.notes == [f"1 region with external occlusion (hidden by unannotated objects, 4 px in all): "
+                                f"{path} (4 px)"]
 
 
 def test_results_writer_and_class_agnostic_categories():
@@ -448,17 +452,18 @@ def test_validate_reports_every_invariant():
     assert messages(obj) == [
         "annotations[0].regions[1].occlude_rate: 0.25 (invisible 8 px / amodal 32 px), got 0.3",
         "annotations[0].regions[2]: visible_mask and invisible_mask that partition the amodal mask; 10 px in both",
+        "annotations[0].regions[2].visible_mask: no visible pixel under the amodal mask of a region in front "
+        "(painter's rule); 10 px visible under annotations[0].regions[1] (order 2)",
         "annotations[1].regions[1].order: an order unique within the annotation; annotations[1].regions[0] has "
         "order 1 too",
-        # with equal orders nothing is in front of the tree: its file says 10 px are hidden
-        "annotations[1].regions[1]: the invisible part = the amodal mask covered by regions in front (painter's "
-        "rule, 0 px); got 10 px, 10 px differ",
         "annotations[1].depth_constraint: pairs of existing region orders; 1-2 names order 2, which no region has",
         "annotations[1].depth_constraint: pairs of existing region orders; 2-3 names order 2, which no region has",
         "annotations[1].depth_constraint: pairs of existing region orders; 3-1 names order 3, which no region has",
         "annotations[1].depth_constraint: pairs of existing region orders; 2-1 names order 2, which no region has",
         "annotations[1].depth_constraint: pairs without a cycle; 1-2, 2-1 form a cycle",
     ]
+    # with equal orders nothing is in front of the tree: the 10 px its file hides are external occlusion
+    assert formats.validation_report(obj).external == [("annotations[1].regions[1]", 10)]
     # the reader still loads it: orders are renumbered, the constraint kept verbatim
     annset = formats.from_dict(obj)
     assert annset.scenes[1].ranks() == [1, 2] and annset.scenes[1].annotation["depth_constraint"] == "1-2,2-3,3-1,2-1"
@@ -499,11 +504,94 @@ def test_validate_coco_style_invariants():
     obj["annotations"][1].pop("invisible_mask")
     assert messages(obj) == [
         "annotations[1].occlude_rate: 0.0 (invisible 0 px / amodal 24 px), got 0.16666666666666666",
-        "annotations[1]: the invisible part = the amodal mask covered by regions in front (painter's rule, 4 px); "
-        "got 0 px, 4 px differ",
+        "annotations[1].visible_mask: no visible pixel under the amodal mask of a region in front (painter's rule); "
+        "4 px visible under annotations[0] (order 1)",
     ]
     obj["annotations"][1]["visible_mask"] = encode_rle(BOARD_VISIBLE | rect(8, 10, 0, 0, 1, 1))
     assert messages(obj)[0] == "annotations[1].visible_mask: a mask inside the amodal mask; 1 px outside"
+
+
+CORNER = rect(8, 10, 7, 5, 9, 7)  # bottom-right of the board, hidden by something unannotated
+
+
+def with_board_masks(obj, visible, invisible=..., rate=..., where=lambda obj: obj["annotations"][0]["regions"][1]):
+    """The toy file with the board's visible mask (and invisible mask, occlude_rate: by default consistent
+    with it; None drops the key) replaced."""
+    obj = copy.deepcopy(obj)
+    board = where(obj)
+    invisible = BOARD & ~visible if invisible is ... else invisible
+    rate = int((BOARD & ~visible).sum()) / 24 if rate is ... else rate
+    for key, value in (("visible_mask", visible), ("invisible_mask", invisible), ("occlude_rate", rate)):
+        board.pop(key, None)
+        if value is not None:
+            board[key] = encode_rle(value) if isinstance(value, np.ndarray) else value
+    return obj
+
+
+def test_validate_accepts_external_occlusion_in_cocoa_and_coco_style_files():
+    coco_board = lambda obj: obj["annotations"][1]  # noqa: E731
+    coco = fixture("coco_toy")
+    coco["annotations"][0]["amodal_region"] = {"name": "box", "order": 1}  # authoritative orders: rule checked
+    for obj, where, path in ((fixture("cocoa_toy"), None, "annotations[0].regions[1]"),
+                             (coco, coco_board, "annotations[1]")):
+        kw = {} if where is None else {"where": where}
+        ext = with_board_masks(obj, BOARD_VISIBLE & ~CORNER, **kw)
+        report = formats.validation_report(ext)
+        assert report.violations == [] and report.external == [(path, 4)]
+        scene = formats.from_dict(ext).scenes[0]
+        np.testing.assert_array_equal(scene.instances[1].external, CORNER)
+        np.testing.assert_array_equal(scene.visible(2), BOARD_VISIBLE & ~CORNER)
+        # occlude_rate and invisible_mask still have to agree with the visible mask, external pixels included
+        assert messages(with_board_masks(obj, BOARD_VISIBLE & ~CORNER, rate=4 / 24, **kw)) == [
+            f"{path}.occlude_rate: 0.3333333333333333 (invisible 8 px / amodal 24 px), got 0.16666666666666666"]
+        assert messages(with_board_masks(obj, BOARD_VISIBLE & ~CORNER, invisible=BOARD & BOX, **kw)) == [
+            f"{path}: visible_mask and invisible_mask that partition the amodal mask; 4 px of the amodal mask in "
+            "neither",
+            f"{path}.occlude_rate: 0.16666666666666666 (invisible 4 px / amodal 24 px), got 0.3333333333333333"]
+    backwards = with_board_masks(coco, BOARD_VISIBLE & ~CORNER, where=coco_board)
+    backwards["annotations"].reverse()  # record order is not depth order
+    assert formats.validation_report(backwards).external == [("annotations[0]", 4)]
+    backwards["annotations"][0]["visible_mask"] = encode_rle(BOARD)
+    assert messages(backwards)[-1] == ("annotations[0].visible_mask: no visible pixel under the amodal mask of a "
+                                       "region in front (painter's rule); 4 px visible under annotations[1] (order 1)")
+    # orders inferred from the masks (no amodal_region.order): the rule is not checked, nothing is noted
+    assert formats.validation_report(with_board_masks(fixture("coco_toy"), BOARD_VISIBLE & ~CORNER,
+                                                      where=coco_board)).external == []
+
+
+def test_validate_reports_visible_pixels_under_a_region_in_front():
+    toy = fixture("cocoa_toy")
+    # the board's visible mask claims the 4 px the box in front covers
+    assert messages(with_board_masks(toy, BOARD, invisible=None, rate=0)) == [
+        "annotations[0].regions[1].visible_mask: no visible pixel under the amodal mask of a region in front "
+        "(painter's rule); 4 px visible under annotations[0].regions[0] (order 1)"]
+    # ... stated by an invisible mask alone (only the corner), or by no mask at all (fully visible)
+    assert messages(with_board_masks(toy, None, invisible=CORNER, rate=4 / 24)) == [
+        "annotations[0].regions[1].invisible_mask: every pixel of the amodal mask that a region in front covers "
+        "(painter's rule); 4 px missing, under annotations[0].regions[0] (order 1)"]
+    assert messages(with_board_masks(toy, None, invisible=None, rate=0)) == [
+        "annotations[0].regions[1]: a visible_mask or invisible_mask (painter's rule); without either the region is "
+        "fully visible, but 4 px of its amodal mask lie under annotations[0].regions[0] (order 1)"]
+    # under two regions in front: each is named with its share
+    strip = rect(8, 10, 0, 3, 10, 5)
+    scene = AmodalScene({"id": 7, "height": 8, "width": 10, "file_name": "toy.jpg"}, [
+        Instance(1, BOX, rank=1), Instance(2, BOARD, rank=2), Instance(3, strip, rank=3)])
+    obj = formats.to_cocoa(AnnotationSet([scene]))
+    assert formats.validate(obj) == []
+    obj["annotations"][0]["regions"][2]["visible_mask"] = encode_rle(strip)
+    assert messages(obj)[-1] == (
+        "annotations[0].regions[2].visible_mask: no visible pixel under the amodal mask of a region in front "
+        "(painter's rule); 16 px visible under annotations[0].regions[0] (order 1, 8 px), annotations[0].regions[1] "
+        "(order 2, 12 px)")
+
+
+def test_external_occlusion_note_names_the_first_regions_and_counts_the_rest():
+    report = formats.ValidationReport(external=[(f"annotations[{i}].regions[1]", i + 1) for i in range(7)])
+    assert report.valid and report.notes == [
+        "7 regions with external occlusion (hidden by unannotated objects, 28 px in all): annotations[0].regions[1] "
+        "(1 px), annotations[1].regions[1] (2 px), annotations[2].regions[1] (3 px), annotations[3].regions[1] (4 px), "
+        "annotations[4].regions[1] (5 px) and 2 more"]
+    assert formats.ValidationReport().notes == []
 
 
 def test_degenerate_polygons_inside_a_list_are_kept_but_not_rasterised():

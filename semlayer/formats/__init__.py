@@ -7,8 +7,9 @@ from .api import detect, from_dict, load, read_json, save
 from .coco import to_coco
 from .cocoa import to_cocoa
 from .results import to_results
-from .validate import validate
+from .validate import ValidationReport, validate, validation_report
 
 __all__ = [
-    "Violation", "detect", "from_dict", "load", "read_json", "save", "to_coco", "to_cocoa", "to_results", "validate",
+    "ValidationReport", "Violation", "detect", "from_dict", "load", "read_json", "save", "to_coco", "to_cocoa",
+    "to_results", "validate", "validation_report",
 ]

@@ -2,24 +2,58 @@
 
 The readers' own parser runs in collecting mode (every schema problem becomes a `Violation`, the bad
 record is skipped), then each scene's records are checked against the invariants of FORMATS.md:
-visible/invisible partition the amodal mask, the painter's rule, ``occlude_rate``, unique orders and a
-``depth_constraint`` that names existing regions, agrees with the orders and has no cycle. KINS masks come
-from separate amodal and visible annotation passes that do not follow the painter's rule, so only their
-structure is checked.
+visible/invisible partition the amodal mask, ``occlude_rate``, unique orders, a ``depth_constraint`` that
+names existing regions, agrees with the orders and has no cycle, and the painter's rule where the orders
+are authoritative (COCOA, COCO-style with ``amodal_region.order``).
+
+The painter's rule is read the way the scene model reads it (DESIGN.md section 3): a region in front
+hides what it covers, so a visible pixel under the amodal mask of a region with a smaller order is a
+contradiction (a violation). Hidden pixels that no region in front covers are *external occlusion*
+(something that is not annotated is in front): valid data, which the readers keep bit for bit, so they
+are only counted (`ValidationReport.external`, shown as a note). KINS masks come from separate amodal and
+visible annotation passes that do not follow the painter's rule, so only their structure is checked.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..order import parse_depth_constraint
-from ._base import Context, Group, Violation, join
+from ._base import Context, Group, Region, Violation, join
 from .api import detect, parse, read_json
 
 TOLERANCE = 1e-6
+NOTE_PATHS = 5  # regions with external occlusion named in the note
+
+
+@dataclass
+class ValidationReport:
+    """What `validation_report` found: ``violations`` (the file contradicts its format or itself; empty
+    when valid) and ``external``, the regions with external occlusion as ``(json path, hidden px that no
+    region in front covers)``, which is valid data."""
+
+    violations: list[Violation] = field(default_factory=list)
+    external: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        return not self.violations
+
+    @property
+    def notes(self) -> list[str]:
+        """Informational lines about valid data (not violations)."""
+        if not self.external:
+            return []
+        n = len(self.external)
+        shown = ", ".join(f"{path} ({px} px)" for path, px in self.external[:NOTE_PATHS])
+        more = f" and {n - NOTE_PATHS} more" if n > NOTE_PATHS else ""
+        total = sum(px for _, px in self.external)
+        return [f"{n} region{'s' if n > 1 else ''} with external occlusion (hidden by unannotated objects, "
+                f"{total} px in all): {shown}{more}"]
 
 
 def validate(path_or_obj: str | os.PathLike | Any) -> list[Violation]:
@@ -28,13 +62,18 @@ def validate(path_or_obj: str | os.PathLike | Any) -> list[Violation]:
     Raises FormatError when there is nothing to validate: unreadable file, not JSON, empty, or a
     top-level value that is neither an object nor a list.
     """
+    return validation_report(path_or_obj).violations
+
+
+def validation_report(path_or_obj: str | os.PathLike | Any) -> ValidationReport:
+    """`validate`'s violations plus what is valid but worth a note (external occlusion)."""
     if isinstance(path_or_obj, (str, os.PathLike)):
         source, obj = str(path_or_obj), read_json(path_or_obj)
     else:
         source, obj = "<memory>", path_or_obj
     fmt = detect(obj, source)
-    violations: list[Violation] = []
-    ctx = Context(source, violations)
+    report = ValidationReport()
+    ctx = Context(source, report.violations)
     parsed = ctx.attempt(parse, ctx, obj, fmt)
     if parsed is not None:
         for group in parsed.groups:
@@ -42,9 +81,10 @@ def validate(path_or_obj: str | os.PathLike | Any) -> list[Violation]:
                 _check_masks(ctx, group)
             if group.order_kind == "explicit":
                 _check_orders(ctx, group)
+                _check_painters_rule(ctx, group, report.external)
             if fmt == "cocoa":
                 _check_depth_constraint(ctx, group)
-    return violations
+    return report
 
 
 def _px(n: int) -> str:
@@ -86,17 +126,52 @@ def _check_orders(ctx: Context, group: Group) -> None:
                        f"an order unique within the annotation; {first[r.order].path} has order {r.order} too")
         else:
             first[r.order] = r
-    for r in group.regions:
-        front = np.zeros_like(r.amodal)
-        for other in group.regions:
-            if other.order < r.order:
-                front |= other.amodal
-        expected = r.amodal & front
-        hidden = r.amodal & r.hidden()
-        diff = int((expected ^ hidden).sum())
-        if diff:
-            ctx.report(r.path, f"the invisible part = the amodal mask covered by regions in front (painter's rule, "
-                               f"{_px(int(expected.sum()))}); got {_px(int(hidden.sum()))}, {_px(diff)} differ")
+
+
+def _check_painters_rule(ctx: Context, group: Group, external: list[tuple[str, int]]) -> None:
+    """No visible pixel under a region in front (else a violation); hidden pixels that no region in front
+    covers are external occlusion, as the readers take them (`AmodalScene.set_visible`). Reported in
+    record order."""
+    found: dict[int, tuple[tuple[str, str] | None, int]] = {}  # record index -> (violation, external px)
+    by_order = sorted(range(len(group.regions)), key=lambda i: group.regions[i].order)
+    front = None  # union of the amodal masks of the regions in front
+    done = 0  # regions by_order[:done] are in front
+    for i in by_order:
+        r = group.regions[i]
+        if front is None:
+            front = np.zeros_like(r.amodal)
+        while group.regions[by_order[done]].order < r.order:
+            front |= group.regions[by_order[done]].amodal
+            done += 1
+        visible = r.amodal & r.visible_or_amodal()
+        clash = visible & front
+        n = int(clash.sum())
+        found[i] = (_painter_violation(r, clash, n, [group.regions[j] for j in by_order[:done]]) if n else None,
+                    int((r.amodal & ~visible & ~front).sum()))
+    for i, r in enumerate(group.regions):
+        violation, hidden_by_nothing = found[i]
+        if violation is not None:
+            ctx.report(*violation)
+        if hidden_by_nothing:
+            external.append((r.path, hidden_by_nothing))
+
+
+def _painter_violation(r: Region, clash: np.ndarray, n: int, in_front: list[Region]) -> tuple[str, str]:
+    """(path, message) for the ``n`` visible pixels ``clash`` of region ``r`` under regions ``in_front``."""
+    under = [(o, int((clash & o.amodal).sum())) for o in in_front]
+    under = [(o, k) for o, k in under if k]
+    if len(under) == 1:
+        who = f"{under[0][0].path} (order {under[0][0].order})"
+    else:
+        who = ", ".join(f"{o.path} (order {o.order}, {_px(k)})" for o, k in under)
+    if r.visible is not None:
+        return join(r.path, "visible_mask"), ("no visible pixel under the amodal mask of a region in front "
+                                              f"(painter's rule); {_px(n)} visible under {who}")
+    if r.invisible is not None:
+        return join(r.path, "invisible_mask"), ("every pixel of the amodal mask that a region in front covers "
+                                                f"(painter's rule); {_px(n)} missing, under {who}")
+    return r.path, ("a visible_mask or invisible_mask (painter's rule); without either the region is fully "
+                    f"visible, but {_px(n)} of its amodal mask lie under {who}")
 
 
 def _check_depth_constraint(ctx: Context, group: Group) -> None:
