@@ -17,7 +17,7 @@ Everything works inside each instance's bounding box; `SemDistMap` keeps the cro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import cv2
@@ -39,6 +39,31 @@ class SemDistMap:
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive ends)
     shape: tuple[int, int]
     K: int = DEFAULT_K
+    # Decoded once: an order vote over N maps reads every map's layers N - 1 times.
+    _layer_crop: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+    _front_key: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+
+    @classmethod
+    def from_layers(cls, layers: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int],
+                    K: int = DEFAULT_K) -> SemDistMap:
+        """The map whose layers are ``layers`` (an int8 crop, -1 outside) at the level centres' tops
+        (S = K - layer): enough for masks and order votes when no distances are known."""
+        m = cls(np.where(layers >= 0, K - layers, 0).astype(np.float32), box, shape, K)
+        m._layer_crop = layers.astype(np.int8, copy=True)
+        return m
+
+    def layer_crop(self) -> np.ndarray:
+        """Per-pixel layer over the crop (int8, -1 outside the amodal mask); do not modify it."""
+        if self._layer_crop is None:
+            self._layer_crop = decode_layers(self.values, self.K)
+        return self._layer_crop
+
+    def front_key(self) -> np.ndarray:
+        """The layer crop with "outside" as a layer behind every other (127), for `pairwise_votes`."""
+        if self._front_key is None:
+            layers = self.layer_crop()
+            self._front_key = np.where(layers < 0, np.int8(127), layers)
+        return self._front_key
 
     def full(self) -> np.ndarray:
         out = np.zeros(self.shape, np.float32)
@@ -63,7 +88,7 @@ class SemDistMap:
 
     def layers(self) -> np.ndarray:
         """Per-pixel layer (0 = visible .. K-1), -1 outside the amodal mask; int8 full frame."""
-        return self._paste(decode_layers(self.values, self.K), np.int8(-1))
+        return self._paste(self.layer_crop(), np.int8(-1))
 
 
 def _crop_box(mask: np.ndarray) -> tuple[int, int, int, int]:
@@ -147,10 +172,12 @@ def pairwise_votes(a: SemDistMap, b: SemDistMap) -> tuple[int, int]:
     x0, y0, x1, y1 = max(ax0, bx0), max(ay0, by0), min(ax1, bx1), min(ay1, by1)
     if x0 >= x1 or y0 >= y1:
         return 0, 0
-    la = decode_layers(a.values[y0 - ay0 : y1 - ay0, x0 - ax0 : x1 - ax0], a.K)
-    lb = decode_layers(b.values[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0], b.K)
-    both = (la >= 0) & (lb >= 0)
-    return int((both & (la < lb)).sum()), int((both & (lb < la)).sum())
+    sa = (slice(y0 - ay0, y1 - ay0), slice(x0 - ax0, x1 - ax0))
+    sb = (slice(y0 - by0, y1 - by0), slice(x0 - bx0, x1 - bx0))
+    # a is in front of b at p iff both cover p and a's layer is lower: front_key(a) < layers(b) says
+    # exactly that, since a's outside is 127 there and b's outside is -1.
+    return (int(np.count_nonzero(a.front_key()[sa] < b.layer_crop()[sb])),
+            int(np.count_nonzero(b.front_key()[sb] < a.layer_crop()[sa])))
 
 
 def order_constraints(maps: Sequence[SemDistMap], weights: Sequence[float] | None = None) -> list[Constraint]:

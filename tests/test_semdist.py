@@ -120,3 +120,26 @@ def test_empty_instance_is_all_zero():
     m = semdist.encode_scene(s)[0]
     assert m.full().sum() == 0 and not m.amodal().any()
     assert cv2.__version__  # OpenCV is the distance-transform engine
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(2, 4))
+def test_pairwise_votes_count_the_definition(seed, K):
+    """Votes on random layer crops (boxes overlapping or not) equal the full-frame count of pixels
+    where both maps are inside and one is on a lower layer; from_layers and decoded maps agree."""
+    rng = np.random.default_rng(seed)
+    shape = (20, 24)
+    maps = []
+    for _ in range(2):
+        x0, y0 = int(rng.integers(0, 20)), int(rng.integers(0, 16))
+        x1, y1 = int(rng.integers(x0 + 1, 25)), int(rng.integers(y0 + 1, 21))
+        layers = rng.integers(-1, K, size=(y1 - y0, x1 - x0)).astype(np.int8)
+        maps.append(semdist.SemDistMap.from_layers(layers, (x0, y0, x1, y1), shape, K))
+    la, lb = maps[0].layers(), maps[1].layers()
+    both = (la >= 0) & (lb >= 0)
+    expected = (int((both & (la < lb)).sum()), int((both & (lb < la)).sum()))
+    assert semdist.pairwise_votes(*maps) == expected
+    assert semdist.pairwise_votes(maps[1], maps[0]) == expected[::-1]
+    decoded = [semdist.SemDistMap(m.values, m.box, m.shape, K) for m in maps]  # no cached layers
+    np.testing.assert_array_equal(decoded[0].layers(), la)
+    assert semdist.pairwise_votes(*decoded) == expected
