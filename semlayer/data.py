@@ -34,10 +34,17 @@ from .semdist import DEFAULT_K, DEFAULT_TAU, encode_scene, global_layering_map, 
 
 Target = dict[str, torch.Tensor]
 
+# The one class of a class-agnostic model (as COCO-style files write class-agnostic data).
+AGNOSTIC_CATEGORY = {"id": 1, "name": "object"}
+
 
 class SceneSource(Protocol):
-    """Anything that yields (RGB uint8 image, scene) pairs by index."""
+    """Anything that yields (RGB uint8 image, scene) pairs by index.
 
+    ``categories`` are the model's classes in label order: label k (1..C) is ``categories[k - 1]``, a
+    ``{"id": dataset category id, "name": ...}`` record; ``class_names`` are their names."""
+
+    categories: list[dict[str, Any]]
     class_names: list[str]
 
     def __len__(self) -> int: ...
@@ -50,8 +57,9 @@ class SceneSource(Protocol):
 class AnnotationSource:
     """Scenes of an `AnnotationSet` with their images read from ``image_dir`` (by ``file_name``).
 
-    ``class_agnostic`` maps every instance to label 1; otherwise categories map to 1..C in the order of
-    their ids, and ``class_names`` holds their names.
+    ``class_agnostic`` maps every instance to label 1 (category ``{"id": 1, "name": "object"}``);
+    otherwise categories map to labels 1..C in the order of their ids, and ``categories`` keeps each
+    label's original category id and name (checkpoints store it, so predictions get the ids back).
     """
 
     def __init__(self, annotations: AnnotationSet, image_dir: str | Path, class_agnostic: bool = True,
@@ -61,7 +69,7 @@ class AnnotationSource:
         self.source_name = source_name
         self.class_agnostic = class_agnostic
         if class_agnostic:
-            self.class_names = ["object"]
+            self.categories = [dict(AGNOSTIC_CATEGORY)]
             self._label: dict[int, int] = {}
         else:
             if not annotations.categories:
@@ -69,7 +77,8 @@ class AnnotationSource:
                                   "(set data.class_agnostic: true for class-agnostic data such as COCOA)")
             cats = sorted(annotations.categories, key=lambda c: int(c["id"]))
             self._label = {int(c["id"]): i + 1 for i, c in enumerate(cats)}
-            self.class_names = [str(c.get("name", c["id"])) for c in cats]
+            self.categories = [{"id": int(c["id"]), "name": str(c.get("name", c["id"]))} for c in cats]
+        self.class_names = [c["name"] for c in self.categories]
 
     def __len__(self) -> int:
         return len(self.annotations.scenes)
@@ -105,7 +114,9 @@ class SyntheticSource:
 
         self.class_agnostic = bool(class_agnostic)
         # Synthetic category ids are 1..C, so a category id is its label.
-        self.class_names = ["object"] if self.class_agnostic else [c["name"] for c in CATEGORIES]
+        self.categories = ([dict(AGNOSTIC_CATEGORY)] if self.class_agnostic
+                           else [{"id": int(c["id"]), "name": str(c["name"])} for c in CATEGORIES])
+        self.class_names = [c["name"] for c in self.categories]
         self.num_images = int(num_images)
         self.seed = int(seed)
         self.size = int(size)
@@ -226,6 +237,11 @@ class AmodalDataset(Dataset):
     @property
     def class_names(self) -> list[str]:
         return list(self.source.class_names)
+
+    @property
+    def categories(self) -> list[dict[str, Any]]:
+        """The model's classes in label order, as ``{"id", "name"}`` records of the dataset's categories."""
+        return [dict(c) for c in self.source.categories]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)

@@ -9,16 +9,22 @@ from pathlib import Path
 import pytest
 import torch
 
+from semlayer import formats, synth
 from semlayer.engine import (
     TrainingError,
+    export_for_inference,
     load_checkpoint,
+    load_for_inference,
     load_config,
     lr_factor,
     read_checkpoint,
+    save_checkpoint,
     train,
     validate_config,
 )
 from semlayer.errors import ConfigError, FormatError
+from semlayer.model import build_model
+from semlayer.predict import Predictor
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,9 +47,13 @@ TINY = {
 }
 
 
-def tiny_config(**train_overrides):
+def tiny_config(num_classes=None, **train_overrides):
+    """The tiny configuration; per class with ``num_classes``, else class-agnostic."""
     cfg = json.loads(json.dumps(TINY))
     cfg["train"].update(train_overrides)
+    if num_classes is not None:
+        cfg["model"]["num_classes"] = num_classes
+        cfg["data"]["class_agnostic"] = False
     return validate_config(cfg)
 
 
@@ -117,6 +127,7 @@ def test_training_writes_outputs_and_checkpoint_loads(straight_run):
     assert [r["iteration"] for r in log if r["split"] == "val"] == [3, 4]
     ckpt = read_checkpoint(out / "last.pt")
     assert ckpt["iteration"] == 4 and ckpt["class_names"] == ["object"]
+    assert ckpt["categories"] == [{"id": 1, "name": "object"}]
     assert set(ckpt["rng"][0]) >= {"python", "numpy", "torch"}
 
     model, config, names = load_checkpoint(out / "last.pt", "cpu")
@@ -151,6 +162,7 @@ def test_resume_continues_exactly(tmp_path, straight_run):
         assert torch.equal(a, b), name
     oa, ob = read_checkpoint(out_a / "last.pt"), read_checkpoint(tmp_path / "b" / "last.pt")
     assert oa["scheduler"] == ob["scheduler"]
+    assert oa["categories"] == ob["categories"] == [{"id": 1, "name": "object"}]
     assert all(torch.equal(oa["optimizer"]["state"][k]["momentum_buffer"], ob["optimizer"]["state"][k]["momentum_buffer"])
                for k in oa["optimizer"]["state"])
     # The resumed log continues the first one; the training losses are those of the uninterrupted run.
@@ -158,6 +170,62 @@ def test_resume_continues_exactly(tmp_path, straight_run):
     lb = [r for r in records(tmp_path / "b") if r["split"] == "train"]
     assert [r["iteration"] for r in lb] == [1, 2, 3, 4]
     assert [r["loss"] for r in la] == [r["loss"] for r in lb]
+
+
+# The synthetic shapes under other ids and names, with gaps, as a COCO-style dataset (COCOA-cls-like).
+RENUMBERED = {1: 3, 2: 5, 3: 17, 4: 20, 5: 41, 6: 64, 7: 77, 8: 90}
+
+
+def renumbered_dataset(folder):
+    """A small synthetic dataset whose category ids are `RENUMBERED` (names upper-cased): (file, images)."""
+    path = synth.write_dataset(folder, 4, seed=2, size=64, max_instances=3, min_instances=2, progress=False)
+    annset = formats.load(path)
+    annset.categories = [{"id": RENUMBERED[c["id"]], "name": c["name"].upper()} for c in synth.CATEGORIES]
+    for scene in annset.scenes:
+        for inst in scene.instances:
+            inst.category = RENUMBERED[inst.category]
+    formats.save(annset, folder / "coco.json", format="coco")
+    return str(folder / "coco.json"), str(folder / "images")
+
+
+def test_fine_tuning_on_other_categories_stores_the_new_datasets(tmp_path, straight_run):
+    out_a, _ = straight_run  # class-agnostic: category 1, "object"
+    expected = [{"id": RENUMBERED[c["id"]], "name": c["name"].upper()} for c in synth.CATEGORIES]
+    data = renumbered_dataset(tmp_path / "data")
+    result = train(tiny_config(num_classes=8, max_iters=2, val_every=2), tmp_path / "ft", init=str(out_a / "last.pt"),
+                   train_data=data, progress=False)
+    assert result.iteration == 2
+    ckpt = read_checkpoint(tmp_path / "ft" / "last.pt")
+    assert ckpt["categories"] == expected and [c["id"] for c in expected] == [3, 5, 17, 20, 41, 64, 77, 90]
+    assert ckpt["class_names"] == [c["name"].upper() for c in synth.CATEGORIES]  # kept for older readers
+    assert read_checkpoint(tmp_path / "ft" / "best.pt")["categories"] == expected
+    _, _, categories = load_for_inference(tmp_path / "ft" / "last.pt")
+    assert categories == expected and load_checkpoint(tmp_path / "ft" / "last.pt")[2] == ckpt["class_names"]
+    assert Predictor(tmp_path / "ft" / "last.pt").categories == expected
+    # export-model keeps them.
+    slim = export_for_inference(tmp_path / "ft" / "last.pt", tmp_path / "slim.pt")
+    slim_ckpt = read_checkpoint(slim)
+    assert "optimizer" not in slim_ckpt and slim_ckpt["categories"] == expected
+    assert slim_ckpt["class_names"] == ckpt["class_names"]
+
+
+def test_checkpoints_without_categories_load_with_ids_1_to_c(tmp_path, straight_run):
+    """Checkpoints written before the categories entry (class names only) mean ids 1..C; exporting one
+    writes that out."""
+    out_a, _ = straight_run
+    ckpt = read_checkpoint(out_a / "last.pt")
+    old = {k: v for k, v in ckpt.items() if k not in ("categories", "format", "version")}
+    save_checkpoint(tmp_path / "agnostic.pt", old)
+    assert load_for_inference(tmp_path / "agnostic.pt")[2] == [{"id": 1, "name": "object"}]
+    names = ["disc", "box", "triangle"]
+    cfg = tiny_config(num_classes=3)
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "old.pt", {"model": build_model(cfg).state_dict(), "config": cfg, "class_names": names})
+    model, config, categories = load_for_inference(tmp_path / "old.pt")
+    assert categories == [{"id": 1, "name": "disc"}, {"id": 2, "name": "box"}, {"id": 3, "name": "triangle"}]
+    assert load_checkpoint(tmp_path / "old.pt")[2] == names
+    slim = read_checkpoint(export_for_inference(tmp_path / "old.pt", tmp_path / "slim.pt"))
+    assert slim["categories"] == categories and slim["class_names"] == names
 
 
 def test_a_diverging_run_stops_with_a_clear_error(tmp_path):

@@ -6,6 +6,8 @@ Exact decoding rules are tested on a fake network whose RoI maps are drawn by ha
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -16,10 +18,12 @@ from semlayer import formats, predict
 from semlayer.engine import load_config, save_checkpoint
 from semlayer.errors import ConfigError, FormatError, SemlayerError
 from semlayer.model import build_model, paste_roi_maps
-from semlayer.predict import Predictor, _drop_specks, predict_files
+from semlayer.predict import Predictor, _argmax_channels, _drop_specks, _paste_geometry, _paste_in_box, predict_files
 from semlayer.synth import CATEGORIES, generate_scene
 
 K, M = 3, 28
+# A dataset's categories in label order, with the gaps of COCO ids: label 1 -> id 3, 2 -> 17, 3 -> 90.
+CATEGORY_MAP = [{"id": 3, "name": "car"}, {"id": 17, "name": "cat"}, {"id": 90, "name": "toothbrush"}]
 
 
 # ----- a network with hand-drawn outputs ---------------------------------------------------------------
@@ -57,8 +61,11 @@ class FakeNet(nn.Module):
         return [out]
 
 
-def fake_predictor(dets, kind="sln", class_names=("object",), **kwargs) -> Predictor:
-    config = {"model": {"kind": kind, "K": K, "num_classes": len(class_names)}}
+def fake_predictor(dets, kind="sln", class_names=("object",), categories=None, **kwargs) -> Predictor:
+    num = len(class_names if categories is None else categories)
+    config = {"model": {"kind": kind, "K": K, "num_classes": num}}
+    if categories is not None:
+        return Predictor(model=FakeNet(dets, kind), config=config, categories=categories, **kwargs)
     return Predictor(model=FakeNet(dets, kind), config=config, class_names=list(class_names), **kwargs)
 
 
@@ -149,6 +156,26 @@ def test_duplicates_are_suppressed_across_labels_by_visible_evidence():
     assert [(i.id, i.name) for i in everything.scene(0.5).instances] == [(1, "box"), (2, "disc"), (3, "box")]
 
 
+def test_labels_map_back_to_the_dataset_category_ids_and_names():
+    (b, sb, _, cb), (a, sa, _, ca), (c, sc, _, cc) = occlusion_dets()
+    dets = [(b, sb, 3, cb), (a, sa, 1, ca), (c, sc, 2, cc)]  # network labels 3, 1, 2
+    pred = fake_predictor(dets, categories=CATEGORY_MAP)
+    assert pred.categories == CATEGORY_MAP and pred.class_names == ["car", "cat", "toothbrush"]
+    pred.set_image(image(96, 96))
+    assert [(i.id, i.category, i.name) for i in pred.scene(0.5).instances] == [
+        (1, 90, "toothbrush"), (2, 3, "car"), (3, 17, "cat")]
+    assert [(m.category, m.name) for m in map(pred.instance_maps, (1, 2, 3))] == [
+        (90, "toothbrush"), (3, "car"), (17, "cat")]
+    # Class names alone (and old checkpoints) mean ids 1..C.
+    by_names = fake_predictor(dets, class_names=("car", "cat", "toothbrush"))
+    assert by_names.categories == [{"id": 1, "name": "car"}, {"id": 2, "name": "cat"}, {"id": 3, "name": "toothbrush"}]
+    by_names.set_image(image(96, 96))
+    assert [(i.category, i.name) for i in by_names.scene(0.5).instances] == [(3, "toothbrush"), (1, "car"), (2, "cat")]
+    # A class-agnostic model keeps category 1, "object".
+    agnostic = fake_predictor(occlusion_dets())
+    assert agnostic.categories == [{"id": 1, "name": "object"}]
+
+
 def test_threshold_changes_and_queries_do_not_rerun_the_network():
     dets = occlusion_dets()
     pred = fake_predictor(dets)
@@ -219,6 +246,15 @@ def test_bad_calls_are_clear_errors(monkeypatch, tmp_path):
         fake_predictor([], device="gpu-please")
     with pytest.raises(ConfigError, match="expected 2 names"):
         Predictor(model=FakeNet([]), config={"model": {"num_classes": 2}}, class_names=["a"])
+    with pytest.raises(ConfigError, match=r"categories: expected 2 categories \(model.num_classes\), got 3"):
+        Predictor(model=FakeNet([]), config={"model": {"num_classes": 2}}, categories=CATEGORY_MAP)
+    with pytest.raises(ConfigError, match="give class_names or categories, not both"):
+        Predictor(model=FakeNet([]), config={"model": {"num_classes": 1}}, class_names=["a"],
+                  categories=[{"id": 4, "name": "a"}])
+    with pytest.raises(FormatError, match=r"Predictor: categories\[1\].id: a unique category id; 3 comes twice"):
+        fake_predictor([], categories=[{"id": 3, "name": "a"}, {"id": 3, "name": "b"}])
+    with pytest.raises(FormatError, match=r"categories\[0\].id: an integer category id, got '3'"):
+        fake_predictor([], categories=[{"id": "3", "name": "a"}])
     monkeypatch.setattr(predict, "DEFAULT_CHECKPOINT", tmp_path / "nothing.pt")
     with pytest.raises(FormatError, match="the shipped demo checkpoint"):
         Predictor()
@@ -234,6 +270,19 @@ def checkpoint(tmp_path_factory):
     model = build_model(config)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
     save_checkpoint(path, {"model": model.state_dict(), "config": config, "class_names": [c["name"] for c in CATEGORIES]})
+    return path
+
+
+@pytest.fixture(scope="module")
+def categorized_checkpoint(tmp_path_factory):
+    """The same tiny SLN with three classes, as trained on a dataset whose category ids are 3, 17 and 90."""
+    config = load_config("configs/tiny_synth.yaml")
+    config["model"].update(min_size=64, max_size=96, num_classes=3)
+    torch.manual_seed(0)
+    model = build_model(config)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny3.pt"
+    save_checkpoint(path, {"model": model.state_dict(), "config": config,
+                           "class_names": [c["name"] for c in CATEGORY_MAP], "categories": CATEGORY_MAP})
     return path
 
 
@@ -327,7 +376,35 @@ def test_predict_files_writes_valid_files_and_skips_unreadable_images(tmp_path, 
     if fmt != "results":  # a results list has no image records
         assert [s.file_name for s in annset.scenes] == ["a.png", "c.png", "sub/b.png", "single.png"]
     assert sum(len(s) for s in annset.scenes) == report.num_instances
-    assert all(inst.score is not None and inst.external is None for s in annset.scenes for inst in s.instances)
+    assert all(inst.score is not None for s in annset.scenes for inst in s.instances)
+
+
+@pytest.mark.parametrize("fmt", ["cocoa", "coco", "results"])
+def test_predict_files_keeps_the_predicted_external_occlusion(monkeypatch, tmp_path, fmt):
+    """The file holds `Predictor.scene`'s visible masks (what the app shows and exports), external occlusion
+    included, and it validates: occlusion by nothing detected is a note, not a violation."""
+    live = fake_predictor(occlusion_dets())
+    monkeypatch.setattr(predict, "Predictor", lambda checkpoint, device="cpu": fake_predictor(occlusion_dets()))
+    Image.fromarray(image(96, 96)).save(tmp_path / "x.png")
+    out = tmp_path / f"pred.{fmt}.json"
+    predict_files("fake.pt", [tmp_path / "x.png"], out, fmt=fmt, progress=False)
+    live.set_image(image(96, 96))
+    expected = live.scene(0.5, {"id": 1, "file_name": "x.png"})
+    b, c = expected.get(1), expected.get(3)
+    assert b.external.sum() == 64 and c.external.sum() == 21  # B's corner block, C's blob
+    report = formats.validation_report(out)
+    assert report.violations == []
+    if fmt != "results":  # a results list states no authoritative order, so the painter's rule is not checked
+        paths = ["annotations[0].regions[1]", "annotations[0].regions[2]"] if fmt == "cocoa" else [
+            "annotations[0]", "annotations[2]"]
+        assert report.external == list(zip(paths, [64, 21]))
+    scene = formats.load(out).scenes[0]
+    assert sorted(scene.ranks()) == [1, 2, 3]
+    for inst, vis in zip(scene.instances, scene.visible_masks()):
+        twin = next(i for i in expected.instances if i.rank == inst.rank)
+        np.testing.assert_array_equal(inst.amodal, twin.amodal)
+        np.testing.assert_array_equal(vis, expected.visible(twin.id))
+    np.testing.assert_array_equal(next(i for i in scene.instances if i.rank == b.rank).external, b.external)
 
 
 def test_predict_files_refuses_bad_options_before_running(tmp_path, checkpoint):
@@ -344,3 +421,138 @@ def test_predict_files_refuses_bad_options_before_running(tmp_path, checkpoint):
                                             r".*typo.png: an image file \(not found\)"):
         predict_files(checkpoint, [tmp_path / "bad.png", tmp_path / "typo.png"], out, progress=False)
     assert not out.exists()
+
+
+# ----- categories: the dataset's ids, not the network's labels ---------------------------------------
+class CycledLabels(nn.Module):
+    """The wrapped network with labels 1, 2, 3, 1, ... in descending score order (an untrained network gives
+    nearly every detection the same class), so detection ``id`` d has label ``(d - 1) % 3 + 1``."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, images):
+        outs = self.net(images)
+        for out in outs:
+            order = torch.argsort(out["scores"], descending=True, stable=True)
+            labels = torch.empty_like(out["labels"])
+            labels[order] = torch.arange(len(order)) % 3 + 1
+            out["labels"] = labels
+        return outs
+
+
+@pytest.fixture
+def cycled_labels(monkeypatch):
+    """Every checkpoint loaded for inference (Predictor, predict_files) runs under `CycledLabels`."""
+    load = predict.load_for_inference
+
+    def cycled(path, device):
+        model, config, categories = load(path, device)
+        return CycledLabels(model).eval(), config, categories
+
+    monkeypatch.setattr(predict, "load_for_inference", cycled)
+
+
+def test_real_model_instances_carry_the_checkpoints_category_ids(categorized_checkpoint, synth_image, cycled_labels):
+    pred = Predictor(categorized_checkpoint)
+    assert pred.categories == CATEGORY_MAP and pred.class_names == ["car", "cat", "toothbrush"]
+    pred.set_image(synth_image)
+    scene = pred.scene(0.0)
+    assert len(scene) >= 6
+    for inst in scene.instances:
+        expected = CATEGORY_MAP[(inst.id - 1) % 3]
+        assert (inst.category, inst.name) == (expected["id"], expected["name"])
+        maps = pred.instance_maps(inst.id)
+        assert (maps.category, maps.name) == (expected["id"], expected["name"])
+    assert {i.category for i in scene.instances} == {3, 17, 90}
+
+
+def written_categories(doc, fmt: str) -> dict[int, tuple[int, str | None]]:
+    """Depth rank -> (category_id, region name) of every instance written (one image)."""
+    if fmt == "coco":
+        return {a["amodal_region"]["order"]: (a["category_id"], a["amodal_region"]["name"]) for a in doc["annotations"]}
+    if fmt == "cocoa":
+        return {r["order"]: (r["category_id"], r["name"]) for r in doc["annotations"][0]["regions"]}
+    return {r["order"]: (r["category_id"], None) for r in doc}
+
+
+@pytest.mark.parametrize("fmt", ["coco", "cocoa", "results"])
+def test_predict_files_writes_the_dataset_category_ids(tmp_path, categorized_checkpoint, synth_image, cycled_labels,
+                                                       fmt):
+    Image.fromarray(synth_image).save(tmp_path / "a.png")
+    out = tmp_path / f"pred.{fmt}.json"
+    report = predict_files(categorized_checkpoint, [tmp_path / "a.png"], out, fmt=fmt, score_thr=0.0, progress=False)
+    pred = Predictor(categorized_checkpoint)
+    pred.set_image(synth_image)
+    scene = pred.scene(0.0)
+    expected = {i.rank: CATEGORY_MAP[(i.id - 1) % 3] for i in scene.instances}
+    doc = json.loads(out.read_text())
+    assert report.num_instances == len(scene) >= 6
+    assert written_categories(doc, fmt) == {
+        rank: (c["id"], None if fmt == "results" else c["name"]) for rank, c in expected.items()}
+    if fmt != "results":
+        assert doc["categories"] == CATEGORY_MAP
+        assert formats.load(out).categories == CATEGORY_MAP
+
+
+def test_checkpoints_without_categories_keep_ids_1_to_c(tmp_path, checkpoint, synth_image, cycled_labels):
+    synth_ids = [{"id": c["id"], "name": c["name"]} for c in CATEGORIES]
+    assert [c["id"] for c in synth_ids] == list(range(1, 9))
+    pred = Predictor(checkpoint)  # written with class_names only, as every checkpoint before categories
+    assert pred.categories == synth_ids
+    pred.set_image(synth_image)
+    scene = pred.scene(0.0)
+    assert [(i.category, i.name) for i in scene.instances] == [
+        ((i.id - 1) % 3 + 1, CATEGORIES[(i.id - 1) % 3]["name"]) for i in scene.instances]
+    Image.fromarray(synth_image).save(tmp_path / "a.png")
+    predict_files(checkpoint, [tmp_path / "a.png"], tmp_path / "pred.json", fmt="coco", score_thr=0.0, progress=False)
+    doc = json.loads((tmp_path / "pred.json").read_text())
+    assert doc["categories"] == synth_ids
+    assert written_categories(doc, "coco") == {
+        i.rank: ((i.id - 1) % 3 + 1, CATEGORIES[(i.id - 1) % 3]["name"]) for i in scene.instances}
+    # The shipped demo model has no categories entry either: the synthetic ids 1..8.
+    assert Predictor().categories == synth_ids
+
+
+def test_bad_checkpoint_categories_are_clear_errors(tmp_path, categorized_checkpoint):
+    ckpt = torch.load(categorized_checkpoint, weights_only=True)
+    ckpt["categories"] = CATEGORY_MAP[:2]
+    torch.save(ckpt, tmp_path / "short.pt")
+    with pytest.raises(FormatError, match=r"short.pt: categories: one category per class name \(3\), got 2"):
+        Predictor(tmp_path / "short.pt")
+    ckpt["categories"] = [*CATEGORY_MAP[:2], {"id": 90}]
+    torch.save(ckpt, tmp_path / "nameless.pt")
+    with pytest.raises(FormatError, match=r"nameless.pt: categories\[2\].name: a category name"):
+        Predictor(tmp_path / "nameless.pt")
+    with pytest.raises(ConfigError, match="a checkpoint has its own"):
+        Predictor(categorized_checkpoint, categories=CATEGORY_MAP)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_box_paste_equals_torchvision_paste_and_argmax_equals_numpy(seed):
+    """The crop the predictor pastes equals ``paste_roi_maps`` (torchvision's paste) over the crop's
+    place, to float rounding, for boxes inside and across the image edges; the channel arg-max
+    equals numpy's (ties to the first channel)."""
+    g = torch.Generator().manual_seed(seed)
+    H, W = 40, 52
+    maps = torch.rand((6, 3, 28, 28), generator=g)
+    # Boxes start up to 10 px before the image and end up to 30 px beyond it, but all meet the image
+    # (torchvision's paste fails on a box wholly outside; ours gives an empty crop, checked below).
+    xy = torch.rand((6, 2), generator=g) * torch.tensor([W + 5.0, H + 5.0]) - 10
+    wh = torch.rand((6, 2), generator=g) * 40 + 10.5
+    boxes = torch.cat([xy, xy + wh], dim=1)
+    full = paste_roi_maps(maps, boxes, H, W).numpy()
+    padded, grown = _paste_geometry(maps, boxes)
+    for d in range(6):
+        crop, (x0, y0, x1, y1) = _paste_in_box(padded[d], grown[d], H, W)
+        outside = full[d].copy()
+        if x1 > x0:
+            np.testing.assert_allclose(crop, full[d][:, y0:y1, x0:x1], atol=1e-5)
+            outside[:, y0:y1, x0:x1] = 0
+        assert not outside.any()  # nothing of the paste lies beyond the crop
+    crop, place = _paste_in_box(padded[0], [W + 3, 5, W + 20, 30], H, W)
+    assert crop.shape == (3, 0, 0) and place == (0, 0, 0, 0)
+    ties = torch.rand((3, 9, 11), generator=g).numpy()
+    ties[2, :3] = ties[0, :3]
+    np.testing.assert_array_equal(_argmax_channels(ties), ties.argmax(axis=0))

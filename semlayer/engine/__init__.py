@@ -1,16 +1,25 @@
 """Training: configuration, the training loop (DDP-ready), checkpoints."""
 
-from .checkpoint import export_for_inference, load_checkpoint, read_checkpoint, save_checkpoint
+from .checkpoint import (
+    checkpoint_categories,
+    export_for_inference,
+    load_checkpoint,
+    load_for_inference,
+    read_checkpoint,
+    save_checkpoint,
+)
 from .config import defaults, load_config, validate_config
 from .trainer import TrainingError, TrainResult, lr_factor, train, validation_losses
 
 __all__ = [
+    "checkpoint_categories",
     "export_for_inference",
     "TrainResult",
     "TrainingError",
     "defaults",
     "load_checkpoint",
     "load_config",
+    "load_for_inference",
     "lr_factor",
     "read_checkpoint",
     "save_checkpoint",

@@ -2,9 +2,14 @@
 
 A checkpoint is a ``torch.save`` dict: ``format`` ("semlayer-checkpoint"), ``version``, ``model``
 (state_dict), ``optimizer``, ``scheduler``, ``scaler``, ``iteration``, ``rng`` (python, numpy and torch
-states of every process), ``config`` (the full validated configuration), ``class_names``, ``best``
-(best validation loss so far). Only plain containers and tensors are stored, so it loads with
-``torch.load(weights_only=True)``.
+states of every process), ``config`` (the full validated configuration), ``class_names``,
+``categories``, ``best`` (best validation loss so far). Only plain containers and tensors are stored, so it
+loads with ``torch.load(weights_only=True)``.
+
+``categories`` maps the model's contiguous labels back to the training data's categories: label k (1..C)
+is ``categories[k - 1]`` = ``{"id": the dataset's category id, "name": its name}`` (class-agnostic models:
+``[{"id": 1, "name": "object"}]``). ``class_names`` (the same names) stays for older readers. Checkpoints
+written before ``categories`` existed read as ids 1..C with their class names (`checkpoint_categories`).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import io
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -83,11 +88,50 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dic
     return ckpt
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict, list[str]]:
-    """Rebuild the model of a checkpoint for inference: ``(model in eval mode on device, config, class_names)``."""
+def check_categories(categories: Any, source: str, entry: str = "categories") -> list[dict[str, Any]]:
+    """``categories`` as a list of ``{"id": int, "name": str}`` records with unique ids (a `FormatError`
+    naming ``source`` and ``entry[i]`` otherwise); other fields of a record are left out."""
+    if not isinstance(categories, (list, tuple)):
+        raise FormatError(source, entry, f"a list of {{'id', 'name'}} records, got {type(categories).__name__}")
+    out: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    for i, cat in enumerate(categories):
+        cid = cat.get("id") if isinstance(cat, dict) else None
+        if isinstance(cid, bool) or not isinstance(cid, int):
+            raise FormatError(source, f"{entry}[{i}].id", f"an integer category id, got {cid!r}")
+        if cid in seen:
+            raise FormatError(source, f"{entry}[{i}].id", f"a unique category id; {cid} comes twice")
+        if not isinstance(cat.get("name"), str):
+            raise FormatError(source, f"{entry}[{i}].name", f"a category name (a string), got {cat.get('name')!r}")
+        seen.add(cid)
+        out.append({"id": cid, "name": cat["name"]})
+    return out
+
+
+def categories_from_names(class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """Categories with ids 1..C for class names in label order (what checkpoints without ``categories`` mean)."""
+    return [{"id": i, "name": str(n)} for i, n in enumerate(class_names, start=1)]
+
+
+def checkpoint_categories(ckpt: dict[str, Any], source: str = "checkpoint") -> list[dict[str, Any]]:
+    """A checkpoint's categories in label order (see the module docstring); ids 1..C for older checkpoints."""
+    names = [str(n) for n in ckpt["class_names"]]
+    if "categories" not in ckpt:
+        return categories_from_names(names)
+    cats = check_categories(ckpt["categories"], source)
+    if len(cats) != len(names):
+        raise FormatError(source, "categories", f"one category per class name ({len(names)}), got {len(cats)}")
+    return cats
+
+
+def load_for_inference(path: str | Path, device: str | torch.device = "cpu"
+                       ) -> tuple[nn.Module, dict, list[dict[str, Any]]]:
+    """Rebuild the model of a checkpoint for inference: ``(model in eval mode on device, config, categories)``,
+    ``categories`` as `checkpoint_categories` gives them."""
     from ..model import build_model
 
     ckpt = read_checkpoint(path, "cpu")
+    categories = checkpoint_categories(ckpt, str(path))
     config = ckpt["config"]
     model_cfg = dict(config["model"], init=None)  # the checkpoint's own weights replace any init file
     model = build_model({**config, "model": model_cfg})
@@ -96,7 +140,14 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     except RuntimeError as exc:
         raise FormatError(str(path), "model", f"weights matching the checkpoint's own config ({exc})") from None
     model.to(device).eval()
-    return model, config, list(ckpt["class_names"])
+    return model, config, categories
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict, list[str]]:
+    """Rebuild the model of a checkpoint for inference: ``(model in eval mode on device, config, class_names)``
+    (`load_for_inference` also gives the categories' dataset ids)."""
+    model, config, categories = load_for_inference(path, device)
+    return model, config, [c["name"] for c in categories]
 
 
 def export_for_inference(src: str | Path, dst: str | Path) -> Path:
@@ -104,4 +155,5 @@ def export_for_inference(src: str | Path, dst: str | Path) -> Path:
     the file to ship or share. It still loads with `load_checkpoint` and works as ``--init``."""
     ckpt = read_checkpoint(src, "cpu")
     keep = {k: ckpt[k] for k in ("model", "config", "class_names", "iteration", "best") if k in ckpt}
+    keep["categories"] = checkpoint_categories(ckpt, str(src))  # ids 1..C when an older checkpoint has none
     return save_checkpoint(dst, keep)

@@ -233,7 +233,9 @@ def _train(config, out: Path, info: D.DistInfo, resume, init, train_data, val_da
         val_ds = build_dataset(config, "val", False, *(val_data or (None, None)))
     elif not (train_data or config["data"]["train"].get("annotations")):
         val_ds = build_dataset(config, "val", False)
-    class_names = train_ds.class_names
+    # The training data's categories, not the init checkpoint's: a fine-tune's labels mean the new data's classes.
+    categories = train_ds.categories
+    class_names = [c["name"] for c in categories]
     if len(class_names) != config["model"]["num_classes"]:
         raise ConfigError(f"model.num_classes: the training data has {len(class_names)} classes "
                           f"({', '.join(class_names[:5])}{', ...' if len(class_names) > 5 else ''}), "
@@ -295,6 +297,7 @@ def _train(config, out: Path, info: D.DistInfo, resume, init, train_data, val_da
             "rng": rngs,
             "config": config,
             "class_names": class_names,
+            "categories": categories,
             "best": best,
         }
         save_checkpoint(out / "last.pt", state)

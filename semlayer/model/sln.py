@@ -40,7 +40,7 @@ class RoIMapTransform(GeneralizedRCNNTransform):
             return result
         for pred, im_s, o_im_s in zip(result, image_shapes, original_image_sizes):
             pred["boxes"] = resize_boxes(pred["boxes"], im_s, o_im_s)
-            if "global_layers" in pred:
+            if "global_layers" in pred and tuple(im_s) != tuple(o_im_s):  # same size: nothing to resize
                 pred["global_layers"] = F.interpolate(pred["global_layers"][None], size=tuple(o_im_s),
                                                       mode="bilinear", align_corners=False)[0]
         return result
