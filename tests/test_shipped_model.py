@@ -5,7 +5,9 @@ import json
 
 import numpy as np
 import pytest
+import skimage.data
 import torch
+from PIL import Image
 
 from semlayer import formats
 from semlayer.cli import main
@@ -75,3 +77,28 @@ def test_export_model_keeps_what_inference_needs(tmp_path):
     ckpt = torch.load(out, weights_only=True)
     assert "optimizer" not in ckpt and "rng" not in ckpt
     assert Predictor(out).class_names == Predictor().class_names
+
+
+@pytest.mark.parametrize("fmt", ["cocoa", "coco", "results"])
+def test_predict_on_real_photographs_writes_valid_files(tmp_path, fmt):
+    """Real photographs (scikit-image's bundled ones: other sizes and aspect ratios than the synthetic
+    training scenes, JPEG and PNG, colour and grey) go through `predict` without error into valid files
+    holding every image, whatever the synthetic-trained model finds there."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shapes = {}
+    for name, ext in (("coffee", "jpg"), ("chelsea", "jpg"), ("rocket", "jpg"), ("camera", "png")):
+        array = getattr(skimage.data, name)()
+        Image.fromarray(array).save(photos / f"{name}.{ext}")
+        shapes[f"{name}.{ext}"] = array.shape[:2]
+    out = tmp_path / f"pred_{fmt}.json"
+    assert main(["predict", str(photos), "--out", str(out), "--format", fmt, "--score-thr", "0.3"]) == 0
+    if fmt == "results":
+        results = json.loads(out.read_text())
+        assert isinstance(results, list)
+        for r in results:
+            assert 0.3 <= r["score"] <= 1.0 and r["segmentation"]["size"][0] > 0
+        return
+    assert main(["validate", str(out)]) == 0
+    records = formats.load(out).image_records()  # images where nothing was found included
+    assert {r["file_name"]: (r["height"], r["width"]) for r in records} == shapes
