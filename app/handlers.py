@@ -146,10 +146,19 @@ def new_tab(cfg: AppConfig) -> Tab:
     if cfg.data is not None and cfg.images is not None:
         session = EditSession.open(cfg.workspace, cfg.data, cfg.images)
     else:
-        session = EditSession.open_uploads(cfg.workspace)
+        session = open_uploads(cfg, cfg.checkpoint)
     show = "prediction" if cfg.checkpoint is not None and session.source is not None else "annotation"
     checkpoint = None if cfg.checkpoint is None else str(cfg.checkpoint)
     return Tab(session=session, checkpoint=checkpoint, show=show, figures=FigureCache(png_level=cfg.png_level))
+
+
+def open_uploads(cfg: AppConfig, checkpoint: str | os.PathLike | None) -> EditSession:
+    """The uploads session. It has no annotation file to take categories from, so it takes the model's:
+    exports then name the training data's category ids."""
+    session = EditSession.open_uploads(cfg.workspace)
+    if checkpoint is not None and not session.annset.categories:
+        session.annset.categories = load_model(str(checkpoint)).categories
+    return session
 
 
 def switch_dataset(cfg: AppConfig, tab: Tab, data: str, images: str) -> None:
@@ -240,7 +249,7 @@ def predict_upload(cfg: AppConfig, tab: Tab, path: str | os.PathLike) -> dict[st
     if model is None:
         raise UserError("no model is loaded: start the app with --checkpoint CKPT to predict uploaded images")
     image = read_image(path, max_pixels=MAX_UPLOAD_PIXELS)
-    uploads = EditSession.open_uploads(cfg.workspace)
+    uploads = open_uploads(cfg, tab.checkpoint)
     if tab.session.folder != uploads.folder:
         tab.session = uploads
     index = len(tab.session)

@@ -45,6 +45,15 @@ class Model:
         return list(getattr(self.predictor, "class_names", []) or [])
 
     @property
+    def categories(self) -> list[dict[str, Any]]:
+        """The model's categories (``{"id", "name"}``, the training data's ids); ids 1..C from the names
+        when the predictor does not say."""
+        cats = getattr(self.predictor, "categories", None)
+        if cats:
+            return [dict(c) for c in cats]
+        return [{"id": i, "name": n} for i, n in enumerate(self.class_names, start=1)]
+
+    @property
     def K(self) -> int | None:
         """Depth levels of the model's layer maps (None when the predictor does not say)."""
         return getattr(self.predictor, "K", None)

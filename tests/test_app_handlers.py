@@ -46,6 +46,7 @@ class FakePredictor:
     """Stands in for semlayer.predict.Predictor: two overlapping boxes, with scores and a dense map."""
 
     class_names = ["object"]
+    categories = [{"id": 17, "name": "object"}]
 
     def __init__(self):
         self.calls = 0
@@ -60,9 +61,9 @@ class FakePredictor:
         m1[: h // 2, : w // 2] = True
         m2 = np.zeros((h, w), bool)
         m2[h // 4 :, w // 4 :] = True
-        first = Instance(1, m1, rank=1, name="object", category=1, score=0.9)
+        first = Instance(1, m1, rank=1, name="object", category=17, score=0.9)
         first.semdist = np.where(m1, 2.5, 0).astype(np.float32)
-        second = Instance(2, m2, rank=2, name="object", category=1, score=0.7)
+        second = Instance(2, m2, rank=2, name="object", category=17, score=0.7)
         return AmodalScene({"id": 0, "height": h, "width": w}, [first, second])
 
 
@@ -254,6 +255,8 @@ def test_prediction_views_and_uploads(cfg, model_tab, tmp_path):
     assert [(d["id"], d["score"], d["rank"]) for d in summary["instances"]] == [(1, 0.9, 1), (2, 0.7, 2)]
     assert tab.session.folder == cfg.workspace.resolve() / "uploads"
     assert (tab.session.folder / "images" / "upload_00001.png").is_file()
+    # Uploads have no annotation file: their exports list the model's categories (training-data ids).
+    assert tab.session.export_dict("coco")["categories"] == [{"id": 17, "name": "object"}]
     bad = tmp_path / "bad.png"
     bad.write_text("not an image")
     with pytest.raises(ImageReadError, match="not a readable image"):
