@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from semlayer.engine import categories_from_names
 from semlayer.errors import ConfigError
 from semlayer.scene import AmodalScene
 
@@ -49,9 +50,7 @@ class Model:
         """The model's categories (``{"id", "name"}``, the training data's ids); ids 1..C from the names
         when the predictor does not say."""
         cats = getattr(self.predictor, "categories", None)
-        if cats:
-            return [dict(c) for c in cats]
-        return [{"id": i, "name": n} for i, n in enumerate(self.class_names, start=1)]
+        return [dict(c) for c in cats] if cats else categories_from_names(self.class_names)
 
     @property
     def K(self) -> int | None:

@@ -153,9 +153,8 @@ def _paste_in_box(padded: np.ndarray, box: Sequence[int], height: int, width: in
     y0, y1 = max(by0, 0), min(by1 + 1, height)
     if x1 <= x0 or y1 <= y0:
         return np.zeros((padded.shape[0], 0, 0), np.float32), (0, 0, 0, 0)
-    m = padded.shape[-1]
     wy = _bilinear_weights(padded.shape[-2], h, y0 - by0, y1 - by0)
-    wx = _bilinear_weights(m, w, x0 - bx0, x1 - bx0)
+    wx = _bilinear_weights(padded.shape[-1], w, x0 - bx0, x1 - bx0)
     return wy @ padded @ wx.T, (x0, y0, x1, y1)
 
 
@@ -265,7 +264,6 @@ class Predictor:
             raise ConfigError(f"min_external_fraction: expected a number in [0, 1], got {min_external_fraction!r}")
         self.categories: list[dict[str, Any]] = [dict(c) for c in cats]
         self.class_names: list[str] = [c["name"] for c in cats]
-        self._category_ids: list[int] = [c["id"] for c in cats]
         self.kind: str = str(model_cfg["kind"])
         self.K: int = int(model_cfg["K"])
         self.mask_nms_thr = float(mask_nms_thr)
@@ -357,12 +355,12 @@ class Predictor:
         det.evidence_area = int(det.evidence.sum())
         return det
 
-    def _name(self, label: int) -> str:
-        return self.class_names[label - 1] if 1 <= label <= len(self.class_names) else str(label)
-
-    def _category(self, label: int) -> int:
-        """The dataset category id of a network label (1..C)."""
-        return self._category_ids[label - 1] if 1 <= label <= len(self._category_ids) else label
+    def _category(self, label: int) -> tuple[int, str]:
+        """(dataset category id, name) of a network label 1..C; an unknown label stands for itself."""
+        if 1 <= label <= len(self.categories):
+            cat = self.categories[label - 1]
+            return cat["id"], cat["name"]
+        return label, str(label)
 
     def _kept(self, count: int) -> list[int]:
         """Non-empty, non-duplicate detections among the ``count`` best-scored ones (score order)."""
@@ -402,10 +400,10 @@ class Predictor:
 
         instances = []
         for d, det, rank in zip(kept, dets, ranks):
-            label = int(self._raw["labels"][d])
+            category, name = self._category(int(self._raw["labels"][d]))
             inst = Instance(
-                id=d + 1, amodal=_full(det.amodal, det.box, (H, W)), rank=rank, name=self._name(label),
-                category=self._category(label), score=float(scores[d]),
+                id=d + 1, amodal=_full(det.amodal, det.box, (H, W)), rank=rank, name=name,
+                category=category, score=float(scores[d]),
             )
             if det.layers is not None:
                 inst.layers = _full(det.layers, det.box, (H, W), np.int8(-1))
@@ -455,10 +453,10 @@ class Predictor:
             raise ValueError(f"instance id: expected an integer in 1..{n}, got {instance_id!r}")
         d = int(instance_id) - 1
         det, shape = self._detection(d), self._shape
-        label = int(self._raw["labels"][d])
+        category, name = self._category(int(self._raw["labels"][d]))
         x0, y0, x1, y1 = (float(v) for v in self._raw["boxes"][d].tolist())
         return InstanceMaps(
-            id=d + 1, score=float(self._raw["scores"][d]), category=self._category(label), name=self._name(label),
+            id=d + 1, score=float(self._raw["scores"][d]), category=category, name=name,
             box=(x0, y0, x1, y1),
             amodal=_full(det.amodal, det.box, shape),
             visible_evidence=_full(det.evidence, det.box, shape),

@@ -47,9 +47,10 @@ class SemDistMap:
     def from_layers(cls, layers: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int],
                     K: int = DEFAULT_K) -> SemDistMap:
         """The map whose layers are ``layers`` (an int8 crop, -1 outside) at the level centres' tops
-        (S = K - layer): enough for masks and order votes when no distances are known."""
+        (S = K - layer): enough for masks and order votes when no distances are known. The map keeps
+        ``layers`` as its decoded layers (no copy), so the caller must not modify them afterwards."""
         m = cls(np.where(layers >= 0, K - layers, 0).astype(np.float32), box, shape, K)
-        m._layer_crop = layers.astype(np.int8, copy=True)
+        m._layer_crop = np.asarray(layers, np.int8)
         return m
 
     def layer_crop(self) -> np.ndarray:

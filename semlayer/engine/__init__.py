@@ -1,6 +1,7 @@
 """Training: configuration, the training loop (DDP-ready), checkpoints."""
 
 from .checkpoint import (
+    categories_from_names,
     checkpoint_categories,
     export_for_inference,
     load_checkpoint,
@@ -12,6 +13,7 @@ from .config import defaults, load_config, validate_config
 from .trainer import TrainingError, TrainResult, lr_factor, train, validation_losses
 
 __all__ = [
+    "categories_from_names",
     "checkpoint_categories",
     "export_for_inference",
     "TrainResult",
