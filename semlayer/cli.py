@@ -113,8 +113,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from . import formats
     from .evaluate import evaluate, format_table
 
-    gt = formats.load(args.gt)
-    pred = formats.load(args.pred)
+    gt = formats.load(args.gt, compact=True)  # whole test sets: masks as RLE until each image is scored
+    pred = formats.load(args.pred, compact=True)
     metrics = evaluate(gt, pred, gt_file=args.gt, pred_file=args.pred, class_agnostic=args.class_agnostic or None)
     print(format_table(metrics))
     if args.json:

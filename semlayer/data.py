@@ -18,6 +18,7 @@ augmented image (distances in the new pixel grid) rather than interpolated.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
@@ -297,7 +298,11 @@ def build_dataset(config: dict[str, Any], split: str, train: bool, annotations: 
         if not Path(img_dir).is_dir():
             raise FormatError(str(img_dir), "", "an existing image folder")
         if loader is None:
-            from .formats import load as loader  # imported late: the readers are only needed for real data
+            from .formats import load  # imported late: the readers are only needed for real data
+
+            # Compact: a whole real training set as RLE (decoded per sample), not as full-frame masks.
+            def loader(path: str) -> AnnotationSet:  # a progress bar from the first (torchrun) process only
+                return load(path, compact=True, progress=os.environ.get("RANK", "0") == "0")
         annotation_set = loader(str(ann_path))
         source: SceneSource = AnnotationSource(annotation_set, img_dir, bool(data_cfg["class_agnostic"]),
                                                source_name=str(ann_path))

@@ -53,10 +53,9 @@ AGNOSTIC_CATEGORY = 1
 
 @dataclass
 class _Obj:
-    """One ground-truth or predicted instance, prepared once for every metric."""
+    """One ground-truth or predicted instance, prepared once for every metric. Masks are kept as RLE only:
+    a whole real test set (and its predictions) as full-frame masks would not fit in memory."""
 
-    amodal: np.ndarray
-    visible: np.ndarray
     amodal_rle: dict[str, Any]
     visible_rle: dict[str, Any]
     occlude_rate: float
@@ -123,10 +122,13 @@ def evaluate(
         class_agnostic = not gt.categories or all(i.category is None for s in pred.scenes for i in s.instances)
     per_category = not class_agnostic
     records = gt.image_records()
-    gt_scenes: dict[int, list[AmodalScene]] = {}
-    for scene in gt.scenes:
-        gt_scenes.setdefault(scene.image_id, []).append(scene)
+    # Scene indices per image, not scenes: a compactly loaded set (load(compact=True)) decodes a scene each
+    # time it is indexed, and only one image's scenes are decoded at a time.
+    gt_scenes: dict[int, list[int]] = {}
+    for k, image in enumerate(gt.scene_images()):
+        gt_scenes.setdefault(int(image["id"]), []).append(k)
     pred_scenes, unmatched_images = _assign_predictions(records, pred, gt_file)
+
     if unmatched_images:
         log.warning("%s: ignored predictions for %d images that are not in the ground truth", pred_file,
                     unmatched_images)
@@ -137,16 +139,18 @@ def evaluate(
         image_id = _image_id(record, gt_file)
         shape = _shape(record, gt_file)
         preds: list[_Obj] = []
-        for group, scene in enumerate(pred_scenes.get(image_id, [])):
+        for group, k in enumerate(pred_scenes.get(image_id, [])):
+            scene = pred.scenes[k]
             _check_shape(scene, shape, pred_file)
             preds += _prepare(scene, group, per_category, pred_file, is_pred=True)
         num_pred += len(preds)
-        for scene in gt_scenes.get(image_id) or [None]:
+        for k in gt_scenes.get(image_id) or [None]:
             unit = _Unit(len(units) + 1, image_id, shape, [], preds)
-            if scene is not None:
+            if k is not None:
+                scene = gt.scenes[k]
                 _check_shape(scene, shape, gt_file)
                 unit.gts = _prepare(scene, 0, per_category, gt_file, is_pred=False)
-                unit.order_pairs = overlapping_pairs([g.rank for g in unit.gts], [g.amodal for g in unit.gts])
+                unit.order_pairs = overlapping_pairs(scene.ranks(), [inst.amodal for inst in scene.instances])
             units.append(unit)
 
     if per_category:
@@ -188,8 +192,8 @@ def _check_shape(scene: AmodalScene, shape: tuple[int, int], file: str) -> None:
 
 def _assign_predictions(
     records: list[dict[str, Any]], pred: AnnotationSet, gt_file: str
-) -> tuple[dict[int, list[AmodalScene]], int]:
-    """Prediction scenes per ground-truth image id, and how many predicted images match none.
+) -> tuple[dict[int, list[int]], int]:
+    """Indices of the prediction scenes per ground-truth image id, and how many predicted images match none.
 
     A prediction names its image by file name when that base name belongs to exactly one ground-truth
     image (``semlayer predict`` on a folder numbers images itself), else by image id.
@@ -202,24 +206,24 @@ def _assign_predictions(
         base = os.path.basename(str(r.get("file_name") or ""))
         if base:
             names.setdefault(base, []).append(image_id)
-    assigned: dict[int, list[AmodalScene]] = {}
+    assigned: dict[int, list[int]] = {}
     unmatched: set[tuple[int, str]] = set()
-    for scene in pred.scenes:
-        ids = names.get(os.path.basename(scene.file_name), []) if scene.file_name else []
+    for k, image in enumerate(pred.scene_images()):
+        image_id, file_name = int(image["id"]), str(image.get("file_name", ""))
+        ids = names.get(os.path.basename(file_name), []) if file_name else []
         if len(ids) == 1:
-            assigned.setdefault(ids[0], []).append(scene)
-        elif scene.image_id in by_id:
-            assigned.setdefault(scene.image_id, []).append(scene)
+            assigned.setdefault(ids[0], []).append(k)
+        elif image_id in by_id:
+            assigned.setdefault(image_id, []).append(k)
         else:
-            unmatched.add((scene.image_id, scene.file_name))
+            unmatched.add((image_id, file_name))
     return assigned, len(unmatched)
 
 
 def _prepare(scene: AmodalScene, group: int, per_category: bool, file: str, is_pred: bool) -> list[_Obj]:
     out = []
-    visible = scene.visible_masks()
-    amodal_rles, visible_rles = _rles([inst.amodal for inst in scene.instances]), _rles(visible)
-    for k, (inst, vis, rate) in enumerate(zip(scene.instances, visible, scene.occlude_rates())):
+    amodal_rles, visible_rles = _rles([inst.amodal for inst in scene.instances]), _rles(scene.visible_masks())
+    for k, inst in enumerate(scene.instances):
         if per_category and inst.category is None:
             raise FormatError(
                 file, f"annotations[image_id={scene.image_id}, id={inst.id}].category_id",
@@ -228,7 +232,10 @@ def _prepare(scene: AmodalScene, group: int, per_category: bool, file: str, is_p
         category = int(inst.category) if per_category else AGNOSTIC_CATEGORY
         # A prediction without a score (an annotation file used as predictions) ranks as certain.
         score = 1.0 if not is_pred or inst.score is None else float(inst.score)
-        out.append(_Obj(inst.amodal, vis, amodal_rles[k], visible_rles[k], float(rate), int(inst.rank), category,
+        # The occlude rate as `AmodalScene.occlude_rates` computes it, from the RLEs' areas.
+        area, visible_area = _area(amodal_rles[k]), _area(visible_rles[k])
+        rate = (area - visible_area) / area if area else 0.0
+        out.append(_Obj(amodal_rles[k], visible_rles[k], float(rate), int(inst.rank), category,
                         bool(inst.is_stuff), score, group))
     return out
 
@@ -358,6 +365,24 @@ def _greedy_match(unit: _Unit, iou_match: float, per_category: bool) -> dict[int
     return matches
 
 
+def _area(a: dict[str, Any], b: dict[str, Any] | None = None) -> int:
+    """Pixels of RLE ``a`` (and of ``b``: of their intersection)."""
+    return int(mask_utils.area(a if b is None else mask_utils.merge([a, b], intersect=True)))
+
+
+def _occluded_iou(g: _Obj, p: _Obj) -> float | None:
+    """IoU of the occluded parts (amodal minus visible) of a matched pair, from RLEs; None when the
+    ground truth has no occluded part. Visible masks lie inside their amodal masks (the painter's rule),
+    so |occ_g & occ_p| = |gA & pA| - |gV & pA| - |gA & pV| + |gV & pV|."""
+    g_occ = _area(g.amodal_rle) - _area(g.visible_rle)
+    if g_occ == 0:
+        return None
+    p_occ = _area(p.amodal_rle) - _area(p.visible_rle)
+    inter = (_area(g.amodal_rle, p.amodal_rle) - _area(g.visible_rle, p.amodal_rle)
+             - _area(g.amodal_rle, p.visible_rle) + _area(g.visible_rle, p.visible_rle))
+    return inter / (g_occ + p_occ - inter)
+
+
 def _mean(values: list[float], has_gt: bool) -> float:
     """Mean over matched pairs; 0 when there was ground truth to match but nothing matched; -1 when none."""
     if values:
@@ -380,9 +405,9 @@ def _matched_metrics(units: list[_Unit], iou_match: float, per_category: bool) -
         for gi, (di, iou) in matches.items():
             g, p = unit.gts[gi], unit.preds[di]
             amodal_ious.append(iou)
-            g_occ, p_occ = g.amodal & ~g.visible, p.amodal & ~p.visible
-            if g_occ.any():
-                occluded_ious.append(float((g_occ & p_occ).sum() / (g_occ | p_occ).sum()))
+            occluded_iou = _occluded_iou(g, p)
+            if occluded_iou is not None:
+                occluded_ious.append(occluded_iou)
             g_flag, p_flag = g.occlude_rate > 0, p.occlude_rate > 0
             tp += g_flag and p_flag
             fp += p_flag and not g_flag

@@ -317,7 +317,7 @@ class AnnotationSet:
     scene (an image nobody annotated), so they survive a round trip too.
     """
 
-    scenes: list[AmodalScene] = field(default_factory=list)
+    scenes: list[AmodalScene] = field(default_factory=list)  # or a read-only CompactScenes (load(compact=True))
     categories: list[dict[str, Any]] = field(default_factory=list)
     format: str = "cocoa"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -335,11 +335,16 @@ class AnnotationSet:
     def category_names(self) -> dict[int, str]:
         return {int(c["id"]): str(c.get("name", c["id"])) for c in self.categories}
 
+    def scene_images(self) -> list[dict[str, Any]]:
+        """The image record of each scene (scene order), without decoding the masks of compact scenes."""
+        images = getattr(self.scenes, "images", None)  # `formats.CompactScenes` keeps them apart
+        return list(images) if images is not None else [s.image for s in self.scenes]
+
     def image_records(self) -> list[dict[str, Any]]:
         """Every image record once, in first-seen order (scenes first, then images without scenes)."""
         seen: dict[int, dict[str, Any]] = {}
-        for s in self.scenes:
-            seen.setdefault(s.image_id, s.image)
+        for image in self.scene_images():
+            seen.setdefault(int(image["id"]), image)
         for rec in self.images:
             seen.setdefault(int(rec["id"]), rec)
         return list(seen.values())

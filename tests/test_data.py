@@ -211,3 +211,22 @@ def test_synthetic_dataset_and_collate():
         np.testing.assert_array_equal(t["semdist"].numpy() > 2, t["visible_masks"].numpy().astype(bool))
         np.testing.assert_array_equal(t["global_layers"].numpy(), np.minimum(t["masks"].sum(0).numpy(), 3))
     assert collate([]) == ([], [])
+
+
+def test_a_real_training_file_is_held_compactly_and_gives_the_same_samples(tmp_path):
+    from semlayer import formats
+    from semlayer.data import build_dataset
+    from semlayer.engine import defaults
+    from semlayer.synth import write_dataset
+
+    write_dataset(tmp_path, num_images=3, seed=4, size=64)
+    ann, images = tmp_path / "annotations.json", tmp_path / "images"
+    config = defaults()
+    config["model"].update(min_size=64, max_size=64)
+    ds = build_dataset(config, "train", True, annotations=str(ann), images=str(images))
+    assert isinstance(ds.source.annotations.scenes, formats.CompactScenes)
+    dense = build_dataset(config, "train", True, annotations=str(ann), images=str(images), loader=formats.load)
+    assert not isinstance(dense.source.annotations.scenes, formats.CompactScenes)
+    for i in range(3):
+        (ia, ta), (ib, tb) = ds[i], dense[i]
+        assert torch.equal(ia, ib) and ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)

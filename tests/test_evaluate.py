@@ -219,3 +219,32 @@ def test_ground_truth_image_without_size_is_a_format_error():
     with pytest.raises(FormatError) as err:
         evaluate(gt, AnnotationSet([]), gt_file="gt.json")
     assert (err.value.file, err.value.json_path) == ("gt.json", "images[id=3]")
+
+
+def test_occluded_iou_of_a_partly_right_completion():
+    # GT: A in front of B hides B's columns 8-9 (20 px). The predicted A ends one column early, so the
+    # prediction hides only column 8 of B: occluded IoU 10 / 20. A's amodal IoU is 90 / 100.
+    gt = AnnotationSet([scene(1, [(A, 1, {}), (B, 2, {})])])
+    pred = AnnotationSet([scene(1, [((0, 0, 9, 10), 1, {"score": 0.9}), (B, 2, {"score": 0.8})])])
+    m = evaluate(gt, pred)
+    assert m["miou_occluded"] == 0.5
+    assert m["miou_amodal"] == pytest.approx((0.9 + 1.0) / 2)
+    assert m["order_acc"] == 1.0 and m["order_pairs"] == 1
+
+
+def test_compactly_loaded_files_score_exactly_as_loaded_ones(tmp_path):
+    from semlayer import formats
+
+    gt = AnnotationSet([gt_scene(), scene(2, [(A, 2, {}), (B, 1, {})])])
+    pred = AnnotationSet([
+        pred_scene([((0, 0, 9, 10), 1, {"score": 0.9}), (B, 3, {"score": 0.8}), (C, 2, {"score": 0.7}),
+                    (SPOT, 4, {"score": 0.3})]),
+        scene(2, [(A, 1, {"score": 0.6}), (B, 2, {"score": 0.5})]),
+    ])
+    formats.save(gt, tmp_path / "gt.json", format="cocoa")
+    formats.save(pred, tmp_path / "pred.json", format="results")
+    dense = evaluate(formats.load(tmp_path / "gt.json"), formats.load(tmp_path / "pred.json"))
+    compact_gt, compact_pred = (formats.load(tmp_path / name, compact=True) for name in ("gt.json", "pred.json"))
+    assert isinstance(compact_gt.scenes, formats.CompactScenes)
+    assert evaluate(compact_gt, compact_pred) == dense
+    assert 0 < dense["miou_occluded"] < 1 and 0 < dense["order_acc"] < 1

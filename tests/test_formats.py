@@ -609,3 +609,67 @@ def test_degenerate_polygons_inside_a_list_are_kept_but_not_rasterised():
         "bad.json: annotations[1].segmentation: at least one polygon of 3 or more points "
         "(a flat list of an even number (>= 6) of numbers)"
     )
+
+
+# ----- compact loading (whole datasets) ----------------------------------------------------------
+def assert_identical_scenes(dense, compact):
+    assert len(compact) == len(dense)
+    for a, b in zip(dense, compact):
+        assert (a.image, a.annotation) == (b.image, b.annotation)
+        for ia, ib in zip(a.instances, b.instances, strict=True):
+            for key in ("id", "rank", "name", "category", "is_stuff", "score", "polygons", "extra"):
+                assert getattr(ia, key) == getattr(ib, key), key
+            assert np.array_equal(ia.amodal, ib.amodal)
+            assert (ia.external is None and ib.external is None) or np.array_equal(ia.external, ib.external)
+        for va, vb in zip(a.visible_masks(), b.visible_masks(), strict=True):
+            assert np.array_equal(va, vb)
+
+
+@pytest.mark.parametrize("name", ["cocoa_toy", "bsds_toy", "coco_toy", "kins2019_toy", "kins2020_toy", "results_toy"])
+def test_compact_load_decodes_the_scenes_load_gives(name):
+    dense, compact = formats.load(DATA / f"{name}.json"), formats.load(DATA / f"{name}.json", compact=True)
+    assert isinstance(compact.scenes, formats.CompactScenes)
+    assert (compact.format, compact.categories, compact.extra, compact.images) == \
+        (dense.format, dense.categories, dense.extra, dense.images)
+    assert_identical_scenes(dense.scenes, compact.scenes)
+    assert compact.scene_images() == dense.scene_images() == [s.image for s in dense.scenes]
+    assert compact.image_records() == dense.image_records()
+    # Writing a compactly loaded set gives the same file.
+    assert formats.to_cocoa(compact) == formats.to_cocoa(dense)
+
+
+def test_compact_scenes_index_like_a_list_and_hand_out_fresh_scenes():
+    dense = formats.load(DATA / "bsds_toy.json").scenes
+    scenes = formats.CompactScenes(dense)
+    assert_identical_scenes(dense[::-1], scenes[::-1])
+    assert_identical_scenes(dense[-1:], [scenes[-1]])
+    with pytest.raises(IndexError, match="scene index 2 out of range for 2 scenes"):
+        scenes[2]
+    first = scenes[0]
+    first.instances[0].amodal[:] = False  # the caller's copy: the stored scene is unchanged
+    assert np.array_equal(scenes[0].instances[0].amodal, dense[0].instances[0].amodal)
+    assert len(formats.CompactScenes([])) == 0
+
+
+def test_compact_scenes_hold_a_fraction_of_the_dense_masks_and_pickle_small():
+    import pickle
+
+    from semlayer.synth import generate
+
+    dense = [scene for _, scene in generate(20, seed=3, size=256)]
+    compact = formats.CompactScenes(dense)
+    masks = sum(2 * inst.amodal.nbytes for s in dense for inst in s.instances)  # amodal + external/visible
+    assert compact.nbytes < masks / 20
+    # A DataLoader worker gets the buffer and the small image records, not mask objects.
+    assert len(pickle.dumps(compact)) < compact.nbytes + 100 * len(compact)
+    assert_identical_scenes(dense, pickle.loads(pickle.dumps(compact)))
+
+
+def test_compact_load_still_reports_a_bad_record_with_its_path(tmp_path):
+    obj = fixture("cocoa_toy")
+    obj["annotations"][-1]["regions"][0]["segmentation"] = [1, 2, 3]
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(obj))
+    n = len(obj["annotations"]) - 1
+    with pytest.raises(FormatError, match=rf"^{path}: annotations\[{n}\]\.regions\[0\]\.segmentation"):
+        formats.load(path, compact=True)

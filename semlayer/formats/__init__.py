@@ -5,11 +5,12 @@ and results lists; validate whole files. See docs/formats.md."""
 from ._base import Violation
 from .api import detect, from_dict, load, read_json, save
 from .coco import to_coco
+from .compact import CompactScenes
 from .cocoa import to_cocoa
 from .results import to_results
 from .validate import ValidationReport, validate, validation_report
 
 __all__ = [
-    "ValidationReport", "Violation", "detect", "from_dict", "load", "read_json", "save", "to_coco", "to_cocoa",
+    "CompactScenes", "ValidationReport", "Violation", "detect", "from_dict", "load", "read_json", "save", "to_coco", "to_cocoa",
     "to_results", "validate", "validation_report",
 ]

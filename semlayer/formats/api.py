@@ -8,11 +8,14 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from tqdm import tqdm
+
 from ..errors import ConfigError, FormatError
 from ..io_utils import atomic_write_json
 from ..scene import AnnotationSet
 from . import coco, cocoa, results
 from ._base import Context, Parsed, build_scene, kind
+from .compact import CompactScenes
 from .coco import to_coco
 from .cocoa import to_cocoa
 from .results import to_results
@@ -79,18 +82,27 @@ def parse(ctx: Context, obj: Any, fmt: str, image_ids: Iterable[int] | None = No
     return coco.parse(ctx, obj, wanted, fmt)
 
 
-def from_dict(obj: Any, source: str = "<memory>", image_ids: Iterable[int] | None = None) -> AnnotationSet:
-    """Scenes from parsed JSON of any supported format; ``source`` names the input in errors."""
+def from_dict(obj: Any, source: str = "<memory>", image_ids: Iterable[int] | None = None,
+              compact: bool = False, progress: bool = False) -> AnnotationSet:
+    """Scenes from parsed JSON of any supported format; ``source`` names the input in errors.
+
+    ``compact``: the scenes are a `CompactScenes` (RLE, decoded on access), built one scene at a time, so
+    a whole dataset fits in memory; ``progress`` shows a bar while the scenes are decoded."""
     fmt = detect(obj, source)
     parsed = parse(Context(source), obj, fmt, image_ids)
-    scenes = [build_scene(group) for group in parsed.groups]
+    built = (build_scene(group) for group in
+             tqdm(parsed.groups, desc=f"reading {os.path.basename(source)}", unit="scene", disable=not progress))
+    scenes = CompactScenes(built) if compact else list(built)
     return AnnotationSet(scenes, parsed.categories, fmt, parsed.extra, parsed.unannotated)
 
 
-def load(path: str | os.PathLike, image_ids: Iterable[int] | None = None) -> AnnotationSet:
+def load(path: str | os.PathLike, image_ids: Iterable[int] | None = None, compact: bool = False,
+         progress: bool = False) -> AnnotationSet:
     """Read an annotation or results file (format detected from the content); ``image_ids`` limits the
-    scenes to those images (the others are not decoded)."""
-    annset = from_dict(read_json(path), str(path), image_ids)
+    scenes to those images (the others are not decoded). ``compact`` keeps the masks as RLE and decodes a
+    scene each time it is indexed (`CompactScenes`): for whole datasets (training, evaluation); every
+    record is still checked while reading."""
+    annset = from_dict(read_json(path), str(path), image_ids, compact, progress)
     log.info("read %s: %s, %d scenes, %d instances", path, annset.format, len(annset),
              sum(len(s) for s in annset.scenes))
     return annset
