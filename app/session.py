@@ -22,6 +22,8 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -35,6 +37,8 @@ SESSION_FILE = "session.json"
 SESSION_FORMAT = "semlayer-app-session"
 SESSION_VERSION = 1
 EXPORT_FORMATS = ("cocoa", "coco")
+# File scenes kept decoded (the current one, its neighbours, the ones an export or undo just used).
+DECODED_SCENES = 8
 
 
 class ConflictError(SemlayerError):
@@ -211,9 +215,10 @@ def op_set_stuff(scene: AmodalScene, instance_id: int, is_stuff: bool) -> None:
 
 @dataclass
 class _SceneSlot:
-    """One scene of the session: its base (file) version, live scene and history."""
+    """One scene of the session: its live scene and history, and the base (file) version of an added scene
+    (a file's scenes stay compact in the session's `AnnotationSet`, decoded on use: `EditSession._base`)."""
 
-    base: AmodalScene
+    base: AmodalScene | None = None
     added: bool = False
     live: AmodalScene | None = None
     state: dict[str, Any] | None = None
@@ -232,10 +237,30 @@ def file_sha256(path: Path) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _load_annset(path: str, sha256: str) -> AnnotationSet:
-    """Parse an annotation file once per content: tabs share it (sessions never mutate base scenes)."""
+    """Parse an annotation file once per content: tabs share it (sessions never mutate base scenes). Compact:
+    a whole COCOA or KINS file open in the app holds RLE, not full-frame masks."""
     from semlayer import formats
 
-    return formats.load(path)
+    return formats.load(path, compact=True)
+
+
+class _CorrectedScenes(Sequence[AmodalScene]):
+    """The session's scenes as exported: edited ones live, the others as the file has them."""
+
+    def __init__(self, session: EditSession, edited: set[int]):
+        self._session, self._edited = session, edited
+
+    def __len__(self) -> int:
+        return len(self._session)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if not 0 <= index < len(self):
+            raise IndexError(f"scene index {index} out of range for {len(self)} scenes")
+        if index in self._edited:
+            return self._session.scene_at(index)
+        return self._session._base(index)
 
 
 class EditSession:
@@ -259,7 +284,8 @@ class EditSession:
         self.source_sha256 = source_sha256
         self.revision = 0
         self.current = 0
-        self._slots = [_SceneSlot(base=s) for s in annset.scenes]
+        self._slots = [_SceneSlot() for _ in range(len(annset.scenes))]
+        self._decoded: OrderedDict[int, AmodalScene] = OrderedDict()  # recently used file scenes
         self._caches: dict[int, _RleCache] = {}
         self.folder.mkdir(parents=True, exist_ok=True)
         self._load_workspace()
@@ -304,12 +330,20 @@ class EditSession:
             if key != len(self._slots):
                 raise FormatError(str(where), f"added[{n}]", f"scene index {len(self._slots)}")
             self._slots.append(_SceneSlot(base=base, added=True))
+        latest = self.revision
         for key in range(len(self._slots)):
             if self._scene_path(key).exists():
                 rec = self._read_scene_file(key)
                 slot = self._slots[key]
                 slot.state, slot.undo, slot.redo = rec["state"], rec["undo"], rec["redo"]
+                latest = max(latest, int(rec.get("revision", 0)))
         self.current = min(max(int(meta.get("current", 0)), 0), max(len(self._slots) - 1, 0))
+        if latest > self.revision:
+            # A save was cut off between its scene file and the session file: the edit is on disk, so
+            # finish that save (the session file takes the scene's revision) instead of losing count.
+            self.revision = latest
+            with self._locked():
+                atomic_write_json(self.folder / SESSION_FILE, self._meta())
 
     def _read_meta(self) -> dict[str, Any] | None:
         path = self.folder / SESSION_FILE
@@ -343,7 +377,8 @@ class EditSession:
 
     def reload(self) -> None:
         """Drop everything in memory and read the workspace again (after a conflict)."""
-        self._slots = [_SceneSlot(base=s) for s in self.annset.scenes]
+        self._slots = [_SceneSlot() for _ in range(len(self.annset.scenes))]
+        self._decoded.clear()
         self._caches.clear()
         self.revision = 0
         self._load_workspace()
@@ -387,7 +422,8 @@ class EditSession:
             self._check_revision()
             rec: dict[str, Any] = {"state": slot.state, "undo": slot.undo or [], "redo": slot.redo or []}
             if slot.added:
-                rec.update(image=slot.base.image, annotation=slot.base.annotation, base=self._base_state(index))
+                base = self._base(index)
+                rec.update(image=base.image, annotation=base.annotation, base=self._base_state(index))
             self.revision += 1
             rec["revision"] = self.revision
             atomic_write_json(self._scene_path(index), rec)
@@ -413,8 +449,22 @@ class EditSession:
         slot = self._slot(index)
         if slot.live is None:
             # Base scenes may be shared (cached loads), so edits always work on a private copy.
-            slot.live = slot.base.copy() if slot.state is None else scene_from_state(slot.base, slot.state)
+            base = self._base(index)
+            slot.live = base.copy() if slot.state is None else scene_from_state(base, slot.state)
         return slot.live
+
+    def _base(self, index: int) -> AmodalScene:
+        """The scene as the file has it (an added scene: as it was added). Do not modify it."""
+        slot = self._slots[index]
+        if slot.base is not None:
+            return slot.base
+        scene = self._decoded.pop(index, None)
+        if scene is None:
+            scene = self.annset.scenes[index]
+        self._decoded[index] = scene  # most recently used last
+        while len(self._decoded) > DECODED_SCENES:
+            self._decoded.popitem(last=False)
+        return scene
 
     def _slot(self, index: int) -> _SceneSlot:
         if not self._slots:
@@ -436,7 +486,7 @@ class EditSession:
         folder = self.folder / "images" if slot.added else self.image_dir
         if folder is None:
             raise ValueError(f"scene {index} has no image folder")
-        return folder / slot.base.file_name
+        return folder / self._base(index).file_name
 
     def add_scene(self, scene: AmodalScene, image_png: bytes) -> int:
         """Append a scene (e.g. a prediction on an uploaded image) with its PNG bytes; returns its index."""
@@ -469,7 +519,7 @@ class EditSession:
     def _base_state(self, index: int) -> dict[str, Any]:
         slot = self._slots[index]
         if slot.base_state is None:
-            slot.base_state = scene_state(slot.base)
+            slot.base_state = scene_state(self._base(index))
         return slot.base_state
 
     def _current_state(self, index: int) -> dict[str, Any]:
@@ -491,7 +541,7 @@ class EditSession:
             result = op(scene, *args)
             after = self._state(index)
         except ValueError:
-            slot.live = scene_from_state(slot.base, before)
+            slot.live = scene_from_state(self._base(index), before)
             raise
         if after == before:
             return result
@@ -508,7 +558,7 @@ class EditSession:
             self._save_scene(index)
         except ConflictError:
             slot.state, slot.undo, slot.redo = old
-            slot.live = scene_from_state(slot.base, before)
+            slot.live = scene_from_state(self._base(index), before)
             raise
         return result
 
@@ -524,7 +574,7 @@ class EditSession:
         setattr(slot, source, stack[:-1])
         setattr(slot, target, [*(getattr(slot, target) or []), entry])
         slot.state = new_state
-        slot.live = scene_from_state(slot.base, new_state)
+        slot.live = scene_from_state(self._base(index), new_state)
         try:
             self._save_scene(index)
         except ConflictError:
@@ -578,9 +628,9 @@ class EditSession:
         return out
 
     def corrected(self) -> AnnotationSet:
-        """The dataset with every edit applied (unedited scenes are the loaded ones)."""
-        edited = set(self.edited_indices())
-        scenes = [self.scene_at(i) if i in edited else s.base for i, s in enumerate(self._slots)]
+        """The dataset with every edit applied (unedited scenes are the loaded ones). Its scenes are a lazy
+        sequence: writing it decodes one unedited scene at a time, so exporting a whole dataset fits in memory."""
+        scenes = _CorrectedScenes(self, set(self.edited_indices()))
         return AnnotationSet(
             scenes=scenes,
             categories=self.annset.categories,

@@ -145,3 +145,27 @@ def test_exports_with_external_occlusion_validate(tmp_path, dataset):
         again = formats.load(out)
         for k in range(3):
             assert_same_scene(again.scenes[k], s.scene_at(k))
+
+
+def test_a_file_session_holds_scenes_compactly_and_exports_every_one(tmp_path, dataset, monkeypatch):
+    import app.session as session_module
+
+    path, images, _ = dataset
+    monkeypatch.setattr(session_module, "DECODED_SCENES", 1)  # every other scene is decoded again on use
+    s = EditSession.open(tmp_path / "ws", path, images)
+    assert isinstance(s.annset.scenes, formats.CompactScenes)
+    s.go_to(2)
+    s.move(s.scene.order_ids()[0], "back")
+    for k in (0, 1, 2, 0):  # scene 2's edit stays while the others come and go from the cache
+        s.go_to(k)
+        assert s.image_path().name == s.scene.file_name
+    s.go_to(2)
+    s.undo()
+    s.redo()
+    assert s.edited_indices() == [2]
+    exported = formats.from_dict(s.export_dict("coco"))
+    plain = formats.load(path)
+    for k in range(3):
+        assert_same_scene(exported.scenes[k], s.scene_at(k))
+    assert_same_scene(exported.scenes[1], plain.scenes[1])
+    assert exported.scenes[2].order_ids() != plain.scenes[2].order_ids()

@@ -233,3 +233,20 @@ def test_killed_mid_session_loses_nothing(tmp_path):
     assert s.revision == len(undo) and done + 1 <= len(undo) <= done + 2
     assert s.scene.order_ids() == ([2, 1] if len(undo) % 2 else [1, 2])
     assert redo == []
+
+
+def test_a_save_cut_off_between_its_two_files_is_finished_on_reopen(tmp_path):
+    import json
+
+    s = EditSession(tmp_path / "ws", toy_set(), None)
+    s.move(1, "back")
+    s.move(1, "front")
+    meta_path = s.folder / "session.json"
+    meta = json.loads(meta_path.read_text())
+    meta["revision"] -= 1  # as if killed after the scene file of the second edit, before the session file
+    meta_path.write_text(json.dumps(meta))
+    again = EditSession(tmp_path / "ws", toy_set(), None)
+    assert again.revision == 2 and len(again.history()[0]) == 2
+    assert json.loads(meta_path.read_text())["revision"] == 2
+    again.move(1, "back")  # saves without a conflict
+    assert again.revision == 3 and EditSession(tmp_path / "ws", toy_set(), None).scene.order_ids() == [2, 1]
