@@ -398,7 +398,7 @@ def _matched_metrics(units: list[_Unit], iou_match: float, per_category: bool) -
     amodal_ious: list[float] = []
     occluded_ious: list[float] = []
     num_occluded_gt = 0
-    order_correct = order_total = 0
+    order_correct = order_total = order_found = 0
     tp = fp = fn = tn = 0
     for unit in units:
         matches = _greedy_match(unit, iou_match, per_category)
@@ -417,6 +417,7 @@ def _matched_metrics(units: list[_Unit], iou_match: float, per_category: bool) -
         for front, back in unit.order_pairs:
             order_total += 1
             if front in matches and back in matches:
+                order_found += 1
                 pf, pb = unit.preds[matches[front][0]], unit.preds[matches[back][0]]
                 order_correct += pf.group == pb.group and pf.rank < pb.rank
     num_gt = sum(len(u.gts) for u in units)
@@ -436,6 +437,9 @@ def _matched_metrics(units: list[_Unit], iou_match: float, per_category: bool) -
         "miou_occluded": _mean(occluded_ious, num_occluded_gt > 0),
         "order_acc": _ratio(order_correct, order_total),
         "order_pairs": order_total,
+        # Ordering apart from detection: the pairs whose two objects were both matched.
+        "order_acc_matched": _ratio(order_correct, order_found),
+        "order_pairs_matched": order_found,
         **occlusion,
         "num_matched": matched,
     }
@@ -456,6 +460,7 @@ _SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
     ("Matched instances", [
         ("miou_amodal", "mIoU amodal"), ("miou_occluded", "mIoU occluded part"),
         ("order_acc", "depth-order accuracy"), ("order_pairs", "overlapping GT pairs"),
+        ("order_acc_matched", "depth-order accuracy, both found"), ("order_pairs_matched", "pairs with both found"),
         ("occlusion_acc", "occlusion accuracy"), ("occlusion_precision", "occlusion precision"),
         ("occlusion_recall", "occlusion recall"), ("occlusion_f1", "occlusion F1"),
     ]),

@@ -49,7 +49,7 @@ def test_perfect_predictions_give_one_everywhere():
     pred = pred_scene([(A, 1, {"score": 0.9}), (B, 2, {"score": 0.8}), (C, 3, {"score": 0.7}),
                        (D, 4, {"score": 0.6, "is_stuff": True})])
     m = evaluate(AnnotationSet([gt_scene()]), AnnotationSet([pred]))
-    counts = {"order_pairs": 2, "num_images": 1, "num_gt": 4, "num_pred": 4, "num_matched": 4,
+    counts = {"order_pairs": 2, "order_pairs_matched": 2, "num_images": 1, "num_gt": 4, "num_pred": 4, "num_matched": 4,
               "num_pred_unmatched_images": 0}
     # 4 objects: one detection per image recovers a quarter; APm/APl have no object of that size.
     special = {"amodal_AR1": 0.25, "amodal_APm": -1.0, "amodal_APl": -1.0}
@@ -67,6 +67,7 @@ def test_swapping_every_pair_gives_order_accuracy_zero():
                        (D, 4, {"score": 0.6, "is_stuff": True})])
     m = evaluate(AnnotationSet([gt_scene()]), AnnotationSet([pred]))
     assert m["order_acc"] == 0.0 and m["order_pairs"] == 2
+    assert m["order_acc_matched"] == 0.0 and m["order_pairs_matched"] == 2
     assert m["amodal_AP"] == 1.0 and m["AP_heavy"] == ONE and m["miou_amodal"] == 1.0
     assert m["visible_AP"] < 1.0
     # Predicted occlude rates A 0.2, B 0.4, C 0, D 0 against GT 0, 0.1, 0.8, 0: one of each outcome.
@@ -82,6 +83,7 @@ def test_no_predictions_give_zero():
                 "occlusion_f1"):
         assert m[key] == 0.0, key
     assert (m["order_pairs"], m["num_gt"], m["num_pred"], m["num_matched"]) == (2, 4, 0, 0)
+    assert (m["order_acc_matched"], m["order_pairs_matched"]) == (-1.0, 0)  # no pair was found to be ordered
 
 
 def test_no_ground_truth_to_measure_gives_minus_one():
@@ -106,6 +108,8 @@ def test_image_missing_from_predictions_counts_as_missed():
     assert m["amodal_AP"] == pytest.approx(51 / R) and m["amodal_AP50"] == pytest.approx(51 / R)
     assert m["amodal_AR100"] == 0.5
     assert m["order_acc"] == 0.5 and m["order_pairs"] == 2
+    # The pair of the missing image is wrong in order_acc but not part of order_acc_matched.
+    assert m["order_acc_matched"] == 1.0 and m["order_pairs_matched"] == 1
     assert m["miou_amodal"] == 1.0 and m["miou_occluded"] == 1.0 and m["occlusion_f1"] == 1.0
     assert (m["num_images"], m["num_gt"], m["num_pred"], m["num_matched"]) == (2, 4, 2, 2)
 
