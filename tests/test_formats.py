@@ -673,3 +673,37 @@ def test_compact_load_still_reports_a_bad_record_with_its_path(tmp_path):
     n = len(obj["annotations"]) - 1
     with pytest.raises(FormatError, match=rf"^{path}: annotations\[{n}\]\.regions\[0\]\.segmentation"):
         formats.load(path, compact=True)
+
+
+# ----- what COCOA's own tools expect ------------------------------------------------------------
+def test_results_read_cocoa_evaluators_camel_case_masks():
+    amodal = encode_rle(BOARD)
+    item = {"image_id": 7, "segmentation": {"size": [8, 10], "counts": "k0440000000005"}, "score": 0.8,
+            "amodalMask": amodal, "invisibleMask": encode_rle(BOARD & BOX)}
+    scene = formats.from_dict([item], "r.json").scenes[0]
+    inst = scene.instances[0]
+    assert np.array_equal(inst.amodal, BOARD)  # amodalMask wins over segmentation
+    assert np.array_equal(scene.visible_masks()[0], BOARD_VISIBLE) and inst.extra == {}
+    with pytest.raises(FormatError, match=r"^r.json: \[0\]\.invisibleMask\.size: \[8, 10\]"):
+        formats.from_dict([{**item, "invisibleMask": encode_rle(np.zeros((4, 4), bool))}], "r.json")
+
+
+def test_results_give_every_image_a_result_and_read_placeholders_as_empty_scenes():
+    found = AmodalScene({"id": 7, "height": 8, "width": 10}, [Instance(1, BOX, score=0.5)])
+    nothing = AmodalScene({"id": 8, "height": 8, "width": 10}, [])
+    annset = AnnotationSet([found, nothing], images=[{"id": 9, "height": 6, "width": 4, "file_name": "x.png"}])
+    items = formats.to_results(annset)
+    assert [(r["image_id"], r["score"]) for r in items] == [(7, 0.5), (8, 0.0), (9, 0.0)]
+    assert mask_utils.area(items[2]["segmentation"]) == 0 and items[2]["segmentation"]["size"] == [6, 4]
+    again = formats.from_dict(items, "r.json")
+    assert [(s.image_id, s.shape, len(s)) for s in again.scenes] == [(7, (8, 10), 1), (8, (8, 10), 0), (9, (6, 4), 0)]
+    assert formats.to_results(again) == items
+
+
+def test_cocoa_writes_an_empty_mask_as_a_zero_area_flat_polygon():
+    scene = AmodalScene({"id": 7, "height": 8, "width": 10}, [Instance(1, BOX), Instance(2, np.zeros((8, 10), bool), rank=2)])
+    region = formats.to_cocoa(AnnotationSet([scene]))["annotations"][0]["regions"][1]
+    assert region["segmentation"] == [0.0] * 6 and region["area"] == 0 and "amodal_mask" not in region
+    assert mask_utils.area(mask_utils.frPyObjects([region["segmentation"]], 8, 10)).tolist() == [0]  # public loaders
+    again = formats.from_dict(formats.to_cocoa(AnnotationSet([scene])), "c.json").scenes[0]
+    assert not again.instances[1].amodal.any()

@@ -143,7 +143,9 @@ def single_polygon(inst_polygons: list | None, amodal: np.ndarray) -> tuple[list
     else:
         polygon = mask_to_polygon(amodal)
     if polygon is None:
-        return [], False
+        # No outline to give (an empty mask, or specks): a zero-area flat polygon still loads in the public
+        # COCOA loaders, which reject an empty list; ``amodal_mask`` then carries any pixels.
+        return [0.0] * 6, not amodal.any()
     return list(polygon), bool(np.array_equal(polygons_to_mask([polygon], *amodal.shape), amodal))
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable
 
+import numpy as np
+
 from ..scene import AnnotationSet
 from ._base import (
     Context, Group, Parsed, Region, is_int, is_number, join, parse_mask, parse_rle, record, split_known, take,
@@ -20,8 +22,9 @@ from .masks import encode_rle
 
 KEYS = frozenset({
     "image_id", "category_id", "segmentation", "score", "area", "bbox", "visible_mask", "invisible_mask",
-    "occlude_rate", "order",
+    "occlude_rate", "order", "amodalMask", "invisibleMask",
 })
+# amodalMask / invisibleMask: COCOA's own evaluator's camelCase names (invisible_mask wins when both are there).
 RLE = "a COCO RLE {size, counts} (a results list has no image sizes, so masks must be RLE)"
 
 
@@ -29,10 +32,14 @@ def _region(ctx: Context, value: dict, path: str, index: int, shape: tuple[int, 
     seg = take(ctx, value, "segmentation", path, lambda v: isinstance(v, dict), RLE)
     amodal = parse_rle(ctx, seg, join(path, "segmentation"), shape)
     shape = amodal.shape
+    if "amodalMask" in value:  # the amodal mask when given (COCOA's evaluator prefers it to segmentation)
+        amodal = parse_rle(ctx, take(ctx, value, "amodalMask", path, lambda v: isinstance(v, dict), RLE),
+                           join(path, "amodalMask"), shape)
     masks = {}
-    for key in ("visible_mask", "invisible_mask"):
-        if key in value:
-            masks[key] = parse_mask(ctx, take(ctx, value, key, path, lambda v: True, MASK), join(path, key), shape)[0]
+    for key, alias in (("visible_mask", None), ("invisible_mask", "invisibleMask")):
+        name = key if key in value else alias if alias in value else None
+        if name is not None:
+            masks[key] = parse_mask(ctx, take(ctx, value, name, path, lambda v: True, MASK), join(path, name), shape)[0]
     rate = take(ctx, value, "occlude_rate", path, lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1]", None)
     order = take(ctx, value, "order", path, lambda v: is_int(v) and v >= 1, ORDER, None)
     return Region(
@@ -65,6 +72,9 @@ def parse(ctx: Context, items: list, wanted: Callable[[int], bool]) -> Parsed:
                     shape = region.amodal.shape
             if shape is None or any(r is None for r in regions):
                 continue
+            # A placeholder (empty mask, score 0: `to_results` writes one for an image with nothing found, as
+            # COCOA's evaluator wants a result for every image) is no detection; its image has an empty scene.
+            regions = [r for r in regions if r.score != 0 or r.amodal.any()]
             image = {"id": image_id, "height": shape[0], "width": shape[1], "file_name": ""}
             # Detections with no order and no visible masks: the higher score goes in front.
             yield Group("", image, regions, tie_break=[-r.score for r in regions])
@@ -74,10 +84,24 @@ def parse(ctx: Context, items: list, wanted: Callable[[int], bool]) -> Parsed:
 
 def to_results(annset: AnnotationSet) -> list[dict[str, Any]]:
     """One result per instance: amodal RLE, score (1.0 for ground truth), visible fraction as ``area``,
-    visible mask, occlude rate and depth rank."""
-    _, default_cat = category_table(annset)
+    visible mask, occlude rate and depth rank. An image without instances (an empty scene, or an image
+    record without one) gets a placeholder, an empty mask with score 0: COCOA's evaluator needs a result
+    for every image, and reading the list back gives that image an empty scene again."""
+    categories, default_cat = category_table(annset)
+    # Any category will do for a placeholder; the first one keeps a read-back list writing the same.
+    placeholder_cat = min((int(c["id"]) for c in categories), default=default_cat)
     out = []
+    found = {scene.image_id for scene in annset.scenes if scene.instances}
+
+    def placeholder(image: dict[str, Any]) -> None:
+        if int(image["id"]) not in found:
+            found.add(int(image["id"]))
+            empty = np.zeros((int(image["height"]), int(image["width"])), bool)
+            out.append({"image_id": int(image["id"]), "category_id": placeholder_cat, "segmentation": encode_rle(empty),
+                        "score": 0.0})
+
     for scene in annset.scenes:
+        placeholder(scene.image)
         for inst, vis in zip(scene.instances, scene.visible_masks()):
             area = inst.area
             shown = int(vis.sum())
@@ -94,4 +118,6 @@ def to_results(annset: AnnotationSet) -> list[dict[str, Any]]:
             for key, value in inst.extra.items():
                 item.setdefault(key, copy.deepcopy(value))
             out.append(item)
+    for image in annset.images:  # image records without a scene
+        placeholder(image)
     return out
