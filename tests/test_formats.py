@@ -707,3 +707,15 @@ def test_cocoa_writes_an_empty_mask_as_a_zero_area_flat_polygon():
     assert mask_utils.area(mask_utils.frPyObjects([region["segmentation"]], 8, 10)).tolist() == [0]  # public loaders
     again = formats.from_dict(formats.to_cocoa(AnnotationSet([scene])), "c.json").scenes[0]
     assert not again.instances[1].amodal.any()
+
+
+def test_kins_visible_pixels_under_an_instance_in_front_are_noted_not_lost_silently():
+    obj = fixture("kins2020_toy")
+    assert formats.validation_report(obj).notes == []
+    obj["annotations"][1]["i_segm"] = [[4, 3, 9, 3, 9, 7, 3, 7, 3, 5, 4, 5]]  # 2 px more, under the box in front
+    report = formats.validation_report(obj)
+    assert report.valid and report.clipped == [("annotations[1]", 2)]
+    assert report.notes == ["1 region whose visible mask reaches under an instance in front (2 px in all; read as "
+                            "hidden, by the painter's rule under the order inferred from the masks): annotations[1] "
+                            "(2 px)"]
+    assert int(formats.from_dict(obj).scenes[0].visible_masks()[1].sum()) == 20

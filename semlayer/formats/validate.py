@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..order import parse_depth_constraint
-from ._base import Context, Group, Region, Violation, join
+from ._base import Context, Group, Region, Violation, build_scene, join
 from .api import detect, parse, read_json
 
 TOLERANCE = 1e-6
@@ -38,6 +38,9 @@ class ValidationReport:
 
     violations: list[Violation] = field(default_factory=list)
     external: list[tuple[str, int]] = field(default_factory=list)
+    # KINS: stated visible pixels under an instance in front of the inferred order, which the scene (the
+    # painter's rule) reads as hidden: (json path, px). KINS draws visible and amodal masks separately.
+    clipped: list[tuple[str, int]] = field(default_factory=list)
 
     @property
     def valid(self) -> bool:
@@ -46,14 +49,23 @@ class ValidationReport:
     @property
     def notes(self) -> list[str]:
         """Informational lines about valid data (not violations)."""
-        if not self.external:
-            return []
-        n = len(self.external)
-        shown = ", ".join(f"{path} ({px} px)" for path, px in self.external[:NOTE_PATHS])
-        more = f" and {n - NOTE_PATHS} more" if n > NOTE_PATHS else ""
-        total = sum(px for _, px in self.external)
-        return [f"{n} region{'s' if n > 1 else ''} with external occlusion (hidden by unannotated objects, "
-                f"{total} px in all): {shown}{more}"]
+        notes = []
+        if self.external:
+            notes.append(_note(self.external, "with external occlusion (hidden by unannotated objects, {total} px "
+                                              "in all)"))
+        if self.clipped:
+            notes.append(_note(self.clipped, "whose visible mask reaches under an instance in front ({total} px "
+                                             "in all; read as hidden, by the painter's rule under the order "
+                                             "inferred from the masks)"))
+        return notes
+
+
+def _note(regions: list[tuple[str, int]], what: str) -> str:
+    n = len(regions)
+    shown = ", ".join(f"{path} ({px} px)" for path, px in regions[:NOTE_PATHS])
+    more = f" and {n - NOTE_PATHS} more" if n > NOTE_PATHS else ""
+    total = sum(px for _, px in regions)
+    return f"{n} region{'s' if n > 1 else ''} {what.format(total=total)}: {shown}{more}"
 
 
 def validate(path_or_obj: str | os.PathLike | Any) -> list[Violation]:
@@ -77,7 +89,9 @@ def validation_report(path_or_obj: str | os.PathLike | Any) -> ValidationReport:
     parsed = ctx.attempt(parse, ctx, obj, fmt)
     if parsed is not None:
         for group in parsed.groups:
-            if not fmt.startswith("kins"):
+            if fmt.startswith("kins"):
+                _note_clipped_visible(group, report.clipped)
+            else:
                 _check_masks(ctx, group)
             if group.order_kind == "explicit":
                 _check_orders(ctx, group)
@@ -116,6 +130,14 @@ def _check_masks(ctx: Context, group: Group) -> None:
             if abs(r.occlude_rate - expected) > TOLERANCE:
                 ctx.report(join(r.path, "occlude_rate"),
                            f"{expected!r} (invisible {hidden} px / amodal {area} px), got {r.occlude_rate!r}")
+
+
+def _note_clipped_visible(group: Group, clipped: list[tuple[str, int]]) -> None:
+    scene = build_scene(group)
+    for r, visible in zip(group.regions, scene.visible_masks()):
+        n = int((r.visible_or_amodal() & r.amodal & ~visible).sum())
+        if n:
+            clipped.append((r.path, n))
 
 
 def _check_orders(ctx: Context, group: Group) -> None:
