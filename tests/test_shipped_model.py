@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from pycocotools import mask as mask_utils
 import skimage.data
 import torch
 from PIL import Image
@@ -96,8 +97,10 @@ def test_predict_on_real_photographs_writes_valid_files(tmp_path, fmt):
     if fmt == "results":
         results = json.loads(out.read_text())
         assert isinstance(results, list)
-        for r in results:
-            assert 0.3 <= r["score"] <= 1.0 and r["segmentation"]["size"][0] > 0
+        for r in results:  # a detection, or the placeholder of an image where nothing was found
+            found = mask_utils.area(r["segmentation"]) > 0
+            assert (0.3 <= r["score"] <= 1.0 and found) or (r["score"] == 0.0 and not found)
+        assert {r["image_id"] for r in results} == {1, 2, 3, 4}  # every image has a result (COCOA's evaluator)
         return
     assert main(["validate", str(out)]) == 0
     records = formats.load(out).image_records()  # images where nothing was found included
