@@ -186,14 +186,16 @@ def demo_checkpoint():
 
 
 def most_occluded(scene, minimum=0.0):
-    """The instance with the highest occlude rate (above ``minimum``) whose visible part is wide enough to
-    click on (a pixel 3 px from its edges), or None."""
+    """The instance with the highest occlude rate (above ``minimum``) that another instance hides (not only
+    external occlusion) and whose visible part is wide enough to click on (a pixel 3 px from its edges),
+    or None."""
 
     def clickable(instance_id):
         return cv2.distanceTransform(scene.visible(instance_id).astype(np.uint8), cv2.DIST_L2, 3).max() >= 3
 
     rates = scene.occlude_rates()
-    candidates = [i for i, inst in enumerate(scene.instances) if rates[i] > minimum and clickable(inst.id)]
+    candidates = [i for i, inst in enumerate(scene.instances)
+                  if rates[i] > minimum and scene.occluders(inst.id) and clickable(inst.id)]
     return scene.instances[max(candidates, key=lambda i: rates[i])] if candidates else None
 
 
