@@ -19,11 +19,11 @@ import functools
 import hashlib
 import json
 import os
+from collections import OrderedDict
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from collections import OrderedDict
-from collections.abc import Sequence
 from typing import Any, Callable, Iterator
 
 import numpy as np

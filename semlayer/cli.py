@@ -45,7 +45,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     annset = formats.load(args.input)
     formats.save(annset, args.output, format=args.to)
-    n = sum(len(s) for s in annset.scenes)
+    n = annset.num_instances()
     print(f"read {args.input} ({annset.format}: {len(annset.scenes)} scenes, {n} instances); wrote {args.output} ({args.to})")
     return 0
 

@@ -340,6 +340,11 @@ class AnnotationSet:
         images = getattr(self.scenes, "images", None)  # `formats.CompactScenes` keeps them apart
         return list(images) if images is not None else [s.image for s in self.scenes]
 
+    def num_instances(self) -> int:
+        """Instances over all scenes, without decoding the masks of compact scenes."""
+        counts = getattr(self.scenes, "instance_counts", None)
+        return sum(counts) if counts is not None else sum(len(s) for s in self.scenes)
+
     def image_records(self) -> list[dict[str, Any]]:
         """Every image record once, in first-seen order (scenes first, then images without scenes)."""
         seen: dict[int, dict[str, Any]] = {}

@@ -634,6 +634,7 @@ def test_compact_load_decodes_the_scenes_load_gives(name):
     assert_identical_scenes(dense.scenes, compact.scenes)
     assert compact.scene_images() == dense.scene_images() == [s.image for s in dense.scenes]
     assert compact.image_records() == dense.image_records()
+    assert compact.num_instances() == dense.num_instances() == sum(len(s) for s in dense.scenes)
     # Writing a compactly loaded set gives the same file.
     assert formats.to_cocoa(compact) == formats.to_cocoa(dense)
 

@@ -103,8 +103,7 @@ def load(path: str | os.PathLike, image_ids: Iterable[int] | None = None, compac
     scene each time it is indexed (`CompactScenes`): for whole datasets (training, evaluation); every
     record is still checked while reading."""
     annset = from_dict(read_json(path), str(path), image_ids, compact, progress)
-    log.info("read %s: %s, %d scenes, %d instances", path, annset.format, len(annset),
-             sum(len(s) for s in annset.scenes))
+    log.info("read %s: %s, %d scenes, %d instances", path, annset.format, len(annset), annset.num_instances())
     return annset
 
 

@@ -36,8 +36,8 @@ def _region(ctx: Context, value: dict, path: str, index: int, shape: tuple[int, 
         amodal = parse_rle(ctx, take(ctx, value, "amodalMask", path, lambda v: isinstance(v, dict), RLE),
                            join(path, "amodalMask"), shape)
     masks = {}
-    for key, alias in (("visible_mask", None), ("invisible_mask", "invisibleMask")):
-        name = key if key in value else alias if alias in value else None
+    for key, names in (("visible_mask", ("visible_mask",)), ("invisible_mask", ("invisible_mask", "invisibleMask"))):
+        name = next((n for n in names if n in value), None)
         if name is not None:
             masks[key] = parse_mask(ctx, take(ctx, value, name, path, lambda v: True, MASK), join(path, name), shape)[0]
     rate = take(ctx, value, "occlude_rate", path, lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1]", None)
