@@ -24,7 +24,7 @@ from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
 from .errors import ConfigError, FormatError
-from .order import overlapping_pairs
+from .order import cluster_pairs, overlapping_pairs
 from .scene import AmodalScene, AnnotationSet
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,15 @@ class _Unit:
     gts: list[_Obj]
     preds: list[_Obj]
     order_pairs: list[tuple[int, int]] = field(default_factory=list)
+
+
+def _order_pairs(scene: AmodalScene) -> list[tuple[int, int]]:
+    """The ground-truth pairs whose depth order is scored: inside KINS 2020's annotated clusters when the
+    scene has them (FORMATS.md section 5), else every pair of overlapping amodal masks."""
+    clusters = [inst.cluster for inst in scene.instances]
+    if any(c is not None for c in clusters):
+        return cluster_pairs(clusters)
+    return overlapping_pairs(scene.ranks(), [inst.amodal for inst in scene.instances])
 
 
 class _SharedIoUEval(COCOeval):
@@ -150,7 +159,7 @@ def evaluate(
                 scene = gt.scenes[k]
                 _check_shape(scene, shape, gt_file)
                 unit.gts = _prepare(scene, 0, per_category, gt_file, is_pred=False)
-                unit.order_pairs = overlapping_pairs(scene.ranks(), [inst.amodal for inst in scene.instances])
+                unit.order_pairs = _order_pairs(scene)
             units.append(unit)
 
     if per_category:

@@ -132,6 +132,19 @@ def overlapping_pairs(ranks: Sequence[int], masks: Sequence[np.ndarray]) -> list
     return pairs
 
 
+def cluster_pairs(clusters: Sequence[tuple[int, int] | None]) -> list[tuple[int, int]]:
+    """KINS 2020's depth-order pairs: every pair inside one ``oco_id`` cluster (> 0) with different
+    ``ico_id`` as ``(front_index, back_index)`` (the smaller ``ico_id`` is in front), sorted by cluster,
+    then by the front's and the back's ``ico_id``. ``clusters[i]`` is ``(oco_id, ico_id)`` or None."""
+    pairs = []
+    for i, a in enumerate(clusters):
+        for j, b in enumerate(clusters):
+            if a is not None and b is not None and a[0] > 0 and a[0] == b[0] and a[1] < b[1]:
+                pairs.append((i, j))
+    pairs.sort(key=lambda p: (clusters[p[0]][0], clusters[p[0]][1], clusters[p[1]][1], p))
+    return pairs
+
+
 def constraints_from_overlap(visible: Sequence[np.ndarray], amodal: Sequence[np.ndarray]) -> list[Constraint]:
     """Order evidence from masks alone: i is in front of j when i's visible mask covers more of j's
     amodal mask than j's visible mask covers of i's (weight = the pixel difference)."""
@@ -149,12 +162,7 @@ def constraints_from_overlap(visible: Sequence[np.ndarray], amodal: Sequence[np.
 
 def constraints_from_clusters(oco_ids: Sequence[int], ico_ids: Sequence[int]) -> list[Constraint]:
     """KINS 2020: inside a cluster (``oco_id`` > 0) a smaller ``ico_id`` is in front."""
-    out = []
-    for i in range(len(oco_ids)):
-        for j in range(len(oco_ids)):
-            if i != j and oco_ids[i] > 0 and oco_ids[i] == oco_ids[j] and ico_ids[i] < ico_ids[j]:
-                out.append(Constraint(i, j, 1.0))
-    return out
+    return [Constraint(i, j, 1.0) for i, j in cluster_pairs(list(zip(oco_ids, ico_ids)))]
 
 
 def _box(mask: np.ndarray) -> tuple[int, int, int, int] | None:

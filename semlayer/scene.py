@@ -34,7 +34,9 @@ class Instance:
     ``amodal`` is the whole extent (bool HxW). ``polygons`` are source polygons (flat ``[x1, y1, ...]``
     lists, absolute pixels) that rasterise exactly to ``amodal``; they are dropped as soon as the mask is
     edited, so a writer can keep them only while they are still true. ``extra`` holds the fields of the
-    source record this project does not interpret; writers put them back unchanged.
+    source record this project does not interpret; writers put them back unchanged. ``cluster`` is KINS
+    2020's annotated ``(oco_id, ico_id)`` as read (the evaluator's depth-order pairs); edits do not update
+    it and no writer writes it, since the written files state depth by their own fields.
     """
 
     id: int
@@ -47,6 +49,7 @@ class Instance:
     external: np.ndarray | None = None
     polygons: list[list[float]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    cluster: tuple[int, int] | None = None
     # Predictions attach their dense outputs here (full-frame float32 sem-dist map, int8 layers).
     semdist: np.ndarray | None = None
     layers: np.ndarray | None = None

@@ -1,6 +1,7 @@
 """The evaluator on hand-made scenes with known answers (no file formats involved)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -252,3 +253,37 @@ def test_compactly_loaded_files_score_exactly_as_loaded_ones(tmp_path):
     assert isinstance(compact_gt.scenes, formats.CompactScenes)
     assert evaluate(compact_gt, compact_pred) == dense
     assert 0 < dense["miou_occluded"] < 1 and 0 < dense["order_acc"] < 1
+
+
+def test_kins2020_clusters_decide_which_pairs_are_scored():
+    # Cluster 1 holds A, B and C (ico 1, 2, 3): its 3 pairs count, A-C too although A and C do not overlap;
+    # D overlaps nothing. Predicted depth C, A, B: only A before B is right.
+    gt = AnnotationSet([scene(1, [(A, 1, {"cluster": (1, 1)}), (B, 2, {"cluster": (1, 2)}),
+                                  (C, 3, {"cluster": (1, 3)}), (D, 4, {"cluster": (0, 0)})])])
+    pred = AnnotationSet([scene(1, [(A, 2, {"score": 0.9}), (B, 3, {"score": 0.8}), (C, 1, {"score": 0.7}),
+                                    (D, 4, {"score": 0.6})])])
+    m = evaluate(gt, pred)
+    assert m["order_pairs"] == 3 and m["order_acc"] == pytest.approx(1 / 3)
+    # Without clusters the same scene scores its 2 overlapping pairs (A-B right, B-C wrong).
+    for inst in gt.scenes[0].instances:
+        inst.cluster = None
+    m = evaluate(gt, pred)
+    assert m["order_pairs"] == 2 and m["order_acc"] == 0.5
+
+
+def test_kins2020_file_clusters_reach_the_evaluator(tmp_path):
+    from semlayer import formats
+
+    obj = json.loads((Path(__file__).parent / "data" / "kins2020_toy.json").read_text())
+    # The two cars overlap but sit in different clusters: KINS 2020 scores no pair for them.
+    obj["annotations"][1]["oco_id"] = 2
+    (tmp_path / "gt.json").write_text(json.dumps(obj))
+    for compact in (False, True):
+        gt = formats.load(tmp_path / "gt.json", compact=compact)
+        assert [i.cluster for i in gt.scenes[0].instances] == [(1, 1), (2, 2)]
+        m = evaluate(gt, gt)
+        assert m["order_pairs"] == 0 and m["order_acc"] == -1.0
+    obj["annotations"][1]["oco_id"] = 1
+    (tmp_path / "gt.json").write_text(json.dumps(obj))
+    m = evaluate(formats.load(tmp_path / "gt.json"), formats.load(tmp_path / "gt.json"))
+    assert m["order_pairs"] == 1 and m["order_acc"] == 1.0

@@ -5,6 +5,7 @@ from hypothesis import strategies as st
 
 from semlayer.order import (
     Constraint,
+    cluster_pairs,
     constraints_from_clusters,
     constraints_from_overlap,
     format_depth_constraint,
@@ -71,6 +72,9 @@ def test_kins_clusters():
     pairs = sorted((c.front, c.back) for c in cons)
     assert pairs == [(0, 1), (0, 4), (1, 4)]
     assert ranks_from_constraints(5, cons).ranks[4] > ranks_from_constraints(5, cons).ranks[1]
+    # The evaluator's pairs: same cluster (> 0), different ico_id, front first; by cluster, then ico_id.
+    clusters = [(2, 2), (1, 2), None, (2, 1), (1, 1), (0, 1), (1, 2), (0, 2)]
+    assert cluster_pairs(clusters) == [(4, 1), (4, 6), (3, 0)]
 
 
 @settings(max_examples=80, deadline=None)

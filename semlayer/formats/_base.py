@@ -336,7 +336,7 @@ def build_scene(group: Group) -> AmodalScene:
     instances = [
         Instance(
             id=r.id, amodal=r.amodal, rank=rank, name=r.name, category=r.category, is_stuff=r.is_stuff,
-            score=r.score, polygons=copy.deepcopy(r.polygons), extra=r.extra,
+            score=r.score, polygons=copy.deepcopy(r.polygons), extra=r.extra, cluster=r.cluster,
         )
         for r, rank in zip(group.regions, ranks)
     ]

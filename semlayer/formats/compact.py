@@ -25,7 +25,7 @@ from pycocotools import mask as mask_utils
 
 from ..scene import AmodalScene, Instance
 
-_FIELDS = ("id", "rank", "name", "category", "is_stuff", "score", "polygons", "extra")
+_FIELDS = ("id", "rank", "name", "category", "is_stuff", "score", "polygons", "extra", "cluster")
 
 
 def _encode(mask: np.ndarray) -> dict[str, Any]:
