@@ -39,6 +39,9 @@ SESSION_VERSION = 1
 EXPORT_FORMATS = ("cocoa", "coco")
 # File scenes kept decoded (the current one, its neighbours, the ones an export or undo just used).
 DECODED_SCENES = 8
+# Editable copies kept of the most recently used file scenes; the others are rebuilt from the file's scene and
+# the saved edit state when they are used again, so browsing a large file does not hold a copy per scene seen.
+LIVE_SCENES = 8
 
 
 class ConflictError(SemlayerError):
@@ -286,6 +289,7 @@ class EditSession:
         self.current = 0
         self._slots = [_SceneSlot() for _ in range(len(annset.scenes))]
         self._decoded: OrderedDict[int, AmodalScene] = OrderedDict()  # recently used file scenes
+        self._live: OrderedDict[int, None] = OrderedDict()  # slots holding a live scene, least recent first
         self._caches: dict[int, _RleCache] = {}
         self.folder.mkdir(parents=True, exist_ok=True)
         self._load_workspace()
@@ -379,6 +383,7 @@ class EditSession:
         """Drop everything in memory and read the workspace again (after a conflict)."""
         self._slots = [_SceneSlot() for _ in range(len(self.annset.scenes))]
         self._decoded.clear()
+        self._live.clear()
         self._caches.clear()
         self.revision = 0
         self._load_workspace()
@@ -451,6 +456,15 @@ class EditSession:
             # Base scenes may be shared (cached loads), so edits always work on a private copy.
             base = self._base(index)
             slot.live = base.copy() if slot.state is None else scene_from_state(base, slot.state)
+        self._live.pop(index, None)
+        self._live[index] = None
+        while len(self._live) > LIVE_SCENES:
+            old = self._live.popitem(last=False)[0]
+            # Every edit is in the slot's state already. Added scenes (uploads) keep theirs: they are few,
+            # and they carry the network's dense maps, which the state does not hold.
+            if not self._slots[old].added:
+                self._slots[old].live = None
+                self._caches.pop(old, None)  # it holds the masks it encoded
         return slot.live
 
     def _base(self, index: int) -> AmodalScene:

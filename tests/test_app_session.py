@@ -250,3 +250,25 @@ def test_a_save_cut_off_between_its_two_files_is_finished_on_reopen(tmp_path):
     assert json.loads(meta_path.read_text())["revision"] == 2
     again.move(1, "back")  # saves without a conflict
     assert again.revision == 3 and EditSession(tmp_path / "ws", toy_set(), None).scene.order_ids() == [2, 1]
+
+
+def test_browsing_keeps_only_recent_editable_copies_and_loses_no_edit(tmp_path):
+    from app import session as session_mod
+
+    scenes = [AmodalScene({"id": i + 1, "height": 8, "width": 10, "file_name": f"s{i}.png"},
+                          [Instance(1, rect(0, 0, 4, 4), rank=1, name="a"), Instance(2, rect(2, 2, 8, 6), rank=2, name="b")])
+              for i in range(3 * session_mod.LIVE_SCENES)]
+    s = EditSession(tmp_path / "ws", AnnotationSet(scenes=scenes), tmp_path)
+    s.go_to(0)
+    s.move(2, "front")
+    edited = masks(s)
+    for i in range(1, len(scenes)):
+        s.go_to(i)
+    held = [i for i, slot in enumerate(s._slots) if slot.live is not None]
+    assert held == list(range(len(scenes) - session_mod.LIVE_SCENES, len(scenes)))
+    assert set(s._caches) <= set(held)
+    # Scene 0 comes back as edited, and its undo still works.
+    s.go_to(0)
+    assert same(masks(s), edited) and s.scene.ranks() == [2, 1]
+    assert s.undo() == "move 2 front" and s.scene.ranks() == [1, 2]
+    assert s.redo() == "move 2 front" and same(masks(s), edited)
