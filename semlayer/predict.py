@@ -58,7 +58,7 @@ from .errors import ConfigError, FormatError, SemlayerError
 from .images import ImageReadError, read_image, to_rgb
 from .order import Constraint, ranks_from_constraints
 from .scene import AmodalScene, AnnotationSet, Instance
-from .semdist import SemDistMap, order_constraints
+from .semdist import SemDistMap, box_pairs, order_constraints
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +135,10 @@ def _bilinear_weights(size_in: int, size_out: int, start: int, stop: int) -> np.
     i1 = np.where(i0 < size_in - 1, i0 + 1, i0)
     weights = np.zeros((stop - start, size_in), np.float32)
     rows = np.arange(stop - start)
-    np.add.at(weights, (rows, i0), 1 - lam)
-    np.add.at(weights, (rows, i1), lam)
+    # Each row names one cell per assignment, so plain fancy indexing suffices (np.add.at is several times
+    # slower); where i0 == i1 (the last cell) the two weights add up to 1.
+    weights[rows, i0] = 1 - lam
+    weights[rows, i1] += lam
     return weights
 
 
@@ -373,6 +375,8 @@ class Predictor:
         return [d for d in self._keep if d < count]
 
     def _duplicate(self, det: _Detection, kept: _Detection) -> bool:
+        if self.mask_nms_thr >= 1.0:  # no IoU exceeds 1: suppression is off
+            return False
         inter = _overlap(det.evidence, det.box, kept.evidence, kept.box)
         union = det.evidence_area + kept.evidence_area - inter
         return union > 0 and inter / union > self.mask_nms_thr
@@ -422,17 +426,16 @@ class Predictor:
         if self.has_layers:
             return order_constraints([det.layer_map for det in dets], weights)
         out = []
-        for i in range(len(dets)):
-            for j in range(i + 1, len(dets)):
-                inter = _overlap(dets[i].amodal, dets[i].box, dets[j].amodal, dets[j].box)
-                if inter == 0:
-                    continue
-                share_i, share_j = inter / dets[i].area, inter / dets[j].area
-                w = abs(share_i - share_j) * weights[i] * weights[j]
-                if share_i < share_j:
-                    out.append(Constraint(i, j, w))
-                elif share_j < share_i:
-                    out.append(Constraint(j, i, w))
+        for i, j in box_pairs([det.box for det in dets]):
+            inter = _overlap(dets[i].amodal, dets[i].box, dets[j].amodal, dets[j].box)
+            if inter == 0:
+                continue
+            share_i, share_j = inter / dets[i].area, inter / dets[j].area
+            w = abs(share_i - share_j) * weights[i] * weights[j]
+            if share_i < share_j:
+                out.append(Constraint(i, j, w))
+            elif share_j < share_i:
+                out.append(Constraint(j, i, w))
         return out
 
     def global_layers(self) -> np.ndarray:

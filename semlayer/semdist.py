@@ -185,14 +185,25 @@ def order_constraints(maps: Sequence[SemDistMap], weights: Sequence[float] | Non
     """Pairwise order voted on overlapping layers: the majority of lower-layer pixels is in front.
     ``weights`` (e.g. detection scores) scale each pair's evidence."""
     out = []
-    for i in range(len(maps)):
-        for j in range(i + 1, len(maps)):
-            vi, vj = pairwise_votes(maps[i], maps[j])
-            if vi == vj:
-                continue
-            w = abs(vi - vj) * (1.0 if weights is None else float(weights[i]) * float(weights[j]))
-            out.append(Constraint(i, j, w) if vi > vj else Constraint(j, i, w))
+    for i, j in box_pairs([m.box for m in maps]):
+        vi, vj = pairwise_votes(maps[i], maps[j])
+        if vi == vj:
+            continue
+        w = abs(vi - vj) * (1.0 if weights is None else float(weights[i]) * float(weights[j]))
+        out.append(Constraint(i, j, w) if vi > vj else Constraint(j, i, w))
     return out
+
+
+def box_pairs(boxes: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
+    """Index pairs ``(i, j)``, ``i < j``, in row-major order, of the boxes (x0, y0, x1, y1; exclusive ends)
+    that share a pixel: found in one vectorised test, so pairwise work skips the pairs that cannot meet."""
+    if len(boxes) < 2:
+        return []
+    b = np.asarray(boxes, np.int64).reshape(len(boxes), 4)
+    meet = ((np.minimum(b[:, None, 2], b[None, :, 2]) > np.maximum(b[:, None, 0], b[None, :, 0]))
+            & (np.minimum(b[:, None, 3], b[None, :, 3]) > np.maximum(b[:, None, 1], b[None, :, 1])))
+    i, j = np.nonzero(np.triu(meet, k=1))
+    return list(zip(i.tolist(), j.tolist()))
 
 
 def decode_ranks(maps: Sequence[SemDistMap], tie_break: Sequence[float] | None = None) -> Ordering:
