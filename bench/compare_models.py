@@ -4,7 +4,7 @@
         --model SLN=runs/tiny_synth/last.pt \\
         --model "amodal Mask R-CNN=runs/tiny_synth_maskrcnn_amodal/last.pt" \\
         --model "visible Mask R-CNN=runs/tiny_synth_maskrcnn_visible/last.pt" \\
-        [--num-images 200] [--seed 2026] [--work /tmp/semlayer_compare]
+        [--num-images 200] [--seed 2026] [--work /tmp/semlayer_compare] [--class-agnostic]
 
 It generates the test set with `python -m semlayer synth` semantics (a seed no training run uses: training
 uses 0, validation 1), predicts with each checkpoint exactly as `python -m semlayer predict` does, scores each
@@ -43,6 +43,8 @@ def main() -> None:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--work", type=Path, default=Path("/tmp/semlayer_compare"))
     p.add_argument("--score-thr", type=float, default=0.5)
+    p.add_argument("--class-agnostic", action="store_true",
+                   help="ignore categories in AP and matching (detection and ordering apart from classification)")
     args = p.parse_args()
     torch.set_num_threads(1)
 
@@ -56,10 +58,11 @@ def main() -> None:
         name, _, ckpt = spec.partition("=")
         out = args.work / f"pred_{name.replace(' ', '_')}.json"
         predict_files(ckpt, [test_dir / "images"], out, fmt="cocoa", score_thr=args.score_thr)
-        rows[name] = evaluate(gt, formats.load(out), gt_file=str(gt_path), pred_file=str(out))
+        rows[name] = evaluate(gt, formats.load(out), gt_file=str(gt_path), pred_file=str(out),
+                              class_agnostic=args.class_agnostic or None)
 
     print(f"test set: {len(gt)} synthetic images, seed {args.seed}, {sum(len(s) for s in gt)} objects; "
-          f"score threshold {args.score_thr}")
+          f"score threshold {args.score_thr}{'; class-agnostic' if args.class_agnostic else ''}")
     print("| model | " + " | ".join(c for c, _ in COLUMNS) + " |")
     print("|---|" + "---|" * len(COLUMNS))
     for name, m in rows.items():
