@@ -270,3 +270,39 @@ def test_two_process_ddp_on_cpu_ends_with_identical_weights(tmp_path):
     # Only rank 0 wrote the outputs; the two shards of 3 images each made up the epoch.
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "curves.png", "last.pt", "log.jsonl",
                                                      "rank0.pt", "rank1.pt"]
+
+
+def test_refitting_one_head_leaves_the_rest_of_the_network_bit_for_bit(tmp_path, straight_run):
+    out_a, _ = straight_run
+    cfg = tiny_config(max_iters=3, val_every=2, trainable=["roi_heads.mask_predictor.semdist"])
+    cfg["model"]["semdist_kernel"] = 1  # a new 1x1 sem-dist layer on the 3x3 run's network
+    result = train(cfg, tmp_path / "refit", init=str(out_a / "last.pt"), progress=False)
+    before = read_checkpoint(out_a / "last.pt")["model"]
+    after = result.model.state_dict()
+    assert after["roi_heads.mask_predictor.semdist.0.weight"].shape[-2:] == (1, 1)
+    changed = {k for k in after if k.startswith("roi_heads.mask_predictor.semdist.")}
+    assert changed == {f"roi_heads.mask_predictor.semdist.{i}.{w}" for i in (0, 2) for w in ("weight", "bias")}
+    # Everything else, BatchNorm running statistics included, is exactly as loaded.
+    for k, v in after.items():
+        if k not in changed:
+            assert torch.equal(v, before[k]), k
+    assert not torch.equal(after["roi_heads.mask_predictor.semdist.2.weight"],
+                           before["roi_heads.mask_predictor.semdist.2.weight"])
+    # So the detections, masks and layers of the two checkpoints agree; only the sem-dist maps differ.
+    image = [torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(3))]
+    old_model, new_model = load_checkpoint(out_a / "last.pt", "cpu")[0], load_checkpoint(tmp_path / "refit" / "last.pt", "cpu")[0]
+    with torch.no_grad():
+        old, new = old_model(image)[0], new_model(image)[0]
+    assert old["boxes"].numel() > 0
+    for key in ("boxes", "scores", "labels", "masks", "layer_logits", "global_layers"):
+        assert torch.equal(old[key], new[key]), key
+    assert not torch.equal(old["semdist"], new["semdist"])
+
+
+def test_trainable_must_name_modules_of_the_model(tmp_path):
+    with pytest.raises(ConfigError, match=r"train.trainable: 'roi_heads.nothing' names no module"):
+        train(tiny_config(trainable=["roi_heads.nothing"]), tmp_path / "x", progress=False)
+    with pytest.raises(ConfigError, match="train.trainable"):
+        tiny_config(trainable=[".semdist"])
+    with pytest.raises(ConfigError, match="semdist_kernel"):
+        validate_config({"model": {"semdist_kernel": 5}})

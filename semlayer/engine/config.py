@@ -54,6 +54,11 @@ def _number_list(n: int | None = None, positive: bool = True) -> Callable[[Any],
     return check
 
 
+def _name_list(v: Any) -> str | None:
+    ok = all(isinstance(x, str) and x and not x.startswith(".") and not x.endswith(".") for x in v)
+    return None if ok else "a list of module names such as 'roi_heads.mask_predictor.semdist'"
+
+
 def _scale_range(v: Any) -> str | None:
     bad = _number_list(2)(v)
     return bad or (None if v[0] <= v[1] else "[low, high] with low <= high")
@@ -103,6 +108,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "box_nms_thresh": Field(NUM, 0.5, check=_probability),
         "box_detections_per_img": Field(INT, 100, check=_positive),
         "semdist_beta": Field(NUM, 0.1, check=_positive),
+        # 3: the first SLN checkpoints' sem-dist layer (so they load as trained); 1: the cheaper one.
+        "semdist_kernel": Field(INT, 3, choices=(1, 3)),
         "init": Field(STR, None, nullable=True),
     },
     "data": {
@@ -138,6 +145,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "val_every": Field(INT, 500, check=_positive),
         "checkpoint_every": Field(INT, 500, check=_positive),
         "loss_weights": Field((dict,), {}),
+        # Module names (prefixes) to train, everything else frozen; [] trains the whole model.
+        "trainable": Field(LIST, [], check=_name_list),
     },
 }
 

@@ -118,6 +118,29 @@ def _frozen_bn(model: nn.Module) -> list[nn.Module]:
     return bns
 
 
+def freeze_all_but(model: nn.Module, trainable: list[str]) -> list[nn.Module]:
+    """``train.trainable``: only the parameters of the modules named (or under a name) in ``trainable``
+    train, all of them when it is empty. Returns the BatchNorm layers left without a trainable parameter:
+    the training loop keeps them in eval mode, so their running statistics stay as loaded and the frozen
+    part computes exactly what it did before (e.g. refitting one head on a trained network)."""
+    if not trainable:
+        return []
+    names = [name for name, _ in model.named_parameters()]
+    unused = [t for t in trainable if not any(_under(n, t) for n in names)]
+    if unused:
+        raise ConfigError(f"train.trainable: {', '.join(map(repr, unused))} names no module with parameters "
+                          f"in this model (e.g. {', '.join(sorted({n.rsplit('.', 2)[0] for n in names})[:4])})")
+    for name, p in model.named_parameters():
+        p.requires_grad_(any(_under(name, t) for t in trainable))
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            and not any(p.requires_grad for p in m.parameters())]
+
+
+def _under(name: str, module: str) -> bool:
+    """Whether parameter ``name`` belongs to ``module`` (a dotted module name)."""
+    return name == module or name.startswith(module + ".")
+
+
 @torch.no_grad()
 def validation_losses(model: nn.Module, loader: DataLoader, device: torch.device,
                       weights: dict[str, float]) -> dict[str, float]:
@@ -226,6 +249,7 @@ def _train(config, out: Path, info: D.DistInfo, resume, init, train_data, val_da
     model = build_model(config if ckpt is None else {**config, "model": {**config["model"], "init": None}}).to(dev)
     if init and ckpt is None:
         load_init_weights(model, init)
+    frozen_bns = freeze_all_but(model, list(tcfg.get("trainable", [])))  # older checkpoints: no key
 
     train_ds = build_dataset(config, "train", True, *(train_data or (None, None)))
     val_ds = None
@@ -324,6 +348,8 @@ def _train(config, out: Path, info: D.DistInfo, resume, init, train_data, val_da
         sampler.start = offset * batch
         train_ds.set_epoch(epoch)
         for images, targets in _loader(train_ds, sampler, batch, nworkers, seed + epoch):
+            for m in frozen_bns:  # validation puts the whole model back in training mode
+                m.eval()
             images = [im.to(dev, non_blocking=True) for im in images]
             targets = targets_to(targets, dev)
             with torch.autocast(device_type=dev.type, enabled=use_amp):
