@@ -720,3 +720,20 @@ def test_kins_visible_pixels_under_an_instance_in_front_are_noted_not_lost_silen
                             "hidden, by the painter's rule under the order inferred from the masks): annotations[1] "
                             "(2 px)"]
     assert int(formats.from_dict(obj).scenes[0].visible_masks()[1].sum()) == 20
+
+
+def test_tied_occl_depth_is_ordered_by_the_masks_so_stated_visible_masks_survive():
+    # D2SA-style: both objects at occl_depth 0, the board listed first. Record order would put the board in
+    # front and clip the 4 px of the box's stated visible mask that lie on it; the masks say the box is in front.
+    obj = fixture("coco_toy")
+    for ann in obj["annotations"]:
+        ann.pop("amodal_region", None)
+        ann["occl_depth"] = 0
+    obj["annotations"].reverse()
+    scene = formats.from_dict(obj, "d2sa.json").scenes[0]
+    assert [i.id for i in scene.instances] == [2, 1] and scene.ranks() == [2, 1]
+    stated = formats.from_dict(fixture("coco_toy")).scenes[0]
+    assert np.array_equal(scene.visible(1), stated.visible(1)) and np.array_equal(scene.visible(2), stated.visible(2))
+    # A smaller occl_depth still wins over the masks: the key orders pairs that do not tie.
+    obj["annotations"][0]["occl_depth"] = -1
+    assert formats.from_dict(obj, "d2sa.json").scenes[0].ranks() == [1, 2]

@@ -16,7 +16,8 @@ from typing import Any, Callable, Iterator, NoReturn, TypeVar
 import numpy as np
 
 from ..errors import FormatError
-from ..order import Constraint, constraints_from_clusters, constraints_from_overlap, ranks_from_constraints
+from ..order import (Constraint, constraints_from_clusters, constraints_from_overlap, overlapping_pairs,
+                     ranks_from_constraints)
 from ..scene import AmodalScene, Instance, renumber_ranks
 from .masks import polygons_to_mask, rle_counts, rle_to_mask
 
@@ -315,9 +316,21 @@ def group_ranks(group: Group) -> list[int]:
     masks (visible over amodal overlap), with KINS 2020 clusters taking precedence inside a cluster."""
     regions = group.regions
     keys = [r.order for r in regions]
-    if regions and all(k is not None for k in keys):
-        return renumber_ranks(keys)
     amodal = [r.amodal for r in regions]
+    if regions and all(k is not None for k in keys):
+        if len(set(keys)) == len(keys):
+            return renumber_ranks(keys)
+        # Tied keys (D2SA's occl_depth, several objects at one depth): the masks order the tied pairs that
+        # overlap, so the visible masks as stated survive the painter's rule; keys order the rest, then
+        # record order. Constraints only inside a tie never put an object before one of a smaller key.
+        tied = [(i, j) for i, j in overlapping_pairs(renumber_ranks(keys), amodal) if keys[i] == keys[j]]
+        visible = [r.visible_or_amodal() for r in regions]
+        evidence = []
+        for i, j in tied:
+            for c in constraints_from_overlap([visible[i], visible[j]], [amodal[i], amodal[j]]):
+                front, back = (i, j) if c.front == 0 else (j, i)
+                evidence.append(Constraint(front, back, c.weight))
+        return ranks_from_constraints(len(regions), evidence, tie_break=keys).ranks
     evidence = constraints_from_overlap([r.visible_or_amodal() for r in regions], amodal)
     if any(r.cluster is not None for r in regions):
         clusters = [r.cluster or (0, 0) for r in regions]
