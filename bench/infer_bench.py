@@ -11,6 +11,8 @@ are forced to return exactly 10 / 50 detections (score threshold 0, box NMS off,
   post     `Predictor.scene` on a fresh cache (paste, NMS, depth order, painter's rule, full-frame maps)
 
 and prints medians, the ratio SLN / baseline (target <= 1.25) and post-processing's share of the total.
+"SLN, no maps" is the SLN as `semlayer predict` runs it (``Predictor(semdist=False)``: the sem-dist layers
+skipped, since files hold no sem-dist maps; masks, layers and order are the same).
 The SLN uses CKPT's weights (default: the shipped demo model when present, else random weights; timing
 barely depends on the weights once the detection count is fixed); the baseline has random weights.
 """
@@ -37,7 +39,7 @@ from semlayer.synth import generate_scene  # noqa: E402
 SIZE = 256
 
 
-def predictor(config: dict, kind: str, detections: int, state: dict | None) -> Predictor:
+def predictor(config: dict, kind: str, detections: int, state: dict | None, semdist: bool = True) -> Predictor:
     """A predictor whose model returns exactly ``detections`` boxes per image."""
     model_cfg = dict(config["model"], kind=kind, box_score_thresh=0.0, box_nms_thresh=1.0,
                      box_detections_per_img=detections, init=None)
@@ -47,7 +49,7 @@ def predictor(config: dict, kind: str, detections: int, state: dict | None) -> P
     if state is not None:
         model.load_state_dict(state)
     # mask_nms_thr 1.0: no duplicate suppression, so every forced detection reaches the scene.
-    return Predictor(model=model, config=cfg, mask_nms_thr=1.0)
+    return Predictor(model=model, config=cfg, mask_nms_thr=1.0, semdist=semdist)
 
 
 def time_once(pred: Predictor, image: np.ndarray) -> tuple[float, float, int]:
@@ -79,7 +81,9 @@ def main() -> None:
           f"{'post share':>10}")
     for n in (10, 50):
         image, gt = generate_scene(np.random.default_rng(n), size=SIZE, max_instances=n, min_instances=n)
-        preds = {"SLN": predictor(config, "sln", n, state), "Mask R-CNN": predictor(config, "maskrcnn_amodal", n, None)}
+        preds = {"SLN": predictor(config, "sln", n, state),
+                 "SLN, no maps": predictor(config, "sln", n, state, semdist=False),
+                 "Mask R-CNN": predictor(config, "maskrcnn_amodal", n, None)}
         times: dict[str, list[tuple[float, float]]] = {name: [] for name in preds}
         for rep in range(args.repeats + 2):
             for name, pred in preds.items():
@@ -96,9 +100,11 @@ def main() -> None:
             medians[name] = (net, post, total)
             print(f"{n:>4} {len(gt):>7} {name:>15} {net * 1e3:>10.1f} {post * 1e3:>8.1f} {total * 1e3:>8.1f} "
                   f"{post / total:>10.1%}")
-        sln, base = medians["SLN"], medians["Mask R-CNN"]
-        print(f"{n:>4} {'':>7} {'ratio SLN/base':>15} {sln[0] / base[0]:>10.2f} {sln[1] / base[1]:>8.2f} "
-              f"{sln[2] / base[2]:>8.2f}   (target total <= 1.25)")
+        base = medians["Mask R-CNN"]
+        for name, label in (("SLN", "ratio SLN/base"), ("SLN, no maps", "no maps/base")):
+            sln = medians[name]
+            print(f"{n:>4} {'':>7} {label:>15} {sln[0] / base[0]:>10.2f} {sln[1] / base[1]:>8.2f} "
+                  f"{sln[2] / base[2]:>8.2f}   (target total <= 1.25)")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ How a scene is decoded from the network's outputs (DESIGN.md section 5):
   over each detection's box, and cached per detection. Amodal mask = pasted ``masks`` > 0.5 (for the SLN,
   ``masks`` = P(not outside), so the mask is where the layering head's "outside" class is unlikely). Each
   amodal pixel gets the most probable of the layers 0..K-1 (int8 ``Instance.layers``, -1 outside); the
-  sem-dist map is clipped to [0, K] and 0 outside the amodal mask (float32 ``Instance.semdist``).
+  sem-dist map (float32 ``Instance.semdist``) is the regression clamped into each pixel's level,
+  ``(K - 1 - layer) + [1/tau, 1]``, and 0 outside the amodal mask, so it decodes to exactly those layers.
   Detections whose mask is empty are dropped.
 * Duplicates: greedy mask NMS (IoU > ``mask_nms_thr``) on each detection's *visible evidence* (SLN: its
   layer-0 region; baselines: their mask), across labels, since a pixel is visible on one object only. For
@@ -99,7 +100,7 @@ class InstanceMaps:
     amodal: np.ndarray  # bool HxW
     visible_evidence: np.ndarray  # bool HxW: predicted visible region (layer 0; the mask for baselines)
     layers: np.ndarray | None  # int8 HxW, -1 outside the amodal mask; None for baselines
-    semdist: np.ndarray | None  # float32 HxW in [0, K], 0 outside the amodal mask; None for baselines
+    semdist: np.ndarray | None  # float32 HxW, inside each pixel's layer's level, 0 outside the amodal mask; None for baselines or semdist=False
 
 
 def _device(device: str | torch.device) -> torch.device:
@@ -120,44 +121,30 @@ def _check_score_thr(score_thr: float) -> float:
 
 def _paste_geometry(maps: torch.Tensor, boxes: torch.Tensor) -> tuple[np.ndarray, list[list[int]]]:
     """What torchvision's ``paste_masks_in_image`` does before pasting, for all RoIs at once: RoI maps
-    (R, C, M, M) with a 1-cell zero border (as float32 numpy), and the boxes grown to match, as integers."""
+    (R, C, M, M) with a 1-cell zero border, as float32 numpy channels-last (R, M+2, M+2, C) for OpenCV, and
+    the boxes grown to match, as integers."""
     padded, scale = expand_masks(maps, padding=1)
-    return padded.numpy(), expand_boxes(boxes, scale).to(dtype=torch.int64).tolist()
-
-
-def _bilinear_weights(size_in: int, size_out: int, start: int, stop: int) -> np.ndarray:
-    """Rows ``start:stop`` of the (size_out, size_in) matrix of ``F.interpolate(mode="bilinear",
-    align_corners=False)`` along one axis (PyTorch's source index and lambda rules)."""
-    dst = np.arange(start, stop, dtype=np.float32)
-    src = np.maximum(np.float32(size_in / size_out) * (dst + np.float32(0.5)) - np.float32(0.5), np.float32(0))
-    i0 = np.minimum(np.floor(src).astype(np.int64), size_in - 1)
-    lam = np.clip(src - i0, 0, 1).astype(np.float32)
-    i1 = np.where(i0 < size_in - 1, i0 + 1, i0)
-    weights = np.zeros((stop - start, size_in), np.float32)
-    rows = np.arange(stop - start)
-    # Each row names one cell per assignment, so plain fancy indexing suffices (np.add.at is several times
-    # slower); where i0 == i1 (the last cell) the two weights add up to 1.
-    weights[rows, i0] = 1 - lam
-    weights[rows, i1] += lam
-    return weights
+    return (np.ascontiguousarray(padded.permute(0, 2, 3, 1).numpy()),
+            expand_boxes(boxes, scale).to(dtype=torch.int64).tolist())
 
 
 def _paste_in_box(padded: np.ndarray, box: Sequence[int], height: int, width: int
                   ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """One RoI's bordered maps (C, M+2, M+2) pasted (bilinear) into its grown integer ``box`` as
-    ``paste_masks_in_image`` pastes a mask, but computed only over the box's part of the image:
-    ``(crop (C, h, w), (x0, y0, x1, y1))``. Bilinear resizing is separable, so the crop is
-    ``Wy @ map @ Wx^T`` with the interpolation weights as matrices: equal to ``F.interpolate`` up to float
-    rounding, at a fraction of its cost for several channels; full-frame pasting would cost C x H x W."""
+    """One RoI's bordered maps (M+2, M+2, C) pasted (bilinear) into its grown integer ``box`` as
+    ``paste_masks_in_image`` pastes a mask, and cut to the image: ``(crop (C, h, w), (x0, y0, x1, y1))``.
+    OpenCV's bilinear resize uses F.interpolate's half-pixel rule (``align_corners=False``, clamped at the
+    edges), so the crop equals torchvision's paste up to float rounding, in one call for all channels."""
     bx0, by0, bx1, by1 = box
     w, h = max(bx1 - bx0 + 1, 1), max(by1 - by0 + 1, 1)
     x0, x1 = max(bx0, 0), min(bx1 + 1, width)
     y0, y1 = max(by0, 0), min(by1 + 1, height)
     if x1 <= x0 or y1 <= y0:
-        return np.zeros((padded.shape[0], 0, 0), np.float32), (0, 0, 0, 0)
-    wy = _bilinear_weights(padded.shape[-2], h, y0 - by0, y1 - by0)
-    wx = _bilinear_weights(padded.shape[-1], w, x0 - bx0, x1 - bx0)
-    return wy @ padded @ wx.T, (x0, y0, x1, y1)
+        return np.zeros((padded.shape[-1], 0, 0), np.float32), (0, 0, 0, 0)
+    resized = cv2.resize(padded, (w, h), interpolation=cv2.INTER_LINEAR)
+    if resized.ndim == 2:  # OpenCV drops a single channel's axis
+        resized = resized[:, :, None]
+    crop = resized[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0]
+    return np.ascontiguousarray(crop.transpose(2, 0, 1)), (x0, y0, x1, y1)
 
 
 def _argmax_channels(maps: np.ndarray) -> np.ndarray:
@@ -221,13 +208,14 @@ class Predictor:
     and names, never the network's labels. ``mask_nms_thr``: IoU of visible evidence above which a
     lower-scored detection is a duplicate. ``min_external_fraction``: external-occlusion pieces smaller
     than this share of an instance's amodal area are dropped (as are pieces thinner than
-    ``MIN_EXTERNAL_THICKNESS``).
+    ``MIN_EXTERNAL_THICKNESS``). ``semdist=False`` skips the SLN's sem-dist layers (``Instance.semdist``
+    stays None; masks, layers and order are the same), for callers that do not use the maps.
     """
 
     def __init__(self, checkpoint: str | os.PathLike | None = None, device: str | torch.device = "cpu", *,
                  model: nn.Module | None = None, config: dict[str, Any] | None = None,
                  class_names: Sequence[str] | None = None, categories: Sequence[dict[str, Any]] | None = None,
-                 mask_nms_thr: float = 0.5, min_external_fraction: float = 0.02):
+                 mask_nms_thr: float = 0.5, min_external_fraction: float = 0.02, semdist: bool = True):
         self.device = _device(device)
         what, noun = "class_names", "names"
         if model is not None:
@@ -268,8 +256,12 @@ class Predictor:
         self.class_names: list[str] = [c["name"] for c in cats]
         self.kind: str = str(model_cfg["kind"])
         self.K: int = int(model_cfg["K"])
+        self._min_distance = np.float32(1.0 / float(model_cfg["tau"]))  # a level's smallest distance part
         self.mask_nms_thr = float(mask_nms_thr)
         self.min_external_fraction = float(min_external_fraction)
+        head = getattr(getattr(self.model, "roi_heads", None), "mask_predictor", None)
+        if hasattr(head, "predict_semdist"):
+            head.predict_semdist = bool(semdist)
         # The cache of the current image (see set_image).
         self._raw: dict[str, torch.Tensor] | None = None
         self._shape = (0, 0)
@@ -330,7 +322,9 @@ class Predictor:
             if self.has_layers:
                 # Probabilities, not logits, are pasted: bilinear blending (also with the zero border) scales
                 # a probability vector, which keeps its arg-max; blending logits with zeros would not.
-                channels += [raw["layer_logits"].softmax(dim=1)[:, 1:], raw["semdist"]]
+                channels += [raw["layer_logits"].softmax(dim=1)[:, 1:]]
+                if "semdist" in raw:
+                    channels.append(raw["semdist"])
             self._paste = _paste_geometry(torch.cat(channels, dim=1), raw["boxes"])
         padded, boxes = self._paste
         crop, box = _paste_in_box(padded[d], boxes[d], H, W)
@@ -340,7 +334,8 @@ class Predictor:
             empty = np.zeros((0, 0), bool)
             det = _Detection((0, 0, 0, 0), empty, empty)
             if self.has_layers:
-                det.layers, det.semdist = np.zeros((0, 0), np.int8), np.zeros((0, 0), np.float32)
+                det.layers = np.zeros((0, 0), np.int8)
+                det.semdist = np.zeros((0, 0), np.float32) if "semdist" in raw else None
             return det
         # Keep only the bounding box of the mask: smaller crops make every later pairwise test cheaper.
         cy0, cy1, cx0, cx1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
@@ -352,7 +347,13 @@ class Predictor:
             layers[~amodal] = -1
             det.layers = layers
             det.layer_map = SemDistMap.from_layers(layers, box, (H, W), K)
-            det.semdist = np.where(amodal, np.clip(crop[K + 1], 0.0, float(K)), 0.0).astype(np.float32)
+            # The regression clamped into each pixel's predicted level, (K - 1 - layer) + [1 / tau, 1] (the
+            # encoder's range of the distance part), so the map decodes to exactly these layers: level sets
+            # drawn from it and the layer map never disagree; only the distance part comes from the regression.
+            if "semdist" in raw:
+                top = (K - layers).astype(np.float32)
+                det.semdist = np.where(amodal, np.clip(crop[K + 1], top - 1 + self._min_distance, top), 0)
+                det.semdist = det.semdist.astype(np.float32, copy=False)
             det.evidence = layers == 0
         det.evidence_area = int(det.evidence.sum())
         return det
@@ -411,7 +412,8 @@ class Predictor:
             )
             if det.layers is not None:
                 inst.layers = _full(det.layers, det.box, (H, W), np.int8(-1))
-                inst.semdist = _full(det.semdist, det.box, (H, W))
+                if det.semdist is not None:
+                    inst.semdist = _full(det.semdist, det.box, (H, W))
             instances.append(inst)
         scene = AmodalScene(record, instances, annotation={"author": "semlayer.predict"})
         if self.has_layers:
@@ -528,7 +530,7 @@ def predict_files(checkpoint: str | os.PathLike | None, inputs: Sequence[str | o
     if not files:
         reasons = "; ".join(f"{p}: {why}" for p, why in empty) or "no inputs given"
         raise ConfigError(f"no image files to predict: {reasons}")
-    predictor = Predictor(checkpoint, device=device)
+    predictor = Predictor(checkpoint, device=device, semdist=False)  # files hold no sem-dist maps
     report = PredictReport(Path(out), skipped=list(empty))
     scenes = []
     for path, name in tqdm(files, desc="predict", unit="img", disable=not progress, dynamic_ncols=True):
@@ -541,8 +543,8 @@ def predict_files(checkpoint: str | os.PathLike | None, inputs: Sequence[str | o
         predictor.set_image(image)
         scene = predictor.scene(score_thr, {"id": len(scenes) + 1, "file_name": name})
         for inst in scene.instances:
-            # The writers need masks only; dropping the dense maps keeps a large run's memory small.
-            inst.semdist = inst.layers = None
+            # The writers need masks only; dropping the layer maps keeps a large run's memory small.
+            inst.layers = None
         scenes.append(scene)
         report.num_instances += len(scene)
     if not scenes:

@@ -384,7 +384,7 @@ def test_predict_files_keeps_the_predicted_external_occlusion(monkeypatch, tmp_p
     """The file holds `Predictor.scene`'s visible masks (what the app shows and exports), external occlusion
     included, and it validates: occlusion by nothing detected is a note, not a violation."""
     live = fake_predictor(occlusion_dets())
-    monkeypatch.setattr(predict, "Predictor", lambda checkpoint, device="cpu": fake_predictor(occlusion_dets()))
+    monkeypatch.setattr(predict, "Predictor", lambda checkpoint, device="cpu", semdist=True: fake_predictor(occlusion_dets()))
     Image.fromarray(image(96, 96)).save(tmp_path / "x.png")
     out = tmp_path / f"pred.{fmt}.json"
     predict_files("fake.pt", [tmp_path / "x.png"], out, fmt=fmt, progress=False)
@@ -542,17 +542,49 @@ def test_box_paste_equals_torchvision_paste_and_argmax_equals_numpy(seed):
     xy = torch.rand((6, 2), generator=g) * torch.tensor([W + 5.0, H + 5.0]) - 10
     wh = torch.rand((6, 2), generator=g) * 40 + 10.5
     boxes = torch.cat([xy, xy + wh], dim=1)
-    full = paste_roi_maps(maps, boxes, H, W).numpy()
+    for channels in (maps, maps[:, :1]):  # several channels (the SLN), one (a baseline's mask)
+        full = paste_roi_maps(channels, boxes, H, W).numpy()
+        padded, grown = _paste_geometry(channels, boxes)
+        for d in range(6):
+            crop, (x0, y0, x1, y1) = _paste_in_box(padded[d], grown[d], H, W)
+            assert crop.shape[0] == channels.shape[1]
+            outside = full[d].copy()
+            if x1 > x0:
+                np.testing.assert_allclose(crop, full[d][:, y0:y1, x0:x1], atol=1e-5)
+                outside[:, y0:y1, x0:x1] = 0
+            assert not outside.any()  # nothing of the paste lies beyond the crop
     padded, grown = _paste_geometry(maps, boxes)
-    for d in range(6):
-        crop, (x0, y0, x1, y1) = _paste_in_box(padded[d], grown[d], H, W)
-        outside = full[d].copy()
-        if x1 > x0:
-            np.testing.assert_allclose(crop, full[d][:, y0:y1, x0:x1], atol=1e-5)
-            outside[:, y0:y1, x0:x1] = 0
-        assert not outside.any()  # nothing of the paste lies beyond the crop
     crop, place = _paste_in_box(padded[0], [W + 3, 5, W + 20, 30], H, W)
     assert crop.shape == (3, 0, 0) and place == (0, 0, 0, 0)
     ties = torch.rand((3, 9, 11), generator=g).numpy()
     ties[2, :3] = ties[0, :3]
     np.testing.assert_array_equal(_argmax_channels(ties), ties.argmax(axis=0))
+
+
+@pytest.mark.parametrize("shift", [0.0, -1.4, 0.9])
+def test_semdist_is_the_regression_clamped_into_each_pixels_predicted_level(shift):
+    """Bilinear pasting blends levels at boundaries, and a regression can be off its level anywhere: the map
+    is clamped into (K - 1 - layer) + [1/tau, 1], so it always decodes to the predicted layers."""
+    from semlayer.semdist import decode_layers
+
+    pred = fake_predictor(occlusion_dets())
+    forward = pred.model.forward
+
+    def shifted(images):
+        out = forward(images)
+        out[0]["semdist"] = out[0]["semdist"] + shift
+        return out
+
+    pred.model.forward = shifted
+    pred.set_image(image(96, 96))
+    tau = 6.0  # the default model.tau
+    for inst in pred.scene(score_thr=0.5).instances:
+        np.testing.assert_array_equal(decode_layers(inst.semdist, K), inst.layers)
+        top = (K - inst.layers[inst.amodal]).astype(np.float32)
+        values = inst.semdist[inst.amodal]
+        assert values.min() >= (top - 1 + np.float32(1 / tau)).min() and (values <= top).all()
+        assert (inst.semdist[~inst.amodal] == 0).all()
+    b = pred.scene(score_thr=0.5).instances[0]
+    # Away from boundaries the regression (K - layer - 0.5 on every cell) passes through, or is clamped.
+    expected = {0.0: 2.5, -1.4: 2.0 + np.float32(1 / tau), 0.9: 3.0}[shift]
+    assert b.layers[30, 40] == 0 and b.semdist[30, 40] == pytest.approx(expected, abs=1e-6)

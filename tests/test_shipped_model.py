@@ -17,6 +17,7 @@ from semlayer.figures import DEMO_ANNOTATIONS, DEMO_IMAGES
 from semlayer.images import read_image
 from semlayer.predict import DEFAULT_CHECKPOINT, Predictor
 from semlayer.scene import AnnotationSet
+from semlayer.semdist import decode_layers
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,7 @@ def test_predicts_a_valid_scene_on_a_bundled_image(predictor):
     for inst, vis in zip(scene.instances, visible):
         assert not (vis & ~inst.amodal).any()
         assert inst.semdist.shape == gt.shape and inst.layers.dtype == np.int8
+        np.testing.assert_array_equal(decode_layers(inst.semdist), inst.layers)  # level sets = layer map
         assert 0.5 <= inst.score <= 1.0 and inst.name in predictor.class_names
     # Written as COCOA (as predict_files writes it, external occlusion included), the prediction is a valid file.
     assert formats.validate(formats.to_cocoa(AnnotationSet([scene]))) == []
@@ -105,3 +107,19 @@ def test_predict_on_real_photographs_writes_valid_files(tmp_path, fmt):
     assert main(["validate", str(out)]) == 0
     records = formats.load(out).image_records()  # images where nothing was found included
     assert {r["file_name"]: (r["height"], r["width"]) for r in records} == shapes
+
+
+def test_without_semdist_maps_everything_else_is_the_same(predictor):
+    gt = formats.load(DEMO_ANNOTATIONS).scenes[2]
+    image = read_image(DEMO_IMAGES / gt.file_name)
+    lean = Predictor(semdist=False)  # its own copy of the model: the flag lives on the module
+    for p in (predictor, lean):
+        p.set_image(image)
+    assert "semdist" in predictor._raw and "semdist" not in lean._raw  # the sem-dist layers never ran
+    full, fast = predictor.scene(0.05), lean.scene(0.05)
+    assert len(full) == len(fast) >= 3 and full.ranks() == fast.ranks()
+    for a, b, va, vb in zip(full.instances, fast.instances, full.visible_masks(), fast.visible_masks()):
+        assert b.semdist is None and a.semdist is not None and a.score == b.score
+        np.testing.assert_array_equal(a.amodal, b.amodal)
+        np.testing.assert_array_equal(a.layers, b.layers)
+        np.testing.assert_array_equal(va, vb)

@@ -96,9 +96,15 @@ class LayeringPredictor(nn.Module):
         for out in (self.layer_logits, self.semdist[-1]):
             nn.init.normal_(out.weight, std=0.01)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    # Inference only: False skips the sem-dist layers (``semdist`` is then not in the outputs), for callers
+    # that need masks, layers and order but no distance maps, e.g. `semlayer predict` writing files.
+    predict_semdist: bool = True
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         x = F.relu(self.upsample(x))
         layer_logits = self.layer_logits(x)
+        if not (self.training or self.predict_semdist):
+            return layer_logits, None
         semdist = self.semdist(torch.cat([x, layer_logits.softmax(dim=1)], dim=1))
         return layer_logits, semdist
 
@@ -157,10 +163,11 @@ class SLNRoIHeads(RoIHeads):
         else:
             masks = 1.0 - layer_logits.softmax(dim=1)[:, :1]  # amodal = any layer but "outside"
             counts = [len(b) for b in mask_proposals]
-            for r, lg, sd, mk in zip(result, layer_logits.split(counts), semdist.split(counts), masks.split(counts)):
+            for k, (r, lg, mk) in enumerate(zip(result, layer_logits.split(counts), masks.split(counts))):
                 r["layer_logits"] = lg
-                r["semdist"] = sd
                 r["masks"] = mk
+                if semdist is not None:
+                    r["semdist"] = semdist.split(counts)[k]
         return result, losses
 
     def layering_losses(self, layer_logits: Tensor, semdist: Tensor, proposals: list[Tensor],
