@@ -100,7 +100,7 @@ class InstanceMaps:
     amodal: np.ndarray  # bool HxW
     visible_evidence: np.ndarray  # bool HxW: predicted visible region (layer 0; the mask for baselines)
     layers: np.ndarray | None  # int8 HxW, -1 outside the amodal mask; None for baselines
-    semdist: np.ndarray | None  # float32 HxW, inside each pixel's layer's level, 0 outside the amodal mask; None for baselines or semdist=False
+    semdist: np.ndarray | None  # float32 HxW in each pixel's level, 0 outside; None: baselines, semdist=False
 
 
 def _device(device: str | torch.device) -> torch.device:
