@@ -24,7 +24,7 @@ from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
 from .errors import ConfigError, FormatError
-from .order import cluster_pairs, overlapping_pairs
+from .order import cluster_pairs, overlapping_pairs, parse_depth_constraint
 from .scene import AmodalScene, AnnotationSet
 
 log = logging.getLogger(__name__)
@@ -79,12 +79,36 @@ class _Unit:
 
 
 def _order_pairs(scene: AmodalScene) -> list[tuple[int, int]]:
-    """The ground-truth pairs whose depth order is scored: inside KINS 2020's annotated clusters when the
-    scene has them (FORMATS.md section 5), else every pair of overlapping amodal masks."""
+    """The ground-truth pairs whose depth order is scored (FORMATS.md section 5), as ``(front, back)``
+    indices: inside KINS 2020's annotated clusters when the scene has them; else the pairs that the scene's
+    COCOA ``depth_constraint`` names, when it has one that names only its own orders; else every pair of
+    overlapping amodal masks."""
     clusters = [inst.cluster for inst in scene.instances]
     if any(c is not None for c in clusters):
         return cluster_pairs(clusters)
-    return overlapping_pairs(scene.ranks(), [inst.amodal for inst in scene.instances])
+    ranks = scene.ranks()
+    stated = _stated_pairs(scene.annotation.get("depth_constraint"), ranks)
+    if stated is not None:
+        return stated
+    return overlapping_pairs(ranks, [inst.amodal for inst in scene.instances])
+
+
+def _stated_pairs(text: Any, ranks: list[int]) -> list[tuple[int, int]] | None:
+    """COCOA's ``depth_constraint`` ("front-back" by region order, which a COCOA scene's ranks are) as the
+    set of pairs it names, each oriented by the scene's current ranks (an edit after reading may have
+    reordered it), in ``overlapping_pairs``' order; None when there is none or it names an order the
+    scene does not have (then the masks say which pairs overlap)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        stated = parse_depth_constraint(text)
+    except ValueError:
+        return None
+    index = {rank: i for i, rank in enumerate(ranks)}
+    if any(a not in index or b not in index or a == b for a, b in stated):
+        return None
+    pairs = {tuple(sorted((index[a], index[b]), key=lambda i: ranks[i])) for a, b in stated}
+    return sorted(pairs, key=lambda p: (ranks[p[0]], ranks[p[1]]))
 
 
 class _SharedIoUEval(COCOeval):

@@ -287,3 +287,32 @@ def test_kins2020_file_clusters_reach_the_evaluator(tmp_path):
     (tmp_path / "gt.json").write_text(json.dumps(obj))
     m = evaluate(formats.load(tmp_path / "gt.json"), formats.load(tmp_path / "gt.json"))
     assert m["order_pairs"] == 1 and m["order_acc"] == 1.0
+
+
+def test_cocoa_depth_constraint_names_the_pairs_that_are_scored():
+    # A-B and B-C overlap; the annotation states only "1-2" (A before B): one pair is scored, and right.
+    gt_a = gt_scene()
+    pred = pred_scene([(A, 1, {"score": 0.9}), (B, 3, {"score": 0.8}), (C, 2, {"score": 0.7}),
+                       (D, 4, {"score": 0.6, "is_stuff": True})])  # B-C wrong
+    gt_a.annotation = {"depth_constraint": "1-2"}
+    m = evaluate(AnnotationSet([gt_a]), AnnotationSet([pred]))
+    assert m["order_pairs"] == 1 and m["order_acc"] == 1.0
+    # Stated as "2-1", the pair is the same; the scene's ranks say which is in front.
+    gt_a.annotation = {"depth_constraint": "2-1"}
+    assert evaluate(AnnotationSet([gt_a]), AnnotationSet([pred]))["order_acc"] == 1.0
+    # An empty statement scores no pair; one naming an order the scene lacks falls back to the masks.
+    gt_a.annotation = {"depth_constraint": ""}
+    assert evaluate(AnnotationSet([gt_a]), AnnotationSet([pred]))["order_pairs"] == 0
+    for text in ("1-9", "1-2,garbage"):
+        gt_a.annotation = {"depth_constraint": text}
+        m = evaluate(AnnotationSet([gt_a]), AnnotationSet([pred]))
+        assert m["order_pairs"] == 2 and m["order_acc"] == 0.5, text
+
+
+def test_cocoa_file_depth_constraint_reaches_the_evaluator():
+    from semlayer import formats
+
+    gt = formats.load(Path(__file__).parent / "data" / "cocoa_toy.json")
+    assert gt.scenes[0].annotation["depth_constraint"] == "1-2"
+    m = evaluate(gt, gt)
+    assert m["order_pairs"] == 1 and m["order_acc"] == 1.0
