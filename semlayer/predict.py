@@ -209,7 +209,8 @@ class Predictor:
     lower-scored detection is a duplicate. ``min_external_fraction``: external-occlusion pieces smaller
     than this share of an instance's amodal area are dropped (as are pieces thinner than
     ``MIN_EXTERNAL_THICKNESS``). ``semdist=False`` skips the SLN's sem-dist layers (``Instance.semdist``
-    stays None; masks, layers and order are the same), for callers that do not use the maps.
+    stays None; masks, layers and order are the same), for callers that do not use the maps; it is a flag
+    on the model's head, so predictors sharing one ``model`` share it.
     """
 
     def __init__(self, checkpoint: str | os.PathLike | None = None, device: str | torch.device = "cpu", *,
