@@ -30,6 +30,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from semlayer.errors import ConfigError, FormatError, SemlayerError
+from semlayer.formats.masks import rle_input
 from semlayer.io_utils import atomic_write_json
 from semlayer.scene import MOVES, AmodalScene, AnnotationSet, Instance
 
@@ -53,7 +54,7 @@ class ConflictError(SemlayerError):
 
 def encode_rle(mask: np.ndarray) -> dict[str, Any]:
     """COCO compressed RLE of a boolean mask, JSON-ready (``counts`` as str)."""
-    rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
+    rle = mask_utils.encode(rle_input(mask))
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 

@@ -24,6 +24,7 @@ from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
 from .errors import ConfigError, FormatError
+from .formats.masks import rle_input
 from .order import cluster_pairs, overlapping_pairs, parse_depth_constraint
 from .scene import AmodalScene, AnnotationSet
 
@@ -274,7 +275,7 @@ def _prepare(scene: AmodalScene, group: int, per_category: bool, file: str, is_p
 
 
 def _rles(masks: list[np.ndarray]) -> list[dict[str, Any]]:
-    return [mask_utils.encode(np.asfortranarray(m, dtype=np.uint8)) for m in masks]
+    return [mask_utils.encode(rle_input(m)) for m in masks]
 
 
 # ----- AP / AR (pycocotools) ---------------------------------------------------------------------

@@ -24,12 +24,13 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from ..scene import AmodalScene, Instance
+from .masks import rle_input
 
 _FIELDS = ("id", "rank", "name", "category", "is_stuff", "score", "polygons", "extra", "cluster")
 
 
 def _encode(mask: np.ndarray) -> dict[str, Any]:
-    return mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
+    return mask_utils.encode(rle_input(mask))
 
 
 def _record(scene: AmodalScene) -> bytes:

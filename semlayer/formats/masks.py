@@ -14,9 +14,17 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 
+def rle_input(mask: np.ndarray) -> np.ndarray:
+    """A mask as pycocotools' encoder takes it, (h, w) uint8 in Fortran order. A bool array is viewed as
+    uint8 (same bytes), so a Fortran-ordered one, as decoding an RLE gives, is not copied at all."""
+    m = np.asarray(mask)
+    m = m.view(np.uint8) if m.dtype == bool else m.astype(np.uint8, copy=False)
+    return np.asfortranarray(m)
+
+
 def encode_rle(mask: np.ndarray) -> dict[str, Any]:
     """COCO compressed RLE of a boolean mask, ``{"size": [h, w], "counts": str}`` (JSON-ready)."""
-    rle = mask_utils.encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8)))
+    rle = mask_utils.encode(rle_input(mask))
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
 
 
