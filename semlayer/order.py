@@ -118,16 +118,12 @@ def format_depth_constraint(pairs: Iterable[tuple[int, int]]) -> str:
 def overlapping_pairs(ranks: Sequence[int], masks: Sequence[np.ndarray]) -> list[tuple[int, int]]:
     """The reverse of ordering: every pair of overlapping masks as ``(front_index, back_index)``,
     sorted by the front's then the back's rank (COCOA's ``depth_constraint`` order)."""
-    boxes = [_box(m) for m in masks]
+    boxes = [mask_box(m) for m in masks]
     pairs = []
-    for i in range(len(masks)):
-        for j in range(i + 1, len(masks)):
-            if boxes[i] is None or boxes[j] is None or not _boxes_meet(boxes[i], boxes[j]):
-                continue
-            y0, y1 = max(boxes[i][0], boxes[j][0]), min(boxes[i][1], boxes[j][1])
-            x0, x1 = max(boxes[i][2], boxes[j][2]), min(boxes[i][3], boxes[j][3])
-            if (masks[i][y0:y1, x0:x1] & masks[j][y0:y1, x0:x1]).any():
-                pairs.append((i, j) if ranks[i] < ranks[j] else (j, i))
+    for i, j in box_pairs(boxes):
+        a, b = _meeting(masks[i], boxes[i], masks[j], boxes[j])
+        if (a & b).any():
+            pairs.append((i, j) if ranks[i] < ranks[j] else (j, i))
     pairs.sort(key=lambda p: (ranks[p[0]], ranks[p[1]]))
     return pairs
 
@@ -145,18 +141,24 @@ def cluster_pairs(clusters: Sequence[tuple[int, int] | None]) -> list[tuple[int,
     return pairs
 
 
-def constraints_from_overlap(visible: Sequence[np.ndarray], amodal: Sequence[np.ndarray]) -> list[Constraint]:
+def constraints_from_overlap(visible: Sequence[np.ndarray], amodal: Sequence[np.ndarray],
+                             pairs: Iterable[tuple[int, int]] | None = None) -> list[Constraint]:
     """Order evidence from masks alone: i is in front of j when i's visible mask covers more of j's
-    amodal mask than j's visible mask covers of i's (weight = the pixel difference)."""
+    amodal mask than j's visible mask covers of i's (weight = the pixel difference). Over ``pairs``
+    (index pairs) when given, else over every pair; either way only where the masks' boxes meet."""
+    # Each instance's box covers its visible and its amodal mask (a stated visible mask may stray outside).
+    boxes = [_union_box(mask_box(v), mask_box(a)) for v, a in zip(visible, amodal)]
+    meet = set(box_pairs(boxes))
+    candidates = sorted(meet) if pairs is None else [p for p in pairs if (min(p), max(p)) in meet]
     out = []
-    for i in range(len(amodal)):
-        for j in range(i + 1, len(amodal)):
-            i_over_j = int((visible[i] & amodal[j]).sum())
-            j_over_i = int((visible[j] & amodal[i]).sum())
-            if i_over_j > j_over_i:
-                out.append(Constraint(i, j, float(i_over_j - j_over_i)))
-            elif j_over_i > i_over_j:
-                out.append(Constraint(j, i, float(j_over_i - i_over_j)))
+    for i, j in candidates:
+        vi, aj = _meeting(visible[i], boxes[i], amodal[j], boxes[j])
+        vj, ai = _meeting(visible[j], boxes[j], amodal[i], boxes[i])
+        i_over_j, j_over_i = int(np.count_nonzero(vi & aj)), int(np.count_nonzero(vj & ai))
+        if i_over_j > j_over_i:
+            out.append(Constraint(i, j, float(i_over_j - j_over_i)))
+        elif j_over_i > i_over_j:
+            out.append(Constraint(j, i, float(j_over_i - i_over_j)))
     return out
 
 
@@ -165,13 +167,39 @@ def constraints_from_clusters(oco_ids: Sequence[int], ico_ids: Sequence[int]) ->
     return [Constraint(i, j, 1.0) for i, j in cluster_pairs(list(zip(oco_ids, ico_ids)))]
 
 
-def _box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """The bounding box of a mask as ``(x0, y0, x1, y1)``, exclusive ends; ``(0, 0, 0, 0)`` when empty
+    (a box that meets no other)."""
     ys = np.flatnonzero(mask.any(axis=1))
     if ys.size == 0:
-        return None
+        return 0, 0, 0, 0
     xs = np.flatnonzero(mask.any(axis=0))
-    return int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
+    return int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1
 
 
-def _boxes_meet(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
-    return a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
+def _union_box(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    if a[2] <= a[0] or a[3] <= a[1]:
+        return b
+    if b[2] <= b[0] or b[3] <= b[1]:
+        return a
+    return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
+
+
+def _meeting(a: np.ndarray, a_box: Sequence[int], b: np.ndarray, b_box: Sequence[int]
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Two full-frame masks cut to where their boxes meet (boxes that meet: see `box_pairs`)."""
+    x0, y0 = max(a_box[0], b_box[0]), max(a_box[1], b_box[1])
+    x1, y1 = min(a_box[2], b_box[2]), min(a_box[3], b_box[3])
+    return a[y0:y1, x0:x1], b[y0:y1, x0:x1]
+
+
+def box_pairs(boxes: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
+    """Index pairs ``(i, j)``, ``i < j``, in row-major order, of the boxes (x0, y0, x1, y1; exclusive ends)
+    that share a pixel: found in one vectorised test, so pairwise work skips the pairs that cannot meet."""
+    if len(boxes) < 2:
+        return []
+    b = np.asarray(boxes, np.int64).reshape(len(boxes), 4)
+    meet = ((np.minimum(b[:, None, 2], b[None, :, 2]) > np.maximum(b[:, None, 0], b[None, :, 0]))
+            & (np.minimum(b[:, None, 3], b[None, :, 3]) > np.maximum(b[:, None, 1], b[None, :, 1])))
+    i, j = np.nonzero(np.triu(meet, k=1))
+    return list(zip(i.tolist(), j.tolist()))

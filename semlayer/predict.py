@@ -57,9 +57,9 @@ from .engine.checkpoint import categories_from_names, check_categories, load_for
 from .engine.config import defaults
 from .errors import ConfigError, FormatError, SemlayerError
 from .images import ImageReadError, read_image, to_rgb
-from .order import Constraint, ranks_from_constraints
+from .order import Constraint, box_pairs, ranks_from_constraints
 from .scene import AmodalScene, AnnotationSet, Instance
-from .semdist import SemDistMap, box_pairs, order_constraints
+from .semdist import SemDistMap, order_constraints
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .order import Constraint, Ordering, ranks_from_constraints
+from .order import Constraint, Ordering, box_pairs, ranks_from_constraints
 from .scene import AmodalScene, Instance
 
 DEFAULT_K = 3
@@ -192,18 +192,6 @@ def order_constraints(maps: Sequence[SemDistMap], weights: Sequence[float] | Non
         w = abs(vi - vj) * (1.0 if weights is None else float(weights[i]) * float(weights[j]))
         out.append(Constraint(i, j, w) if vi > vj else Constraint(j, i, w))
     return out
-
-
-def box_pairs(boxes: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
-    """Index pairs ``(i, j)``, ``i < j``, in row-major order, of the boxes (x0, y0, x1, y1; exclusive ends)
-    that share a pixel: found in one vectorised test, so pairwise work skips the pairs that cannot meet."""
-    if len(boxes) < 2:
-        return []
-    b = np.asarray(boxes, np.int64).reshape(len(boxes), 4)
-    meet = ((np.minimum(b[:, None, 2], b[None, :, 2]) > np.maximum(b[:, None, 0], b[None, :, 0]))
-            & (np.minimum(b[:, None, 3], b[None, :, 3]) > np.maximum(b[:, None, 1], b[None, :, 1])))
-    i, j = np.nonzero(np.triu(meet, k=1))
-    return list(zip(i.tolist(), j.tolist()))
 
 
 def decode_ranks(maps: Sequence[SemDistMap], tie_break: Sequence[float] | None = None) -> Ordering:

@@ -16,8 +16,7 @@ from typing import Any, Callable, Iterator, NoReturn, TypeVar
 import numpy as np
 
 from ..errors import FormatError
-from ..order import (Constraint, constraints_from_clusters, constraints_from_overlap, overlapping_pairs,
-                     ranks_from_constraints)
+from ..order import Constraint, constraints_from_clusters, constraints_from_overlap, ranks_from_constraints
 from ..scene import AmodalScene, Instance, renumber_ranks
 from .masks import polygons_to_mask, rle_counts, rle_to_mask
 
@@ -323,13 +322,8 @@ def group_ranks(group: Group) -> list[int]:
         # Tied keys (D2SA's occl_depth, several objects at one depth): the masks order the tied pairs that
         # overlap, so the visible masks as stated survive the painter's rule; keys order the rest, then
         # record order. Constraints only inside a tie never put an object before one of a smaller key.
-        tied = [(i, j) for i, j in overlapping_pairs(renumber_ranks(keys), amodal) if keys[i] == keys[j]]
-        visible = [r.visible_or_amodal() for r in regions]
-        evidence = []
-        for i, j in tied:
-            for c in constraints_from_overlap([visible[i], visible[j]], [amodal[i], amodal[j]]):
-                front, back = (i, j) if c.front == 0 else (j, i)
-                evidence.append(Constraint(front, back, c.weight))
+        tied = [(i, j) for i in range(len(keys)) for j in range(i + 1, len(keys)) if keys[i] == keys[j]]
+        evidence = constraints_from_overlap([r.visible_or_amodal() for r in regions], amodal, tied)
         return ranks_from_constraints(len(regions), evidence, tie_break=keys).ranks
     evidence = constraints_from_overlap([r.visible_or_amodal() for r in regions], amodal)
     if any(r.cluster is not None for r in regions):
