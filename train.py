@@ -31,6 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, help="base learning rate (overrides train.lr)")
     p.add_argument("--init", help="fine-tune from this checkpoint (or a plain state_dict file)")
     p.add_argument("--resume", action="store_true", help="continue OUT/last.pt")
+    p.add_argument("--stop-at", type=int, help="stop after this iteration, as an interruption would (the learning "
+                   "rate schedule still spans --max-iters; continue with --resume)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--seed", type=int, help="random seed (overrides train.seed)")
     p.add_argument("--workers", type=int, help="data loader worker processes (overrides data.workers)")
@@ -69,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             if value is not None:
                 config["train"][key] = value
         config = validate_config(config, f"{args.config} with command-line options")
+        if args.stop_at is not None and args.stop_at < 1:
+            raise ConfigError(f"--stop-at: expected >= 1, got {args.stop_at}")
         if args.workers is not None and args.workers < 0:
             raise ConfigError(f"--workers: expected >= 0, got {args.workers}")
         out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
@@ -84,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             val_data=_pair(args.val_data, args.val_images, "val-"),
             workers=args.workers,
             progress=not args.no_progress,
+            stop_at=args.stop_at,
         )
     except SemlayerError as exc:
         print(f"error: {exc}", file=sys.stderr)

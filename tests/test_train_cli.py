@@ -39,12 +39,14 @@ def run(*args):
 def test_cli_trains_writes_outputs_and_resumes(tmp_path):
     cfg = write_config(tmp_path / "tiny.yaml")
     out = tmp_path / "run"
-    proc = run("--config", cfg, "--out", out, "--max-iters", "2")
+    # --stop-at interrupts a 3-iteration schedule after 2, as the published runs' history does.
+    proc = run("--config", cfg, "--out", out, "--max-iters", "3", "--stop-at", "2")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "train: 100%" in proc.stderr  # the tqdm progress bar
+    assert "train:  67%" in proc.stderr and "2/3" in proc.stderr  # the tqdm progress bar, stopped at 2 of 3
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "curves.png", "last.pt", "log.jsonl"]
     proc = run("--config", cfg, "--out", out, "--max-iters", "3", "--resume")
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "train: 100%" in proc.stderr
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in log if r["split"] == "train"] == [1, 2, 3]
 
@@ -61,6 +63,7 @@ def test_cli_trains_writes_outputs_and_resumes(tmp_path):
         ("{}", ["--resume"], "last.pt does not exist"),
         ("{}", ["--batch-size", "0"], "train.batch_size: expected a value > 0"),
         ("{}", ["--threads", "0"], "--threads: expected >= 1"),
+        ("{}", ["--stop-at", "0"], "--stop-at: expected >= 1"),
         ("{}", ["--init", "missing.pt"], "model.init: weights file missing.pt not found"),
     ],
 )
