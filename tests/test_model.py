@@ -94,6 +94,35 @@ def test_K_sets_the_number_of_layer_classes_and_classes_the_box_head(batch):
     assert det["layer_logits"].shape[1:] == (6, 28, 28) and det["global_layers"].shape == (6, 96, 96)
 
 
+def test_class_specific_layering_keeps_each_rois_label_maps(batch):
+    torch.manual_seed(0)
+    K, C = 2, 8
+    model = build_model(small_config(K=K, num_classes=C, class_specific_layers=True))
+    head = model.roi_heads.mask_predictor
+    assert head.layer_logits.out_channels == (C + 1) * (K + 1)  # background included, as in Mask R-CNN
+    images, targets = batch
+    model.train()
+    losses = model(images, targets)
+    losses["loss_layers"].backward()
+    # Training reads only the ground-truth labels' maps: the other classes' output weights get no gradient.
+    grad = head.layer_logits.weight.grad.reshape(C + 1, K + 1, -1).abs().sum(dim=(1, 2))
+    present = sorted({int(v) for t in targets for v in t["labels"]})
+    assert [c for c in range(C + 1) if grad[c] > 0] == present
+
+    model.eval()
+    full = []
+    hook = head.layer_logits.register_forward_hook(lambda m, i, o: full.append(o))
+    with torch.no_grad():
+        det = model([images[0]])[0]
+    hook.remove()
+    r = len(det["labels"])
+    assert r > 0 and full[0].shape == (r, (C + 1) * (K + 1), 28, 28)
+    kept = full[0].reshape(r, C + 1, K + 1, 28, 28)[torch.arange(r), det["labels"]]
+    torch.testing.assert_close(det["layer_logits"], kept, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="one label per RoI"):
+        head(torch.zeros(2, 16, 14, 14))
+
+
 def test_empty_images_train(batch):
     torch.manual_seed(0)
     model = build_model(small_config())

@@ -110,6 +110,9 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "semdist_beta": Field(NUM, 0.1, check=_positive),
         # 3: the first SLN checkpoints' sem-dist layer (so they load as trained); 1: the cheaper one.
         "semdist_kernel": Field(INT, 3, choices=(1, 3)),
+        # One set of layering maps per class (as Mask R-CNN's masks are) instead of one shared set; False is
+        # what the first SLN checkpoints were trained with.
+        "class_specific_layers": Field(BOOL, False),
         "init": Field(STR, None, nullable=True),
     },
     "data": {

@@ -73,14 +73,23 @@ class GlobalLayeringModule(nn.Module):
 class LayeringPredictor(nn.Module):
     """From mask-head features (R, D, 14, 14): the instance layering logits (R, K+1, 28, 28; class 0 =
     outside, 1..K = layer 0..K-1), then the sem-dist map (R, 1, 28, 28) regressed from the upsampled
-    features together with the layering probabilities (the paper's cascade: layers, then distances)."""
+    features together with the layering probabilities (the paper's cascade: layers, then distances).
 
-    def __init__(self, in_channels: int, K: int, semdist_channels: int = 16, semdist_kernel: int = 3):
+    ``num_classes`` > 1 makes the layering logits class-specific, as Mask R-CNN's masks are: one set of K+1
+    maps per class (background included), of which each RoI keeps its label's (the ground-truth label in
+    training, the predicted one at inference). A class's own maps can carry its shape prior into the hidden
+    part; the sem-dist regression stays shared and reads the kept maps."""
+
+    def __init__(self, in_channels: int, K: int, semdist_channels: int = 16, semdist_kernel: int = 3,
+                 num_classes: int = 1):
         super().__init__()
         if semdist_kernel not in (1, 3):
             raise ValueError(f"semdist_kernel must be 1 or 3, got {semdist_kernel!r}")
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes!r}")
+        self.K, self.num_classes = K, num_classes
         self.upsample = nn.ConvTranspose2d(in_channels, in_channels, 2, stride=2)
-        self.layer_logits = nn.Conv2d(in_channels, K + 1, 1)
+        self.layer_logits = nn.Conv2d(in_channels, num_classes * (K + 1), 1)
         # A narrow layer: at 28 x 28 per RoI a full-width one would cost more than the whole mask head. A 1x1
         # kernel (`model.semdist_kernel: 1`) is about 4x cheaper still, but regressed the distances 38 % worse
         # when refit on the shipped network (docs/benchmarks.md), so 3x3 is the default.
@@ -100,9 +109,15 @@ class LayeringPredictor(nn.Module):
     # that need masks, layers and order but no distance maps, e.g. `semlayer predict` writing files.
     predict_semdist: bool = True
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+    def forward(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """``labels`` (R,): each RoI's class, needed by a class-specific head (ignored otherwise)."""
         x = F.relu(self.upsample(x))
         layer_logits = self.layer_logits(x)
+        if self.num_classes > 1:
+            if labels is None or labels.shape != (x.shape[0],):
+                raise ValueError("a class-specific layering head needs one label per RoI")
+            per_class = layer_logits.unflatten(1, (self.num_classes, self.K + 1))
+            layer_logits = per_class[torch.arange(x.shape[0], device=x.device), labels]
         if not (self.training or self.predict_semdist):
             return layer_logits, None
         semdist = self.semdist(torch.cat([x, layer_logits.softmax(dim=1)], dim=1))
@@ -147,16 +162,19 @@ class SLNRoIHeads(RoIHeads):
             positive = [torch.where(lab > 0)[0] for lab in labels]
             mask_proposals = [p[pos] for p, pos in zip(proposals, positive)]
             pos_matched = [m[pos] for m, pos in zip(matched_idxs, positive)]
+            mask_labels = torch.cat([lab[pos] for lab, pos in zip(labels, positive)])
         else:
             boxes, scores, labels = self.postprocess_detections(class_logits, box_regression, proposals, image_shapes)
             result = [{"boxes": b, "labels": lab, "scores": s} for b, lab, s in zip(boxes, labels, scores)]
             mask_proposals = [r["boxes"] for r in result]
+            mask_labels = torch.cat(labels)
 
         roi_features = self.mask_roi_pool(features, mask_proposals, image_shapes)
         size = roi_features.shape[-2:]
         glm_rois = roi_align(glm_probs, mask_proposals, size, spatial_scale=self.glm_scale,
                              sampling_ratio=self.mask_roi_pool.sampling_ratio)
-        layer_logits, semdist = self.mask_predictor(self.mask_head(torch.cat([roi_features, glm_rois], dim=1)))
+        layer_logits, semdist = self.mask_predictor(self.mask_head(torch.cat([roi_features, glm_rois], dim=1)),
+                                                    mask_labels)
 
         if self.training:
             losses.update(self.layering_losses(layer_logits, semdist, mask_proposals, pos_matched, targets))
