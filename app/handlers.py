@@ -497,13 +497,18 @@ def render_level_sets(cfg: AppConfig, tab: Tab) -> np.ndarray:
 
 
 def render_global(cfg: AppConfig, tab: Tab) -> np.ndarray:
-    """Global layering map of the shown scene: a prediction's is the network's own (its GLM output)."""
+    """Global layering map of the shown scene: a prediction's is the network's own (its GLM output), titled
+    with how far it agrees with the predicted instances (a separate head: nothing forces them to agree)."""
     image = current_image(tab)
     if shown_scene(tab) == "prediction":
         model = model_for(tab)
         G = None if model is None else model.global_layers(image, cfg.score_thr)
         if G is not None:
-            return viz.global_layering_figure(image, G, K=_K(cfg, tab, "prediction"))
+            K = _K(cfg, tab, "prediction")
+            share = semdist.layering_agreement(G, [inst.amodal for inst in _shown(cfg, tab).instances], K)
+            note = "the network's own (global layering module)" + (
+                "" if share is None else f"\nits instances' overlap count agrees on {share:.0%} of object pixels")
+            return viz.global_layering_figure(image, G, K=K, note=note)
     return viz.global_layering_figure(image, _shown(cfg, tab), K=cfg.K)
 
 

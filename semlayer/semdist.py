@@ -159,6 +159,17 @@ def global_layering_map(masks: Sequence[np.ndarray], shape: tuple[int, int], K: 
     return np.minimum(count, K).astype(np.uint8)
 
 
+def layering_agreement(G: np.ndarray, masks: Sequence[np.ndarray], K: int = DEFAULT_K) -> float | None:
+    """Share of the pixels that ``G`` or some mask covers where ``G`` equals the masks' own global layering
+    map: how far a predicted G (a separate head of the network) agrees with its predicted instances. None
+    when neither covers any pixel."""
+    own = global_layering_map(masks, G.shape, K)
+    covered = (G > 0) | (own > 0)
+    if not covered.any():
+        return None
+    return float(np.count_nonzero((G == own) & covered)) / float(np.count_nonzero(covered))
+
+
 def decode_layers(values: np.ndarray, K: int = DEFAULT_K) -> np.ndarray:
     """Layer per pixel from sem-dist values: K - ceil(S); -1 where S <= 0. int8."""
     layers = (K - np.ceil(values)).astype(np.int8)

@@ -640,9 +640,10 @@ def level_set_figure(
     return _render(fig)
 
 
-def global_layering_figure(image: np.ndarray, scene_or_G: AmodalScene | np.ndarray, K: int = DEFAULT_K) -> np.ndarray:
+def global_layering_figure(image: np.ndarray, scene_or_G: AmodalScene | np.ndarray, K: int = DEFAULT_K,
+                           note: str = "") -> np.ndarray:
     """The global layering map G (how many objects claim each pixel, capped at K) over the dimmed image,
-    with a discrete colorbar 0 .. K."""
+    with a discrete colorbar 0 .. K; ``note`` is a second title line (e.g. where the map comes from)."""
     if isinstance(scene_or_G, AmodalScene):
         G = global_layering_map([inst.amodal for inst in scene_or_G.instances], scene_or_G.shape, K)
     else:
@@ -669,7 +670,7 @@ def global_layering_figure(image: np.ndarray, scene_or_G: AmodalScene | np.ndarr
     bar.ax.set_yticklabels([str(k) for k in range(K)] + [f"≥{K}"])
     bar.set_label("objects covering the pixel")
     ax.set_axis_off()
-    ax.set_title(f"global layering map G (K={K})", fontsize=10)
+    ax.set_title(f"global layering map G (K={K})" + (f"\n{note}" if note else ""), fontsize=10)
     return _render(fig)
 
 

@@ -67,6 +67,16 @@ class FakePredictor:
         return AmodalScene({"id": 0, "height": h, "width": w}, [first, second])
 
 
+class LayeredFakePredictor(FakePredictor):
+    """The fake with a global layering map, as the SLN has: one that misses the two boxes' overlap."""
+
+    has_layers, K = True, 3
+
+    def global_layers(self):
+        scene = self.scene()
+        return np.maximum(scene.instances[0].amodal, scene.instances[1].amodal).astype(np.uint8)
+
+
 @pytest.fixture
 def images(tmp_path):
     folder = tmp_path / "images"
@@ -221,6 +231,25 @@ def test_editor_edits_masks_exactly(cfg, tab):
     assert tab.session.history()[0][-3:] == ["rename 4 to 'cap'", "set category of 4 to None", "set stuff of 4 to True"]
     h.delete_selected(tab)
     assert [i.id for i in tab.session.scene.instances] == [1, 2, 3] and tab.selected is None
+
+
+def test_a_predicted_global_map_is_titled_with_its_agreement_with_the_instances(cfg, tab, tmp_path, monkeypatch):
+    ckpt = tmp_path / "layered.pt"
+    ckpt.write_bytes(b"fake")
+    register_model(str(ckpt), Model(LayeredFakePredictor(), str(ckpt)))
+    tab.checkpoint, tab.show = str(ckpt), "prediction"
+    notes = []
+    drawn = viz.global_layering_figure
+    monkeypatch.setattr(viz, "global_layering_figure", lambda *a, **k: notes.append(k.get("note")) or drawn(*a, **k))
+    assert h.render_global(cfg, tab).ndim == 3
+    # Boxes of (H/2 x W/2) and (3H/4 x 3W/4) overlapping on (H/4 x W/4): the map is right off the overlap only.
+    union = (H // 2) * (W // 2) + (H - H // 4) * (W - W // 4) - (H // 2 - H // 4) * (W // 2 - W // 4)
+    share = 1 - (H // 2 - H // 4) * (W // 2 - W // 4) / union
+    assert notes == ["the network's own (global layering module)\n"
+                     f"its instances' overlap count agrees on {share:.0%} of object pixels"]
+    tab.show = "annotation"  # an annotation's G is its instances' own: nothing to compare
+    h.render_global(cfg, tab)
+    assert notes[1:] == [None]
 
 
 def test_navigation_and_missing_image(cfg, tab, images):

@@ -25,6 +25,19 @@ def test_toy_scene_values_follow_the_definition():
     assert g.dtype == np.uint8 and g[3, 3] == 2 and g[1, 1] == 1 and g[0, 0] == 0
 
 
+def test_layering_agreement_of_a_predicted_G_with_the_instances():
+    a, b = np.zeros((4, 6), bool), np.zeros((4, 6), bool)
+    a[0:2, 0:4] = True  # 8 px
+    b[1:3, 2:6] = True  # 8 px, 2 of them over a: the instances' G covers 14 px, 2 of them at 2
+    own = semdist.global_layering_map([a, b], (4, 6), K=3)
+    assert semdist.layering_agreement(own, [a, b]) == 1.0
+    G = np.minimum(own, 1)  # a GLM that misses the overlap: 12 of 14 covered pixels agree
+    assert semdist.layering_agreement(G, [a, b]) == pytest.approx(12 / 14)
+    G[3, 0] = 1  # and claims an object where no instance is: 12 of 15
+    assert semdist.layering_agreement(G, [a, b]) == pytest.approx(12 / 15)
+    assert semdist.layering_agreement(np.zeros((4, 6), np.uint8), []) is None
+
+
 def test_delta_saturates_at_tau_and_uses_euclidean_distance():
     s = AmodalScene({"id": 1, "height": 41, "width": 41}, [Instance(1, rect(41, 41, 0, 0, 41, 41))])
     m = semdist.encode_scene(s, K=2, tau=30)[0].values

@@ -173,6 +173,8 @@ def test_global_layering_figure_from_scene_or_map(toy):
     assert a.dtype == np.uint8 and a.shape[2] == 3
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, viz.global_layering_figure(image, np.minimum(G, 2), K=3))
+    noted = viz.global_layering_figure(image, G, K=3, note="the network's own")  # a second title line
+    assert noted.shape == a.shape and not np.array_equal(noted, a)
     with pytest.raises(ValueError, match="G must hold values 0..2"):
         viz.global_layering_figure(image, G, K=2)
     with pytest.raises(ValueError, match="2-D map"):
