@@ -1,5 +1,6 @@
 """The shipped demo checkpoint: it loads, predicts valid scenes on bundled images, and the CLI's
-predict -> evaluate pipeline runs on it end to end."""
+predict -> evaluate pipeline runs on it end to end. The committed baseline checkpoints (docs/results.md)
+follow the same recipe and predict valid scenes too."""
 
 import json
 
@@ -18,6 +19,10 @@ from semlayer.images import read_image
 from semlayer.predict import DEFAULT_CHECKPOINT, Predictor
 from semlayer.scene import AnnotationSet
 from semlayer.semdist import decode_layers
+
+
+# The Mask R-CNN baselines of docs/results.md, committed so the comparison survives a new machine.
+BASELINES = {"maskrcnn_amodal": DEFAULT_CHECKPOINT.parent / "baselines" / "maskrcnn_amodal_tiny_synth.pt"}
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +128,24 @@ def test_without_semdist_maps_everything_else_is_the_same(predictor):
         np.testing.assert_array_equal(a.amodal, b.amodal)
         np.testing.assert_array_equal(a.layers, b.layers)
         np.testing.assert_array_equal(va, vb)
+
+
+@pytest.mark.parametrize("kind", sorted(BASELINES))
+def test_committed_baselines_share_the_shipped_recipe_and_predict_valid_scenes(kind):
+    path = BASELINES[kind]
+    assert path.stat().st_size < 25 * 1024 * 1024
+    _, sln, sln_names = load_checkpoint(DEFAULT_CHECKPOINT)
+    _, config, names = load_checkpoint(path)
+    assert config["model"]["kind"] == kind and names == sln_names
+    # Same backbone, heads, data and schedule: only the kind differs (and keys added since, at their defaults).
+    for section in ("model", "data", "train"):
+        differ = {k for k in set(config[section]) & set(sln[section]) if config[section][k] != sln[section][k]}
+        assert differ == ({"kind"} if section == "model" else set()), section
+    baseline = Predictor(path)
+    assert not baseline.has_layers
+    gt = formats.load(DEMO_ANNOTATIONS).scenes[2]
+    baseline.set_image(read_image(DEMO_IMAGES / gt.file_name))
+    scene = baseline.scene(score_thr=0.05)
+    assert len(scene) >= 1 and sorted(scene.ranks()) == list(range(1, len(scene) + 1))
+    assert all(inst.layers is None and inst.semdist is None for inst in scene.instances)
+    assert (np.sum(scene.visible_masks(), axis=0) <= 1).all()
