@@ -382,7 +382,9 @@ def scene_summary(tab: Tab) -> dict[str, Any]:
     return {"image": image, "instances": sorted(instances, key=lambda d: d["rank"])}
 
 
-TABLE_HEADERS = ["id", "name", "rank", "occlude rate", "score"]
+# Rank leads: it is the number the image's labels and legend show, and the table is in rank order.
+TABLE_HEADERS = ["rank", "id", "name", "occlude rate", "score"]
+TABLE_ID_COLUMN = TABLE_HEADERS.index("id")
 
 
 def instance_rows(scene: AmodalScene, rates: list[float] | None = None) -> list[list[Any]]:
@@ -392,7 +394,7 @@ def instance_rows(scene: AmodalScene, rates: list[float] | None = None) -> list[
     for i in scene.front_to_back():
         inst = scene.instances[i]
         score = "" if inst.score is None else f"{inst.score:.2f}"
-        rows.append([inst.id, inst.name, inst.rank, f"{rates[i]:.3f}", score])
+        rows.append([inst.rank, inst.id, inst.name, f"{rates[i]:.3f}", score])
     return rows
 
 

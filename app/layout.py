@@ -139,7 +139,7 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
                     with gr.Tab("3-D surface") as surf_tab:
                         surf_img = figure(show_label=False, elem_id="surface-image")
                 table = gr.Dataframe(
-                    headers=h.TABLE_HEADERS, datatype=["number", "str", "number", "str", "str"], interactive=False,
+                    headers=h.TABLE_HEADERS, datatype=["number", "number", "str", "str", "str"], interactive=False,
                     label="instances (front first; click a row to select)", elem_id="instance-table", max_height=260,
                 )  # fmt: skip
                 with gr.Row():
@@ -311,7 +311,7 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
 
         def on_row(tab: h.Tab, evt: gr.SelectData) -> None:
             if evt.row_value:
-                h.select_instance(cfg, tab, int(evt.row_value[0]), h.shown_scene(tab))
+                h.select_instance(cfg, tab, int(evt.row_value[h.TABLE_ID_COLUMN]), h.shown_scene(tab))
 
         def set_field(name: str) -> Callable[[h.Tab, Any], None]:
             return lambda tab, value: setattr(tab, name, value)

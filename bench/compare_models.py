@@ -4,11 +4,15 @@
         --model SLN=runs/tiny_synth/last.pt \\
         --model "amodal Mask R-CNN=runs/tiny_synth_maskrcnn_amodal/last.pt" \\
         --model "visible Mask R-CNN=runs/tiny_synth_maskrcnn_visible/last.pt" \\
-        [--num-images 200] [--seed 2026] [--work /tmp/semlayer_compare] [--class-agnostic]
+        [--num-images 200] [--seed 2026] [--work /tmp/semlayer_compare] [--class-agnostic] \\
+        [--resamples 1000]
 
 It generates the test set with `python -m semlayer synth` semantics (a seed no training run uses: training
 uses 0, validation 1), predicts with each checkpoint exactly as `python -m semlayer predict` does, scores each
 with `python -m semlayer evaluate`'s evaluator, and prints a Markdown table plus every metric as JSON.
+With ``--resamples N`` it also compares the first model with each other one by a paired bootstrap over the
+test images (`python -m semlayer compare`): the difference, its 95 % interval and the share of resamples in
+which the first model is ahead.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from semlayer import formats  # noqa: E402
-from semlayer.evaluate import evaluate  # noqa: E402
+from semlayer.evaluate import evaluate, paired_bootstrap  # noqa: E402
 from semlayer.predict import predict_files  # noqa: E402
 from semlayer.synth import write_dataset  # noqa: E402
 
@@ -45,6 +49,8 @@ def main() -> None:
     p.add_argument("--score-thr", type=float, default=0.5)
     p.add_argument("--class-agnostic", action="store_true",
                    help="ignore categories in AP and matching (detection and ordering apart from classification)")
+    p.add_argument("--resamples", type=int, default=0,
+                   help="paired bootstrap of the first model against each other one (0: none)")
     args = p.parse_args()
     torch.set_num_threads(1)
 
@@ -53,11 +59,12 @@ def main() -> None:
     if not gt_path.is_file():
         write_dataset(test_dir, num_images=args.num_images, seed=args.seed, size=args.size)
     gt = formats.load(gt_path)
-    rows = {}
+    rows, files = {}, {}
     for spec in args.model:
         name, _, ckpt = spec.partition("=")
         out = args.work / f"pred_{name.replace(' ', '_')}.json"
         predict_files(ckpt, [test_dir / "images"], out, fmt="cocoa", score_thr=args.score_thr)
+        files[name] = out
         rows[name] = evaluate(gt, formats.load(out), gt_file=str(gt_path), pred_file=str(out),
                               class_agnostic=args.class_agnostic or None)
 
@@ -68,6 +75,19 @@ def main() -> None:
     for name, m in rows.items():
         print(f"| {name} | " + " | ".join(f"{m[k]:.3f}" for _, k in COLUMNS) + " |")
     print(json.dumps(rows, indent=1))
+    names = list(files)
+    if args.resamples and len(names) > 1:
+        first = formats.load(files[names[0]])
+        print(f"\npaired bootstrap over the {len(gt)} test images, {args.resamples} resamples: {names[0]} minus ...")
+        print("| against | metric | difference | 95 % interval | resamples ahead |")
+        print("|---|---|---|---|---|")
+        for other in names[1:]:
+            result = paired_bootstrap(gt, first, formats.load(files[other]), resamples=args.resamples,
+                                      class_agnostic=args.class_agnostic or None)
+            for metric in ("amodal_AP", "amodal_AP50", "amodal_AP75", "miou_occluded", "order_acc"):
+                r = result[metric]
+                print(f"| {other} | {metric} | {r['diff']:+.3f} | [{r['low']:+.3f}, {r['high']:+.3f}] | "
+                      f"{r['share_ahead']:.1%} |")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""`python -m semlayer COMMAND`: synth, convert, validate, encode, render, predict, evaluate, figures.
+"""`python -m semlayer COMMAND`: synth, convert, validate, encode, render, predict, evaluate, compare,
+figures.
 
 Every command reports bad input as one clear line on stderr and exits with status 2 (no traceback).
 """
@@ -123,6 +124,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from . import formats
+    from .evaluate import format_comparison, paired_bootstrap
+
+    gt = formats.load(args.gt, compact=True)
+    pred = formats.load(args.pred, compact=True)
+    baseline = formats.load(args.baseline, compact=True)
+    result = paired_bootstrap(gt, pred, baseline, resamples=args.resamples, seed=args.seed,
+                              confidence=args.confidence, gt_file=args.gt, pred_file=args.pred,
+                              baseline_file=args.baseline, class_agnostic=args.class_agnostic or None)
+    print(f"{args.pred} against {args.baseline}: paired bootstrap over the images of {args.gt}, "
+          f"{args.resamples} resamples (seed {args.seed})")
+    print(format_comparison(result, args.confidence))
+    if args.json:
+        atomic_write_json(args.json, result, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_export_model(args: argparse.Namespace) -> int:
     from .engine import export_for_inference
 
@@ -194,6 +214,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--class-agnostic", action="store_true",
                    help="ignore categories (default when either file has none, e.g. COCOA)")
     s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("compare", help="how sure is 'PRED beats BASELINE': a paired bootstrap over the test images")
+    s.add_argument("--gt", required=True)
+    s.add_argument("--pred", required=True)
+    s.add_argument("--baseline", required=True)
+    s.add_argument("--resamples", type=int, default=1000)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--confidence", type=float, default=0.95, help="interval coverage (default 0.95)")
+    s.add_argument("--json", default=None, help="also write the comparison as JSON")
+    s.add_argument("--class-agnostic", action="store_true",
+                   help="ignore categories (default when a file has none, e.g. COCOA)")
+    s.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("export-model", help="strip a training checkpoint to what inference and fine-tuning need")
     s.add_argument("checkpoint")

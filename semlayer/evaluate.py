@@ -150,8 +150,37 @@ def evaluate(
     ``class_agnostic`` (default: when the ground truth has no categories, as COCOA, or no prediction has
     one, as from a class-agnostic model) ignores categories in AP and matching.
     """
+    _check_iou_match(iou_match)
+    prepared = _prepare_units(gt, pred, gt_file, pred_file, progress, class_agnostic)
+    units, cat_ids, per_category = prepared.units, prepared.cat_ids, prepared.per_category
+    metrics: dict[str, float | int] = {}
+    metrics.update(_coco_metrics(units, cat_ids, per_category))
+    metrics.update(_reduce_matched([_unit_matched(u, float(iou_match), per_category) for u in units]))
+    metrics["num_images"] = prepared.num_images
+    metrics["num_gt"] = sum(len(u.gts) for u in units)
+    metrics["num_pred"] = prepared.num_pred
+    metrics["num_pred_unmatched_images"] = prepared.unmatched_images
+    return metrics
+
+
+def _check_iou_match(iou_match: Any) -> None:
     if isinstance(iou_match, bool) or not isinstance(iou_match, (int, float)) or not 0.0 < iou_match <= 1.0:
         raise ConfigError(f"iou_match must be a number in (0, 1], got {iou_match!r}")
+
+
+@dataclass
+class _Prepared:
+    units: list[_Unit]
+    cat_ids: list[int]
+    per_category: bool
+    num_images: int
+    num_pred: int
+    unmatched_images: int
+
+
+def _prepare_units(gt: AnnotationSet, pred: AnnotationSet, gt_file: str, pred_file: str, progress: bool,
+                   class_agnostic: bool | None) -> _Prepared:
+    """Every ground-truth scene as a `_Unit` against its image's predictions, masks as RLE."""
     if class_agnostic is None:
         class_agnostic = not gt.categories or all(i.category is None for s in pred.scenes for i in s.instances)
     per_category = not class_agnostic
@@ -191,14 +220,7 @@ def evaluate(
         cat_ids = sorted({int(c["id"]) for c in gt.categories} | {g.category for u in units for g in u.gts})
     else:
         cat_ids = [AGNOSTIC_CATEGORY]
-    metrics: dict[str, float | int] = {}
-    metrics.update(_coco_metrics(units, cat_ids, per_category))
-    metrics.update(_matched_metrics(units, float(iou_match), per_category))
-    metrics["num_images"] = len(records)
-    metrics["num_gt"] = sum(len(u.gts) for u in units)
-    metrics["num_pred"] = num_pred
-    metrics["num_pred_unmatched_images"] = unmatched_images
-    return metrics
+    return _Prepared(units, cat_ids, per_category, len(records), num_pred, unmatched_images)
 
 
 # ----- inputs ------------------------------------------------------------------------------------
@@ -417,66 +439,222 @@ def _occluded_iou(g: _Obj, p: _Obj) -> float | None:
     return inter / (g_occ + p_occ - inter)
 
 
-def _mean(values: list[float], has_gt: bool) -> float:
-    """Mean over matched pairs; 0 when there was ground truth to match but nothing matched; -1 when none."""
-    if values:
-        return float(np.mean(values))
-    return 0.0 if has_gt else NO_DATA
-
-
 def _ratio(num: int, den: int) -> float:
     return num / den if den else NO_DATA
 
 
-def _matched_metrics(units: list[_Unit], iou_match: float, per_category: bool) -> dict[str, float | int]:
-    amodal_ious: list[float] = []
-    occluded_ious: list[float] = []
-    num_occluded_gt = 0
-    order_correct = order_total = order_found = 0
-    tp = fp = fn = tn = 0
-    for unit in units:
-        matches = _greedy_match(unit, iou_match, per_category)
-        for gi, (di, iou) in matches.items():
-            g, p = unit.gts[gi], unit.preds[di]
-            amodal_ious.append(iou)
-            occluded_iou = _occluded_iou(g, p)
-            if occluded_iou is not None:
-                occluded_ious.append(occluded_iou)
-            g_flag, p_flag = g.occlude_rate > 0, p.occlude_rate > 0
-            tp += g_flag and p_flag
-            fp += p_flag and not g_flag
-            fn += g_flag and not p_flag
-            tn += not g_flag and not p_flag
-        num_occluded_gt += sum(1 for g in unit.gts if g.occlude_rate > 0)
-        for front, back in unit.order_pairs:
-            order_total += 1
-            if front in matches and back in matches:
-                order_found += 1
-                pf, pb = unit.preds[matches[front][0]], unit.preds[matches[back][0]]
-                order_correct += pf.group == pb.group and pf.rank < pb.rank
-    num_gt = sum(len(u.gts) for u in units)
-    matched = tp + fp + fn + tn
+@dataclass
+class _MatchedStats:
+    """One unit's share of the matched-pair metrics: sums and counts, so that any multiset of units (the
+    whole test set, or a bootstrap resample) reduces to its metrics by adding them up."""
+
+    amodal_iou_sum: float = 0.0
+    amodal_iou_count: int = 0
+    occluded_iou_sum: float = 0.0
+    occluded_iou_count: int = 0
+    num_gt: int = 0
+    num_occluded_gt: int = 0
+    order_correct: int = 0
+    order_total: int = 0
+    order_found: int = 0
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    tn: int = 0
+
+
+_MATCHED_FIELDS = [f for f in _MatchedStats.__dataclass_fields__]
+
+
+def _unit_matched(unit: _Unit, iou_match: float, per_category: bool) -> _MatchedStats:
+    st = _MatchedStats(num_gt=len(unit.gts), num_occluded_gt=sum(1 for g in unit.gts if g.occlude_rate > 0))
+    matches = _greedy_match(unit, iou_match, per_category)
+    for gi, (di, iou) in matches.items():
+        g, p = unit.gts[gi], unit.preds[di]
+        st.amodal_iou_sum += iou
+        st.amodal_iou_count += 1
+        occluded_iou = _occluded_iou(g, p)
+        if occluded_iou is not None:
+            st.occluded_iou_sum += occluded_iou
+            st.occluded_iou_count += 1
+        g_flag, p_flag = g.occlude_rate > 0, p.occlude_rate > 0
+        st.tp += g_flag and p_flag
+        st.fp += p_flag and not g_flag
+        st.fn += g_flag and not p_flag
+        st.tn += not g_flag and not p_flag
+    for front, back in unit.order_pairs:
+        st.order_total += 1
+        if front in matches and back in matches:
+            st.order_found += 1
+            pf, pb = unit.preds[matches[front][0]], unit.preds[matches[back][0]]
+            st.order_correct += pf.group == pb.group and pf.rank < pb.rank
+    return st
+
+
+def _mean_of(total: float, count: int, has_gt: bool) -> float:
+    """Mean over matched pairs; 0 when there was ground truth to match but nothing matched; -1 when none."""
+    if count:
+        return total / count
+    return 0.0 if has_gt else NO_DATA
+
+
+def _reduce_matched(stats: list[_MatchedStats]) -> dict[str, float | int]:
+    return _matched_from_totals(_MatchedStats(**{f: sum(getattr(s, f) for s in stats) for f in _MATCHED_FIELDS}))
+
+
+def _matched_from_totals(t: _MatchedStats) -> dict[str, float | int]:
+    matched = t.tp + t.fp + t.fn + t.tn
     if matched:
         occlusion = {
-            "occlusion_acc": (tp + tn) / matched,
-            "occlusion_precision": _ratio(tp, tp + fp),
-            "occlusion_recall": _ratio(tp, tp + fn),
-            "occlusion_f1": _ratio(2 * tp, 2 * tp + fp + fn),
+            "occlusion_acc": (t.tp + t.tn) / matched,
+            "occlusion_precision": _ratio(t.tp, t.tp + t.fp),
+            "occlusion_recall": _ratio(t.tp, t.tp + t.fn),
+            "occlusion_f1": _ratio(2 * t.tp, 2 * t.tp + t.fp + t.fn),
         }
     else:
-        empty = 0.0 if num_gt else NO_DATA
+        empty = 0.0 if t.num_gt else NO_DATA
         occlusion = {k: empty for k in ("occlusion_acc", "occlusion_precision", "occlusion_recall", "occlusion_f1")}
     return {
-        "miou_amodal": _mean(amodal_ious, num_gt > 0),
-        "miou_occluded": _mean(occluded_ious, num_occluded_gt > 0),
-        "order_acc": _ratio(order_correct, order_total),
-        "order_pairs": order_total,
+        "miou_amodal": _mean_of(t.amodal_iou_sum, t.amodal_iou_count, t.num_gt > 0),
+        "miou_occluded": _mean_of(t.occluded_iou_sum, t.occluded_iou_count, t.num_occluded_gt > 0),
+        "order_acc": _ratio(t.order_correct, t.order_total),
+        "order_pairs": t.order_total,
         # Ordering apart from detection: the pairs whose two objects were both matched.
-        "order_acc_matched": _ratio(order_correct, order_found),
-        "order_pairs_matched": order_found,
+        "order_acc_matched": _ratio(t.order_correct, t.order_found),
+        "order_pairs_matched": t.order_found,
         **occlusion,
         "num_matched": matched,
     }
+
+
+# ----- paired bootstrap ------------------------------------------------------------------------
+# The metrics `paired_bootstrap` resamples: the amodal AP/AR family (from one pycocotools evaluation per
+# model, resampled at the per-image level) and every matched-pair rate.
+BOOTSTRAP_METRICS: tuple[str, ...] = (
+    "amodal_AP", "amodal_AP50", "amodal_AP75", "amodal_AR100", "miou_amodal", "miou_occluded", "order_acc",
+    "order_acc_matched", "occlusion_f1",
+)
+_BOOTSTRAP_AP = {"amodal_AP": ("AP", None, 100), "amodal_AP50": ("AP", 0.5, 100),
+                 "amodal_AP75": ("AP", 0.75, 100), "amodal_AR100": ("AR", None, 100)}
+
+
+class _ResampledAP:
+    """Amodal AP/AR of any multiset of a test set's units without re-matching: pycocotools matches each
+    (image, category) on its own (``evaluateImg``), so a resample's evaluation is the gathered per-image
+    results, accumulated. The full set in its own order gives exactly `evaluate`'s numbers."""
+
+    def __init__(self, units: list[_Unit], cat_ids: list[int], per_category: bool):
+        self.ev = _run(units, cat_ids, per_category, "amodal", "pixels", ALL_AREAS, {})
+        self.num_units = len(self.ev.params.imgIds)
+        self.evals = list(self.ev.evalImgs)  # [category][area][image], images in unit order (ids 1..n)
+        self.full = self._summaries()  # the test set itself, accumulated as `evaluate` does
+
+    def _summaries(self) -> dict[str, float]:
+        return {k: _summary(self.ev, kind, iou=iou, max_dets=m) for k, (kind, iou, m) in _BOOTSTRAP_AP.items()}
+
+    def __call__(self, idx: np.ndarray) -> dict[str, float]:
+        ev, n = self.ev, self.num_units
+        blocks = len(self.evals) // n if n else 0
+        ev.evalImgs = [self.evals[b * n + int(i)] for b in range(blocks) for i in idx]
+        ids = list(range(1, len(idx) + 1))  # a unit drawn twice is two images
+        ev.params.imgIds = ids
+        ev._paramsEval.imgIds = ids
+        with contextlib.redirect_stdout(io.StringIO()):
+            ev.accumulate()
+        return self._summaries()
+
+
+class _ResampledMatched:
+    """The matched-pair metrics of any multiset of units: their per-unit sums and counts, weighted."""
+
+    def __init__(self, units: list[_Unit], iou_match: float, per_category: bool):
+        stats = [_unit_matched(u, iou_match, per_category) for u in units]
+        self.full = _reduce_matched(stats)  # the test set itself, summed as `evaluate` sums it
+        self.table = np.array([[getattr(st, f) for f in _MATCHED_FIELDS] for st in stats], np.float64
+                              ).reshape(len(stats), len(_MATCHED_FIELDS))
+        self.types = [type(getattr(_MatchedStats(), f)) for f in _MATCHED_FIELDS]
+
+    def __call__(self, idx: np.ndarray) -> dict[str, float | int]:
+        totals = np.bincount(idx, minlength=len(self.table)).astype(np.float64) @ self.table
+        return _matched_from_totals(_MatchedStats(**{
+            f: kind(round(v)) if kind is int else float(v) for f, kind, v in zip(_MATCHED_FIELDS, self.types, totals)
+        }))
+
+
+def paired_bootstrap(
+    gt: AnnotationSet,
+    pred: AnnotationSet,
+    baseline: AnnotationSet,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    iou_match: float = 0.5,
+    metrics: tuple[str, ...] = BOOTSTRAP_METRICS,
+    gt_file: str = "ground truth",
+    pred_file: str = "predictions",
+    baseline_file: str = "baseline",
+    class_agnostic: bool | None = None,
+    progress: bool = False,
+) -> dict[str, dict[str, float]]:
+    """How sure is "``pred`` beats ``baseline``" on this test set: a paired bootstrap over its images.
+
+    Each resample draws as many ground-truth units (scenes) as the test set has, with replacement, and
+    scores both prediction sets on the same draw. Per metric: ``pred`` and ``baseline`` (the full test set,
+    as `evaluate` gives them), ``diff`` = pred - baseline, the central ``confidence`` interval of the
+    resampled differences (``low``, ``high``; percentile bootstrap), and ``share_ahead``, the share of
+    resamples in which ``pred`` scores higher. It measures test-set sampling only: two training runs of
+    one recipe differ as well (docs/results.md).
+    """
+    _check_iou_match(iou_match)
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 1:
+        raise ConfigError(f"resamples must be a positive integer, got {resamples!r}")
+    if not 0.0 < confidence < 1.0:
+        raise ConfigError(f"confidence must be in (0, 1), got {confidence!r}")
+    unknown = [m for m in metrics if m not in BOOTSTRAP_METRICS]
+    if unknown:
+        raise ConfigError(f"metrics: {unknown} cannot be resampled; expected some of {list(BOOTSTRAP_METRICS)}")
+    if class_agnostic is None:  # one rule for both sides, or their numbers would not be comparable
+        class_agnostic = not gt.categories or any(
+            all(i.category is None for s in p.scenes for i in s.instances) for p in (pred, baseline))
+    sides = []
+    for p, name in ((pred, pred_file), (baseline, baseline_file)):
+        prep = _prepare_units(gt, p, gt_file, name, progress, class_agnostic)
+        sides.append((_ResampledAP(prep.units, prep.cat_ids, prep.per_category),
+                      _ResampledMatched(prep.units, float(iou_match), prep.per_category)))
+    n = sides[0][0].num_units
+
+    def score(idx: np.ndarray) -> list[dict[str, float]]:
+        return [{**ap(idx), **matched(idx)} for ap, matched in sides]
+
+    full = [{**ap.full, **matched.full} for ap, matched in sides]
+    rng = np.random.default_rng(seed)
+    diffs = np.empty((resamples, len(metrics)))
+    valid = np.ones((resamples, len(metrics)), bool)
+    for r in tqdm(range(resamples), desc="bootstrap", unit="resample", disable=not progress):
+        a, b = score(rng.integers(0, n, n))
+        for c, m in enumerate(metrics):
+            diffs[r, c] = a[m] - b[m]
+            valid[r, c] = a[m] != NO_DATA and b[m] != NO_DATA
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    out = {}
+    for c, m in enumerate(metrics):
+        d = diffs[valid[:, c], c]
+        a, b = full[0][m], full[1][m]
+        low, high = (np.percentile(d, [tail, 100.0 - tail]) if d.size else (NO_DATA, NO_DATA))
+        out[m] = {"pred": float(a), "baseline": float(b), "diff": float(a - b), "low": float(low),
+                  "high": float(high), "share_ahead": float(np.mean(d > 0)) if d.size else NO_DATA}
+    return out
+
+
+def format_comparison(result: Mapping[str, Mapping[str, float]], confidence: float = 0.95) -> str:
+    """A `paired_bootstrap` result as a text table."""
+    head = f"{'metric':<20} {'pred':>7} {'baseline':>8} {'diff':>7}  {f'{confidence:.0%} interval':>18}  {'ahead':>6}"
+    lines = [head, "-" * len(head)]
+    for m, r in result.items():
+        lines.append(f"{m:<20} {r['pred']:>7.3f} {r['baseline']:>8.3f} {r['diff']:>+7.3f}  "
+                     f"[{r['low']:>+7.3f}, {r['high']:>+7.3f}]  {r['share_ahead']:>6.1%}")
+    return "\n".join(lines)
 
 
 # ----- report ------------------------------------------------------------------------------------

@@ -132,6 +132,28 @@ def test_click_inspects_the_instance(page, app, tmp_path):
     page.screenshot(path=str(tmp_path / "inspect.png"), full_page=True)
 
 
+def test_a_table_row_selects_its_instance_and_leads_with_the_rank_the_image_shows(page, app):
+    _, _, scene = app
+    table = page.locator("#instance-table")
+    table.get_by_text("annotation:").wait_for(timeout=20_000)
+    headers = [t.strip() for t in table.locator("thead th").all_inner_texts() if t.strip()]
+    assert headers[:3] == ["rank", "id", "name"]
+    # The generator numbers instances front to back, so first move the front one backward: then row 1
+    # (rank 1) holds id 2, and selecting by the wrong column would show the wrong instance.
+    first, second = scene.order_ids()[:2]
+    assert scene.get(first).rank == first == 1
+    click_pixel(page, scene, *visible_pixel(scene, first))
+    page.locator("#inspector").get_by_text(f"(#{first})").wait_for(timeout=20_000)
+    page.get_by_role("button", name="backward").click()
+    page.locator("#status").get_by_text(f"last edit: move {first} backward").wait_for(timeout=20_000)
+    target = scene.get(second)
+    # Its name cell (row 0 is the header row; Gradio's table is a grid of rows and gridcells).
+    table.get_by_role("row").nth(1).get_by_role("gridcell").nth(2).click()
+    inspector = page.locator("#inspector")
+    inspector.get_by_text(f"{target.name} (#{target.id})").wait_for(timeout=20_000)
+    assert f"rank 1 of {len(scene)}" in inspector.inner_text()
+
+
 def test_reorder_two_instances_and_export(page, app):
     _, cfg, scene = app
     first, second = scene.order_ids()[:2]

@@ -123,7 +123,7 @@ def test_click_selects_front_most_then_cycles_behind(cfg, tab):
 
 def test_table_selection_and_summary(cfg, tab):
     assert h.instance_rows(tab.session.scene) == [
-        [2, "a", 1, "0.000", ""], [1, "b", 2, "0.250", ""], [3, "c", 3, "0.296", ""],
+        [1, 2, "a", "0.000", ""], [2, 1, "b", "0.250", ""], [3, 3, "c", "0.296", ""],
     ]  # fmt: skip
     assert h.select_instance(cfg, tab, 1)["occluders"] == [2]
     with pytest.raises(h.UserError, match="this annotation has no instance 9"):
@@ -475,7 +475,7 @@ def test_a_dataset_opens_on_the_prediction_when_there_is_a_model(tmp_path, image
     assert tab.show == "prediction" and h.shown_scene(tab) == "prediction"
     assert h.model_notice(cfg, tab) == "model `fake.pt` · its prediction of this image: 2 instance(s) with score ≥ 0.5"
     table = h.render(cfg, tab, ("table",))
-    assert table["rows"] == [[1, "object", 1, "0.000", "0.90"], [2, "object", 2, "0.111", "0.70"]]  # 150 of 1350 px hidden
+    assert table["rows"] == [[1, 1, "object", "0.000", "0.90"], [2, 2, "object", "0.111", "0.70"]]  # 150 of 1350 px hidden
     assert table["table_title"].startswith("prediction: ") and table["show"] == "prediction"
     assert h.select_instance(cfg, tab, 2, "prediction")["score"] == 0.7 and tab.selected_in == "prediction"
     # The script API selects in the edited scene whatever the page shows.
