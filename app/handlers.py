@@ -835,7 +835,8 @@ def add_from_editor(tab: Tab, value: Any, name: str, category: float | None, is_
 
 
 def export(tab: Tab, fmt: str) -> Path:
-    """The corrected dataset as ``cocoa`` (merged into the original file) or ``coco`` JSON in the workspace."""
+    """The corrected dataset as ``cocoa`` (merged into the original file), ``coco`` or ``kins`` JSON in the
+    workspace."""
     fmt = str(fmt).lower()
     try:
         return tab.session.export(fmt)

@@ -181,6 +181,7 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
                     with gr.Row():
                         cocoa_btn = gr.Button("export COCOA JSON", size="sm")
                         coco_btn = gr.Button("export COCO-style JSON", size="sm")
+                        kins_btn = gr.Button("export KINS JSON", size="sm")
                     export_file = gr.File(label="download", interactive=False, height=90)
                     with gr.Row():
                         tune_btn = gr.Button("fine-tune on corrected data", size="sm", variant="primary")
@@ -358,6 +359,7 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
 
         wire(cocoa_btn.click, event(r_export, exporter("cocoa")), None, [export_file])
         wire(coco_btn.click, event(r_export, exporter("coco")), None, [export_file])
+        wire(kins_btn.click, event(r_export, exporter("kins")), None, [export_file])
 
         def r_tune(tab: h.Tab) -> dict:
             progress = h.finetune_status(tab)
@@ -403,7 +405,7 @@ def _api(tabs: Tabs, cfg: h.AppConfig) -> None:
         return h.select_at(cfg, tabs.get(request), x, y, which="annotation")
 
     def export(fmt: str, request: gr.Request) -> gr.FileData:
-        """Export the corrected dataset as 'cocoa' (merged into the original file) or 'coco' JSON."""
+        """Export the corrected dataset as 'cocoa' (merged into the original file), 'coco' or 'kins' JSON."""
         return gr.FileData(path=str(h.export(tabs.get(request), fmt)), mime_type="application/json")
 
     def move(instance_id: int, where: str, request: gr.Request) -> dict:

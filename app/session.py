@@ -37,7 +37,7 @@ from semlayer.scene import MOVES, AmodalScene, AnnotationSet, Instance
 SESSION_FILE = "session.json"
 SESSION_FORMAT = "semlayer-app-session"
 SESSION_VERSION = 1
-EXPORT_FORMATS = ("cocoa", "coco")
+EXPORT_FORMATS = ("cocoa", "coco", "kins")
 # File scenes kept decoded (the current one, its neighbours, the ones an export or undo just used).
 DECODED_SCENES = 8
 # Editable copies kept of the most recently used file scenes; the others are rebuilt from the file's scene and
@@ -660,6 +660,7 @@ class EditSession:
         ``cocoa``: when the source file is COCOA, its JSON with only the edited scenes' annotation records
         replaced (and added scenes appended), so untouched images and fields stay byte-for-byte equal;
         otherwise the whole corrected dataset converted. ``coco``: COCO-style amodal of the whole dataset.
+        ``kins``: KINS 2020 of the whole dataset (clusters and in-cluster ranks from the corrected order).
         """
         from semlayer import formats
 
@@ -668,6 +669,8 @@ class EditSession:
         corrected = self.corrected()
         if fmt == "coco":
             return formats.to_coco(corrected)
+        if fmt == "kins":
+            return formats.to_kins(corrected)
         if self.source is None or self.annset.format != "cocoa":
             return formats.to_cocoa(corrected)
         return self._merge_cocoa(self._read_json(self.source))

@@ -171,10 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-instances", type=int, default=6)
     s.set_defaults(func=cmd_synth)
 
-    s = sub.add_parser("convert", help="convert any supported annotation file to COCOA native or COCO-style amodal")
+    s = sub.add_parser("convert", help="convert any supported annotation file to COCOA native, COCO-style amodal or KINS 2020")
     s.add_argument("input", metavar="IN")
     s.add_argument("output", metavar="OUT")
-    s.add_argument("--to", choices=["cocoa", "coco"], required=True)
+    s.add_argument("--to", choices=["cocoa", "coco", "kins"], required=True)
     s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser("validate", help="check an annotation file (exit 0 valid, 1 violations, 2 unreadable)")

@@ -87,7 +87,9 @@ def test_export_returns_a_valid_json_file(client):
     assert formats.validate(path) == []
     coco = client.predict("coco", api_name="/export")
     assert json.loads(open(coco).read())["categories"]
-    with pytest.raises(AppError, match="export format must be one of cocoa, coco"):
+    kins = client.predict("kins", api_name="/export")
+    assert formats.load(kins).format == "kins2020" and formats.validate(kins) == []
+    with pytest.raises(AppError, match="export format must be one of cocoa, coco, kins"):
         client.predict("xml", api_name="/export")
 
 

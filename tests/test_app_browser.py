@@ -28,6 +28,7 @@ from app.model import Model, load_model, register_model
 from semlayer import formats, synth
 from semlayer.figures import DEMO_ANNOTATIONS, DEMO_IMAGES
 from semlayer.images import read_image
+from semlayer.order import overlapping_pairs
 from semlayer.predict import DEFAULT_CHECKPOINT
 from tests.test_app_handlers import FakePredictor
 
@@ -173,6 +174,18 @@ def test_reorder_two_instances_and_export(page, app):
     by_order = {r["order"]: r for r in regions}
     assert by_order[1]["name"] == scene.get(second).name and by_order[2]["name"] == scene.get(first).name
     assert formats.validate(exported) == []
+    with page.expect_download(timeout=30_000) as download:
+        page.get_by_role("button", name="export KINS JSON").click()
+        page.locator('a[download$=".kins.json"]').first.click()
+    kins = formats.from_dict(json.loads(Path(download.value.path()).read_text()))
+    assert kins.format == "kins2020"
+
+    def overlap_order(s):  # (front box, back box) of every overlapping pair: what KINS keeps of the order
+        return sorted((tuple(s.instances[f].bbox()), tuple(s.instances[b].bbox()))
+                      for f, b in overlapping_pairs(s.ranks(), [i.amodal for i in s.instances]))
+
+    assert overlap_order(kins.scenes[0]) == overlap_order(formats.from_dict(exported).scenes[0])
+    assert overlap_order(kins.scenes[0])  # the scene has overlaps, the reordered pair among them
 
 
 def test_paint_strokes_onto_the_selected_mask(page, app):

@@ -14,6 +14,7 @@ from semlayer import formats
 from semlayer.errors import ConfigError, FormatError
 from semlayer.formats import Violation
 from semlayer.formats.masks import encode_rle, mask_to_polygon, polygons_to_mask, rle_counts
+from semlayer.order import overlapping_pairs
 from semlayer.scene import AmodalScene, AnnotationSet, Instance
 
 DATA = Path(__file__).parent / "data"
@@ -186,13 +187,82 @@ def test_round_trips_cocoa_coco_cocoa_and_back():
     assert formats.to_coco(formats.from_dict(formats.to_coco(back))) == formats.to_coco(back)
 
 
-def test_kins_converts_to_cocoa_and_coco():
+def test_kins_converts_to_cocoa_coco_and_kins():
     for name in ("kins2019_toy", "kins2020_toy"):
         annset = formats.load(DATA / f"{name}.json")
-        for writer in (formats.to_cocoa, formats.to_coco):
+        for writer in (formats.to_cocoa, formats.to_coco, formats.to_kins):
             out = writer(annset)
             assert formats.validate(out) == []
             assert_same_scenes(annset, formats.from_dict(out))
+
+
+def kins_scene():
+    """A overlaps B and C (B and C do not meet), D overlaps only C, E is alone; F and G form a second cluster."""
+    h, w = 20, 30
+    boxes = {"A": (0, 0, 10, 10), "B": (8, 0, 14, 6), "C": (5, 8, 12, 14), "D": (10, 12, 16, 18),
+             "E": (20, 15, 25, 19), "F": (20, 0, 25, 5), "G": (22, 3, 28, 8)}
+    ranks = {"A": 1, "F": 2, "B": 3, "G": 4, "C": 5, "D": 6, "E": 7}
+    insts = [Instance(k + 1, rect(h, w, *boxes[n]), rank=ranks[n], name="car", category=4)
+             for k, n in enumerate(boxes)]
+    return AnnotationSet([AmodalScene({"id": 3, "height": h, "width": w, "file_name": "k.png"}, insts)],
+                         categories=[{"id": 4, "name": "car"}])
+
+
+def test_kins_clusters_from_overlaps_and_order():
+    annset = kins_scene()
+    # Clusters numbered by their front-most member (A rank 1, F rank 2); ico_id = 1 + the deepest overlapping
+    # instance in front: B and C are each under A only (2), D under C (3); E overlaps nothing.
+    assert formats.kins_clusters(annset.scenes[0]) == [(1, 1), (1, 2), (1, 2), (1, 3), (0, 1), (2, 1), (2, 2)]
+
+
+def test_kins_writer_round_trip():
+    annset = kins_scene()
+    out = formats.to_kins(annset)
+    assert formats.detect(out) == "kins2020" and formats.validate(out) == []
+    ann = out["annotations"][3]  # D
+    assert (ann["id"], ann["category_id"], ann["oco_id"], ann["ico_id"]) == (4, 4, 1, 3)
+    assert ann["a_bbox"] == ann["bbox"] == [10.0, 12.0, 6.0, 6.0] and ann["a_area"] == ann["area"] == 36.0
+    assert ann["i_area"] == 36.0 - 4.0 and ann["i_bbox"] == [10.0, 12.0, 6.0, 6.0]  # C hides 2x2 of it
+    back = formats.from_dict(out)
+    scene, again = annset.scenes[0], back.scenes[0]
+    assert [i.id for i in again.instances] == [i.id for i in scene.instances]
+    for a, b, va, vb in zip(scene.instances, again.instances, scene.visible_masks(), again.visible_masks()):
+        assert (b.category, b.name) == (a.category, "car")
+        assert np.array_equal(a.amodal, b.amodal) and np.array_equal(va, vb)
+    # KINS keeps the order of overlapping instances (not of the others): every overlapping pair is the same.
+    pairs = lambda s: sorted(overlapping_pairs(s.ranks(), [i.amodal for i in s.instances]))  # noqa: E731
+    assert pairs(again) == pairs(scene)
+    # pycocotools reads it as it is (the amodal copies), and KINS -> KINS is stable.
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = copy.deepcopy(out)
+        coco.createIndex()
+    assert mask_utils.area(coco.annToRLE(coco.loadAnns([4])[0])) == 36
+    assert formats.to_kins(back) == out
+
+
+def test_categories_without_an_entry_are_named_after_their_instances_when_they_agree():
+    scene = kins_scene().scenes[0]
+    scene.instances[0].category = 9
+    assert formats.to_kins(AnnotationSet([scene]))["categories"] == [{"id": 4, "name": "car"}, {"id": 9, "name": "car"}]
+    scene.instances[1].category, scene.instances[1].name = 9, "van"  # two names for id 9: no name to pick
+    assert formats.to_coco(AnnotationSet([scene]))["categories"] == [{"id": 4, "name": "car"}, {"id": 9, "name": "9"}]
+
+
+def test_kins_writer_refuses_several_scenes_per_image_and_converts_from_the_cli(tmp_path):
+    toy = formats.load(DATA / "cocoa_toy.json")
+    twice = AnnotationSet([toy.scenes[0], copy.deepcopy(toy.scenes[0])])
+    with pytest.raises(ConfigError, match=r"KINS holds one annotation per image, but images \[7\]"):
+        formats.to_kins(twice)
+    from semlayer.cli import main
+
+    out = tmp_path / "toy.kins.json"
+    assert main(["convert", str(DATA / "cocoa_toy.json"), str(out), "--to", "kins"]) == 0
+    kins = formats.load(out)
+    assert kins.format == "kins2020"
+    same_masks = [np.array_equal(a.amodal, b.amodal) for a, b in zip(toy.scenes[0].instances, kins.scenes[0].instances)]
+    assert same_masks == [True, True] and kins.scenes[0].ranks() == toy.scenes[0].ranks()
+    assert [a["oco_id"] for a in json.loads(out.read_text())["annotations"]] == [1, 1]
 
 
 # ----- writers -----------------------------------------------------------------------------------------
@@ -296,8 +366,12 @@ def test_save_and_load(tmp_path):
         assert formats.load(tmp_path / f"out_{fmt}.json").format == fmt
     assert json.loads((tmp_path / "out_cocoa.json").read_text()) == fixture("bsds_toy")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out_coco.json", "out_cocoa.json", "out_results.json"]
-    with pytest.raises(ConfigError, match="format must be one of cocoa, coco, results, got 'kins2020'"):
+    with pytest.raises(ConfigError, match="format must be one of cocoa, coco, kins, results, got 'kins2020'"):
         formats.save(annset, tmp_path / "x.json", format="kins2020")
+    # BSDS has several annotators per image, which KINS cannot hold: refused, and nothing is written.
+    with pytest.raises(ConfigError, match="KINS holds one annotation per image"):
+        formats.save(annset, tmp_path / "x.json", format="kins")
+    assert not (tmp_path / "x.json").exists()
 
 
 def test_image_ids_limits_what_is_decoded():

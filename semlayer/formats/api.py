@@ -16,14 +16,15 @@ from ..scene import AnnotationSet
 from . import coco, cocoa, results
 from ._base import Context, Parsed, build_scene, kind
 from .compact import CompactScenes
-from .coco import to_coco
+from .coco import to_coco, to_kins
 from .cocoa import to_cocoa
 from .results import to_results
 
 log = logging.getLogger(__name__)
 
 READ_FORMATS = ("cocoa", "coco", "kins2019", "kins2020", "results")
-WRITERS: dict[str, Callable[[AnnotationSet], Any]] = {"cocoa": to_cocoa, "coco": to_coco, "results": to_results}
+WRITERS: dict[str, Callable[[AnnotationSet], Any]] = {"cocoa": to_cocoa, "coco": to_coco, "kins": to_kins,
+                                                         "results": to_results}
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -108,7 +109,7 @@ def load(path: str | os.PathLike, image_ids: Iterable[int] | None = None, compac
 
 
 def save(annset: AnnotationSet, path: str | os.PathLike, format: str = "cocoa") -> None:
-    """Write ``annset`` as COCOA native, COCO-style amodal or a results list (atomically)."""
+    """Write ``annset`` as COCOA native, COCO-style amodal, KINS 2020 or a results list (atomically)."""
     if format not in WRITERS:
         raise ConfigError(f"format must be one of {', '.join(WRITERS)}, got {format!r}")
     atomic_write_json(path, WRITERS[format](annset))

@@ -9,7 +9,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..scene import AnnotationSet
+from ..errors import ConfigError
+from ..order import overlapping_pairs
+from ..scene import AnnotationSet, AmodalScene, mask_bbox
 from ._base import (
     Context, Group, annotation_image, Parsed, Region, check_unique_ids, image_index, is_flag, is_int, is_number, join, parse_categories,
     parse_mask, record, records, split_known, take,
@@ -170,10 +172,16 @@ def category_table(annset: AnnotationSet) -> tuple[list[dict[str, Any]], int]:
     category: the single ``{"id": 1, "name": "object"}`` for class-agnostic data."""
     cats = copy.deepcopy(annset.categories)
     known = {c["id"] for c in cats}
-    used = {inst.category for s in annset.scenes for inst in s.instances}
-    for cid in sorted(c for c in used if c is not None and c not in known):
-        cats.append({"id": cid, "name": str(cid)})
+    names: dict[int, set[str]] = {}
+    for s in annset.scenes:
+        for inst in s.instances:
+            names.setdefault(inst.category, set()).add(inst.name)
+    for cid in sorted(c for c in names if c is not None and c not in known):
+        # An id without an entry (e.g. uploaded predictions) is named after its instances when they agree.
+        only = names[cid].pop() if len(names[cid]) == 1 else ""
+        cats.append({"id": cid, "name": only or str(cid)})
         known.add(cid)
+    used = set(names)
     default = AGNOSTIC["id"] if not known else max(known) + 1
     if None in used or not cats:
         cats.append({"id": default, "name": AGNOSTIC["name"]})
@@ -190,8 +198,7 @@ def to_coco(annset: AnnotationSet) -> dict[str, Any]:
     """COCO-style amodal JSON (pycocotools-readable); depth, names and the COCOA header survive in
     ``amodal_region`` / ``amodal_base``."""
     categories, default_cat = category_table(annset)
-    all_ids = [inst.id for s in annset.scenes for inst in s.instances]
-    keep_ids = len(set(all_ids)) == len(all_ids) and all(i >= 1 for i in all_ids)
+    keep_ids = _instance_ids_kept(annset)
     anns = []
     for scene in annset.scenes:
         base = annotation_header(scene, scene.annotation.get("id")) if scene.annotation else None
@@ -223,8 +230,89 @@ def to_coco(annset: AnnotationSet) -> dict[str, Any]:
             for key, value in inst.extra.items():
                 ann.setdefault(key, copy.deepcopy(value))
             anns.append(ann)
+    return _document(annset, categories, anns)
+
+
+def _instance_ids_kept(annset: AnnotationSet) -> bool:
+    """Whether instance ids can be the annotation ids (unique across the file and >= 1); else 1..N."""
+    ids = [inst.id for s in annset.scenes for inst in s.instances]
+    return len(set(ids)) == len(ids) and all(i >= 1 for i in ids)
+
+
+def _document(annset: AnnotationSet, categories: list[dict[str, Any]], anns: list[dict[str, Any]]) -> dict[str, Any]:
+    """The file: images, categories, annotations, and the set's unknown top-level fields."""
     out: dict[str, Any] = {"images": copy.deepcopy(annset.image_records()), "categories": categories,
                            "annotations": anns}
     for key, value in annset.extra.items():
         out.setdefault(key, copy.deepcopy(value))
     return out
+
+
+def kins_clusters(scene: AmodalScene) -> list[tuple[int, int]]:
+    """KINS 2020's ``(oco_id, ico_id)`` per instance, from the scene's amodal masks and depth order.
+
+    ``oco_id``: the instances whose amodal masks overlap, directly or through others, form a cluster,
+    numbered 1, 2, ... per image by their front-most member's rank; an instance that overlaps nothing has 0.
+    ``ico_id``: 1 for an instance nothing in front of it overlaps, else 1 + the largest ``ico_id`` of the
+    overlapping instances in front of it ("+1 each time occluded"). So of two overlapping instances the front
+    one always has the smaller ``ico_id``, which is all the KINS order protocol reads; two that do not overlap
+    may share one (no order is claimed between them)."""
+    n = len(scene.instances)
+    ranks = scene.ranks()
+    pairs = overlapping_pairs(ranks, [inst.amodal for inst in scene.instances])  # (front, back), front first
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    in_front: list[list[int]] = [[] for _ in range(n)]
+    for front, back in pairs:
+        parent[root(back)] = root(front)
+        in_front[back].append(front)
+    ico = [0] * n
+    for i in sorted(range(n), key=lambda k: ranks[k]):  # front to back: the ones in front are numbered first
+        ico[i] = 1 + max((ico[f] for f in in_front[i]), default=0)
+    clustered = {root(i) for front, back in pairs for i in (front, back)}
+    numbers: dict[int, int] = {}
+    for i in sorted(range(n), key=lambda k: ranks[k]):
+        if root(i) in clustered and root(i) not in numbers:
+            numbers[root(i)] = len(numbers) + 1
+    return [(numbers[root(i)], ico[i]) if root(i) in numbers else (0, ico[i]) for i in range(n)]
+
+
+def to_kins(annset: AnnotationSet) -> dict[str, Any]:
+    """KINS 2020 JSON (``update_*_2020.json`` fields: ``a_segm``/``a_bbox``/``a_area`` amodal, ``i_segm``/
+    ``i_bbox``/``i_area`` visible, ``oco_id``/``ico_id`` from `kins_clusters`), plus pycocotools' copies
+    ``segmentation``/``bbox``/``area`` of the amodal fields. KINS has no instance names, stuff flags or
+    order between instances that do not overlap: those are not kept (names read back as category names)."""
+    categories, default_cat = category_table(annset)
+    per_image: dict[int, int] = {}
+    for image in annset.scene_images():  # records only: a compact set is not decoded twice
+        per_image[int(image["id"])] = per_image.get(int(image["id"]), 0) + 1
+    several = sorted(i for i, count in per_image.items() if count > 1)
+    if several:
+        raise ConfigError(f"KINS holds one annotation per image, but images {several[:5]} have several "
+                          "scenes (e.g. BSDS annotators in COCOA): write COCOA or COCO-style instead")
+    keep_ids = _instance_ids_kept(annset)
+    anns = []
+    for scene in annset.scenes:
+        clusters = kins_clusters(scene)
+        for inst, vis, (oco, ico) in zip(scene.instances, scene.visible_masks(), clusters):
+            polygons = _exact_polygons(inst.polygons, inst.amodal)
+            segm = polygons if polygons is not None else encode_rle(inst.amodal)
+            bbox, area = inst.bbox(), float(inst.area)
+            ann: dict[str, Any] = {
+                "id": inst.id if keep_ids else len(anns) + 1, "image_id": scene.image_id,
+                "category_id": default_cat if inst.category is None else inst.category,
+                "a_segm": segm, "a_bbox": bbox, "a_area": area,
+                "i_segm": encode_rle(vis), "i_bbox": mask_bbox(vis), "i_area": float(vis.sum()),
+                "oco_id": oco, "ico_id": ico,
+                "segmentation": copy.deepcopy(segm), "bbox": list(bbox), "area": area,
+            }
+            for key, value in inst.extra.items():
+                ann.setdefault(key, copy.deepcopy(value))
+            anns.append(ann)
+    return _document(annset, categories, anns)
