@@ -151,7 +151,8 @@ def test_a_table_row_selects_its_instance_and_leads_with_the_rank_the_image_show
     # Its name cell (row 0 is the header row; Gradio's table is a grid of rows and gridcells).
     table.get_by_role("row").nth(1).get_by_role("gridcell").nth(2).click()
     inspector = page.locator("#inspector")
-    inspector.get_by_text(f"{target.name} (#{target.id})").wait_for(timeout=20_000)
+    # The heading line (the previous selection's "occluded by" line names the target too).
+    inspector.get_by_text(f"{target.name} (#{target.id}) · annotation").wait_for(timeout=20_000)
     assert f"rank 1 of {len(scene)}" in inspector.inner_text()
 
 
