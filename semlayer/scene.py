@@ -36,7 +36,8 @@ class Instance:
     edited, so a writer can keep them only while they are still true. ``extra`` holds the fields of the
     source record this project does not interpret; writers put them back unchanged. ``cluster`` is KINS
     2020's annotated ``(oco_id, ico_id)`` as read (the evaluator's depth-order pairs); edits do not update
-    it and no writer writes it, since the written files state depth by their own fields.
+    it; the KINS writer writes it back while the scene's order still agrees with it, and the other writers
+    state depth by their own fields.
     """
 
     id: int

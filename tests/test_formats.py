@@ -241,6 +241,18 @@ def test_kins_writer_round_trip():
     assert formats.to_kins(back) == out
 
 
+def test_kins_file_clusters_are_written_back_while_the_order_agrees_with_them():
+    obj = fixture("kins2020_toy")
+    obj["annotations"][0]["oco_id"] = obj["annotations"][1]["oco_id"] = 5  # not what kins_clusters would say
+    obj["annotations"][1]["ico_id"] = 3
+    annset = formats.from_dict(obj)
+    assert [(a["oco_id"], a["ico_id"]) for a in formats.to_kins(annset)["annotations"]] == [(5, 1), (5, 3)]
+    # Reordered against them (the board in front): derived anew from the scene.
+    scene = annset.scenes[0]
+    scene.instances[0].rank, scene.instances[1].rank = 2, 1
+    assert [(a["oco_id"], a["ico_id"]) for a in formats.to_kins(annset)["annotations"]] == [(1, 2), (1, 1)]
+
+
 def test_categories_without_an_entry_are_named_after_their_instances_when_they_agree():
     scene = kins_scene().scenes[0]
     scene.instances[0].category = 9

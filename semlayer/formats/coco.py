@@ -283,9 +283,24 @@ def kins_clusters(scene: AmodalScene) -> list[tuple[int, int]]:
     return [(numbers[root(i)], ico[i]) if root(i) in numbers else (0, ico[i]) for i in range(n)]
 
 
+def _stated_clusters(scene: AmodalScene) -> list[tuple[int, int]] | None:
+    """The instances' own ``(oco_id, ico_id)`` (as read from a KINS 2020 file) when every instance has one and
+    the scene's order still agrees with them (inside a cluster a smaller ``ico_id`` is in front), else None:
+    an unedited KINS file keeps its clusters, a reordered or extended scene gets `kins_clusters`."""
+    clusters = [inst.cluster for inst in scene.instances]
+    if any(c is None for c in clusters):
+        return None
+    for a, ca in zip(scene.instances, clusters):
+        for b, cb in zip(scene.instances, clusters):
+            if ca[0] > 0 and ca[0] == cb[0] and ca[1] < cb[1] and a.rank > b.rank:
+                return None
+    return [(int(c[0]), int(c[1])) for c in clusters]
+
+
 def to_kins(annset: AnnotationSet) -> dict[str, Any]:
     """KINS 2020 JSON (``update_*_2020.json`` fields: ``a_segm``/``a_bbox``/``a_area`` amodal, ``i_segm``/
-    ``i_bbox``/``i_area`` visible, ``oco_id``/``ico_id`` from `kins_clusters`), plus pycocotools' copies
+    ``i_bbox``/``i_area`` visible, ``oco_id``/``ico_id`` as read while the order still agrees with them,
+    else from `kins_clusters`), plus pycocotools' copies
     ``segmentation``/``bbox``/``area`` of the amodal fields. KINS has no instance names, stuff flags or
     order between instances that do not overlap: those are not kept (names read back as category names)."""
     categories, default_cat = category_table(annset)
@@ -299,7 +314,7 @@ def to_kins(annset: AnnotationSet) -> dict[str, Any]:
     keep_ids = _instance_ids_kept(annset)
     anns = []
     for scene in annset.scenes:
-        clusters = kins_clusters(scene)
+        clusters = _stated_clusters(scene) or kins_clusters(scene)
         for inst, vis, (oco, ico) in zip(scene.instances, scene.visible_masks(), clusters):
             polygons = _exact_polygons(inst.polygons, inst.amodal)
             segm = polygons if polygons is not None else encode_rle(inst.amodal)
