@@ -98,6 +98,8 @@ def instance_state(inst: Instance, cache: _RleCache | None = None) -> dict[str, 
         "external": cache.external(inst),
         "polygons": inst.polygons,
         "extra": inst.extra,
+        # KINS 2020's (oco_id, ico_id) as read: the KINS export writes it back while the order agrees with it.
+        "cluster": None if inst.cluster is None else [int(v) for v in inst.cluster],
     }
 
 
@@ -128,6 +130,7 @@ def scene_from_state(base: AmodalScene, state: dict[str, Any]) -> AmodalScene:
                 external=None if st["external"] is None else decode_rle(st["external"]),
                 polygons=st["polygons"],
                 extra=st["extra"],
+                cluster=None if st.get("cluster") is None else (int(st["cluster"][0]), int(st["cluster"][1])),
             )
         )
     return AmodalScene(image=base.image, instances=instances, annotation=base.annotation)

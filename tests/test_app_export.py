@@ -1,6 +1,7 @@
 """Export from the app: COCOA merged into the original file, COCO-style amodal, re-import equals the session."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,6 +104,25 @@ def test_kins_export_keeps_masks_and_the_corrected_order_of_overlapping_objects(
             assert np.array_equal(a.amodal, b.amodal) and np.array_equal(va, vb)
         pairs = [sorted(overlapping_pairs(x.ranks(), [i.amodal for i in x.instances])) for x in (mine, back)]
         assert pairs[0] == pairs[1] and (k != 1 or pairs[0])
+
+
+def test_a_kins_file_edited_in_the_app_keeps_its_clusters_until_the_order_contradicts_them(tmp_path):
+    obj = json.loads((Path(__file__).parent / "data" / "kins2020_toy.json").read_text())
+    obj["annotations"][0]["oco_id"] = obj["annotations"][1]["oco_id"] = 5  # not what would be derived
+    obj["annotations"][1]["ico_id"] = 3
+    src = tmp_path / "kins.json"
+    src.write_text(json.dumps(obj))
+    s = EditSession.open(tmp_path / "ws", src, tmp_path)
+    box, board = s.scene.order_ids()
+    painted = s.scene.get(board).amodal.copy()
+    painted[0, 9] = True
+    s.set_amodal(board, painted)  # a mask edit: the order still agrees with the file's clusters
+    clusters = lambda: [(a["oco_id"], a["ico_id"]) for a in s.export_dict("kins")["annotations"]]  # noqa: E731
+    assert clusters() == [(5, 1), (5, 3)]
+    s.move(board, "front")  # now it contradicts them: derived from the scene
+    assert clusters() == [(1, 2), (1, 1)]
+    s.undo()
+    assert clusters() == [(5, 1), (5, 3)]
 
 
 def test_uploaded_scenes_are_exported_on_their_own(tmp_path, dataset):
