@@ -168,6 +168,11 @@ def _check_iou_match(iou_match: Any) -> None:
         raise ConfigError(f"iou_match must be a number in (0, 1], got {iou_match!r}")
 
 
+def _default_class_agnostic(gt: AnnotationSet, preds: list[AnnotationSet]) -> bool:
+    """Categories are ignored when the ground truth has none (COCOA) or a prediction set has none."""
+    return not gt.categories or any(all(i.category is None for s in p.scenes for i in s.instances) for p in preds)
+
+
 @dataclass
 class _Prepared:
     units: list[_Unit]
@@ -182,7 +187,7 @@ def _prepare_units(gt: AnnotationSet, pred: AnnotationSet, gt_file: str, pred_fi
                    class_agnostic: bool | None) -> _Prepared:
     """Every ground-truth scene as a `_Unit` against its image's predictions, masks as RLE."""
     if class_agnostic is None:
-        class_agnostic = not gt.categories or all(i.category is None for s in pred.scenes for i in s.instances)
+        class_agnostic = _default_class_agnostic(gt, [pred])
     per_category = not class_agnostic
     records = gt.image_records()
     # Scene indices per image, not scenes: a compactly loaded set (load(compact=True)) decodes a scene each
@@ -615,8 +620,7 @@ def paired_bootstrap(
     if unknown:
         raise ConfigError(f"metrics: {unknown} cannot be resampled; expected some of {list(BOOTSTRAP_METRICS)}")
     if class_agnostic is None:  # one rule for both sides, or their numbers would not be comparable
-        class_agnostic = not gt.categories or any(
-            all(i.category is None for s in p.scenes for i in s.instances) for p in (pred, baseline))
+        class_agnostic = _default_class_agnostic(gt, [pred, baseline])
     sides = []
     for p, name in ((pred, pred_file), (baseline, baseline_file)):
         prep = _prepare_units(gt, p, gt_file, name, progress, class_agnostic)
