@@ -125,6 +125,8 @@ class Tab:
     pane: str = "overlay"  # the open tab over the image (level sets and G are drawn only while open)
     surface: bool = False  # draw the 3-D surface (only while its tab is open: it is the slow figure)
     figures: FigureCache = field(default_factory=FigureCache)
+    # Held by each event of this tab from its action through its render (app.layout.Tabs.use).
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @property
     def job(self) -> FineTuneJob | None:
@@ -250,14 +252,16 @@ def predict_upload(cfg: AppConfig, tab: Tab, path: str | os.PathLike) -> dict[st
         raise UserError("no model is loaded: start the app with --checkpoint CKPT to predict uploaded images")
     image = read_image(path, max_pixels=MAX_UPLOAD_PIXELS)
     uploads = open_uploads(cfg, tab.checkpoint)
-    if tab.session.folder != uploads.folder:
-        tab.session = uploads
-    index = len(tab.session)
+    if tab.session.folder == uploads.folder:
+        uploads = tab.session  # the tab's own, with its undo history
+    index = len(uploads)
     record = {"id": index + 1, "file_name": f"upload_{index + 1:05d}.png", "height": image.shape[0], "width": image.shape[1]}
+    # Predicted before the tab moves to the uploads: a failed prediction leaves the tab where it was.
     scene = model.predict(image, record, cfg.score_thr)
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
-    tab.session.add_scene(scene, buf.getvalue())
+    uploads.add_scene(scene, buf.getvalue())
+    tab.session = uploads
     clear_selection(tab)
     tab.show = "annotation"
     return scene_summary(tab)

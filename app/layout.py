@@ -6,12 +6,13 @@ in the process-wide cache of app.model, never in session state.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import uuid
 import weakref
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import gradio as gr
 
@@ -57,6 +58,15 @@ class Tabs:
             if tab is None:
                 tab = self._tabs[key] = h.new_tab(self.cfg)
             return tab
+
+    @contextlib.contextmanager
+    def use(self, request: gr.Request | None) -> Iterator[h.Tab]:
+        """The request's tab, held for the whole event. Gradio runs the events of one page in parallel
+        threads (one queue per listener); unserialised, a render could read a half-switched session, and
+        a slow render of the old state could reach the page after the new one and overwrite it."""
+        tab = self.get(request)
+        with tab.lock:
+            yield tab
 
     def drop(self, request: gr.Request | None) -> None:
         """Forget a closed tab (its edits are on disk; a running fine-tune goes on for the next page)."""
@@ -242,14 +252,14 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
 
             def run(request: gr.Request, args: tuple) -> dict:
                 try:
-                    tab = tabs.get(request)
-                    if action is not None:
-                        try:
-                            action(tab, *args)
-                        except ConflictError as err:  # the handler reloaded the saved state: show it
-                            gr.Warning(str(err))
-                            return shown(tab, r_all(tab))
-                    return shown(tab, render(tab))
+                    with tabs.use(request) as tab:
+                        if action is not None:
+                            try:
+                                action(tab, *args)
+                            except ConflictError as err:  # the handler reloaded the saved state: show it
+                                gr.Warning(str(err))
+                                return shown(tab, r_all(tab))
+                        return shown(tab, render(tab))
                 except SemlayerError as err:
                     # A message, and the page as it was: gr.Error would also mark every output as failed.
                     gr.Warning(str(err))
@@ -397,36 +407,41 @@ def _api(tabs: Tabs, cfg: h.AppConfig) -> None:
     def predict(image: gr.FileData, request: gr.Request) -> dict:
         """Predict an image file and make it the current scene; returns the scene summary."""
         path = image.get("path") if isinstance(image, dict) else getattr(image, "path", image)
-        return h.predict_upload(cfg, tabs.get(request), str(path))
+        with tabs.use(request) as tab:
+            return h.predict_upload(cfg, tab, str(path))
 
     def select(x: int, y: int, request: gr.Request) -> dict | None:
         """Select the front-most instance at pixel (x, y) of the scene being edited (the one /scene
         summarises); the same pixel again cycles behind it."""
-        return h.select_at(cfg, tabs.get(request), x, y, which="annotation")
+        with tabs.use(request) as tab:
+            return h.select_at(cfg, tab, x, y, which="annotation")
 
     def export(fmt: str, request: gr.Request) -> gr.FileData:
         """Export the corrected dataset as 'cocoa' (merged into the original file), 'coco' or 'kins' JSON."""
-        return gr.FileData(path=str(h.export(tabs.get(request), fmt)), mime_type="application/json")
+        with tabs.use(request) as tab:
+            return gr.FileData(path=str(h.export(tab, fmt)), mime_type="application/json")
 
     def move(instance_id: int, where: str, request: gr.Request) -> dict:
         """Move an instance forward, backward, to the front or to the back; returns the scene summary."""
-        return h.reorder(tabs.get(request), where, instance_id)
+        with tabs.use(request) as tab:
+            return h.reorder(tab, where, instance_id)
 
     def undo(request: gr.Request) -> dict:
         """Undo the last edit of the current scene; returns the scene summary."""
-        tab = tabs.get(request)
-        h.undo(tab)
-        return h.scene_summary(tab)
+        with tabs.use(request) as tab:
+            h.undo(tab)
+            return h.scene_summary(tab)
 
     def redo(request: gr.Request) -> dict:
         """Redo the last undone edit; returns the scene summary."""
-        tab = tabs.get(request)
-        h.redo(tab)
-        return h.scene_summary(tab)
+        with tabs.use(request) as tab:
+            h.redo(tab)
+            return h.scene_summary(tab)
 
     def scene(request: gr.Request) -> dict:
         """The current scene's summary."""
-        return h.scene_summary(tabs.get(request))
+        with tabs.use(request) as tab:
+            return h.scene_summary(tab)
 
     for fn in (predict, select, export, move, undo, redo, scene):
         gr.api(user_errors(fn), api_name=fn.__name__)

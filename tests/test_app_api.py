@@ -3,6 +3,8 @@
 import gc
 import json
 import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -105,6 +107,51 @@ def test_predict_uploads_and_bad_uploads(client, app_url, tmp_path):
     with pytest.raises(AppError, match="notes.png: not a readable image"):
         client.predict(handle_file(str(bad)), api_name="/predict")
     assert client.predict(api_name="/scene")["image"]["height"] == 48  # still running, state intact
+
+
+class BlockingPredictor(FakePredictor):
+    """The fake, held inside its network call until the test lets it go."""
+
+    def __init__(self):
+        super().__init__()
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def set_image(self, image):
+        self.entered.set()
+        assert self.release.wait(30), "the test never released the predictor"
+        super().set_image(image)
+
+
+def test_one_tabs_requests_run_one_at_a_time(tmp_path):
+    """Gradio runs different endpoints (and page events) in parallel threads: a request of a tab waits until
+    the tab's running one is done, so it sees the state that one leaves, never half of it."""
+    data = synth.write_dataset(tmp_path / "data", 1, seed=5, size=64, max_instances=3, min_instances=2, progress=False)
+    ckpt = tmp_path / "blocking.pt"
+    ckpt.write_bytes(b"fake")
+    predictor = BlockingPredictor()
+    register_model(str(ckpt), Model(predictor, str(ckpt)))
+    cfg = AppConfig(workspace=tmp_path / "ws", data=data, images=tmp_path / "data" / "images", checkpoint=ckpt)
+    demo = build(cfg)
+    demo.queue()
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
+                            allowed_paths=allowed_paths(cfg))  # fmt: skip
+    try:
+        client, other = (Client(url, verbose=False) for _ in range(2))
+        image = tmp_path / "photo.png"
+        Image.fromarray(np.full((48, 64, 3), 90, np.uint8)).save(image)
+        predicting = client.submit(handle_file(str(image)), api_name="/predict")
+        assert predictor.entered.wait(30)
+        # Another tab is not held up: it answers with its own (dataset) scene at once.
+        assert other.predict(api_name="/scene")["image"]["file_name"] == formats.load(data).scenes[0].file_name
+        asked = client.submit(api_name="/scene")  # same client, so the same tab
+        time.sleep(0.5)
+        assert not asked.done()  # waiting for the prediction, not answering from the state before it
+        predictor.release.set()
+        assert predicting.result(timeout=30)["image"]["file_name"] == "upload_00001.png"
+        assert asked.result(timeout=30)["image"]["file_name"] == "upload_00001.png"
+    finally:
+        predictor.release.set()
+        demo.close()
 
 
 def test_auth_and_served_files(app_url):

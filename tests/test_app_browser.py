@@ -82,6 +82,20 @@ def open_page(browser, url, viewport=(1500, 1100)):
     return context, page
 
 
+def wait_text(page, elem_id, text, timeout=20_000):
+    """Wait until element #elem_id shows ``text``; on time-out fail saying what it and the page's messages
+    show instead (a bare time-out says nothing about why)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.locator(f"#{elem_id}").get_by_text(text).wait_for(timeout=timeout)
+    except PlaywrightTimeout:
+        shown = page.locator(f"#{elem_id}").inner_text(timeout=2_000)
+        messages = page.locator(".toast-body").all_inner_texts()
+        pytest.fail(f"#{elem_id} did not show {text!r} within {timeout / 1000:g} s; it shows {shown!r}; "
+                    f"the page's messages: {messages}")  # fmt: skip
+
+
 @pytest.fixture
 def page(browser, app):
     context, page = open_page(browser, app[0])
@@ -120,7 +134,7 @@ def shown(page, elem_id):
 def test_click_inspects_the_instance(page, app, tmp_path):
     _, _, scene = app
     # Started without a model: annotation mode, and the page says so.
-    page.locator("#model-status").get_by_text("No model loaded").wait_for(timeout=20_000)
+    wait_text(page, "model-status", "No model loaded")
     assert not page.locator("#show").is_visible()
     target = scene.get(scene.order_ids()[-1])  # the back-most instance: its visible part
     click_pixel(page, scene, *visible_pixel(scene, target.id))
@@ -144,9 +158,9 @@ def test_a_table_row_selects_its_instance_and_leads_with_the_rank_the_image_show
     first, second = scene.order_ids()[:2]
     assert scene.get(first).rank == first == 1
     click_pixel(page, scene, *visible_pixel(scene, first))
-    page.locator("#inspector").get_by_text(f"(#{first})").wait_for(timeout=20_000)
+    wait_text(page, "inspector", f"(#{first})")
     page.get_by_role("button", name="backward").click()
-    page.locator("#status").get_by_text(f"last edit: move {first} backward").wait_for(timeout=20_000)
+    wait_text(page, "status", f"last edit: move {first} backward")
     target = scene.get(second)
     # Its name cell (row 0 is the header row; Gradio's table is a grid of rows and gridcells).
     table.get_by_role("row").nth(1).get_by_role("gridcell").nth(2).click()
@@ -163,9 +177,9 @@ def test_reorder_two_instances_and_export(page, app):
     page.get_by_text("select an instance first").first.wait_for(timeout=20_000)
     assert page.locator("#main-image img").first.is_visible() and page.get_by_text("Error", exact=True).count() == 0
     click_pixel(page, scene, *visible_pixel(scene, first))
-    page.locator("#inspector").get_by_text(f"(#{first})").wait_for(timeout=20_000)
+    wait_text(page, "inspector", f"(#{first})")
     page.get_by_role("button", name="backward").click()
-    page.locator("#status").get_by_text(f"last edit: move {first} backward").wait_for(timeout=20_000)
+    wait_text(page, "status", f"last edit: move {first} backward")
     page.get_by_text("Export and fine-tune").click()
     with page.expect_download(timeout=30_000) as download:
         page.get_by_role("button", name="export COCOA JSON").click()
@@ -193,7 +207,7 @@ def test_paint_strokes_onto_the_selected_mask(page, app):
     _, cfg, scene = app
     target = scene.order_ids()[0]
     click_pixel(page, scene, *visible_pixel(scene, target))
-    page.locator("#inspector").get_by_text(f"(#{target})").wait_for(timeout=20_000)
+    wait_text(page, "inspector", f"(#{target})")
     page.get_by_text("Edit the selected instance").click()
     page.get_by_role("button", name="show selected mask in editor").click()
     page.wait_for_timeout(1500)
@@ -204,7 +218,7 @@ def test_paint_strokes_onto_the_selected_mask(page, app):
     page.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.1, steps=10)
     page.mouse.up()
     page.get_by_role("button", name="apply strokes to selected").click()
-    page.locator("#status").get_by_text(f"last edit: edit mask of {target}").wait_for(timeout=20_000)
+    wait_text(page, "status", f"last edit: edit mask of {target}")
     folder = next(cfg.workspace.glob("annotations-*"))
     saved = json.loads((folder / "scenes" / "00000.json").read_text())
     from app.session import decode_rle
@@ -251,10 +265,10 @@ def test_demo_opens_on_the_prediction_and_inspects_an_occluded_object(browser, t
         notice = page.locator("#model-status")
         annotation = formats.load(DEMO_ANNOTATIONS).scenes_for_image(SCREENSHOT_IMAGE_ID)[0]
         index = [s.image_id for s in formats.load(DEMO_ANNOTATIONS).scenes].index(SCREENSHOT_IMAGE_ID)
-        page.locator("#position").get_by_text("image 1 of").wait_for(timeout=20_000)
+        wait_text(page, "position", "image 1 of")
         for n in range(2, index + 2):
             page.get_by_role("button", name="next image").click()
-            page.locator("#position").get_by_text(f"image {n} of").wait_for(timeout=20_000)
+            wait_text(page, "position", f"image {n} of")
         scene, target = annotation, most_occluded(annotation)
         if checkpoint is None:  # (also checked, model or not, by test_click_inspects_the_instance)
             notice.get_by_text("No model loaded").wait_for(timeout=20_000)
@@ -267,7 +281,7 @@ def test_demo_opens_on_the_prediction_and_inspects_an_occluded_object(browser, t
                 scene, target = predicted, most_occluded(predicted, minimum=0.05)
             else:  # an early model may complete nothing: show how an annotated occluded object looks
                 page.locator("#show").get_by_text("annotation").click()
-                page.locator("#instance-table").get_by_text("annotation:").wait_for(timeout=20_000)
+                wait_text(page, "instance-table", "annotation:")
         click_pixel(page, scene, *visible_pixel(scene, target.id))
         inspector = page.locator("#inspector")
         inspector.get_by_text(f"{target.name} (#{target.id})").wait_for(timeout=20_000)
@@ -295,12 +309,12 @@ def test_an_uploaded_image_is_predicted(browser, tmp_path):
     context, page = open_page(browser, url)
     try:
         assert page.locator("#show input[value=prediction]").is_checked()
-        page.locator("#instance-table").get_by_text("prediction:").wait_for(timeout=20_000)
+        wait_text(page, "instance-table", "prediction:")
         photo = tmp_path / "photo.png"
         Image.fromarray(np.full((48, 64, 3), 120, np.uint8)).save(photo)
         page.get_by_text("Load: upload, examples, dataset").click()
         page.locator("#upload input[type=file]").set_input_files(str(photo))
-        page.locator("#position").get_by_text("upload_00001.png").wait_for(timeout=20_000)
+        wait_text(page, "position", "upload_00001.png")
         # The upload is a new editable scene holding the model's prediction (two instances, scored).
         assert page.locator("#show input[value=annotation]").is_checked()
         table = page.locator("#instance-table")
@@ -344,19 +358,19 @@ def test_a_cocoa_file_is_fixed_exported_validated_and_fine_tuned(browser, tmp_pa
         page.get_by_label("image folder").fill(str(data.parent / "images"))
         page.get_by_role("button", name="Open dataset").click()
         scene = formats.load(data).scenes[0]
-        page.locator("#position").get_by_text(f"image 1 of 2: {scene.file_name}").wait_for(timeout=30_000)
+        wait_text(page, "position", f"image 1 of 2: {scene.file_name}", timeout=30_000)
         page.locator("#show").get_by_text("annotation").click()  # edits happen on the annotation
-        page.locator("#instance-table").get_by_text("annotation:").wait_for(timeout=20_000)
+        wait_text(page, "instance-table", "annotation:")
 
         # The depth order: the back-most instance goes in front of the front-most one it overlaps.
         back = scene.get(scene.order_ids()[-1])
         front = scene.get(next(i for i in scene.order_ids() if i in scene.occluders(back.id)))
         click_pixel(page, scene, *visible_pixel(scene, back.id))
-        page.locator("#inspector").get_by_text(f"(#{back.id})").wait_for(timeout=20_000)
+        wait_text(page, "inspector", f"(#{back.id})")
         page.get_by_label("put the selected one in front of").click()
         page.get_by_role("option", name=f"{front.name} (#{front.id})").click()
         page.get_by_role("button", name="put in front").click()
-        page.locator("#status").get_by_text(f"last edit: put {back.id} in front of {front.id}").wait_for(timeout=20_000)
+        wait_text(page, "status", f"last edit: put {back.id} in front of {front.id}")
 
         # The amodal mask: a brush stroke across the middle of the image is added to the selected instance.
         page.get_by_text("Edit the selected instance").click()
@@ -370,7 +384,7 @@ def test_a_cocoa_file_is_fixed_exported_validated_and_fine_tuned(browser, tmp_pa
         page.mouse.move(box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.5, steps=12)
         page.mouse.up()
         page.get_by_role("button", name="apply strokes to selected").click()
-        page.locator("#status").get_by_text(f"last edit: edit mask of {back.id}").wait_for(timeout=20_000)
+        wait_text(page, "status", f"last edit: edit mask of {back.id}")
 
         # Export COCOA from the page.
         page.get_by_text("Export and fine-tune").click()

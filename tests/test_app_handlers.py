@@ -292,6 +292,23 @@ def test_prediction_views_and_uploads(cfg, model_tab, tmp_path):
         h.predict_upload(cfg, tab, bad)
 
 
+def test_a_failed_prediction_leaves_the_tab_on_its_dataset(cfg, model_tab, tmp_path, monkeypatch):
+    tab = model_tab
+    before = (tab.session, tab.session.current, tab.show)
+
+    def broken(image):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(h.model_for(tab).predictor, "set_image", broken)
+    up = tmp_path / "up.png"
+    cv2.imwrite(str(up), np.zeros((30, 50, 3), np.uint8))
+    with pytest.raises(RuntimeError, match="out of memory"):
+        h.predict_upload(cfg, tab, up)
+    assert (tab.session, tab.session.current, tab.show) == before
+    assert h.scene_summary(tab)["image"]["count"] == 2  # still the dataset's two images, not an empty uploads session
+    assert not (cfg.workspace.resolve() / "uploads" / "images").exists()
+
+
 def test_upload_without_model_is_refused(cfg, tab, tmp_path):
     with pytest.raises(h.UserError, match="no model is loaded"):
         h.predict_upload(cfg, tab, tmp_path / "x.png")
