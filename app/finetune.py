@@ -13,6 +13,12 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import yaml
+
+from semlayer.engine.config import load_config, validate_model_config
+from semlayer.io_utils import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 LOG_NAME = "log.jsonl"
@@ -41,6 +47,18 @@ def next_run_dir(workspace: Path) -> Path:
     while (workspace / f"finetune-{n}").exists():
         n += 1
     return workspace / f"finetune-{n}"
+
+
+def finetune_config(train_config: Path, checkpoint_model: dict[str, Any] | None, out: Path) -> Path:
+    """The config a fine-tune runs with, written as ``out/finetune_config.yaml``: ``train_config``'s data
+    and schedule with the ``model`` section of the checkpoint being fine-tuned (when it has one). Under
+    another architecture ``--init`` would load only the weights that fit and silently start the rest
+    from scratch."""
+    config = load_config(train_config)
+    if checkpoint_model is not None:
+        source = f"the model section of the checkpoint being fine-tuned (with {train_config})"
+        config["model"] = {**validate_model_config(dict(checkpoint_model), source), "init": None}
+    return atomic_write_text(Path(out) / "finetune_config.yaml", yaml.safe_dump(config, sort_keys=False))
 
 
 def train_command(config: Path, init: Path, data: Path, images: Path, out: Path, max_iters: int) -> list[str]:

@@ -25,7 +25,7 @@ from semlayer.errors import SemlayerError
 from semlayer.images import read_image
 from semlayer.scene import MOVES, AmodalScene, mask_bbox
 
-from .finetune import FineTuneJob, Progress, next_run_dir, train_command
+from .finetune import FineTuneJob, Progress, finetune_config, next_run_dir, train_command
 from .model import Model, load_model
 from .session import ConflictError, EditSession
 
@@ -859,8 +859,12 @@ def start_finetune(cfg: AppConfig, tab: Tab, command: list[str] | None = None) -
     data = export(tab, "cocoa")
     images = tab.session.image_dir or tab.session.folder / "images"
     out = next_run_dir(tab.session.folder)
-    cmd = command or train_command(cfg.train_config, Path(tab.checkpoint), data, images, out, cfg.finetune_iters)
-    _JOBS[tab.session.folder] = FineTuneJob(cmd, out, total=cfg.finetune_iters)
+    if command is None:
+        # The architecture is the model's own: --train-config gives the data and schedule around it.
+        own = getattr(model_for(tab).predictor, "config", None)
+        config = finetune_config(cfg.train_config, None if own is None else own["model"], out)
+        command = train_command(config, Path(tab.checkpoint), data, images, out, cfg.finetune_iters)
+    _JOBS[tab.session.folder] = FineTuneJob(command, out, total=cfg.finetune_iters)
     return _JOBS[tab.session.folder]
 
 

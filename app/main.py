@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, help="annotation file to open (COCOA, COCO-style amodal, KINS)")
     p.add_argument("--images", type=Path, help="image folder of --data")
     p.add_argument("--workspace", type=Path, default=ROOT / "workspace", help="where edits and exports are saved")
-    p.add_argument("--train-config", type=Path, help="config for fine-tuning from the page (default: configs/tiny_synth.yaml)")
+    p.add_argument("--train-config", type=Path, help="data and schedule for fine-tuning from the page; the architecture "
+                   "is the checkpoint's own (default: configs/tiny_synth.yaml)")  # fmt: skip
     p.add_argument("--score-thr", type=float, default=0.5, help="predicted instances shown from this score on (default 0.5)")
     p.add_argument("--finetune-iters", type=int, default=300, help="iterations of a fine-tune started from the page")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
