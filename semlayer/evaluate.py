@@ -184,8 +184,13 @@ class _Prepared:
 
 
 def _prepare_units(gt: AnnotationSet, pred: AnnotationSet, gt_file: str, pred_file: str, progress: bool,
-                   class_agnostic: bool | None) -> _Prepared:
-    """Every ground-truth scene as a `_Unit` against its image's predictions, masks as RLE."""
+                   class_agnostic: bool | None,
+                   gt_cache: dict[int, tuple[list[_Obj], list[tuple[int, int]]]] | None = None) -> _Prepared:
+    """Every ground-truth scene as a `_Unit` against its image's predictions, masks as RLE. ``gt_cache``
+    (ground-truth scene index -> its prepared objects and order pairs, read-only once made) lets several
+    prediction sets against one ground truth (`paired_bootstrap`) encode the ground truth once."""
+    if gt_cache is None:
+        gt_cache = {}
     if class_agnostic is None:
         class_agnostic = _default_class_agnostic(gt, [pred])
     per_category = not class_agnostic
@@ -215,10 +220,11 @@ def _prepare_units(gt: AnnotationSet, pred: AnnotationSet, gt_file: str, pred_fi
         for k in gt_scenes.get(image_id) or [None]:
             unit = _Unit(len(units) + 1, image_id, shape, [], preds)
             if k is not None:
-                scene = gt.scenes[k]
-                _check_shape(scene, shape, gt_file)
-                unit.gts = _prepare(scene, 0, per_category, gt_file, is_pred=False)
-                unit.order_pairs = _order_pairs(scene)
+                if k not in gt_cache:
+                    scene = gt.scenes[k]
+                    _check_shape(scene, shape, gt_file)
+                    gt_cache[k] = (_prepare(scene, 0, per_category, gt_file, is_pred=False), _order_pairs(scene))
+                unit.gts, unit.order_pairs = gt_cache[k]
             units.append(unit)
 
     if per_category:
@@ -621,9 +627,9 @@ def paired_bootstrap(
         raise ConfigError(f"metrics: {unknown} cannot be resampled; expected some of {list(BOOTSTRAP_METRICS)}")
     if class_agnostic is None:  # one rule for both sides, or their numbers would not be comparable
         class_agnostic = _default_class_agnostic(gt, [pred, baseline])
-    sides = []
+    sides, gt_cache = [], {}  # both sides read the same prepared ground truth
     for p, name in ((pred, pred_file), (baseline, baseline_file)):
-        prep = _prepare_units(gt, p, gt_file, name, progress, class_agnostic)
+        prep = _prepare_units(gt, p, gt_file, name, progress, class_agnostic, gt_cache)
         sides.append((_ResampledAP(prep.units, prep.cat_ids, prep.per_category),
                       _ResampledMatched(prep.units, float(iou_match), prep.per_category)))
     n = sides[0][0].num_units

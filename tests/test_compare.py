@@ -64,6 +64,24 @@ def test_full_set_numbers_are_evaluates_and_identical_predictions_differ_by_noth
         assert row == {"pred": m[key], "baseline": m[key], "diff": 0.0, "low": 0.0, "high": 0.0, "share_ahead": 0.0}
 
 
+def test_the_ground_truth_is_prepared_once_for_both_sides(monkeypatch):
+    import semlayer.evaluate as ev
+
+    calls = []
+    real = ev._prepare
+
+    def counting(scene, group, per_category, file, is_pred):
+        calls.append(is_pred)
+        return real(scene, group, per_category, file, is_pred)
+
+    monkeypatch.setattr(ev, "_prepare", counting)
+    gt, pred = make_set()
+    worse = copy.deepcopy(pred)
+    r = paired_bootstrap(gt, pred, worse, resamples=5)
+    assert calls.count(False) == len(gt) == 3 and calls.count(True) == 6
+    assert r["amodal_AP"]["pred"] == r["amodal_AP"]["baseline"] == evaluate(gt, pred)["amodal_AP"]
+
+
 def test_a_better_model_is_ahead_in_exactly_the_draws_that_show_it():
     # The baseline misses image 3 entirely; elsewhere both are the same. A draw of 3 images without image 3
     # (prob. (2/3)^3 = 8/27) cannot tell them apart; every other draw sees the baseline miss two objects.
