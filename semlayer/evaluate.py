@@ -188,7 +188,8 @@ def _prepare_units(gt: AnnotationSet, pred: AnnotationSet, gt_file: str, pred_fi
                    gt_cache: dict[int, tuple[list[_Obj], list[tuple[int, int]]]] | None = None) -> _Prepared:
     """Every ground-truth scene as a `_Unit` against its image's predictions, masks as RLE. ``gt_cache``
     (ground-truth scene index -> its prepared objects and order pairs, read-only once made) lets several
-    prediction sets against one ground truth (`paired_bootstrap`) encode the ground truth once."""
+    prediction sets against one ground truth (`paired_bootstrap`) encode the ground truth once; share it only
+    between calls with the same ``class_agnostic`` (the objects' categories depend on it)."""
     if gt_cache is None:
         gt_cache = {}
     if class_agnostic is None:

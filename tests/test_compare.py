@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from semlayer import evaluate as ev
 from semlayer import formats
 from semlayer.cli import main
 from semlayer.errors import ConfigError
@@ -65,8 +66,6 @@ def test_full_set_numbers_are_evaluates_and_identical_predictions_differ_by_noth
 
 
 def test_the_ground_truth_is_prepared_once_for_both_sides(monkeypatch):
-    import semlayer.evaluate as ev
-
     calls = []
     real = ev._prepare
 
