@@ -22,7 +22,9 @@ from semlayer.semdist import decode_layers
 
 
 # The Mask R-CNN baselines of docs/results.md, committed so the comparison survives a new machine.
-BASELINES = {"maskrcnn_amodal": DEFAULT_CHECKPOINT.parent / "baselines" / "maskrcnn_amodal_tiny_synth.pt"}
+BASELINES = {
+    kind: DEFAULT_CHECKPOINT.parent / "baselines" / f"{kind}_tiny_synth.pt" for kind in ("maskrcnn_amodal", "maskrcnn_visible")
+}
 
 
 @pytest.fixture(scope="module")
