@@ -170,7 +170,7 @@ def _check_iou_match(iou_match: Any) -> None:
 
 def _default_class_agnostic(gt: AnnotationSet, preds: list[AnnotationSet]) -> bool:
     """Categories are ignored when the ground truth has none (COCOA) or a prediction set has none."""
-    return not gt.categories or any(all(i.category is None for s in p.scenes for i in s.instances) for p in preds)
+    return not gt.categories or any(not p.has_instance_categories() for p in preds)
 
 
 @dataclass

@@ -356,6 +356,13 @@ class AnnotationSet:
         counts = getattr(self.scenes, "instance_counts", None)
         return sum(counts) if counts is not None else sum(len(s) for s in self.scenes)
 
+    def has_instance_categories(self) -> bool:
+        """Whether any instance has a category, without decoding the masks of compact scenes."""
+        categories = getattr(self.scenes, "instance_categories", None)
+        if categories is not None:
+            return any(c is not None for scene in categories for c in scene)
+        return any(inst.category is not None for s in self.scenes for inst in s.instances)
+
     def image_records(self) -> list[dict[str, Any]]:
         """Every image record once, in first-seen order (scenes first, then images without scenes)."""
         seen: dict[int, dict[str, Any]] = {}

@@ -721,8 +721,21 @@ def test_compact_load_decodes_the_scenes_load_gives(name):
     assert compact.scene_images() == dense.scene_images() == [s.image for s in dense.scenes]
     assert compact.image_records() == dense.image_records()
     assert compact.num_instances() == dense.num_instances() == sum(len(s) for s in dense.scenes)
+    has_categories = any(i.category is not None for s in dense.scenes for i in s.instances)
+    assert compact.has_instance_categories() == dense.has_instance_categories() == has_categories
     # Writing a compactly loaded set gives the same file.
     assert formats.to_cocoa(compact) == formats.to_cocoa(dense)
+
+
+def test_whether_a_compact_set_has_categories_is_known_without_decoding_it(monkeypatch):
+    from semlayer.formats import compact as compact_module
+
+    plain = formats.load(DATA / "cocoa_toy.json", compact=True)  # COCOA: no categories anywhere
+    with_categories = formats.load(DATA / "coco_toy.json", compact=True)
+    decoded = []
+    monkeypatch.setattr(compact_module, "_scene", lambda data: decoded.append(data))
+    assert not plain.has_instance_categories() and with_categories.has_instance_categories()
+    assert decoded == []
 
 
 def test_compact_scenes_index_like_a_list_and_hand_out_fresh_scenes():
