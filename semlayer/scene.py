@@ -353,8 +353,8 @@ class AnnotationSet:
 
     def num_instances(self) -> int:
         """Instances over all scenes, without decoding the masks of compact scenes."""
-        counts = getattr(self.scenes, "instance_counts", None)
-        return sum(counts) if counts is not None else sum(len(s) for s in self.scenes)
+        categories = getattr(self.scenes, "instance_categories", None)  # one per instance
+        return sum(map(len, categories)) if categories is not None else sum(len(s) for s in self.scenes)
 
     def has_instance_categories(self) -> bool:
         """Whether any instance has a category, without decoding the masks of compact scenes."""

@@ -23,7 +23,8 @@ from semlayer.semdist import decode_layers
 
 # The Mask R-CNN baselines of docs/results.md, committed so the comparison survives a new machine.
 BASELINES = {
-    kind: DEFAULT_CHECKPOINT.parent / "baselines" / f"{kind}_tiny_synth.pt" for kind in ("maskrcnn_amodal", "maskrcnn_visible")
+    kind: DEFAULT_CHECKPOINT.parent / "baselines" / f"{kind}_tiny_synth.pt"
+    for kind in ("maskrcnn_amodal", "maskrcnn_visible")
 }
 
 

@@ -63,15 +63,13 @@ class CompactScenes(Sequence[AmodalScene]):
 
     def __init__(self, scenes: Iterable[AmodalScene] = ()):
         records = []
-        # Image records, instance counts and categories on their own too: file names, ids, sizes and
-        # whether a set has categories are looked up without decoding any mask.
+        # Image records and instance categories on their own too: file names, ids, sizes, instance counts
+        # and whether a set has categories are looked up without decoding any mask.
         self.images: list[dict[str, Any]] = []
-        self.instance_counts: list[int] = []
         self.instance_categories: list[tuple[int | None, ...]] = []
         for scene in scenes:
             records.append(_record(scene))
             self.images.append(copy.deepcopy(scene.image))
-            self.instance_counts.append(len(scene))
             self.instance_categories.append(tuple(inst.category for inst in scene.instances))
         self._offsets = np.cumsum([0] + [len(r) for r in records], dtype=np.int64)
         self._buffer = np.frombuffer(b"".join(records), dtype=np.uint8)
