@@ -45,12 +45,18 @@ class SemDistMap:
 
     @classmethod
     def from_layers(cls, layers: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int],
-                    K: int = DEFAULT_K) -> SemDistMap:
+                    K: int = DEFAULT_K, values: np.ndarray | None = None, front_key: np.ndarray | None = None
+                    ) -> SemDistMap:
         """The map whose layers are ``layers`` (an int8 crop, -1 outside) at the level centres' tops
         (S = K - layer): enough for masks and order votes when no distances are known. The map keeps
-        ``layers`` as its decoded layers (no copy), so the caller must not modify them afterwards."""
-        m = cls(np.where(layers >= 0, K - layers, 0).astype(np.float32), box, shape, K)
+        ``layers`` as its decoded layers (no copy), so the caller must not modify them afterwards; so too
+        ``values`` and `front_key`, which a caller that has already computed them (the predictor, for many
+        maps at once) may pass."""
+        if values is None:
+            values = np.where(layers >= 0, K - layers, 0).astype(np.float32)
+        m = cls(values, box, shape, K)
         m._layer_crop = np.asarray(layers, np.int8)
+        m._front_key = front_key
         return m
 
     def layer_crop(self) -> np.ndarray:

@@ -6,6 +6,7 @@ from torchvision.models.detection.roi_heads import paste_masks_in_image
 from semlayer.data import AmodalDataset, Augment, SyntheticSource, collate
 from semlayer.errors import ConfigError
 from semlayer.model import (
+    LayeringPredictor,
     MaskRCNNBaseline,
     SemanticLayeringNetwork,
     build_model,
@@ -109,18 +110,46 @@ def test_class_specific_layering_keeps_each_rois_label_maps(batch):
     present = sorted({int(v) for t in targets for v in t["labels"]})
     assert [c for c in range(C + 1) if grad[c] > 0] == present
 
+    # At inference each RoI gets its predicted label's maps: those of the 1x1 layer applied to every class
+    # (the head computes only the kept class's, with the same weights).
     model.eval()
-    full = []
-    hook = head.layer_logits.register_forward_hook(lambda m, i, o: full.append(o))
+    head_inputs = []
+    hook = head.register_forward_pre_hook(lambda m, args: head_inputs.append(args[0].clone()))
     with torch.no_grad():
         det = model([images[0]])[0]
-    hook.remove()
-    r = len(det["labels"])
-    assert r > 0 and full[0].shape == (r, (C + 1) * (K + 1), 28, 28)
-    kept = full[0].reshape(r, C + 1, K + 1, 28, 28)[torch.arange(r), det["labels"]]
-    torch.testing.assert_close(det["layer_logits"], kept, rtol=0, atol=0)
+        hook.remove()
+        r = len(det["labels"])
+        full = head.layer_logits(torch.relu(head.upsample(head_inputs[0])))
+    assert r > 0 and full.shape == (r, (C + 1) * (K + 1), 28, 28)
+    kept = full.reshape(r, C + 1, K + 1, 28, 28)[torch.arange(r), det["labels"]]
+    torch.testing.assert_close(det["layer_logits"], kept, rtol=0, atol=1e-5)
+    assert not torch.equal(kept, full.reshape(r, C + 1, K + 1, 28, 28)[torch.arange(r), (det["labels"] + 1) % (C + 1)])
     with pytest.raises(ValueError, match="one label per RoI"):
         head(torch.zeros(2, 16, 14, 14))
+
+
+@pytest.mark.parametrize("num_classes,kernel,rois", [(1, 3, 5), (4, 3, 5), (4, 1, 3), (4, 3, 0)])
+def test_layering_head_computes_its_layers_as_written(num_classes, kernel, rois):
+    """The head's fast paths (channels-last, only each RoI's own class's logits, the first sem-dist layer
+    applied to features and probabilities separately) give what its modules give applied plainly."""
+    torch.manual_seed(0)
+    K = 3
+    head = LayeringPredictor(16, K, semdist_kernel=kernel, num_classes=num_classes).eval()
+    for m in head.modules():  # weights away from their near-zero start, so a mix-up would show
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            torch.nn.init.normal_(m.weight)
+            torch.nn.init.normal_(m.bias)
+    features = torch.randn(rois, 16, 14, 14)
+    labels = torch.randint(0, num_classes, (rois,))
+    with torch.no_grad():
+        logits, semdist = head(features, labels)
+        x = torch.relu(head.upsample(features))
+        every = head.layer_logits(x).reshape(rois, num_classes, K + 1, 28, 28)
+        expected = every[torch.arange(rois), labels]
+        expected_semdist = head.semdist(torch.cat([x, expected.softmax(dim=1)], dim=1))
+    assert logits.shape == (rois, K + 1, 28, 28) and semdist.shape == (rois, 1, 28, 28)
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(semdist, expected_semdist, rtol=1e-5, atol=1e-4)
 
 
 def test_empty_images_train(batch):

@@ -547,6 +547,7 @@ def test_box_paste_equals_torchvision_paste_and_argmax_equals_numpy(seed):
         padded, grown = _paste_geometry(channels, boxes)
         for d in range(6):
             crop, (x0, y0, x1, y1) = _paste_in_box(padded[d], grown[d], H, W)
+            crop = crop.transpose(2, 0, 1)  # channels last, as OpenCV gives them
             assert crop.shape[0] == channels.shape[1]
             outside = full[d].copy()
             if x1 > x0:
@@ -555,7 +556,7 @@ def test_box_paste_equals_torchvision_paste_and_argmax_equals_numpy(seed):
             assert not outside.any()  # nothing of the paste lies beyond the crop
     padded, grown = _paste_geometry(maps, boxes)
     crop, place = _paste_in_box(padded[0], [W + 3, 5, W + 20, 30], H, W)
-    assert crop.shape == (3, 0, 0) and place == (0, 0, 0, 0)
+    assert crop.shape == (0, 0, 3) and place == (0, 0, 0, 0)
     ties = torch.rand((3, 9, 11), generator=g).numpy()
     ties[2, :3] = ties[0, :3]
     np.testing.assert_array_equal(_argmax_channels(ties), ties.argmax(axis=0))
