@@ -176,8 +176,8 @@ def _full(crop: np.ndarray, box: Sequence[int], shape: tuple[int, int], fill: An
 
 def _full_frames(crops: Sequence[np.ndarray], boxes: Sequence[Sequence[int]], shape: tuple[int, int],
                  fill: Any = 0) -> list[np.ndarray]:
-    """Crops placed in full frames of ``fill``, allocated as one block: for 50 float maps that is several
-    times cheaper than 50 separate frames (one allocation, fresh pages only where crops are written)."""
+    """Crops placed in full frames of ``fill``, allocated as one block: one allocation instead of one per
+    frame (at 50 detections `Predictor.scene` took 20.7 against 21.9 ms with separate frames)."""
     dtype = crops[0].dtype if crops else np.dtype(bool)
     out = np.zeros((len(crops), *shape), dtype) if fill == 0 else np.full((len(crops), *shape), fill, dtype)
     for frame, crop, (x0, y0, x1, y1) in zip(out, crops, boxes):
