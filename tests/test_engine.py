@@ -306,3 +306,5 @@ def test_trainable_must_name_modules_of_the_model(tmp_path):
         tiny_config(trainable=[".semdist"])
     with pytest.raises(ConfigError, match="semdist_kernel"):
         validate_config({"model": {"semdist_kernel": 5}})
+    with pytest.raises(ConfigError, match="semdist_resolution"):
+        validate_config({"model": {"semdist_resolution": 7}})

@@ -128,13 +128,16 @@ def test_class_specific_layering_keeps_each_rois_label_maps(batch):
         head(torch.zeros(2, 16, 14, 14))
 
 
-@pytest.mark.parametrize("num_classes,kernel,rois", [(1, 3, 5), (4, 3, 5), (4, 1, 3), (4, 3, 0)])
-def test_layering_head_computes_its_layers_as_written(num_classes, kernel, rois):
+@pytest.mark.parametrize("num_classes,kernel,rois,resolution",
+                         [(1, 3, 5, 28), (4, 3, 5, 28), (4, 1, 3, 28), (4, 3, 0, 28), (4, 3, 5, 14)])
+def test_layering_head_computes_its_layers_as_written(num_classes, kernel, rois, resolution):
     """The head's fast paths (channels-last, only each RoI's own class's logits, the first sem-dist layer
-    applied to features and probabilities separately) give what its modules give applied plainly."""
+    applied to features and probabilities separately) give what its modules give applied plainly; at
+    ``semdist_resolution`` 14 the sem-dist layers read the 14 x 14 features and pooled probabilities."""
     torch.manual_seed(0)
     K = 3
-    head = LayeringPredictor(16, K, semdist_kernel=kernel, num_classes=num_classes).eval()
+    head = LayeringPredictor(16, K, semdist_kernel=kernel, num_classes=num_classes,
+                             semdist_resolution=resolution).eval()
     for m in head.modules():  # weights away from their near-zero start, so a mix-up would show
         if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
             torch.nn.init.normal_(m.weight)
@@ -146,7 +149,11 @@ def test_layering_head_computes_its_layers_as_written(num_classes, kernel, rois)
         x = torch.relu(head.upsample(features))
         every = head.layer_logits(x).reshape(rois, num_classes, K + 1, 28, 28)
         expected = every[torch.arange(rois), labels]
-        expected_semdist = head.semdist(torch.cat([x, expected.softmax(dim=1)], dim=1))
+        if resolution == 28:
+            expected_semdist = head.semdist(torch.cat([x, expected.softmax(dim=1)], dim=1))
+        else:
+            pooled = torch.nn.functional.avg_pool2d(expected.softmax(dim=1), 2)
+            expected_semdist = head.semdist(torch.cat([features, pooled], dim=1))
     assert logits.shape == (rois, K + 1, 28, 28) and semdist.shape == (rois, 1, 28, 28)
     torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(semdist, expected_semdist, rtol=1e-5, atol=1e-4)

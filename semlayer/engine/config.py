@@ -110,6 +110,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "semdist_beta": Field(NUM, 0.1, check=_positive),
         # 3: the first SLN checkpoints' sem-dist layer (so they load as trained); 1: the cheaper one.
         "semdist_kernel": Field(INT, 3, choices=(1, 3)),
+        # 28: the sem-dist layer at the layering maps' resolution (every SLN so far); 14: an experiment.
+        "semdist_resolution": Field(INT, 28, choices=(14, 28)),
         # One set of layering maps per class (as Mask R-CNN's masks are) instead of one shared set; False is
         # what the first SLN checkpoints were trained with.
         "class_specific_layers": Field(BOOL, False),

@@ -88,7 +88,8 @@ def build_model(config: dict[str, Any]) -> nn.Module:
             **head_kwargs,
             mask_head=MaskRCNNHeads(channels + K + 1, mask_layers, 1),
             mask_predictor=LayeringPredictor(mask_layers[-1], K, semdist_kernel=int(cfg["semdist_kernel"]),
-                                             num_classes=num_classes if cfg["class_specific_layers"] else 1),
+                                             num_classes=num_classes if cfg["class_specific_layers"] else 1,
+                                             semdist_resolution=int(cfg["semdist_resolution"])),
             K=K,
             glm_scale=0.25,  # FPN level "0" is at stride 4
             semdist_beta=float(cfg["semdist_beta"]),
