@@ -324,12 +324,12 @@ def instance_panel(
     x0, y0, x1, y1 = box
     vis = scene.visible(instance_id)[y0:y1, x0:x1]
     amodal = inst.amodal[y0:y1, x0:x1]
-    zoom = max(1.0, out_size / max(x1 - x0, y1 - y0))
-    size = (round((x1 - x0) * zoom), round((y1 - y0) * zoom))
+    occ = amodal & ~vis
+    size = _zoom_crop(box, out_size)
+    zoom = size[0] / (x1 - x0)
 
     base = cv2.resize(_dim(img[y0:y1, x0:x1], 0.7), size, interpolation=cv2.INTER_LINEAR)
-    vis_u, amodal_u = _nearest(vis, size), _nearest(amodal, size)
-    occ_u = amodal_u & ~vis_u
+    vis_u, occ_u = _nearest(vis, size), _nearest(occ, size)
     # This blend is the bulk of a click's and a reorder's redraw: the colours by a table look-up, the
     # stripes from a cache, and one OpenCV blend (base * (1 - w) + colour * w, rounded) for the rest.
     weight = np.where(occ_u, np.where(_stripes(size, 8), np.float32(0.85), np.float32(0.2)),
@@ -338,11 +338,9 @@ def instance_panel(
     canvas = cv2.blendLinear(cv2.convertScaleAbs(base), color, 1 - weight, weight)  # base rounded to uint8
     # Outlines traced on the crop and drawn zoomed (as on the layer map): a fraction of the points of
     # tracing the enlarged masks, for the same lines.
-    zoom = size[0] / (x1 - x0)
     for j in scene.occluders(instance_id):
         for points in _contours(scene.get(j).amodal[y0:y1, x0:x1], (0, 0)):
             _draw_outline(canvas, _zoomed(points, zoom), None, (170, 170, 170), 1)
-    occ = amodal & ~vis
     for points in _contours(amodal, (0, 0)):
         solid = ~occ[points[:, 1], points[:, 0]]
         _draw_outline(canvas, _zoomed(points, zoom), solid, (255, 255, 255), 2, dash=max(1, round(6 / zoom)))
