@@ -59,7 +59,7 @@ def assert_same_scenes(a, b):
             assert np.array_equal(ia.amodal, ib.amodal) and np.array_equal(va[i], vb[j])
 
 
-# ----- the FORMATS.md toy scene in every format --------------------------------------------------------
+# ----- the docs/formats.md toy scene in every format --------------------------------------------------------
 @pytest.mark.parametrize("name, fmt", [("cocoa_toy", "cocoa"), ("coco_toy", "coco"), ("kins2019_toy", "kins2019"),
                                        ("kins2020_toy", "kins2020")])
 def test_toy_scene_in_every_format(name, fmt):
