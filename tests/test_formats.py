@@ -1023,9 +1023,9 @@ def test_occl_depth_never_overrides_the_masks_and_disagreements_are_noted():
         report = formats.validation_report(tied)
         assert report.violations == [] and report.occl_depth == [("annotations[1]", "annotations[0]", 0, 1)]
         assert report.notes[-1] == (
-            "1 overlapping pair where the object in front has the smaller occl_depth (the masks decide the order; "
-            "occl_depth, whose direction D2SA does not document, is read as larger = nearer the front and only "
-            "breaks ties): annotations[1] over annotations[0] (occl_depth 0 over 1)")
+            "1 overlapping pair where the object in front has the smaller occl_depth (kept as the masks, or "
+            "amodal_region.order, put them; occl_depth, whose direction D2SA does not document, is read as larger "
+            "= nearer the front and only breaks ties): annotations[1] over annotations[0] (occl_depth 0 over 1)")
     # Where the masks say nothing (no visible masks), the larger occl_depth goes in front.
     for ann in obj["annotations"]:
         ann.pop("visible_mask")

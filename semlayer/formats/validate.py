@@ -68,10 +68,10 @@ class ValidationReport:
         if self.occl_depth:
             pairs = [(f"{front} over {back}", 0) for front, back, _, _ in self.occl_depth]
             labels = [f"occl_depth {a:g} over {b:g}" for _, _, a, b in self.occl_depth]
-            notes.append(summary(pairs, "where the object in front has the smaller occl_depth (the masks decide "
-                                        "the order; occl_depth, whose direction D2SA does not document, is read "
-                                        "as larger = nearer the front and only breaks ties)", "overlapping pair",
-                                 NOTE_PATHS, labels))
+            notes.append(summary(pairs, "where the object in front has the smaller occl_depth (kept as the masks, "
+                                        "or amodal_region.order, put them; occl_depth, whose direction D2SA does "
+                                        "not document, is read as larger = nearer the front and only breaks ties)",
+                                 "overlapping pair", NOTE_PATHS, labels))
         return notes
 
 
