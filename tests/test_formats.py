@@ -713,7 +713,8 @@ def assert_identical_scenes(dense, compact):
             assert np.array_equal(va, vb)
 
 
-@pytest.mark.parametrize("name", ["cocoa_toy", "bsds_toy", "coco_toy", "kins2019_toy", "kins2020_toy", "results_toy"])
+@pytest.mark.parametrize("name", ["cocoa_toy", "bsds_toy", "coco_toy", "d2sa_toy", "kins2019_toy", "kins2020_toy",
+                                  "results_toy"])
 def test_compact_load_decodes_the_scenes_load_gives(name):
     dense, compact = formats.load(DATA / f"{name}.json"), formats.load(DATA / f"{name}.json", compact=True)
     assert isinstance(compact.scenes, formats.CompactScenes)
