@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import gradio as gr
+from PIL import Image
 
 from semlayer.errors import SemlayerError
 from semlayer.scene import MOVES
@@ -176,10 +177,10 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
                         label="amodal mask editor (selected mask tinted; the eraser undoes strokes)", type="numpy", format="png",
                         brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed", default_size=8),
                         eraser=gr.Eraser(default_size=8), transforms=(), sources=(),
-                        layers=False,
+                        layers=False, elem_id="mask-editor",
                     )  # fmt: skip
                     with gr.Row():
-                        load_mask_btn = gr.Button("show selected mask in editor", size="sm")
+                        load_mask_btn = gr.Button("clear strokes", size="sm")
                         brush_mode = gr.Radio(
                             [("strokes add to the mask", "add"), ("strokes remove from the mask", "remove")],
                             value="add", show_label=False,
@@ -193,6 +194,7 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
                         coco_btn = gr.Button("export COCO-style JSON", size="sm")
                         kins_btn = gr.Button("export KINS JSON", size="sm")
                     export_file = gr.File(label="download", interactive=False, height=90)
+                    export_md = gr.Markdown("", elem_id="export-status")
                     with gr.Row():
                         tune_btn = gr.Button("fine-tune on corrected data", size="sm", variant="primary")
                         cancel_btn = gr.Button("cancel fine-tune", size="sm", variant="stop")
@@ -200,14 +202,15 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
                     timer = gr.Timer(1.0, active=False)
 
         everything = [main_img, levels_img, global_img, insp_md, panel_img, layers_img, heat_img, surf_img, table,
-                      behind_dd, status_md, name_tb, cat_num, stuff_cb, position, model_md, show]  # fmt: skip
+                      behind_dd, status_md, name_tb, cat_num, stuff_cb, position, model_md, show, view, opacity,
+                      editor]  # fmt: skip
 
         # ----- renderers: what the handlers render, by part, as component -> value -----
         components = {
             "view": main_img, "levels": levels_img, "global": global_img, "inspector": insp_md, "panel": panel_img,
             "layers": layers_img, "heat": heat_img, "surface": surf_img, "others": behind_dd,
             "status": status_md, "name": name_tb, "category": cat_num, "stuff": stuff_cb, "position": position,
-            "model": model_md, "show": show,
+            "model": model_md, "show": show, "view": view, "opacity": opacity,
         }  # fmt: skip
 
         def page_value(name: str, value: Any) -> Any:
@@ -215,9 +218,15 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
                 return png_file(value)
             if name == "others":  # the choices change with the scene; nothing chosen yet
                 return gr.Dropdown(choices=value, value=None)
-            if name == "show":
+            if name in ("show", "view"):
                 return gr.Radio(value=value)
             return value
+
+        def editor_page_value(tab: h.Tab) -> gr.ImageEditor:
+            """The editor showing the selected object, named in its label."""
+            value = h.editor_value(tab)
+            return gr.ImageEditor(value={**value, "background": Image.fromarray(value["background"])},
+                                  label=h.editor_label(tab))  # fmt: skip
 
         def renderer(*parts: str) -> Callable[[h.Tab], dict]:
             """Only the parts an event changes are drawn and sent (figures come from the tab's cache)."""
@@ -227,6 +236,9 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
                 out = {components[k]: page_value(k, v) for k, v in values.items() if k not in ("rows", "table_title")}
                 if "rows" in values:
                     out[table] = gr.Dataframe(value=values["rows"], label=values["table_title"])
+                if "inspector" in parts and h.editor_key(tab) != tab.editor_shows:
+                    # The editor always shows (and names) the selected object; strokes go to what it shows.
+                    out[editor] = editor_page_value(tab)
                 if "panes" in parts:  # say whose: with show "both" they are the annotation's
                     which = h.shown_scene(tab)
                     out[levels_img] = gr.Image(value=out[levels_img], label=f"sem-dist level sets: {which}")
@@ -296,6 +308,10 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
             if path:
                 h.predict_upload(cfg, tab, path)
 
+        def r_uploaded(tab: h.Tab) -> dict:
+            # The file box is emptied, so the next image can be dropped straight in.
+            return {**r_all(tab), upload: None}
+
         def on_example(tab: h.Tab, evt: gr.SelectData) -> None:
             h.predict_upload(cfg, tab, cfg.examples[evt.index])
 
@@ -303,9 +319,9 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
             h.switch_dataset(cfg, tab, data, images)
 
         def step(delta: int) -> Callable[[h.Tab], None]:
-            return lambda tab: h.go_to(tab, min(max(tab.session.current + delta, 0), len(tab.session) - 1))
+            return lambda tab: h.step(tab, delta)
 
-        wire(upload.upload, event(r_all, on_upload), [upload], everything)
+        wire(upload.upload, event(r_uploaded, on_upload), [upload], [*everything, upload])
         wire(examples.select, event(r_all, on_example, select=True), None, everything)
         wire(open_btn.click, event(r_all, on_open), [data_tb, images_tb], everything).then(
             event(r_gallery), None, [gallery], api_visibility="private"
@@ -327,12 +343,15 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
         def set_field(name: str) -> Callable[[h.Tab, Any], None]:
             return lambda tab, value: setattr(tab, name, value)
 
+        def set_setting(name: str) -> Callable[[h.Tab, Any], None]:
+            return lambda tab, value: h.set_view_setting(tab, name, value)
+
         wire(main_img.select, event(r_selection, on_click, select=True), None, everything)
         wire(table.select, event(r_selection, on_row, select=True), None, everything)
         # `input`, not `change`: only the user's own changes; the page sets `show` itself after an upload.
-        wire(view.input, event(r_view, set_field("view")), [view], [main_img])
-        wire(opacity.release, event(r_view, set_field("opacity")), [opacity], [main_img])
-        wire(show.input, event(r_all, set_field("show")), [show], everything)
+        wire(view.input, event(r_view, set_setting("view")), [view], [main_img])
+        wire(opacity.release, event(r_view, set_setting("opacity")), [opacity], [main_img])
+        wire(show.input, event(r_all, set_setting("show")), [show], everything)
         for pane_tab, pane in zip((overlay_tab, levels_tab, global_tab), h.PANES):
             wire(pane_tab.select, event(r_layers, functools.partial(set_field("pane"), value=pane)), None,
                  [levels_img, global_img])  # fmt: skip
@@ -348,14 +367,23 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
         wire(redo_btn.click, event(r_all, h.redo), None, everything)
         wire(attrs_btn.click, event(r_all, h.set_attributes), [name_tb, cat_num, stuff_cb], everything)
         wire(delete_btn.click, event(r_all, h.delete_selected), None, everything)
-        wire(load_mask_btn.click, event(lambda t: {editor: h.editor_value(t)}), None, [editor])
+        def r_editor(tab: h.Tab) -> dict:
+            return {editor: editor_page_value(tab)}
+
+        wire(load_mask_btn.click, event(r_editor), None, [editor])
 
         def r_edited(tab: h.Tab) -> dict:
-            # Show the result in the editor too, with the applied strokes cleared.
-            return {**r_all(tab), editor: h.editor_value(tab)}
+            # The editor is emptied by the event that read its strokes and refilled by the next one: a new
+            # value sent to the editor in the reply to the event that read it left the canvas blank under a
+            # spinner (Gradio's editor was still busy with the value it had sent).
+            tab.editor_shows = None
+            return {**r_all(tab), editor: None}
 
-        wire(apply_mask_btn.click, event(r_edited, h.apply_editor_mask), [editor, brush_mode], [*everything, editor])
-        wire(add_btn.click, event(r_edited, h.add_from_editor), [editor, name_tb, cat_num, stuff_cb], [*everything, editor])
+        for btn, action, inputs in ((apply_mask_btn, h.apply_editor_mask, [editor, brush_mode]),
+                                    (add_btn, h.add_from_editor, [editor, name_tb, cat_num, stuff_cb])):  # fmt: skip
+            wire(btn.click, event(r_edited, action), inputs, everything).then(
+                event(r_editor), None, [editor], api_visibility="private"
+            )
 
         # ----- export and fine-tune -----
         def exporter(fmt: str) -> Callable[[h.Tab], None]:
@@ -365,11 +393,12 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
             return run
 
         def r_export(tab: h.Tab) -> dict:
-            return {export_file: None if tab.last_export is None else str(tab.last_export)}
+            if tab.last_export is None:
+                return {export_file: None, export_md: ""}
+            return {export_file: str(tab.last_export), export_md: h.export_notice(tab.last_export)}
 
-        wire(cocoa_btn.click, event(r_export, exporter("cocoa")), None, [export_file])
-        wire(coco_btn.click, event(r_export, exporter("coco")), None, [export_file])
-        wire(kins_btn.click, event(r_export, exporter("kins")), None, [export_file])
+        for btn, fmt in ((cocoa_btn, "cocoa"), (coco_btn, "coco"), (kins_btn, "kins")):
+            wire(btn.click, event(r_export, exporter(fmt)), None, [export_file, export_md])
 
         def r_tune(tab: h.Tab) -> dict:
             progress = h.finetune_status(tab)
@@ -379,6 +408,7 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
             text += f" / {progress.total}" if progress.total else ""
             text += f" · loss {progress.loss:.4f}" if progress.loss is not None else ""
             text += f" · {progress.message}" if progress.message else ""
+            text += f" · training {tab.job.note}" if tab.job is not None and tab.job.note else ""
             out = {tune_md: text, timer: gr.Timer(active=progress.state == "running")}
             if progress.state == "done":
                 out[tune_md] = text + f" · now using `{progress.checkpoint}`"
