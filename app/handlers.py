@@ -715,7 +715,7 @@ def render(cfg: AppConfig, tab: Tab, parts: Sequence[str] = PARTS) -> dict[str, 
     ``surface`` pictures (None with nothing selected; ``surface`` only while its tab is open), and the
     selected annotation's ``name``, ``category``, ``stuff`` and the ``others`` to put it in front of;
     ``table``: the instance ``rows`` of the `shown_scene` and a ``table_title``, ``status``,
-    ``position``, ``model`` notice and ``show``."""
+    ``position``, ``model`` notice, and the ``show``, ``view_choice`` and ``opacity`` settings."""
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise ValueError(f"unknown page parts {sorted(unknown)}; expected some of {PARTS}")
@@ -756,7 +756,7 @@ def render(cfg: AppConfig, tab: Tab, parts: Sequence[str] = PARTS) -> dict[str, 
             position=f"image {tab.session.current + 1} of {len(tab.session)}: `{scene.file_name}`",
             model=model_notice(cfg, tab),
             show=tab.show,
-            view=tab.view,
+            view_choice=tab.view,
             opacity=tab.opacity,
         )
     return out

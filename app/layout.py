@@ -210,7 +210,7 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
             "view": main_img, "levels": levels_img, "global": global_img, "inspector": insp_md, "panel": panel_img,
             "layers": layers_img, "heat": heat_img, "surface": surf_img, "others": behind_dd,
             "status": status_md, "name": name_tb, "category": cat_num, "stuff": stuff_cb, "position": position,
-            "model": model_md, "show": show, "view": view, "opacity": opacity,
+            "model": model_md, "show": show, "view_choice": view, "opacity": opacity,
         }  # fmt: skip
 
         def page_value(name: str, value: Any) -> Any:
@@ -218,7 +218,7 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
                 return png_file(value)
             if name == "others":  # the choices change with the scene; nothing chosen yet
                 return gr.Dropdown(choices=value, value=None)
-            if name in ("show", "view"):
+            if name in ("show", "view_choice"):
                 return gr.Radio(value=value)
             return value
 
@@ -373,17 +373,11 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
         wire(load_mask_btn.click, event(r_editor), None, [editor])
 
         def r_edited(tab: h.Tab) -> dict:
-            # The editor is emptied by the event that read its strokes and refilled by the next one: a new
-            # value sent to the editor in the reply to the event that read it left the canvas blank under a
-            # spinner (Gradio's editor was still busy with the value it had sent).
-            tab.editor_shows = None
-            return {**r_all(tab), editor: None}
+            tab.editor_shows = None  # the strokes are used: the editor gets its picture again, without them
+            return r_all(tab)
 
-        for btn, action, inputs in ((apply_mask_btn, h.apply_editor_mask, [editor, brush_mode]),
-                                    (add_btn, h.add_from_editor, [editor, name_tb, cat_num, stuff_cb])):  # fmt: skip
-            wire(btn.click, event(r_edited, action), inputs, everything).then(
-                event(r_editor), None, [editor], api_visibility="private"
-            )
+        wire(apply_mask_btn.click, event(r_edited, h.apply_editor_mask), [editor, brush_mode], everything)
+        wire(add_btn.click, event(r_edited, h.add_from_editor), [editor, name_tb, cat_num, stuff_cb], everything)
 
         # ----- export and fine-tune -----
         def exporter(fmt: str) -> Callable[[h.Tab], None]:

@@ -578,7 +578,7 @@ def test_show_view_and_opacity_are_remembered_per_workspace(cfg, model_tab, tmp_
     h.load_view_settings(again)
     assert (again.show, again.view, again.opacity) == ("prediction", "occluded", 0.8)
     table = h.render(cfg, again, ["table"])
-    assert (table["show"], table["view"], table["opacity"]) == ("prediction", "occluded", 0.8)
+    assert (table["show"], table["view_choice"], table["opacity"]) == ("prediction", "occluded", 0.8)
     # Without a model there is no prediction to come back to; another workspace keeps its own.
     bare = h.Tab(session=EditSession(tab.session.folder, scenes(), tab.session.image_dir))
     h.load_view_settings(bare)
