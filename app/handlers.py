@@ -370,6 +370,18 @@ def select_instance(cfg: AppConfig, tab: Tab, instance_id: int, which: str = "an
     return instance_summary(scene, int(instance_id), rates=occlude_rates(tab, figure_key(cfg, tab, which), scene))
 
 
+def select_next(cfg: AppConfig, tab: Tab) -> dict[str, Any] | None:
+    """Select the next instance, front to back, of the shown scene (the first one when none of it is
+    selected; after the last, the first again). Returns its summary, None when the scene is empty."""
+    which = shown_scene(tab)
+    scene = scene_for(cfg, tab, which)
+    order = [scene.instances[i].id for i in scene.front_to_back()]
+    if not order:
+        return None
+    at = order.index(tab.selected) if tab.selected_in == which and tab.selected in order else -1
+    return select_instance(cfg, tab, order[(at + 1) % len(order)], which)
+
+
 def shown_scene(tab: Tab) -> str:
     """The scene the instance table, the level sets and G are of: the prediction when only it is shown,
     else the annotation (the one edited)."""

@@ -89,6 +89,34 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+# Keys -> the button (elem_id) they press; the page's own buttons, so a key does exactly what its button does.
+SHORTCUTS = {
+    "ArrowLeft": ("key-prev", "←", "previous image"), "ArrowRight": ("key-next", "→", "next image"),
+    "f": ("key-forward", "F", "forward"), "b": ("key-backward", "B", "backward"),
+    "F": ("key-front", "Shift+F", "to front"), "B": ("key-back", "Shift+B", "to back"),
+    "n": ("key-cycle", "N", "next object (front to back)"),
+    "ctrl+z": ("key-undo", "Ctrl+Z", "undo"), "ctrl+y": ("key-redo", "Ctrl+Y, Ctrl+Shift+Z", "redo"),
+}  # fmt: skip
+SHORTCUTS_HELP = "| key | does |\n|---|---|\n" + "\n".join(
+    f"| {label} | {what} |" for _, label, what in SHORTCUTS.values()
+) + "\n\nNot while typing in a box."
+SHORTCUTS_JS = """() => {
+  const keys = %s;
+  document.addEventListener("keydown", (e) => {
+    const t = e.target;
+    if (t && (t.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(t.tagName))) return;
+    if (e.altKey || e.metaKey) return;
+    let key = e.key;
+    if (e.ctrlKey) key = "ctrl+" + (e.shiftKey && key.toLowerCase() === "z" ? "y" : key.toLowerCase());
+    const id = keys[key];
+    const button = id && document.getElementById(id);
+    if (!button) return;
+    e.preventDefault();
+    button.click();
+  });
+}""" % {k: v[0] for k, v in SHORTCUTS.items()}
+
+
 def build(cfg: h.AppConfig) -> gr.Blocks:
     """The whole page plus the /predict, /select, /export, /move, /undo, /redo endpoints."""
     tabs = Tabs(cfg)
@@ -122,9 +150,9 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
                                     elem_id="show")  # fmt: skip
                     opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="opacity")
                 with gr.Row():
-                    prev_btn = gr.Button("◀ previous image", size="sm")
+                    prev_btn = gr.Button("◀ previous image", size="sm", elem_id="key-prev")
                     position = gr.Markdown(elem_id="position")
-                    next_btn = gr.Button("next image ▶", size="sm")
+                    next_btn = gr.Button("next image ▶", size="sm", elem_id="key-next")
                 with gr.Accordion("Load: upload, examples, dataset", open=False):
                     with gr.Row():
                         upload = gr.File(label="upload an image (it is predicted)", file_types=["image"], type="filepath",
@@ -154,17 +182,20 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
                     label="instances (front first; click a row to select)", elem_id="instance-table", max_height=260,
                 )  # fmt: skip
                 with gr.Row():
-                    fwd_btn = gr.Button("forward", size="sm")
-                    back_btn = gr.Button("backward", size="sm")
-                    front_btn = gr.Button("to front", size="sm")
-                    bottom_btn = gr.Button("to back", size="sm")
+                    fwd_btn = gr.Button("forward", size="sm", elem_id="key-forward")
+                    back_btn = gr.Button("backward", size="sm", elem_id="key-backward")
+                    front_btn = gr.Button("to front", size="sm", elem_id="key-front")
+                    bottom_btn = gr.Button("to back", size="sm", elem_id="key-back")
                 with gr.Row():
                     behind_dd = gr.Dropdown(label="put the selected one in front of", choices=[], scale=3)
                     infront_btn = gr.Button("put in front", size="sm", scale=1)
                 with gr.Row():
-                    undo_btn = gr.Button("↶ undo", size="sm")
-                    redo_btn = gr.Button("↷ redo", size="sm")
+                    cycle_btn = gr.Button("next object", size="sm", elem_id="key-cycle")
+                    undo_btn = gr.Button("↶ undo", size="sm", elem_id="key-undo")
+                    redo_btn = gr.Button("↷ redo", size="sm", elem_id="key-redo")
                 status_md = gr.Markdown(elem_id="status")
+                with gr.Accordion("Keyboard shortcuts", open=False, elem_id="shortcuts-help"):
+                    gr.Markdown(SHORTCUTS_HELP)
                 with gr.Accordion("Edit the selected instance", open=False):
                     with gr.Row():
                         name_tb = gr.Textbox(label="name")
@@ -303,6 +334,7 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
             event(r_gallery), None, [gallery], api_visibility="private"
         )
         demo.unload(tabs.drop)
+        demo.load(None, None, None, js=SHORTCUTS_JS)
 
         def on_upload(tab: h.Tab, path: str | None) -> None:
             if path:
@@ -363,6 +395,7 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
         for btn, where in zip((fwd_btn, back_btn, front_btn, bottom_btn), MOVES):
             wire(btn.click, event(r_all, functools.partial(h.reorder, where=where)), None, everything)
         wire(infront_btn.click, event(r_all, h.put_in_front), [behind_dd], everything)
+        wire(cycle_btn.click, event(r_selection, lambda tab: h.select_next(cfg, tab)), None, everything)
         wire(undo_btn.click, event(r_all, h.undo), None, everything)
         wire(redo_btn.click, event(r_all, h.redo), None, everything)
         wire(attrs_btn.click, event(r_all, h.set_attributes), [name_tb, cat_num, stuff_cb], everything)

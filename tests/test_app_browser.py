@@ -216,6 +216,36 @@ def test_reorder_two_instances_and_export(page, app):
     assert overlap_order(kins.scenes[0])  # the scene has overlaps, the reordered pair among them
 
 
+def test_keyboard_shortcuts_do_what_their_buttons_do(page, app):
+    """Issue 19: keys for the frequent actions, listed in a help panel, ignored while typing in a box."""
+    _, _, scene = app
+    page.get_by_text("Keyboard shortcuts").click()
+    help_text = page.locator("#shortcuts-help").inner_text()
+    assert "Ctrl+Z" in help_text and "next object" in help_text
+    first, second = scene.order_ids()[:2]
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press("n")  # the front-most object
+    wait_text(page, "inspector", f"(#{first}) · annotation")
+    page.keyboard.press("n")
+    wait_text(page, "inspector", f"(#{second}) · annotation")
+    page.keyboard.press("b")
+    wait_text(page, "status", f"last edit: move {second} backward")
+    page.keyboard.press("Shift+F")
+    wait_text(page, "status", f"last edit: move {second} front")
+    page.keyboard.press("Control+z")
+    wait_text(page, "status", f"last edit: move {second} backward · 1 undo / 1 redo")
+    page.keyboard.press("Control+Shift+Z")
+    wait_text(page, "status", f"last edit: move {second} front · 2 undo / 0 redo")
+    page.get_by_text("Edit the selected instance").click()
+    page.get_by_label("name").first.fill("nnn")  # typed into a box: not a shortcut
+    assert page.get_by_label("name").first.input_value() == "nnn"
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press("ArrowRight")
+    wait_text(page, "position", "image 2 of 2")
+    page.keyboard.press("ArrowLeft")
+    wait_text(page, "position", "image 1 of 2")
+
+
 def editor_shows(page, scene, instance_id, timeout=30_000):
     """Wait until the mask editor names the instance; returns its canvas."""
     inst = scene.get(instance_id)

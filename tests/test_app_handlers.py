@@ -593,3 +593,9 @@ def test_the_status_line_speaks_to_annotators(cfg, tab):
     h.reorder(tab, "back")
     status = h.render(cfg, tab, ["table"])["status"]
     assert status == "last edit: move 1 back · 1 undo / 0 redo · 1 edited image(s) · every edit is saved"
+
+
+def test_next_object_cycles_front_to_back(cfg, tab):
+    assert [h.select_next(cfg, tab)["id"] for _ in range(4)] == [2, 1, 3, 2]  # a, b, c (ranks 1, 2, 3), a again
+    h.step(tab, 1)
+    assert h.select_next(cfg, tab)["id"] == 1
