@@ -198,6 +198,7 @@ def test_reorder_two_instances_and_export(page, app):
         page.get_by_role("button", name="export COCOA JSON").click()
         page.locator('a[download$=".cocoa.json"]').first.click()
     exported = json.loads(Path(download.value.path()).read_text())
+    wait_text(page, "export-status", "exported annotations.corrected.cocoa.json · every mask is exactly its COCOA polygon")
     regions = exported["annotations"][0]["regions"]
     by_order = {r["order"]: r for r in regions}
     assert by_order[1]["name"] == scene.get(second).name and by_order[2]["name"] == scene.get(first).name
