@@ -58,12 +58,13 @@ from .engine.config import defaults
 from .errors import ConfigError, FormatError, SemlayerError
 from .images import ImageReadError, read_image, to_rgb
 from .order import Constraint, box_pairs, ranks_from_constraints
+from .resources import ASSETS
 from .scene import AmodalScene, AnnotationSet, Instance
 from .semdist import SemDistMap, order_constraints
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "checkpoints" / "sln_tiny_synth.pt"
+DEFAULT_CHECKPOINT = ASSETS / "checkpoints" / "sln_tiny_synth.pt"
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 MASK_THRESHOLD = 0.5
 OUTPUT_FORMATS = ("cocoa", "coco", "results")
