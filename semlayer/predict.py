@@ -48,7 +48,6 @@ from typing import Any, Iterable, Sequence
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection.roi_heads import expand_boxes, expand_masks
 from tqdm import tqdm

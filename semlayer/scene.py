@@ -60,7 +60,8 @@ class Instance:
         if self.amodal.ndim != 2:
             raise ValueError(f"instance {self.id}: amodal mask must be 2-D, got shape {self.amodal.shape}")
         if self.external is not None:
-            self.external = _as_mask(self.external, *self.amodal.shape, f"instance {self.id} external mask")
+            h, w = self.amodal.shape
+            self.external = _as_mask(self.external, h, w, f"instance {self.id} external mask")
             self.external = self.external & self.amodal
             if not self.external.any():
                 self.external = None
@@ -75,7 +76,8 @@ class Instance:
 
     def set_amodal(self, mask: np.ndarray) -> None:
         """Replace the amodal mask; source polygons and dense predictions no longer describe it."""
-        self.amodal = _as_mask(mask, *self.amodal.shape, f"instance {self.id} amodal mask").copy()
+        h, w = self.amodal.shape
+        self.amodal = _as_mask(mask, h, w, f"instance {self.id} amodal mask").copy()
         self.polygons = None
         self.semdist = None
         self.layers = None

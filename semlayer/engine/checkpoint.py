@@ -38,10 +38,10 @@ VERSION = 1  # the checkpoint format number (see the module docstring); not the 
 
 def rng_state() -> dict[str, Any]:
     """This process's random generator states, as plain containers and tensors."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     state: dict[str, Any] = {
         "python": _py_state_to_plain(random.getstate()),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(np.asarray(keys, np.int64)), "pos": int(pos),
                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "torch": torch.get_rng_state(),
     }
@@ -173,6 +173,6 @@ def export_for_inference(src: str | Path, dst: str | Path) -> Path:
     """Copy a training checkpoint without what only resuming needs (optimizer, scheduler, RNG states):
     the file to ship or share. It still loads with `load_checkpoint` and works as ``--init``."""
     ckpt = read_checkpoint(src, "cpu")
-    keep = {k: ckpt[k] for k in ("model", "config", "class_names", "iteration", "best") if k in ckpt}
+    keep: dict[str, Any] = {k: ckpt[k] for k in ("model", "config", "class_names", "iteration", "best") if k in ckpt}
     keep["categories"] = checkpoint_categories(ckpt, str(src))  # ids 1..C when an older checkpoint has none
     return save_checkpoint(dst, keep)
