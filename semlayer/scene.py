@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -339,7 +339,7 @@ class AnnotationSet:
     def __len__(self) -> int:
         return len(self.scenes)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[AmodalScene]:
         return iter(self.scenes)
 
     def scenes_for_image(self, image_id: int) -> list[AmodalScene]:
