@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import FormatError
 from ..order import Constraint, constraints_from_clusters, constraints_from_overlap, ranks_from_constraints
 from ..scene import AmodalScene, Instance, renumber_ranks
-from .masks import polygons_to_mask, rle_counts, rle_to_mask
+from .masks import encode_rle, polygons_to_mask, rle_counts, rle_to_mask
 
 T = TypeVar("T")
 
@@ -349,7 +349,21 @@ def build_scene(group: Group) -> AmodalScene:
     ]
     scene = AmodalScene(group.image, instances, group.annotation)
     scene.set_visible([r.visible_or_amodal() for r in group.regions])
+    _keep_stated(scene, group.regions)
     return scene
+
+
+def _keep_stated(scene: AmodalScene, regions: list[Region]) -> None:
+    """The occlusion each region states, on its instance where the painter's rule says otherwise (a
+    visible mask under an instance in front), and every stated occlude rate."""
+    stated = [r.visible is not None or r.invisible is not None for r in regions]
+    derived = scene.visible_masks() if any(stated) else []
+    for k, (inst, r) in enumerate(zip(scene.instances, regions)):
+        inst.stated_occlude_rate = None if r.occlude_rate is None else float(r.occlude_rate)
+        if stated[k]:
+            visible = r.visible_or_amodal() & r.amodal
+            if not np.array_equal(visible, derived[k]):
+                inst.stated_visible = encode_rle(visible)
 
 
 def split_known(rec: dict, known: frozenset[str] | set[str]) -> dict[str, Any]:
