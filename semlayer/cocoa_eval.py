@@ -24,14 +24,24 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
 from .errors import ConfigError
-from .evaluate import NO_DATA, _assign_predictions, _check_shape, _image_id, _rles, _shape, warn_if_thresholded
+from .evaluate import (
+    NO_DATA,
+    _assign_predictions,
+    _check_shape,
+    _coco,
+    _image_id,
+    _rles,
+    _shape,
+    _SharedIoUEval,
+    _summary,
+    warn_if_thresholded,
+)
 from .scene import AmodalScene, AnnotationSet
 
 log = logging.getLogger(__name__)
@@ -64,27 +74,20 @@ class _Image:
     dets: list[tuple[dict[str, Any], float]]  # (amodal RLE, score), file order
 
 
-class _BucketEval(COCOeval):
+class _BucketEval(_SharedIoUEval):
     """``COCOeval`` whose ground-truth ignore flag is a bucket's filter (amodalAPI's ``_ignore``), with the
     IoU matrices shared between the buckets' runs."""
 
     def __init__(self, coco_gt: COCO, coco_dt: COCO, keep: Callable[[dict[str, Any]], bool],
                  cache: dict[tuple[int, int], Any]):
-        super().__init__(coco_gt, coco_dt, iouType="segm")
+        super().__init__(coco_gt, coco_dt, cache)
         self._keep = keep
-        self._iou_cache = cache
 
     def _prepare(self) -> None:
         super()._prepare()
         for gts in self._gts.values():
             for g in gts:
                 g["ignore"] = int(not self._keep(g))
-
-    def computeIoU(self, imgId: int, catId: int):  # noqa: N802, N803 (pycocotools' names)
-        key = (imgId, catId)
-        if key not in self._iou_cache:
-            self._iou_cache[key] = super().computeIoU(imgId, catId)
-        return self._iou_cache[key]
 
 
 def _gts(scene: AmodalScene) -> list[_Gt]:
@@ -131,15 +134,6 @@ def _images(gt: AnnotationSet, pred: AnnotationSet, gt_file: str, pred_file: str
     return images, scores
 
 
-def _coco(images: list[_Image], anns: list[dict[str, Any]]) -> COCO:
-    coco = COCO()
-    coco.dataset = {"images": [{"id": im.eval_id, "height": im.shape[0], "width": im.shape[1]} for im in images],
-                    "categories": [{"id": _CATEGORY}], "annotations": anns}
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
-
-
 def _cocos(images: list[_Image]) -> tuple[COCO, COCO]:
     gts, dts = [], []
     for im in images:
@@ -151,7 +145,7 @@ def _cocos(images: list[_Image]) -> tuple[COCO, COCO]:
         for rle, score in im.dets:
             dts.append({"id": len(dts) + 1, "image_id": im.eval_id, "category_id": _CATEGORY, "segmentation": rle,
                         "area": float(mask_utils.area(rle)), "iscrowd": 0, "score": score})
-    return _coco(images, gts), _coco(images, dts)
+    return _coco(images, [_CATEGORY], gts), _coco(images, [_CATEGORY], dts)
 
 
 def _keep(subset: str, bucket: str) -> Callable[[dict[str, Any]], bool]:
@@ -164,23 +158,9 @@ def _keep(subset: str, bucket: str) -> Callable[[dict[str, Any]], bool]:
     return keep
 
 
-def _summary(ev: COCOeval, kind: str, max_dets: int, iou: float | None = None) -> float:
-    """amodalAPI's ``_summarize``: the mean over the cells that have ground truth, -1 when none has."""
-    p = ev.params
-    m = p.maxDets.index(max_dets)
-    if kind == "AP":
-        s = ev.eval["precision"]  # [T, R, K, A, M]
-        if iou is not None:
-            s = s[np.isclose(p.iouThrs, iou)]
-        s = s[..., 0, m]
-    else:
-        s = ev.eval["recall"][..., 0, m]  # [T, K, A, M]
-    valid = s[s > -1]
-    return float(valid.mean()) if valid.size else NO_DATA
-
-
 def _run(coco_gt: COCO, coco_dt: COCO, subset: str, bucket: str, max_dets: int,
          cache: dict[tuple[int, int], Any]) -> COCOeval:
+    """One of amodalAPI's runs: one area range (all), one category, the bucket's ignore filter."""
     ev = _BucketEval(coco_gt, coco_dt, _keep(subset, bucket), cache)
     ev.params.catIds = [_CATEGORY]
     ev.params.maxDets = [1, 10, 100] + ([1000] if max_dets == 1000 else [])
@@ -222,15 +202,16 @@ def official_cocoa_evaluate(gt: AnnotationSet, pred: AnnotationSet, *, max_dets:
     for subset in SUBSETS:
         for bucket in OCCLUSION_RANGES:
             ev = _run(coco_gt, coco_dt, subset, bucket, max_dets, cache)
-            out[_key("AP", subset, bucket)] = _summary(ev, "AP", max_dets)
+            # amodalAPI's _summarize: the mean over the cells with ground truth, -1 when none has any.
+            out[_key("AP", subset, bucket)] = _summary(ev, "AP", max_dets=max_dets)
             if subset == "both" and bucket == "all":
-                out["AP50"] = _summary(ev, "AP", max_dets, iou=0.5)
-                out["AP75"] = _summary(ev, "AP", max_dets, iou=0.75)
-                out["AR1"] = _summary(ev, "AR", 1)
-                out["AR10"] = _summary(ev, "AR", 10)
-            out[_key("AR100", subset, bucket)] = _summary(ev, "AR", 100)
+                out["AP50"] = _summary(ev, "AP", iou=0.5, max_dets=max_dets)
+                out["AP75"] = _summary(ev, "AP", iou=0.75, max_dets=max_dets)
+                out["AR1"] = _summary(ev, "AR", max_dets=1)
+                out["AR10"] = _summary(ev, "AR", max_dets=10)
+            out[_key("AR100", subset, bucket)] = _summary(ev, "AR", max_dets=100)
             if max_dets == 1000:
-                out[_key("AR1000", subset, bucket)] = _summary(ev, "AR", 1000)
+                out[_key("AR1000", subset, bucket)] = _summary(ev, "AR", max_dets=1000)
     out["max_dets"] = max_dets
     out["num_images"] = len(images)
     out["num_gt"] = sum(len(im.gts) for im in images)
