@@ -107,7 +107,9 @@ def _gts(scene: AmodalScene) -> list[_Gt]:
 
 def _images(gt: AnnotationSet, pred: AnnotationSet, gt_file: str, pred_file: str,
             progress: bool) -> tuple[list[_Image], list[float]]:
-    records = gt.image_records()
+    # By image id, as amodalAPI's image list is sorted: its accumulation breaks score ties between images in
+    # that order.
+    records = sorted(gt.image_records(), key=lambda r: _image_id(r, gt_file))
     first: dict[int, int] = {}
     for k, image in enumerate(gt.scene_images()):
         first.setdefault(int(image["id"]), k)

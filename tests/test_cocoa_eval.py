@@ -113,6 +113,14 @@ def test_only_the_first_annotation_record_of_an_image_counts():
     assert official_cocoa_evaluate(AnnotationSet([second, first]), pred)["AR100"] == 0.5
 
 
+def test_score_ties_between_images_go_by_image_id():
+    # One object per image; image 1's detection misses, image 2's hits, both score .5. In image-id order the
+    # miss ranks first: precision .5 up to recall .5. The files list image 2 first.
+    gts = AnnotationSet([scene(2, [(A, 1, {"rate": 0.0})]), scene(1, [(A, 1, {"rate": 0.0})])])
+    pred = AnnotationSet([dets(2, [(A, 0.5)]), dets(1, [(C, 0.5)])])
+    assert official_cocoa_evaluate(gts, pred)["AP"] == pytest.approx(51 * 0.5 / 101)
+
+
 def test_up_to_1000_detections_per_image_for_ap():
     h = w = 16
     gts = AnnotationSet([scene(1, [((0, 0, 8, 8), 1, {"rate": 0.0})], h, w)])
