@@ -29,7 +29,8 @@ def controls(cfg: h.AppConfig) -> dict[str, Any]:
             c["does"] = gr.Radio([("box corner", "box"), ("object / add (+)", "positive"),
                                   ("background / remove (−)", "negative")], value="box", label="a click is",
                                  elem_id="assist-click")
-        c["radius"] = gr.Slider(1, 64, value=a.DEFAULT_RADIUS, step=1, label="hidden-part brush radius (pixels)")
+        c["radius"] = gr.Slider(0, 64, value=0, step=1,
+                                label="hidden-part brush radius (pixels; 0: each dab sized by where you click)")
         with gr.Row():
             c["hull"] = gr.Button("hull completion", size="sm")
             c["mirror"] = gr.Button("mirror completion", size="sm")

@@ -160,20 +160,25 @@ def _paint_hidden(tab: h.Tab, instance_id: int, stroke: np.ndarray, mode: str, l
 
 def hidden_brush(tab: h.Tab, points: Sequence[Sequence[float]], radius: float = DEFAULT_RADIUS, mode: str = "add",
                  instance_id: int | None = None) -> dict[str, Any]:
-    """A brush stroke through ``points`` (one point: a dab), clipped to the objects in front of the instance."""
+    """A brush stroke through ``points`` (one point: a dab), clipped to the objects in front of the instance.
+    ``radius`` 0 sizes a dab by where it is (`semlayer.assist.auto_radius`)."""
     target = _instance(tab, instance_id)
     pts = _points(tab, points, "points")
     if not pts:
         raise h.UserError("a stroke needs at least one point")
-    if not 0 < float(radius) <= 512:
-        raise h.UserError(f"radius must be in (0, 512] pixels, got {radius}")
+    if not 0 <= float(radius) <= 512:
+        raise h.UserError(f"radius must be in [0, 512] pixels (0: sized by the click), got {radius}")
+    if float(radius) == 0:
+        if len(pts) != 1:
+            raise h.UserError("radius 0 (sized by the click) is for a single dab, not a stroke")
+        radius = assist.auto_radius(_amodal_base(tab, target), *pts[0], mode == "add",
+                                    keep=tab.session.scene.visible(target))
     canvas = np.zeros(tab.session.scene.shape, np.uint8)
     r = int(round(float(radius)))
-    for a, b in zip(pts, pts[1:] or pts):
+    for a, b in zip(pts, pts[1:]):
         cv2.line(canvas, a, b, 1, thickness=2 * r + 1)
-        cv2.circle(canvas, b, r, 1, thickness=-1)
-    cv2.circle(canvas, pts[0], r, 1, thickness=-1)
-    return _paint_hidden(tab, target, canvas.astype(bool), mode, "hidden-part brush")
+    stroke = canvas.astype(bool) | assist.clicks_mask(canvas.shape, pts, r)
+    return _paint_hidden(tab, target, stroke, mode, "hidden-part brush")
 
 
 def hidden_polygon(tab: h.Tab, points: Sequence[Sequence[float]], mode: str = "add",

@@ -13,9 +13,11 @@ annotates
   object, counted as 2 clicks, then positive / negative clicks as GrabCut's hard labels), ``superpixel``
   (each click adds or removes the SLIC superpixel under it);
 * its **amodal** mask starting from its visible mask (objects with a hidden part only), with: ``brush`` (the
-  same plain brush), ``clipped_brush`` (the brush clipped to the objects in front), and each completion
-  proposal then clipped-brush clicks: ``hull`` and ``mirror`` (asking for the proposal counts as 1 click),
-  ``model`` (the checkpoint's RoI heads on a box around the whole object: 2 clicks).
+  same plain brush), ``clipped_brush`` (the brush clipped to the objects in front), ``auto_brush`` (clipped,
+  each dab sized by its click: `semlayer.assist.auto_radius`), and each completion proposal then clipped
+  clicks of the fixed brush (``hull``, ``mirror``, ``model``) or of the auto-sized one (``hull+auto``, ...):
+  asking for ``hull`` or ``mirror`` counts as 1 click, ``model`` (the checkpoint's RoI heads on a box around
+  the whole object) as 2.
 
 NoC@t: clicks until IoU >= t, 20 when never reached; seconds: computing time per object (median). Every method
 that uses a brush runs at each ``--brush-radius`` and is reported at its best one (lowest NoC@85 + NoC@90),
@@ -46,10 +48,10 @@ from semlayer.scene import AmodalScene  # noqa: E402
 
 MAX_CLICKS = 20
 THRESHOLDS = (0.85, 0.90)
-VISIBLE_METHODS = ("brush", "grabcut", "superpixel")
-AMODAL_METHODS = ("brush", "clipped_brush", "hull", "mirror", "model")
 # Visible methods whose clicks are brush stamps (GrabCut's clicks are hard labels, superpixels whole pieces).
 BRUSHED = ("brush",)
+# Amodal methods whose clicks do not depend on the brush radius.
+UNSIZED = ("auto_brush", "hull+auto", "mirror+auto", "model+auto")
 
 # A method: (start mask, clicks it cost, how one click changes the mask) for one object.
 Step = Callable[[np.ndarray, assist.Click], np.ndarray]
@@ -81,6 +83,17 @@ def brush(radius: float, clip: np.ndarray | None = None) -> Step:
         stamp = assist.disk(mask.shape, click.x, click.y, radius)
         if clip is not None:
             stamp &= clip
+        return mask | stamp if click.positive else mask & ~stamp
+
+    return step
+
+
+def auto_brush(clip: np.ndarray, keep: np.ndarray) -> Step:
+    """The hidden-part brush sized by each click (`semlayer.assist.auto_radius`), clipped to ``clip``."""
+
+    def step(mask: np.ndarray, click: assist.Click) -> np.ndarray:
+        radius = assist.auto_radius(mask, click.x, click.y, click.positive, keep)
+        stamp = assist.disk(mask.shape, click.x, click.y, radius) & clip
         return mask | stamp if click.positive else mask & ~stamp
 
     return step
@@ -123,26 +136,29 @@ def amodal_methods(image: np.ndarray, scene: AmodalScene, instance_id: int, targ
     visible part."""
     visible = scene.get(instance_id).amodal
     clip = assist.occluders(scene, instance_id)
-    clipped = brush(radius, clip)
+    clipped, auto = brush(radius, clip), auto_brush(clip, visible)
 
-    def mirror():
+    def mirror() -> np.ndarray:
         try:
-            return assist.mirror_proposal(scene, instance_id)[0], 1, clipped
+            return assist.mirror_proposal(scene, instance_id)[0]
         except ValueError:  # no axis reaches under the occluders: the annotator goes on from the visible part
-            return visible, 1, clipped
+            return visible
 
-    def model():
+    def model() -> np.ndarray:
         x, y, w, h = (int(v) for v in formats_bbox(target))
-        return assist.model_proposal(completer, image, scene, instance_id, [x, y, x + w - 1, y + h - 1]), 2, clipped
+        return assist.model_proposal(completer, image, scene, instance_id, [x, y, x + w - 1, y + h - 1])
 
+    proposals = {"hull": (lambda: assist.hull_proposal(scene, instance_id), 1), "mirror": (mirror, 1)}
+    if completer is not None:
+        proposals["model"] = (model, 2)
     methods = {
         "brush": lambda: (visible, 0, brush(radius)),
         "clipped_brush": lambda: (visible, 0, clipped),
-        "hull": lambda: (assist.hull_proposal(scene, instance_id), 1, clipped),
-        "mirror": mirror,
+        "auto_brush": lambda: (visible, 0, auto),
     }
-    if completer is not None:
-        methods["model"] = model
+    for name, (propose, cost) in proposals.items():
+        methods[name] = lambda propose=propose, cost=cost: (propose(), cost, clipped)
+        methods[f"{name}+auto"] = lambda propose=propose, cost=cost: (propose(), cost, auto)
     return methods
 
 
@@ -180,6 +196,8 @@ def run(args: argparse.Namespace) -> dict:
             work.get(inst.id).external = None
             for radius in args.brush_radius:
                 for name, make in amodal_methods(image, work, inst.id, inst.amodal, radius, completer).items():
+                    if name in UNSIZED and radius != args.brush_radius[0]:
+                        continue
                     t = time.perf_counter()
                     start, cost, step = make()
                     n85, n90 = noc(inst.amodal, start, cost, step)
@@ -191,7 +209,7 @@ def run(args: argparse.Namespace) -> dict:
             "noc90": round(float(np.mean([r[1] for r in rows])), 3),
             "seconds": round(statistics.median(r[2] for r in rows), 4),
             "objects": len(rows),
-            "radius": radius if name in BRUSHED or task == "amodal" else None,
+            "radius": radius if name in BRUSHED or (task == "amodal" and name not in UNSIZED) else None,
         }
         best = out.get(name, {}).get(task)
         if best is None or row["noc85"] + row["noc90"] < best["noc85"] + best["noc90"]:

@@ -210,6 +210,19 @@ def paint_hidden(scene: AmodalScene, instance_id: int, stroke: np.ndarray, mode:
     return inst.amodal | clipped if mode == "add" else inst.amodal & ~clipped
 
 
+def auto_radius(mask: np.ndarray, x: int, y: int, positive: bool, keep: np.ndarray | None = None) -> float:
+    """A brush radius sized by the click, for a hidden-part dab: adding, the distance from (x, y) to the mask
+    (the dab just reaches it, filling the gap the click is in the middle of); removing, the distance to the
+    nearest pixel that stays, outside the mask or in ``keep`` (the visible part). At least 1 pixel."""
+    mask = np.asarray(mask, bool)
+    stays = ~mask if keep is None else ~mask | np.asarray(keep, bool)
+    target = mask if positive else stays
+    if not target.any():
+        return 1.0
+    dist = cv2.distanceTransform((~target).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return max(float(dist[int(y), int(x)]), 1.0)
+
+
 def _limited(scene: AmodalScene, instance_id: int, shape_mask: np.ndarray) -> np.ndarray:
     """Amodal proposal: the visible part, plus ``shape_mask`` where objects in front cover it."""
     return scene.visible(instance_id) | (shape_mask & occluders(scene, instance_id))
@@ -383,7 +396,14 @@ class BoxCompleter:
         return self._cache
 
     def amodal(self, image: np.ndarray, box: Sequence[float], category: int | None = None) -> tuple[np.ndarray, int]:
-        """(amodal mask of the object in ``box`` [x0, y0, x1, y1], the category id it was completed as)."""
+        """(amodal mask of the object in ``box`` [x0, y0, x1, y1] (inclusive pixel corners), the category id
+        it was completed as: ``category``, else the box head's best class)."""
+        x0, y0, x1, y1 = _check_box(box, _rgb(image).shape[:2])
+        return self.amodal_in_frame(image, (x0, y0, x1 + 1.0, y1 + 1.0), category)
+
+    def amodal_in_frame(self, image: np.ndarray, box: Sequence[float], category: int | None = None
+                        ) -> tuple[np.ndarray, int]:
+        """`amodal` for a box in the detector's own convention (pixel edges, floats), as its detections have."""
         import torch
         from torchvision.models.detection.transform import resize_boxes
         from torchvision.ops import roi_align
@@ -392,8 +412,7 @@ class BoxCompleter:
 
         with self._lock, torch.inference_mode():
             sizes, features, glm, (H, W) = self._features(image)
-            x0, y0, x1, y1 = _check_box(box, (H, W))
-            frame_box = torch.tensor([[x0, y0, x1 + 1, y1 + 1]], dtype=torch.float32, device=self.predictor.device)
+            frame_box = torch.tensor([list(map(float, box))], dtype=torch.float32, device=self.predictor.device)
             boxes = resize_boxes(frame_box, (H, W), sizes[0])
             heads = self.predictor.model.roi_heads
             cats = self.predictor.categories
@@ -416,7 +435,7 @@ class BoxCompleter:
             else:
                 prob = heads.mask_predictor(heads.mask_head(roi))[:, label : label + 1].sigmoid()
             pasted = paste_roi_maps(prob.float().cpu(), frame_box.cpu(), H, W)[0, 0].numpy()
-        return pasted > 0.5, int(cats[label - 1]["id"]) if label - 1 < len(cats) else label
+        return pasted > 0.5, int(cats[label - 1]["id"])
 
 
 def model_proposal(completer: BoxCompleter, image: np.ndarray, scene: AmodalScene, instance_id: int,
