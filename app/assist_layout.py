@@ -67,7 +67,10 @@ def wire(c: dict[str, Any], cfg: h.AppConfig, event: Callable, wire_: Callable, 
     from .layout import png_file
 
     def r_canvas(tab: h.Tab) -> dict:
-        return {c["canvas"]: png_file(h.Picture(a.canvas(tab, a.state(tab).tool), 0)), c["status"]: status(tab)}
+        st = a.state(tab)
+        # Kept on the state: the page's PNG file is deleted with its picture (layout.png_file).
+        st.picture = h.Picture(a.canvas(tab, st.tool), cfg.png_level)
+        return {c["canvas"]: png_file(st.picture), c["status"]: status(tab)}
 
     def r_both(tab: h.Tab) -> dict:
         return {**r_all(tab), **r_canvas(tab)}

@@ -45,6 +45,7 @@ class AssistState:
     instance: int | None = None  # the instance an amodal proposal belongs to
     label: str = ""  # what made it, for the undo history
     tool: str = "grabcut"  # the page's chosen assist (kept across images)
+    picture: Any = None  # the canvas last sent to the page: its PNG file lives as long as it does
 
 
 def state(tab: h.Tab) -> AssistState:
