@@ -29,7 +29,6 @@ method does not do is absent) and prints the table with each method's ratio to `
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time

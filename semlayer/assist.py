@@ -517,7 +517,7 @@ def simulated_click(target: np.ndarray, current: np.ndarray) -> Click | None:
     for positive, error in ((True, target & ~current), (False, current & ~target)):
         if not error.any():
             continue
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(error.astype(np.uint8), connectivity=8)
+        _, labels, stats, _ = cv2.connectedComponentsWithStats(error.astype(np.uint8), connectivity=8)
         k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
         area = int(stats[k, cv2.CC_STAT_AREA])
         if best is None or area > best[0]:
