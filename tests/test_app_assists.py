@@ -138,3 +138,25 @@ def test_the_models_roi_heads_on_its_own_box_give_its_own_mask():
     # With no category the box head chooses one of the model's.
     _, chosen = completer.amodal(image, [10, 10, 60, 60])
     assert chosen in [c["id"] for c in predictor.categories]
+
+
+def test_model_completion_in_the_app_is_the_librarys_on_the_same_box(tmp_path):
+    from app.model import load_model
+    from semlayer import formats
+    from semlayer.figures import DEMO_ANNOTATIONS, DEMO_IMAGES
+    from semlayer.predict import DEFAULT_CHECKPOINT
+
+    if not DEFAULT_CHECKPOINT.is_file():
+        pytest.skip("the shipped checkpoint is not in this checkout")
+    cfg = h.AppConfig(workspace=tmp_path / "ws", data=DEMO_ANNOTATIONS, images=DEMO_IMAGES, checkpoint=DEFAULT_CHECKPOINT)
+    tab = h.new_tab(cfg)
+    scene = tab.session.scene
+    occluded = [inst.id for inst in scene.instances if scene.occluded(inst.id).any()]
+    target = occluded[0] if occluded else scene.instances[0].id
+    box = [5, 5, 60, 70]
+    got = a.complete(cfg, tab, "model", instance_id=target, box=box)
+    completer = assist.BoxCompleter(load_model(DEFAULT_CHECKPOINT).predictor)
+    want = assist.model_proposal(completer, h.current_image(tab), scene, target, box)
+    assert got["kind"] == "amodal" and np.array_equal(a.state(tab).proposal, want)
+    assert np.array_equal(want & scene.visible(target), scene.visible(target))  # the visible part stays
+    assert not (want & ~scene.visible(target) & ~scene.front_union(target)).any()  # added only under occluders
