@@ -387,7 +387,8 @@ class BoxCompleter:
         key = hashlib.sha1(rgb.tobytes()).hexdigest() + str(rgb.shape)
         if key != self._key:
             model = self.predictor.model
-            tensor = torch.from_numpy(rgb).to(self.predictor.device).permute(2, 0, 1).float().div_(255.0)
+            # A copy: the app hands read-only images, which torch.from_numpy warns about.
+            tensor = torch.tensor(rgb, device=self.predictor.device).permute(2, 0, 1).float().div_(255.0)
             with torch.inference_mode():
                 images, _ = model.transform([tensor])
                 features = model.backbone(images.tensors)
