@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..images import image_name_problem
 from ..order import parse_depth_constraint
 from ._base import Context, Group, Region, Violation, build_scene, join
 from .api import detect, parse, read_json
@@ -86,6 +87,7 @@ def validation_report(path_or_obj: str | os.PathLike | Any) -> ValidationReport:
     fmt = detect(obj, source)
     report = ValidationReport()
     ctx = Context(source, report.violations)
+    _check_image_names(ctx, obj)
     parsed = ctx.attempt(parse, ctx, obj, fmt)
     if parsed is not None:
         for group in parsed.groups:
@@ -99,6 +101,17 @@ def validation_report(path_or_obj: str | os.PathLike | Any) -> ValidationReport:
             if fmt == "cocoa":
                 _check_depth_constraint(ctx, group)
     return report
+
+
+def _check_image_names(ctx: Context, obj: Any) -> None:
+    """Every image name stays inside its images folder: the app and `render` refuse any other."""
+    images = obj.get("images") if isinstance(obj, dict) else None
+    for i, rec in enumerate(images if isinstance(images, list) else []):
+        name = rec.get("file_name") if isinstance(rec, dict) else None
+        if isinstance(name, str) and name:
+            problem = image_name_problem(name)
+            if problem is not None:
+                ctx.report(f"images[{i}].file_name", problem)
 
 
 def _px(n: int) -> str:
@@ -156,6 +169,9 @@ def _check_painters_rule(ctx: Context, group: Group, external: list[tuple[str, i
     record order."""
     found: dict[int, tuple[tuple[str, str] | None, int]] = {}  # record index -> (violation, external px)
     by_order = sorted(range(len(group.regions)), key=lambda i: group.regions[i].order)
+    # Bounding boxes (y0, y1, x0, x1; empty masks get an empty box) of the regions in depth order: naming who
+    # covers a clash looks only at the regions whose box meets the clash's, not at every region in front.
+    boxes = np.array([_bbox(group.regions[i].amodal) for i in by_order], np.int64).reshape(-1, 4)
     front = None  # union of the amodal masks of the regions in front
     done = 0  # regions by_order[:done] are in front
     for i in by_order:
@@ -168,8 +184,13 @@ def _check_painters_rule(ctx: Context, group: Group, external: list[tuple[str, i
         visible = r.amodal & r.visible_or_amodal()
         clash = visible & front
         n = int(clash.sum())
-        found[i] = (_painter_violation(r, clash, n, [group.regions[j] for j in by_order[:done]]) if n else None,
-                    int((r.amodal & ~visible & ~front).sum()))
+        violation = None
+        if n:
+            y0, y1, x0, x1 = _bbox(clash)
+            b = boxes[:done]
+            near = np.flatnonzero((b[:, 0] < y1) & (b[:, 1] > y0) & (b[:, 2] < x1) & (b[:, 3] > x0))
+            violation = _painter_violation(r, clash, n, [group.regions[by_order[k]] for k in near], (y0, y1, x0, x1))
+        found[i] = (violation, int((r.amodal & ~visible & ~front).sum()))
     for i, r in enumerate(group.regions):
         violation, hidden_by_nothing = found[i]
         if violation is not None:
@@ -178,9 +199,21 @@ def _check_painters_rule(ctx: Context, group: Group, external: list[tuple[str, i
             external.append((r.path, hidden_by_nothing))
 
 
-def _painter_violation(r: Region, clash: np.ndarray, n: int, in_front: list[Region]) -> tuple[str, str]:
-    """(path, message) for the ``n`` visible pixels ``clash`` of region ``r`` under regions ``in_front``."""
-    under = [(o, int((clash & o.amodal).sum())) for o in in_front]
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1), end exclusive; (0, 0, 0, 0) for an empty mask."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows):
+        return 0, 0, 0, 0
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def _painter_violation(r: Region, clash: np.ndarray, n: int, in_front: list[Region],
+                       box: tuple[int, int, int, int]) -> tuple[str, str]:
+    """(path, message) for the ``n`` visible pixels ``clash`` (inside ``box``) of region ``r`` under regions
+    ``in_front``."""
+    y0, y1, x0, x1 = box
+    crop = clash[y0:y1, x0:x1]
+    under = [(o, int((crop & o.amodal[y0:y1, x0:x1]).sum())) for o in in_front]
     under = [(o, k) for o, k in under if k]
     if len(under) == 1:
         who = f"{under[0][0].path} (order {under[0][0].order})"
