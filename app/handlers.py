@@ -427,9 +427,9 @@ def encode_png(image: np.ndarray, level: int = 1) -> bytes:
 
 
 def annotation_key(tab: Tab) -> tuple:
-    """What every figure of the annotation depends on: its dataset, image and saved revision (each edit,
-    undo and redo is saved at once and bumps it)."""
-    return ("annotation", str(tab.session.folder), tab.session.current, tab.session.revision)
+    """What every figure of the annotation depends on: its dataset, image, saved revision and edits made (each
+    edit, undo and redo counts, saved or not: a save that failed keeps its edit on screen)."""
+    return ("annotation", str(tab.session.folder), tab.session.current, tab.session.revision, tab.session.changes)
 
 
 def figure_key(cfg: AppConfig, tab: Tab, which: str) -> tuple:

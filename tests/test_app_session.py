@@ -1,5 +1,6 @@
 """EditSession: exact masks after each edit, undo/redo, autosave/resume, kill-and-restart, conflicts."""
 
+import json
 import os
 import signal
 import subprocess
@@ -196,12 +197,30 @@ def test_added_scene_survives_restart(tmp_path):
     assert s2.edited_indices() == [0]
 
 
-def test_broken_workspace_file_is_a_format_error(tmp_path):
+def test_broken_workspace_files_are_set_aside_and_named(tmp_path):
     ws = tmp_path / "ws"
     ws.mkdir()
     (ws / "session.json").write_text("{not json")
-    with pytest.raises(FormatError, match="session.json"):
-        EditSession(ws, toy_set(), tmp_path)
+    s = EditSession(ws, toy_set(), tmp_path)
+    assert (ws / "session.json.broken-1").read_text() == "{not json"  # kept, renamed
+    assert s.notices == ["workspace file ws/session.json.broken-1 was set aside: ws/session.json: a readable JSON "
+                         "file (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))"]
+    s.move(1, "back")
+    scene_file = ws / "scenes" / "00000.json"
+    # Valid JSON of the wrong shape (finding 12): refused when read, by name and JSON path, not a KeyError later.
+    for broken, where in (({"state": {"ids": [1, 2], "ranks": [1]}, "undo": [], "redo": []}, "state.ranks: a list of 2 integer ranks"),
+                          ({"state": None, "undo": [], "redo": []}, "state: an object with ids, ranks and instances")):
+        scene_file.write_text(json.dumps(broken))
+        again = EditSession(ws, toy_set(), tmp_path)
+        assert again.scene.order_ids() == [1, 2] and again.history() == ([], [])  # the file's scene, usable
+        assert any(f"scenes/00000.json: {where}" in n for n in again.notices), again.notices
+    assert sorted(p.name for p in (ws / "scenes").iterdir()) == ["00000.json.broken-1", "00000.json.broken-2"]
+    # A saved state whose masks are not the image's size.
+    rec = {"state": EditSession(ws, toy_set(), tmp_path)._state(0), "undo": [], "redo": []}
+    rec["state"]["instances"]["1"]["amodal"]["size"] = [3, 3]
+    scene_file.write_text(json.dumps(rec))
+    assert any("state.instances.1.amodal.size: [8, 10] (the image's height and width), got [3, 3]" in n
+               for n in EditSession(ws, toy_set(), tmp_path).notices)
 
 
 CHILD = r"""
