@@ -35,6 +35,7 @@ from pycocotools import mask as mask_utils
 
 from semlayer.errors import ConfigError, FormatError, SemlayerError
 from semlayer.formats.masks import rle_input
+from semlayer.images import image_file
 from semlayer.io_utils import atomic_write_bytes, atomic_write_json
 from semlayer.scene import MOVES, AmodalScene, AnnotationSet, Instance
 
@@ -712,7 +713,7 @@ class EditSession:
         folder = self.folder / "images" if slot.added else self.image_dir
         if folder is None:
             raise ValueError(f"scene {index} has no image folder")
-        return folder / self._base(index).file_name
+        return image_file(folder, self._base(index).file_name)  # refuses names that leave the folder
 
     def add_scene(self, scene: AmodalScene, image_png: bytes) -> int:
         """Append a scene (e.g. a prediction on an uploaded image) with its PNG bytes; returns its index.

@@ -24,7 +24,8 @@ def test_options_are_checked(tmp_path):
         parse("--data", str(ann), "--images", str(tmp_path), "--checkpoint", str(tmp_path / "none.pt"))
     cfg = parse("--data", str(ann), "--images", str(tmp_path), "--workspace", str(tmp_path / "ws"))
     assert (cfg.data, cfg.images, cfg.workspace) == (ann, tmp_path, tmp_path / "ws")
-    assert allowed_paths(cfg) == [str(tmp_path / "ws"), str(ROOT / "assets"), str(tmp_path), str(tmp_path)]
+    # The image folder, not the annotation file's folder (finding 3: --data ~/ann.json served the home folder).
+    assert allowed_paths(cfg) == [str(tmp_path / "ws"), str(ROOT / "assets"), str(tmp_path)]
 
 
 def test_auth_and_listen_defaults():
