@@ -32,6 +32,8 @@ ANNOTATION_SUFFIXES = (".json",)
 # state, undo stacks, fine-tune logs or checkpoints.
 WORKSPACE_SERVED = ("images", "exports")
 MAX_CHOICES = 2000  # annotation files / image folders listed from --data-root
+# Under --data-root, only images are served (the annotation files are opened, never downloaded).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 # ----- credentials -----------------------------------------------------------------------------
@@ -156,7 +158,8 @@ def allowed_paths(cfg: AppConfig) -> list[str]:
 
 def servable(cfg: AppConfig, path: str | os.PathLike, created: Iterable[str | os.PathLike] = ()) -> bool:
     """May a client fetch ``path``: inside a served folder (or a folder Gradio created: its upload and cache
-    folders) and without a hidden (dot) part below it; in the workspace only ``*/images`` and ``*/exports``."""
+    folders) and without a hidden (dot) part below it; in the workspace only ``*/images`` and ``*/exports``;
+    under the data root only images."""
     target = Path(os.path.abspath(path))
     for folder in created:
         if _inside(target, Path(os.path.abspath(folder))):
@@ -167,8 +170,10 @@ def servable(cfg: AppConfig, path: str | os.PathLike, created: Iterable[str | os
         return len(rel) >= 3 and rel[1] in WORKSPACE_SERVED and not any(p.startswith(".") for p in rel)
     for root in allowed_paths(cfg):
         root_path = Path(os.path.abspath(root))
-        if _inside(target, root_path):
-            return _visible_parts(target, root_path)
+        if _inside(target, root_path) and _visible_parts(target, root_path):
+            if cfg.data_root is not None and root_path == Path(os.path.abspath(cfg.data_root)):
+                return target.suffix.lower() in IMAGE_SUFFIXES
+            return True
     return False
 
 
