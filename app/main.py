@@ -19,7 +19,6 @@ from semlayer.figures import DEMO_ANNOTATIONS as DEMO_DATA  # noqa: E402
 from semlayer.figures import DEMO_IMAGES  # noqa: E402
 from semlayer.predict import DEFAULT_CHECKPOINT  # noqa: E402
 
-ASSETS = ROOT / "assets"
 DEFAULT_TRAIN_CONFIG = ROOT / "configs" / "tiny_synth.yaml"
 EXAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MAX_UPLOAD = "50mb"

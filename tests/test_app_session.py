@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from app.session import ConflictError, EditSession, decode_rle, encode_rle
-from semlayer.errors import FormatError
 from semlayer.scene import AmodalScene, AnnotationSet, Instance
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,8 +202,8 @@ def test_broken_workspace_files_are_set_aside_and_named(tmp_path):
     (ws / "session.json").write_text("{not json")
     s = EditSession(ws, toy_set(), tmp_path)
     assert (ws / "session.json.broken-1").read_text() == "{not json"  # kept, renamed
-    assert s.notices == ["workspace file ws/session.json.broken-1 was set aside: ws/session.json: a readable JSON "
-                         "file (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))"]
+    assert s.notices == [("workspace file ws/session.json.broken-1 was set aside: ws/session.json: a readable JSON "
+                          "file (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))")]
     s.move(1, "back")
     scene_file = ws / "scenes" / "00000.json"
     # Valid JSON of the wrong shape (finding 12): refused when read, by name and JSON path, not a KeyError later.
