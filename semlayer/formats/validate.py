@@ -174,23 +174,29 @@ def _check_painters_rule(ctx: Context, group: Group, external: list[tuple[str, i
     boxes = np.array([_bbox(group.regions[i].amodal) for i in by_order], np.int64).reshape(-1, 4)
     front = None  # union of the amodal masks of the regions in front
     done = 0  # regions by_order[:done] are in front
-    for i in by_order:
+    for k, i in enumerate(by_order):
         r = group.regions[i]
         if front is None:
             front = np.zeros_like(r.amodal)
         while group.regions[by_order[done]].order < r.order:
-            front |= group.regions[by_order[done]].amodal
+            y0, y1, x0, x1 = boxes[done]
+            front[y0:y1, x0:x1] |= group.regions[by_order[done]].amodal[y0:y1, x0:x1]
             done += 1
-        visible = r.amodal & r.visible_or_amodal()
-        clash = visible & front
+        # Everything below lies inside the region's own box: crops, not whole frames.
+        y0, y1, x0, x1 = boxes[k]
+        amodal = r.amodal[y0:y1, x0:x1]
+        visible = amodal & r.visible_or_amodal()[y0:y1, x0:x1]
+        in_front = front[y0:y1, x0:x1]
+        clash = visible & in_front
         n = int(clash.sum())
         violation = None
         if n:
-            y0, y1, x0, x1 = _bbox(clash)
+            cy0, cy1, cx0, cx1 = _bbox(clash)
+            box = (y0 + cy0, y0 + cy1, x0 + cx0, x0 + cx1)
             b = boxes[:done]
-            near = np.flatnonzero((b[:, 0] < y1) & (b[:, 1] > y0) & (b[:, 2] < x1) & (b[:, 3] > x0))
-            violation = _painter_violation(r, clash, n, [group.regions[by_order[k]] for k in near], (y0, y1, x0, x1))
-        found[i] = (violation, int((r.amodal & ~visible & ~front).sum()))
+            near = np.flatnonzero((b[:, 0] < box[1]) & (b[:, 1] > box[0]) & (b[:, 2] < box[3]) & (b[:, 3] > box[2]))
+            violation = _painter_violation(r, clash[cy0:cy1, cx0:cx1], n, [group.regions[by_order[j]] for j in near], box)
+        found[i] = (violation, int((amodal & ~visible & ~in_front).sum()))
     for i, r in enumerate(group.regions):
         violation, hidden_by_nothing = found[i]
         if violation is not None:
@@ -209,11 +215,10 @@ def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 def _painter_violation(r: Region, clash: np.ndarray, n: int, in_front: list[Region],
                        box: tuple[int, int, int, int]) -> tuple[str, str]:
-    """(path, message) for the ``n`` visible pixels ``clash`` (inside ``box``) of region ``r`` under regions
-    ``in_front``."""
+    """(path, message) for the ``n`` visible pixels ``clash`` (the crop ``box`` of the image) of region ``r``
+    under regions ``in_front``."""
     y0, y1, x0, x1 = box
-    crop = clash[y0:y1, x0:x1]
-    under = [(o, int((crop & o.amodal[y0:y1, x0:x1]).sum())) for o in in_front]
+    under = [(o, int((clash & o.amodal[y0:y1, x0:x1]).sum())) for o in in_front]
     under = [(o, k) for o, k in under if k]
     if len(under) == 1:
         who = f"{under[0][0].path} (order {under[0][0].order})"
