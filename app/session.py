@@ -273,6 +273,15 @@ def _int(value: Any, file: str = "", path: str = "") -> int:
     return value
 
 
+def _identity(path: Path) -> tuple | None:
+    """What changes whenever a file is replaced or rewritten (files here are only ever replaced by rename)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 def _relative(text: str, root: Path) -> str:
     """``text`` with the absolute ``root`` prefix of paths removed (messages a client sees)."""
     return text.replace(str(root) + os.sep, "")
@@ -416,6 +425,7 @@ class EditSession:
         self._live: OrderedDict[int, None] = OrderedDict()  # slots holding a live scene, least recent first
         self._caches: dict[int, _RleCache] = {}
         self._scene_revs: dict[int, int] = {}  # revision of each scene file as this session last read/wrote it
+        self._scene_stats: dict[int, tuple] = {}  # and that file's identity then: unchanged means not re-read
         self._unsaved: set[int] = set()  # scenes whose last save failed: written by the next save
         self.changes = 0  # edits made in memory, saved or not (figures depend on it, see app.handlers)
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -557,6 +567,7 @@ class EditSession:
             self._caches.pop(index, None)
             self._unsaved.discard(index)
             self._scene_revs.pop(index, None)
+            self._scene_stats.pop(index, None)
             if self._scene_path(index).exists():
                 rec = self._read_scene_file(index, added=slot.added)
                 if rec is not None:
@@ -591,12 +602,15 @@ class EditSession:
         """Refuse to save over a scene file another tab or process wrote since this session read it."""
         path = self._scene_path(index)
         saved = 0
-        if path.exists():
-            try:
-                saved = _int(self._read_json(path).get("revision", 0))
-            except FormatError:
-                saved = -1  # broken on disk meanwhile: not what this session read either
         mine = self._scene_revs.get(index, 0)
+        if path.exists():
+            if _identity(path) == self._scene_stats.get(index):
+                saved = mine  # the very file this session read or wrote (a rename gives a new inode)
+            else:
+                try:
+                    saved = _int(self._read_json(path).get("revision", 0))
+                except FormatError:
+                    saved = -1  # broken on disk meanwhile: not what this session read either
         if saved != mine:
             raise ConflictError(
                 f"image {index + 1} ({self._base(index).file_name or 'no file'}) was saved by another tab or "
@@ -635,6 +649,7 @@ class EditSession:
                     "kept in this page and is saved with your next edit"
                 ) from None
             self.revision = self._scene_revs[key] = new
+            self._scene_stats[key] = _identity(self._scene_path(key))
             self._unsaved.discard(key)
         try:
             atomic_write_json(self.folder / SESSION_FILE, self._meta())
@@ -748,6 +763,7 @@ class EditSession:
                 self._slots.pop()
                 self._unsaved.discard(index)
                 self._scene_revs.pop(index, None)
+                self._scene_stats.pop(index, None)
                 image_path.unlink(missing_ok=True)
                 raise
         self.current = index
