@@ -2,7 +2,7 @@
 
 A results list has no image records: each image's size is its RLEs' ``size``. Our predictions also carry
 ``visible_mask``, ``occlude_rate``, ``order`` (the depth rank) and ``area`` = visible fraction, the field
-occlusion-split evaluators read (FORMATS.md section 4).
+occlusion-split evaluators read (docs/formats.md, "Results lists").
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 
 from ..scene import AnnotationSet
 from ._base import (
-    Context, Group, Parsed, Region, is_int, is_number, join, parse_mask, parse_rle, record, split_known, take,
+    Context, Group, Parsed, check_instance_count, Region, is_int, is_number, join, parse_mask, parse_rle, record, split_known, take,
 )
 from .coco import MASK, category_table
 from .cocoa import ORDER
@@ -63,6 +63,8 @@ def parse(ctx: Context, items: list, wanted: Callable[[int], bool]) -> Parsed:
 
     def groups():
         for image_id, idx in members.items():
+            if not ctx.attempt(check_instance_count, ctx, len(idx), f"[{idx[-1]}]"):
+                continue  # validating: the count is recorded as a violation
             regions: list[Region | None] = []
             shape = None
             for i in idx:
