@@ -72,10 +72,6 @@ class Tabs:
             self._tabs.pop(key, None)
             self._used.pop(key, None)
 
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._tabs)
-
     @contextlib.contextmanager
     def use(self, request: gr.Request | None) -> Iterator[h.Tab]:
         """The request's tab, held for the whole event. Gradio runs the events of one page in parallel

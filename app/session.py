@@ -34,6 +34,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from semlayer.errors import ConfigError, FormatError, SemlayerError
+from semlayer.formats._base import join
 from semlayer.formats.masks import rle_input
 from semlayer.images import image_file
 from semlayer.io_utils import atomic_write_bytes, atomic_write_json
@@ -293,12 +294,8 @@ def _check_rle(value: Any, file: str, path: str, shape: tuple[int, int] | None) 
         raise FormatError(file, path, "a COCO RLE {size: [h, w], counts: str}")
     size = (value["size"][0], value["size"][1])
     if shape is not None and size != tuple(shape):
-        raise FormatError(file, join_path(path, "size"), f"{list(shape)} (the image's height and width), got {list(size)}")
+        raise FormatError(file, join(path, "size"), f"{list(shape)} (the image's height and width), got {list(size)}")
     return size
-
-
-def join_path(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
 
 
 INSTANCE_FIELDS = {"name": (str,), "category": (int, type(None)), "is_stuff": (bool,), "score": (int, float, type(None)),
@@ -312,27 +309,27 @@ def check_state(state: Any, file: str, path: str, shape: tuple[int, int] | None,
         raise FormatError(file, path, "an object with ids, ranks and instances")
     ids, ranks, instances = state.get("ids"), state.get("ranks"), state.get("instances")
     if not (isinstance(ids, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)):
-        raise FormatError(file, join_path(path, "ids"), "a list of integer instance ids")
+        raise FormatError(file, join(path, "ids"), "a list of integer instance ids")
     if not (isinstance(ranks, list) and len(ranks) == len(ids) and all(isinstance(r, int) for r in ranks)):
-        raise FormatError(file, join_path(path, "ranks"), f"a list of {len(ids)} integer ranks")
+        raise FormatError(file, join(path, "ranks"), f"a list of {len(ids)} integer ranks")
     if not isinstance(instances, dict):
-        raise FormatError(file, join_path(path, "instances"), "an object of instance states by id")
+        raise FormatError(file, join(path, "instances"), "an object of instance states by id")
     for key, inst in instances.items():
-        where = join_path(join_path(path, "instances"), key)
+        where = join(join(path, "instances"), key)
         if not patch and key not in {str(i) for i in ids}:
             raise FormatError(file, where, f"one of the ids {ids}")
         if not isinstance(inst, dict):
             raise FormatError(file, where, "an instance state object")
         for name, types in INSTANCE_FIELDS.items():
             if not isinstance(inst.get(name), types):
-                raise FormatError(file, join_path(where, name), f"one of {', '.join(t.__name__ for t in types)}")
-        size = _check_rle(inst.get("amodal"), file, join_path(where, "amodal"), shape)
+                raise FormatError(file, join(where, name), f"one of {', '.join(t.__name__ for t in types)}")
+        size = _check_rle(inst.get("amodal"), file, join(where, "amodal"), shape)
         if inst.get("external") is not None:
-            _check_rle(inst["external"], file, join_path(where, "external"), size)
+            _check_rle(inst["external"], file, join(where, "external"), size)
     if not patch:
         missing = [i for i in ids if str(i) not in instances]
         if missing:
-            raise FormatError(file, join_path(path, "instances"), f"a state for every id; missing {missing}")
+            raise FormatError(file, join(path, "instances"), f"a state for every id; missing {missing}")
 
 
 def check_scene_record(rec: dict[str, Any], file: str, shape: tuple[int, int] | None, added: bool) -> None:
