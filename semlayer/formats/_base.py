@@ -19,7 +19,7 @@ from ..errors import FormatError
 from ..images import MAX_PIXELS
 from ..order import Constraint, constraints_from_clusters, constraints_from_overlap, ranks_from_constraints
 from ..scene import AmodalScene, Instance, renumber_ranks
-from .masks import polygons_to_mask, rle_counts, rle_to_mask
+from .masks import encode_rle, polygons_to_mask, rle_counts, rle_to_mask
 
 T = TypeVar("T")
 
@@ -402,9 +402,25 @@ def build_scene(group: Group, repairs: list[Repair] | None = None) -> AmodalScen
     scene = AmodalScene(group.image, instances, group.annotation)
     stated = [r.visible_or_amodal() for r in group.regions]
     scene.set_visible(stated)
-    if repairs is not None and any(r.visible is not None or r.invisible is not None for r in group.regions):
-        repairs.extend(dropped_visible(group, stated, scene.visible_masks()))
+    derived = None
+    if any(r.visible is not None or r.invisible is not None for r in group.regions):
+        derived = scene.visible_masks()
+        if repairs is not None:
+            repairs.extend(dropped_visible(group, stated, derived))
+    _keep_stated(scene, group.regions, derived)
     return scene
+
+
+def _keep_stated(scene: AmodalScene, regions: list[Region], derived: list[np.ndarray] | None) -> None:
+    """The occlusion each region states, on its instance: every stated occlude rate, and a stated visible
+    mask where the painter's rule (``derived``, the scene's visible masks) says otherwise (a visible pixel
+    under an instance in front)."""
+    for k, (inst, r) in enumerate(zip(scene.instances, regions)):
+        inst.stated_occlude_rate = None if r.occlude_rate is None else float(r.occlude_rate)
+        if derived is not None and (r.visible is not None or r.invisible is not None):
+            visible = r.visible_or_amodal() & r.amodal
+            if not np.array_equal(visible, derived[k]):
+                inst.stated_visible = encode_rle(visible)
 
 
 def dropped_visible(group: Group, stated: list[np.ndarray], visible: list[np.ndarray]) -> list[Repair]:
