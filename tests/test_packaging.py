@@ -188,16 +188,17 @@ def test_pip_install_gives_working_commands_and_api(tmp_path, sources):
     app_help = run([str(bin_dir / "semlayer-app"), "--help"], elsewhere)
     assert app_help.returncode == 0 and app_help.stdout.startswith("usage: semlayer-app ")
     # The app's defaults are the bundled demo data, model and fine-tuning config, and train.py is there.
-    defaults = run([str(python), "-c", "import app.main as m, app.finetune as f; "
+    defaults = run([str(python), "-c", "import app.main as m, app.finetune as f, app.security as s; "
                     "c = m.config_from_args(m.build_parser().parse_args([])); "
-                    "print(c.data, c.checkpoint, c.train_config, (f.ROOT / 'train.py').is_file(), c.workspace)"],
+                    "print(c.data, c.checkpoint, c.train_config, (f.ROOT / 'train.py').is_file(), c.workspace, "
+                    "s.allowed_paths(c)[1])"],
                    elsewhere)
     assert defaults.returncode == 0, defaults.stderr
-    data, checkpoint, train_config, has_train, workspace = defaults.stdout.split()
+    data, checkpoint, train_config, has_train, workspace, served = defaults.stdout.split()
     assert data.endswith("semlayer/_bundled/assets/demo/annotations.json") and data.startswith(site)
     assert checkpoint.endswith("semlayer/_bundled/assets/checkpoints/sln_tiny_synth.pt")
     assert train_config.endswith("semlayer/_bundled/configs/tiny_synth.yaml") and has_train == "True"
-    assert workspace == str(elsewhere / "workspace")
+    assert workspace == str(elsewhere / "workspace") and served == assets  # the demo images can be shown
 
     (elsewhere / "example.py").write_text(api_example())
     example = run([str(python), "example.py"], elsewhere, timeout=600)
