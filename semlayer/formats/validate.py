@@ -110,9 +110,9 @@ def _check_masks(ctx: Context, group: Group) -> None:
         amodal = r.amodal
         if r.visible is not None and r.invisible is not None:
             counts = (
-                (int((r.visible & r.invisible).sum()), "in both"),
-                (int((amodal & ~r.visible & ~r.invisible).sum()), "of the amodal mask in neither"),
-                (int(((r.visible | r.invisible) & ~amodal).sum()), "outside the amodal mask"),
+                (int(np.count_nonzero(r.visible & r.invisible)), "in both"),
+                (int(np.count_nonzero(amodal & ~r.visible & ~r.invisible)), "of the amodal mask in neither"),
+                (int(np.count_nonzero((r.visible | r.invisible) & ~amodal)), "outside the amodal mask"),
             )
             parts = [f"{_px(n)} {what}" for n, what in counts if n]
             if parts:
@@ -120,12 +120,12 @@ def _check_masks(ctx: Context, group: Group) -> None:
                 ctx.report(r.path, msg + ", ".join(parts))
         else:
             for key, mask in (("visible_mask", r.visible), ("invisible_mask", r.invisible)):
-                outside = 0 if mask is None else int((mask & ~amodal).sum())
+                outside = 0 if mask is None else int(np.count_nonzero(mask & ~amodal))
                 if outside:
                     ctx.report(join(r.path, key), f"a mask inside the amodal mask; {_px(outside)} outside")
         if r.occlude_rate is not None:
-            area = int(amodal.sum())
-            hidden = int((amodal & r.hidden()).sum())
+            area = int(np.count_nonzero(amodal))
+            hidden = int(np.count_nonzero(amodal & r.hidden()))
             expected = hidden / area if area else 0.0
             if abs(r.occlude_rate - expected) > TOLERANCE:
                 ctx.report(join(r.path, "occlude_rate"),
@@ -135,7 +135,7 @@ def _check_masks(ctx: Context, group: Group) -> None:
 def _note_clipped_visible(group: Group, clipped: list[tuple[str, int]]) -> None:
     scene = build_scene(group)
     for r, visible in zip(group.regions, scene.visible_masks()):
-        n = int((r.visible_or_amodal() & r.amodal & ~visible).sum())
+        n = int(np.count_nonzero(r.visible_or_amodal() & r.amodal & ~visible))
         if n:
             clipped.append((r.path, n))
 
@@ -167,9 +167,9 @@ def _check_painters_rule(ctx: Context, group: Group, external: list[tuple[str, i
             done += 1
         visible = r.amodal & r.visible_or_amodal()
         clash = visible & front
-        n = int(clash.sum())
+        n = int(np.count_nonzero(clash))
         found[i] = (_painter_violation(r, clash, n, [group.regions[j] for j in by_order[:done]]) if n else None,
-                    int((r.amodal & ~visible & ~front).sum()))
+                    int(np.count_nonzero(r.amodal & ~visible & ~front)))
     for i, r in enumerate(group.regions):
         violation, hidden_by_nothing = found[i]
         if violation is not None:
@@ -180,7 +180,7 @@ def _check_painters_rule(ctx: Context, group: Group, external: list[tuple[str, i
 
 def _painter_violation(r: Region, clash: np.ndarray, n: int, in_front: list[Region]) -> tuple[str, str]:
     """(path, message) for the ``n`` visible pixels ``clash`` of region ``r`` under regions ``in_front``."""
-    under = [(o, int((clash & o.amodal).sum())) for o in in_front]
+    under = [(o, int(np.count_nonzero(clash & o.amodal))) for o in in_front]
     under = [(o, k) for o, k in under if k]
     if len(under) == 1:
         who = f"{under[0][0].path} (order {under[0][0].order})"
