@@ -15,7 +15,7 @@ from typing import Any
 
 from ..io_utils import atomic_open
 
-FLUSH_CHARS = 1 << 20  # text gathered before each write
+FLUSH_CHARS = 1 << 18  # text gathered before each write
 
 
 class Streamed:
