@@ -125,6 +125,7 @@ class Tab:
     pane: str = "overlay"  # the open tab over the image (level sets and G are drawn only while open)
     surface: bool = False  # draw the 3-D surface (only while its tab is open: it is the slow figure)
     figures: FigureCache = field(default_factory=FigureCache)
+    assist: Any = None  # the assists' clicks and pending proposal on the current image (app.assists)
     # Held by each event of this tab from its action through its render (app.layout.Tabs.use).
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 

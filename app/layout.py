@@ -19,6 +19,7 @@ import gradio as gr
 from semlayer.errors import SemlayerError
 from semlayer.scene import MOVES
 
+from . import assist_layout
 from . import handlers as h
 from .session import ConflictError
 
@@ -187,6 +188,7 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
                     with gr.Row():
                         apply_mask_btn = gr.Button("apply strokes to selected", size="sm", variant="primary")
                         add_btn = gr.Button("strokes as new instance", size="sm")
+                assist_controls = assist_layout.controls(cfg)
                 with gr.Accordion("Export and fine-tune", open=False):
                     with gr.Row():
                         cocoa_btn = gr.Button("export COCOA JSON", size="sm")
@@ -356,6 +358,7 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
 
         wire(apply_mask_btn.click, event(r_edited, h.apply_editor_mask), [editor, brush_mode], [*everything, editor])
         wire(add_btn.click, event(r_edited, h.add_from_editor), [editor, name_tb, cat_num, stuff_cb], [*everything, editor])
+        assist_layout.wire(assist_controls, cfg, event, wire, r_all, everything, editor, name_tb, cat_num)
 
         # ----- export and fine-tune -----
         def exporter(fmt: str) -> Callable[[h.Tab], None]:
@@ -445,3 +448,4 @@ def _api(tabs: Tabs, cfg: h.AppConfig) -> None:
 
     for fn in (predict, select, export, move, undo, redo, scene):
         gr.api(user_errors(fn), api_name=fn.__name__)
+    assist_layout.api(tabs, cfg, user_errors)

@@ -119,6 +119,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     gt = formats.load(args.gt, compact=True)  # whole test sets: masks as RLE until each image is scored
     pred = formats.load(args.pred, compact=True)
+    if args.protocol == "cocoa-official":
+        from .cocoa_eval import JSON_KEY, format_official_table, official_cocoa_evaluate
+
+        metrics = official_cocoa_evaluate(gt, pred, max_dets=args.max_dets, gt_file=args.gt, pred_file=args.pred)
+        print(format_official_table(metrics))
+        if args.json:
+            atomic_write_json(args.json, {JSON_KEY: metrics}, indent=2)
+            print(f"wrote {args.json}")
+        return 0
     metrics = evaluate(gt, pred, gt_file=args.gt, pred_file=args.pred, class_agnostic=args.class_agnostic or None)
     print(format_table(metrics))
     if args.json:
@@ -216,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gt", required=True)
     s.add_argument("--pred", required=True)
     s.add_argument("--json", default=None, help="also write the metrics as JSON")
+    s.add_argument("--protocol", choices=["default", "cocoa-official"], default="default",
+                   help="default: every semlayer metric; cocoa-official: COCOA's official amodalAPI numbers "
+                        "(class-agnostic, its occlusion buckets), under 'cocoa_official' in --json")
+    s.add_argument("--max-dets", type=int, choices=[100, 1000], default=1000,
+                   help="cocoa-official: detections per image for AP (amodalAPI's maxProp, default 1000)")
     s.add_argument("--class-agnostic", action="store_true",
                    help="ignore categories (default when either file has none, e.g. COCOA)")
     s.set_defaults(func=cmd_evaluate)

@@ -30,6 +30,7 @@ from semlayer.figures import DEMO_ANNOTATIONS, DEMO_IMAGES
 from semlayer.images import read_image
 from semlayer.order import overlapping_pairs
 from semlayer.predict import DEFAULT_CHECKPOINT
+from semlayer.scene import mask_bbox
 from tests.test_app_handlers import FakePredictor
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -116,9 +117,9 @@ def page(browser, app):
     context.close()
 
 
-def click_pixel(page, scene, x, y):
+def click_pixel(page, scene, x, y, elem_id="main-image"):
     """Click image pixel (x, y): the page shows the image enlarged and centred in its box."""
-    img = page.locator("#main-image img").first
+    img = page.locator(f"#{elem_id} img").first
     img.scroll_into_view_if_needed()
     natural_w, natural_h = img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
     box = img.bounding_box()
@@ -238,6 +239,42 @@ def test_paint_strokes_onto_the_selected_mask(page, app):
 
     area = int(decode_rle(saved["state"]["instances"][str(target)]["amodal"]).sum())
     assert area > scene.get(target).area  # the stroke (drawn above the objects) was added
+
+
+def test_grabcut_assist_from_a_box_becomes_a_new_instance_and_the_hidden_brush_paints_under_the_front(
+        page, app, tmp_path):
+    _, cfg, scene = app
+    target = scene.get(scene.order_ids()[-1])  # the back-most: something hides part of it
+    page.get_by_text("Assists: GrabCut, superpixels, hidden part").click()
+    page.get_by_role("button", name="↻ current image").click()
+    page.locator("#assist-image").scroll_into_view_if_needed()
+    shown(page, "assist-image")
+    wait_text(page, "assist-status", "no proposal")
+    vx, vy, vw, vh = (int(v) for v in mask_bbox(scene.visible(target.id)))
+    click_pixel(page, scene, max(vx - 2, 0), max(vy - 2, 0), "assist-image")
+    page.wait_for_timeout(500)
+    click_pixel(page, scene, min(vx + vw + 1, scene.width - 1), min(vy + vh + 1, scene.height - 1), "assist-image")
+    wait_text(page, "assist-status", "visible part")
+    page.screenshot(path=str(tmp_path / "assist.png"), full_page=True)
+    if os.environ.get("UPDATE_SCREENSHOT"):
+        page.locator("#assists").screenshot(path=str(ROOT / "docs" / "app_assists.png"))
+    page.get_by_role("button", name="accept as new instance").click()
+    wait_text(page, "status", "last edit: GrabCut")
+    # The hidden-part brush on the back object: select it (the new instance is over it now: click again to
+    # reach it), then a dab that removes hidden pixels under the objects in front.
+    click_pixel(page, scene, *visible_pixel(scene, target.id))
+    wait_text(page, "inspector", f"(#{scene.next_instance_id()})")
+    click_pixel(page, scene, *visible_pixel(scene, target.id))
+    wait_text(page, "inspector", f"(#{target.id})")
+    page.locator("#assist-tool").get_by_text("hidden-part brush", exact=True).click()
+    page.locator("#assist-click").get_by_text("background / remove (−)").click()
+    hidden = scene.occluded(target.id)
+    if hidden.any():
+        ys, xs = np.nonzero(hidden)
+        click_pixel(page, scene, int(xs[len(xs) // 2]), int(ys[len(ys) // 2]), "assist-image")
+        wait_text(page, "assist-status", f"amodal mask of #{target.id}")
+        page.get_by_role("button", name="accept proposal").click()
+        wait_text(page, "status", "last edit: edit mask of")
 
 
 def demo_checkpoint():

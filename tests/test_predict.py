@@ -589,3 +589,25 @@ def test_semdist_is_the_regression_clamped_into_each_pixels_predicted_level(shif
     # Away from boundaries the regression (K - layer - 0.5 on every cell) passes through, or is clamped.
     expected = {0.0: 2.5, -1.4: 2.0 + np.float32(1 / tau), 0.9: 3.0}[shift]
     assert b.layers[30, 40] == 0 and b.semdist[30, 40] == pytest.approx(expected, abs=1e-6)
+
+
+def test_predict_files_coco_and_results_outputs_evaluate_in_pycocotools(monkeypatch, tmp_path):
+    """`semlayer predict`'s COCO-style file loads in pycocotools' ``COCO`` (ground truth) and its results list
+    in ``loadRes``; COCOeval scores the one against the other at AP 1."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    monkeypatch.setattr(predict, "Predictor", lambda checkpoint, device="cpu", semdist=True: fake_predictor(occlusion_dets()))
+    Image.fromarray(image(96, 96)).save(tmp_path / "x.png")
+    for fmt in ("coco", "results"):
+        predict_files("fake.pt", [tmp_path / "x.png"], tmp_path / f"pred.{fmt}.json", fmt=fmt, progress=False)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(tmp_path / "pred.coco.json"))
+        ev = COCOeval(gt, gt.loadRes(str(tmp_path / "pred.results.json")), "segm")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    assert len(gt.getAnnIds()) == 3 and ev.stats[0] == pytest.approx(1.0)
