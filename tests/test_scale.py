@@ -30,11 +30,11 @@ DEMO = ROOT / "assets" / "demo"
 FILES = sorted(DATA.glob("*.json")) + [DEMO / "annotations.json"]
 WRITERS = {"cocoa": formats.to_cocoa, "coco": formats.to_coco, "kins": formats.to_kins, "results": formats.to_results}
 
-# sha256 (first 16 hex digits) of `semlayer convert`'s output before files were streamed (commit e317833).
+# sha256 (first 16 hex digits) of `semlayer convert`'s output before files were streamed (main at da230f1).
 BEFORE_STREAMING = {
     ("annotations", "cocoa"): "d01c86c550db7bff", ("annotations", "coco"): "7fa5efd5676a5245",
-    ("annotations", "kins"): "b94f6a812dcb4f3f", ("cocoa_toy", "cocoa"): "1bf015585d6e2eb1",
-    ("cocoa_toy", "coco"): "7a5dc11322e2cfc9", ("cocoa_toy", "kins"): "626483402709374a",
+    ("annotations", "kins"): "9e1e479b825ebcc1", ("cocoa_toy", "cocoa"): "1bf015585d6e2eb1",
+    ("cocoa_toy", "coco"): "7a5dc11322e2cfc9", ("cocoa_toy", "kins"): "4bb2ad12da369289",
     ("bsds_toy", "cocoa"): "46799cd21f8e6de8", ("bsds_toy", "coco"): "372c6e6a2bf044c8",
 }
 
