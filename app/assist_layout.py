@@ -161,4 +161,4 @@ def api(tabs: Any, cfg: h.AppConfig, user_errors: Callable) -> None:
 
     for fn in (assist_grabcut, assist_superpixels, assist_hidden_brush, assist_hidden_polygon, assist_complete,
                assist_accept, assist_clear):
-        gr.api(user_errors(fn), api_name=fn.__name__)
+        gr.api(user_errors(fn, cfg), api_name=fn.__name__)

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import SemlayerError
-from .images import read_image
+from .images import image_file, read_image
 from .io_utils import atomic_write_bytes, atomic_write_json
 
 
@@ -66,9 +66,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1
 
 
+def _check_levels(args: argparse.Namespace) -> None:
+    """--K and --tau as the sem-dist encoding needs them (a positive count and a positive, finite distance)."""
+    if args.K < 1:
+        raise UsageError(f"--K must be a positive number of depth levels, got {args.K}")
+    if not (np.isfinite(args.tau) and args.tau > 0):
+        raise UsageError(f"--tau must be a positive number of pixels, got {args.tau}")
+
+
 def cmd_encode(args: argparse.Namespace) -> int:
     from . import formats, semdist
 
+    _check_levels(args)
     annset = formats.load(args.input)
     scene = _scene_for_image(annset, args.image_id, args.input)
     maps = semdist.encode_scene(scene, K=args.K, tau=args.tau)
@@ -88,10 +97,10 @@ def cmd_encode(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     from . import formats, viz
 
+    _check_levels(args)
     annset = formats.load(args.input)
     scene = _scene_for_image(annset, args.image_id, args.input)
-    image_path = Path(args.images) / scene.file_name
-    image = read_image(image_path)
+    image = read_image(image_file(args.images, scene.file_name), expected_hw=scene.shape)
     figure = viz.level_set_figure(image, scene, K=args.K, tau=args.tau)
     viz.save_png(figure, args.out)
     print(f"wrote {args.out}")
@@ -275,4 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except json.JSONDecodeError as exc:  # formats turn these into FormatError; this is the last net
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError:  # the size caps should prevent it; a machine with little memory may still run out
+        print(f"error: {args.command}: out of memory (the input asks for more than this machine has)", file=sys.stderr)
         return 2
