@@ -45,7 +45,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from . import formats
 
-    annset = formats.load(args.input)
+    annset = formats.load(args.input, compact=True)  # masks as RLE; the writer decodes one scene at a time
     formats.save(annset, args.output, format=args.to)
     n = annset.num_instances()
     print(f"read {args.input} ({annset.format}: {len(annset.scenes)} scenes, {n} instances); wrote {args.output} ({args.to})")
@@ -112,8 +112,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import predict_files
 
     report = predict_files(
-        args.checkpoint, args.inputs, args.out, fmt=args.format, score_thr=args.score_thr, device=args.device
+        args.checkpoint, args.inputs, args.out, fmt=args.format, score_thr=args.score_thr, device=args.device,
+        workers=args.workers, batch_size=args.batch_size,
     )
+    if not report.written:  # another process of a torchrun wrote the file and reports it
+        return 0
     for path, message in report.skipped:
         print(f"skipped {path}: {message}", file=sys.stderr)
     print(f"wrote {args.out}: {report.num_images} images, {report.num_instances} instances ({args.format})")
@@ -227,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=["cocoa", "coco", "results"], default="cocoa")
     s.add_argument("--score-thr", type=float, default=0.5)
     s.add_argument("--device", default="cpu", help="cpu or cuda")
+    s.add_argument("--workers", type=int, default=2, help="DataLoader processes reading images (default 2; 0: none)")
+    s.add_argument("--batch-size", type=int, default=4, help="images a worker reads at a time (default 4)")
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("evaluate", help="score predictions against ground truth (any supported formats)")

@@ -49,6 +49,7 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.models.detection.roi_heads import expand_boxes, expand_masks
 from tqdm import tqdm
 
@@ -513,6 +514,7 @@ class PredictReport:
     num_images: int = 0
     num_instances: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    written: bool = True  # False on the processes of a torchrun other than rank 0 (their counts are 0)
 
 
 def list_images(inputs: Iterable[str | os.PathLike]) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
@@ -545,45 +547,101 @@ def list_images(inputs: Iterable[str | os.PathLike]) -> tuple[list[tuple[Path, s
     return found, empty
 
 
+class _ImageFiles(Dataset):
+    """Image files read (and converted to RGB) in DataLoader workers: ``(index, image or None, why not)``."""
+
+    def __init__(self, files: Sequence[tuple[Path, str]]):
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str]:
+        path = self.files[index][0]
+        try:
+            return index, read_image(path), ""
+        except ImageReadError as exc:
+            log.info("skipped %s", exc)
+            return index, None, str(exc).removeprefix(f"{path}: ")
+
+
+def _as_list(batch: list) -> list:
+    return batch
+
+
 def predict_files(checkpoint: str | os.PathLike | None, inputs: Sequence[str | os.PathLike],
                   out: str | os.PathLike, fmt: str = "cocoa", score_thr: float = 0.5, device: str = "cpu",
-                  progress: bool = True) -> PredictReport:
+                  progress: bool = True, workers: int = 0, batch_size: int = 4) -> PredictReport:
     """Predict every image of ``inputs`` (files or folders) and write one annotation file ``out`` as
     ``fmt`` (``cocoa`` native with a ``score`` per region, ``coco``-style amodal, or a ``results`` list).
 
     Images get ids 1, 2, ... in input order; visible masks are `Predictor.scene`'s (the painter's rule under
     the predicted order, and the predicted external occlusion). An image that cannot be read is reported in
     ``PredictReport.skipped`` and left out; the others are still written (nothing is written, and
-    `SemlayerError` raised, when no image can be read)."""
+    `SemlayerError` raised, when no image can be read).
+
+    ``workers`` DataLoader processes read and decode the images, ``batch_size`` at a time, while the network
+    runs (0: read in this process). Each scene is kept as RLE (`formats.CompactScenes`) and the file is
+    written scene by scene, so memory follows the largest image, not the number of images. Under
+    ``torchrun`` (``WORLD_SIZE`` > 1) every process predicts every WORLD_SIZE-th image (gloo on the CPU,
+    NCCL with ``device="cuda"``, each process on the GPU of its local rank) and process 0 writes the one
+    file, the same bytes as one process writes: the network sees one image at a time, so an image's
+    prediction does not depend on which images share its process or batch."""
     from . import formats  # late: the readers and writers are only needed here
+    from .engine import distributed
+    from .formats.compact import CompactScenes, compact_record
 
     if fmt not in OUTPUT_FORMATS:
         raise ConfigError(f"format: expected one of {', '.join(OUTPUT_FORMATS)}, got {fmt!r}")
     score_thr = _check_score_thr(score_thr)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ConfigError(f"workers: expected an integer >= 0, got {workers!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch size: expected an integer >= 1, got {batch_size!r}")
     files, empty = list_images(inputs)
     if not files:
         reasons = "; ".join(f"{p}: {why}" for p, why in empty) or "no inputs given"
         raise ConfigError(f"no image files to predict: {reasons}")
-    predictor = Predictor(checkpoint, device=device, semdist=False)  # files hold no sem-dist maps
-    report = PredictReport(Path(out), skipped=list(empty))
-    scenes = []
-    for path, name in tqdm(files, desc="predict", unit="img", disable=not progress, dynamic_ncols=True):
-        try:
-            image = read_image(path)
-        except ImageReadError as exc:
-            log.info("skipped %s", exc)
-            report.skipped.append((str(path), str(exc).removeprefix(f"{path}: ")))
-            continue
-        predictor.set_image(image)
-        scene = predictor.scene(score_thr, {"id": len(scenes) + 1, "file_name": name})
-        for inst in scene.instances:
-            # The writers need masks only; dropping the layer maps keeps a large run's memory small.
-            inst.layers = None
-        scenes.append(scene)
-        report.num_instances += len(scene)
-    if not scenes:
-        raise SemlayerError("no image could be read: " + "; ".join(f"{p}: {why}" for p, why in report.skipped))
-    report.num_images = len(scenes)
-    categories = [dict(c) for c in predictor.categories]  # the training data's ids, not the labels 1..C
-    formats.save(AnnotationSet(scenes, categories, format=fmt), out, format=fmt)
-    return report
+    info = None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: this process takes its share
+        info = distributed.init_distributed("cuda" if _device(device).type == "cuda" else "cpu")
+        device = info.device
+    rank, world = (info.rank, info.world_size) if info else (0, 1)
+    try:
+        predictor = Predictor(checkpoint, device=device, semdist=False)  # files hold no sem-dist maps
+        mine = list(range(rank, len(files), world))
+        loader = DataLoader(Subset(_ImageFiles(files), mine), batch_size=batch_size, num_workers=workers,
+                            collate_fn=_as_list)
+        records: list[tuple[int, bytes, int]] = []  # (file index, scene as RLE, instances)
+        failed: list[tuple[int, str]] = []
+        with tqdm(total=len(files), desc="predict", unit="img", disable=not progress or rank != 0,
+                  dynamic_ncols=True) as bar:
+            for batch in loader:
+                for index, image, why in batch:
+                    if image is None:
+                        failed.append((index, why))
+                    else:
+                        predictor.set_image(image)
+                        # Image ids are final once every process's readable images are known (`_merged`).
+                        scene = predictor.scene(score_thr, {"id": index + 1, "file_name": files[index][1]})
+                        records.append((index, compact_record(scene), len(scene)))
+                    bar.update(min(world, bar.total - bar.n))  # the others go at the same pace
+        parts = distributed.gather_objects((records, failed))
+        ok = distributed.broadcast_object(parts is None or any(r for r, _ in parts))
+        if parts is not None:
+            records = sorted(r for rs, _ in parts for r in rs)
+            failed = sorted(f for _, fs in parts for f in fs)
+        report = PredictReport(Path(out), skipped=list(empty) + [(str(files[i][0]), why) for i, why in failed])
+        if not ok:
+            raise SemlayerError("no image could be read: " + "; ".join(f"{p}: {why}" for p, why in report.skipped))
+        if rank == 0:
+            scenes = CompactScenes.from_records((r for _, r, _ in records), range(1, len(records) + 1))
+            report.num_images, report.num_instances = len(records), sum(n for _, _, n in records)
+            categories = [dict(c) for c in predictor.categories]  # the training data's ids, not the labels 1..C
+            formats.save(AnnotationSet(scenes, categories, format=fmt), out, format=fmt)
+        distributed.barrier()  # the file is complete when any process returns
+        report.written = rank == 0
+        return report
+    finally:
+        if info is not None:
+            distributed.cleanup()

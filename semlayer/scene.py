@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -74,7 +74,7 @@ class Instance:
 
     @property
     def area(self) -> int:
-        return int(self.amodal.sum())
+        return int(np.count_nonzero(self.amodal))
 
     def bbox(self) -> list[float]:
         """Amodal box as COCO ``[x, y, w, h]`` (pixel-edge coordinates), all zeros when empty."""
@@ -269,7 +269,7 @@ class AmodalScene:
         rates = []
         for inst, vis in zip(self.instances, self.visible_masks()):
             area = inst.area
-            rates.append(float((area - int(vis.sum())) / area) if area else 0.0)
+            rates.append(float((area - int(np.count_nonzero(vis))) / area) if area else 0.0)
         return rates
 
     def occluders(self, instance_id: int) -> list[int]:
@@ -317,13 +317,25 @@ class AmodalScene:
             raise ValueError(f"expected {len(self.instances)} visible masks, got {len(visible)}")
         for inst in self.instances:
             inst.drop_stated()
-        covered = np.zeros(self.shape, dtype=bool)
+        covered = self._empty_mask()
         for i in self.front_to_back():
             inst = self.instances[i]
             vis = _as_mask(visible[i], *self.shape, f"instance {inst.id} visible mask")
             ext = inst.amodal & ~vis & ~covered
             inst.external = ext if ext.any() else None
             covered |= inst.amodal
+
+
+class InstanceFacts(NamedTuple):
+    """What the writers number and name instances by, without their masks."""
+
+    id: int
+    category: int | None
+    name: str
+
+
+def instance_facts(scene: AmodalScene) -> tuple[InstanceFacts, ...]:
+    return tuple(InstanceFacts(inst.id, inst.category, inst.name) for inst in scene.instances)
 
 
 def renumber_ranks(ranks: Iterable[float]) -> list[int]:
@@ -369,17 +381,23 @@ class AnnotationSet:
         images = getattr(self.scenes, "images", None)  # `formats.CompactScenes` keeps them apart
         return list(images) if images is not None else [s.image for s in self.scenes]
 
+    def scene_annotations(self) -> list[dict[str, Any]]:
+        """The annotation header of each scene (scene order), without decoding the masks of compact scenes."""
+        headers = getattr(self.scenes, "annotations", None)  # `formats.CompactScenes` keeps them apart
+        return list(headers) if headers is not None else [s.annotation for s in self.scenes]
+
+    def instance_facts(self) -> list[tuple[InstanceFacts, ...]]:
+        """Each scene's instances' ids, categories and names, without decoding the masks of compact scenes."""
+        facts = getattr(self.scenes, "instance_facts", None)
+        return list(facts) if facts is not None else [instance_facts(s) for s in self.scenes]
+
     def num_instances(self) -> int:
         """Instances over all scenes, without decoding the masks of compact scenes."""
-        categories = getattr(self.scenes, "instance_categories", None)  # one per instance
-        return sum(map(len, categories)) if categories is not None else sum(len(s) for s in self.scenes)
+        return sum(map(len, self.instance_facts()))
 
     def has_instance_categories(self) -> bool:
         """Whether any instance has a category, without decoding the masks of compact scenes."""
-        categories = getattr(self.scenes, "instance_categories", None)
-        if categories is not None:
-            return any(c is not None for scene in categories for c in scene)
-        return any(inst.category is not None for s in self.scenes for inst in s.instances)
+        return any(f.category is not None for scene in self.instance_facts() for f in scene)
 
     def image_records(self) -> list[dict[str, Any]]:
         """Every image record once, in first-seen order (scenes first, then images without scenes)."""

@@ -379,13 +379,19 @@ def group_ranks(group: Group) -> list[int]:
         same = {(i, j) for i in range(n) for j in range(n) if clusters[i][0] > 0 and clusters[i][0] == clusters[j][0]}
         evidence = [c for c in evidence if (c.front, c.back) not in same]
         # Annotated cluster ranks outweigh any pixel evidence across clusters.
-        strong = float(sum(int(m.sum()) for m in amodal) + 1)
+        strong = float(sum(int(np.count_nonzero(m)) for m in amodal) + 1)
         evidence += [Constraint(c.front, c.back, strong) for c in
                      constraints_from_clusters([c[0] for c in clusters], [c[1] for c in clusters])]
     base = group.tie_break if group.tie_break is not None else list(range(n))
     depth = all(r.occl_depth is not None for r in regions)
     tie_break = [(keys[i] if keyed else 0, -regions[i].occl_depth if depth else 0, base[i]) for i in range(n)]
     return ranks_from_constraints(n, evidence, tie_break=tie_break).ranks
+
+
+def _copy_polygons(polygons: list | None) -> list | None:
+    """A copy of flat polygons (lists of numbers, which are immutable): what deepcopy gives, without its
+    per-number bookkeeping."""
+    return None if polygons is None else [list(p) for p in polygons]
 
 
 def build_scene(group: Group, repairs: list[Repair] | None = None) -> AmodalScene:
@@ -395,7 +401,7 @@ def build_scene(group: Group, repairs: list[Repair] | None = None) -> AmodalScen
     instances = [
         Instance(
             id=r.id, amodal=r.amodal, rank=rank, name=r.name, category=r.category, is_stuff=r.is_stuff,
-            score=r.score, polygons=copy.deepcopy(r.polygons), extra=r.extra, cluster=r.cluster,
+            score=r.score, polygons=_copy_polygons(r.polygons), extra=r.extra, cluster=r.cluster,
         )
         for r, rank in zip(group.regions, ranks)
     ]

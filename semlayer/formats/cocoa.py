@@ -8,7 +8,7 @@ carries the exact mask as RLE under ``amodal_mask``, which this reader prefers (
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from ._base import (
     parse_categories, parse_polygon, parse_rle, record, records, split_known, take,
 )
 from .masks import encode_rle, mask_to_polygon, polygons_to_mask
+from .stream import Streamed, materialize
 
 REGION_KEYS = frozenset({
     "segmentation", "amodal_mask", "name", "area", "isStuff", "occlude_rate", "order", "visible_mask",
@@ -120,9 +121,10 @@ def annotation_header(scene: AmodalScene, annotation_id: int | None) -> dict[str
     return rec
 
 
-def annotation_ids(scenes: list[AmodalScene]) -> list[int]:
-    """Each scene's annotation id: its own when it has a unique one, else a fresh one."""
-    own = [s.annotation.get("id") for s in scenes]
+def annotation_ids(annotations: list[dict[str, Any]]) -> list[int]:
+    """Each scene's annotation id (from its annotation header): its own when it has a unique one, else a
+    fresh one."""
+    own = [a.get("id") for a in annotations]
     counts: dict[int, int] = {}
     for aid in own:
         if is_int(aid):
@@ -153,15 +155,29 @@ def single_polygon(inst_polygons: list | None, amodal: np.ndarray) -> tuple[list
 
 def to_cocoa(annset: AnnotationSet) -> dict[str, Any]:
     """COCOA native JSON: one annotation record per scene, regions front-most first."""
-    anns = []
-    for scene, aid in zip(annset.scenes, annotation_ids(annset.scenes)):
+    return materialize(cocoa_document(annset))
+
+
+def cocoa_document(annset: AnnotationSet) -> dict[str, Any]:
+    """`to_cocoa`'s document with the annotations `Streamed`: one scene decoded at a time."""
+    out: dict[str, Any] = {"images": copy.deepcopy(annset.image_records()),
+                           "annotations": Streamed(_cocoa_annotations(annset))}
+    if annset.categories:
+        out["categories"] = copy.deepcopy(annset.categories)
+    for key, value in annset.extra.items():
+        out.setdefault(key, copy.deepcopy(value))
+    return out
+
+
+def _cocoa_annotations(annset: AnnotationSet) -> Iterator[dict[str, Any]]:
+    for scene, aid in zip(annset.scenes, annotation_ids(annset.scene_annotations())):
         visible = scene.visible_masks()
         regions = []
         for i in scene.front_to_back():
             inst, vis = scene.instances[i], visible[i]
             area = inst.area
             hidden = inst.amodal & ~vis
-            n_hidden = int(hidden.sum())
+            n_hidden = int(np.count_nonzero(hidden))
             polygon, exact = single_polygon(inst.polygons, inst.amodal)
             region: dict[str, Any] = {
                 "order": inst.rank, "name": inst.name, "isStuff": int(inst.is_stuff), "area": area,
@@ -179,10 +195,4 @@ def to_cocoa(annset: AnnotationSet) -> dict[str, Any]:
             for key, value in inst.extra.items():
                 region.setdefault(key, copy.deepcopy(value))
             regions.append(region)
-        anns.append({**annotation_header(scene, aid), "regions": regions})
-    out: dict[str, Any] = {"images": copy.deepcopy(annset.image_records()), "annotations": anns}
-    if annset.categories:
-        out["categories"] = copy.deepcopy(annset.categories)
-    for key, value in annset.extra.items():
-        out.setdefault(key, copy.deepcopy(value))
-    return out
+        yield {**annotation_header(scene, aid), "regions": regions}

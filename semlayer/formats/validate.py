@@ -134,9 +134,9 @@ def _check_masks(ctx: Context, group: Group) -> None:
         amodal = r.amodal
         if r.visible is not None and r.invisible is not None:
             counts = (
-                (int((r.visible & r.invisible).sum()), "in both"),
-                (int((amodal & ~r.visible & ~r.invisible).sum()), "of the amodal mask in neither"),
-                (int(((r.visible | r.invisible) & ~amodal).sum()), "outside the amodal mask"),
+                (int(np.count_nonzero(r.visible & r.invisible)), "in both"),
+                (int(np.count_nonzero(amodal & ~r.visible & ~r.invisible)), "of the amodal mask in neither"),
+                (int(np.count_nonzero((r.visible | r.invisible) & ~amodal)), "outside the amodal mask"),
             )
             parts = [f"{_px(n)} {what}" for n, what in counts if n]
             if parts:
@@ -144,12 +144,12 @@ def _check_masks(ctx: Context, group: Group) -> None:
                 ctx.report(r.path, msg + ", ".join(parts))
         else:
             for key, mask in ((r.visible_key, r.visible), ("invisible_mask", r.invisible)):
-                outside = 0 if mask is None else int((mask & ~amodal).sum())
+                outside = 0 if mask is None else int(np.count_nonzero(mask & ~amodal))
                 if outside:
                     ctx.report(join(r.path, key), f"a mask inside the amodal mask; {_px(outside)} outside")
         if r.occlude_rate is not None:
-            area = int(amodal.sum())
-            hidden = int((amodal & r.hidden()).sum())
+            area = int(np.count_nonzero(amodal))
+            hidden = int(np.count_nonzero(amodal & r.hidden()))
             expected = hidden / area if area else 0.0
             if abs(r.occlude_rate - expected) > TOLERANCE:
                 ctx.report(join(r.path, "occlude_rate"),
@@ -209,7 +209,7 @@ def _check_painters_rule(ctx: Context, group: Group, external: list[tuple[str, i
         visible = amodal & r.visible_or_amodal()[y0:y1, x0:x1]
         in_front = front[y0:y1, x0:x1]
         clash = visible & in_front
-        n = int(clash.sum())
+        n = int(np.count_nonzero(clash))
         violation = None
         if n:
             cy0, cy1, cx0, cx1 = _bbox(clash)
@@ -217,7 +217,7 @@ def _check_painters_rule(ctx: Context, group: Group, external: list[tuple[str, i
             b = boxes[:done]
             near = np.flatnonzero((b[:, 0] < box[1]) & (b[:, 1] > box[0]) & (b[:, 2] < box[3]) & (b[:, 3] > box[2]))
             violation = _painter_violation(r, clash[cy0:cy1, cx0:cx1], n, [group.regions[by_order[j]] for j in near], box)
-        found[i] = (violation, int((amodal & ~visible & ~in_front).sum()))
+        found[i] = (violation, int(np.count_nonzero(amodal & ~visible & ~in_front)))
     for i, r in enumerate(group.regions):
         violation, hidden_by_nothing = found[i]
         if violation is not None:
@@ -239,7 +239,7 @@ def _painter_violation(r: Region, clash: np.ndarray, n: int, in_front: list[Regi
     """(path, message) for the ``n`` visible pixels ``clash`` (the crop ``box`` of the image) of region ``r``
     under regions ``in_front``."""
     y0, y1, x0, x1 = box
-    under = [(o, int((clash & o.amodal[y0:y1, x0:x1]).sum())) for o in in_front]
+    under = [(o, int(np.count_nonzero(clash & o.amodal[y0:y1, x0:x1]))) for o in in_front]
     under = [(o, k) for o, k in under if k]
 
     def order(o: Region) -> str:  # a tied order (D2SA) says who is in front by the masks
