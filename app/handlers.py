@@ -23,7 +23,7 @@ from PIL import Image
 from semlayer import semdist, viz
 from semlayer.errors import SemlayerError
 from semlayer.images import read_image
-from semlayer.scene import MOVES, AmodalScene, mask_bbox
+from semlayer.scene import MOVES, AmodalScene
 
 from .finetune import FineTuneJob, Progress, finetune_config, next_run_dir, train_command
 from .model import Model, load_model
@@ -498,7 +498,7 @@ def render_level_sets(cfg: AppConfig, tab: Tab) -> np.ndarray:
     scene = _shown(cfg, tab)
     maps = None
     if any(inst.semdist is not None for inst in scene.instances):
-        maps = [semdist_of(cfg, scene, inst.id, _K(cfg, tab, shown_scene(tab))) for inst in scene.instances]
+        maps = [semdist_of(cfg, scene, inst.id) for inst in scene.instances]
     return viz.level_set_figure(current_image(tab), scene, maps=maps, K=cfg.K, tau=cfg.tau)
 
 
@@ -525,15 +525,13 @@ def pane_picture(cfg: AppConfig, tab: Tab, pane: str) -> Picture:
     return tab.figures.get(key, lambda: render(cfg, tab))
 
 
-def semdist_of(cfg: AppConfig, scene: AmodalScene, instance_id: int, K: int | None = None) -> semdist.SemDistMap:
-    """One instance's sem-dist map: the network's when attached (``K``: the model's levels, default
-    ``cfg.K``), else encoded from the current masks."""
+def semdist_of(cfg: AppConfig, scene: AmodalScene, instance_id: int) -> semdist.SemDistMap:
+    """One instance's sem-dist map: the network's when attached (with the model's levels), else encoded
+    from the current masks."""
     i = scene.index_of(instance_id)
     inst = scene.instances[i]
     if inst.semdist is not None:
-        x, y, w, h = (int(v) for v in mask_bbox(inst.semdist > 0))
-        values = np.asarray(inst.semdist[y : y + h, x : x + w], np.float32)
-        return semdist.SemDistMap(values, (x, y, x + w, y + h), scene.shape, K or cfg.K)
+        return inst.semdist  # a crop of the instance's box, as the predictor made it
     # Only this instance's levels are needed; the layer crops of all instances are cheap counts.
     box, layer = semdist.raw_layer_crops(scene)[i]
     return semdist.SemDistMap(semdist.level_sdm(layer, cfg.K, cfg.tau), box, scene.shape, cfg.K)
@@ -586,8 +584,7 @@ def inspect(cfg: AppConfig, tab: Tab, surface: bool = True) -> Inspection | None
 
 
 def _semdist(cfg: AppConfig, tab: Tab, state: tuple, scene: AmodalScene, instance_id: int) -> semdist.SemDistMap:
-    K = _K(cfg, tab, state[0])
-    return tab.figures.value(("semdist", state, instance_id), lambda: semdist_of(cfg, scene, instance_id, K))
+    return tab.figures.value(("semdist", state, instance_id), lambda: semdist_of(cfg, scene, instance_id))
 
 
 def _inspector_pictures(

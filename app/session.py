@@ -513,7 +513,7 @@ class EditSession:
         index = len(self._slots)
         base = scene.copy()
         for inst in base.instances:
-            inst.semdist = inst.layers = None
+            inst.semdist = None
         base.image["file_name"] = base.file_name or f"upload_{index:05d}.png"
         atomic_write_bytes(self.folder / "images" / base.file_name, image_png)
         slot = _SceneSlot(base=base, added=True, live=scene)
@@ -568,7 +568,7 @@ class EditSession:
         ):
             # Dense predictions describe the old masks and order; views fall back to the encoded maps.
             for inst in scene.instances:
-                inst.semdist = inst.layers = None
+                inst.semdist = None
         entry = {"label": label, "before": diff_states(before, after), "after": diff_states(after, before)}
         old = (slot.state, slot.undo, slot.redo)
         slot.state, slot.undo, slot.redo = after, [*(slot.undo or []), entry], []

@@ -51,9 +51,9 @@ class Instance:
     polygons: list[list[float]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     cluster: tuple[int, int] | None = None
-    # Predictions attach their dense outputs here (full-frame float32 sem-dist map, int8 layers).
-    semdist: np.ndarray | None = None
-    layers: np.ndarray | None = None
+    # A prediction attaches the network's map here: a `semdist.SemDistMap`, a crop of the instance's box (so
+    # its memory follows the box, not the image), whose layers follow the scene's visible mask.
+    semdist: Any = None
 
     def __post_init__(self) -> None:
         self.amodal = np.asarray(self.amodal, dtype=bool)
@@ -64,6 +64,11 @@ class Instance:
             self.external = self.external & self.amodal
             if not self.external.any():
                 self.external = None
+
+    @property
+    def layers(self) -> np.ndarray | None:
+        """The predicted per-pixel layer over ``semdist.box`` (int8 crop, -1 outside), None without a map."""
+        return None if self.semdist is None else self.semdist.layer_crop()
 
     @property
     def area(self) -> int:
@@ -78,7 +83,6 @@ class Instance:
         self.amodal = _as_mask(mask, *self.amodal.shape, f"instance {self.id} amodal mask").copy()
         self.polygons = None
         self.semdist = None
-        self.layers = None
         if self.external is not None:
             self.external = self.external & self.amodal
             if not self.external.any():

@@ -39,6 +39,8 @@ class SemDistMap:
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive ends)
     shape: tuple[int, int]
     K: int = DEFAULT_K
+    # False for a map made from layers alone (`from_layers` without values): S sits at each level's top.
+    has_distances: bool = True
     # Decoded once: an order vote over N maps reads every map's layers N - 1 times.
     _layer_crop: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
     _front_key: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
@@ -52,9 +54,10 @@ class SemDistMap:
         ``layers`` as its decoded layers (no copy), so the caller must not modify them afterwards; so too
         ``values`` and `front_key`, which a caller that has already computed them (the predictor, for many
         maps at once) may pass."""
+        has_distances = values is not None
         if values is None:
             values = np.where(layers >= 0, K - layers, 0).astype(np.float32)
-        m = cls(values, box, shape, K)
+        m = cls(values, box, shape, K, has_distances)
         m._layer_crop = np.asarray(layers, np.int8)
         m._front_key = front_key
         return m
@@ -71,6 +74,12 @@ class SemDistMap:
             layers = self.layer_crop()
             self._front_key = np.where(layers < 0, np.int8(127), layers)
         return self._front_key
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the crop's arrays (values and decoded layers)."""
+        held = [self.values, self._layer_crop, self._front_key]
+        return sum(a.nbytes for a in held if a is not None)
 
     def full(self) -> np.ndarray:
         out = np.zeros(self.shape, np.float32)
@@ -177,8 +186,9 @@ def layering_agreement(G: np.ndarray, masks: Sequence[np.ndarray], K: int = DEFA
 
 
 def decode_layers(values: np.ndarray, K: int = DEFAULT_K) -> np.ndarray:
-    """Layer per pixel from sem-dist values: K - ceil(S); -1 where S <= 0. int8."""
-    layers = (K - np.ceil(values)).astype(np.int8)
+    """Layer per pixel from sem-dist values: K - ceil(S), clipped to 0..K-1 where S > 0 (so a value above K,
+    which `amodal` counts as inside, is the visible layer 0); -1 where S <= 0. int8."""
+    layers = np.clip(K - np.ceil(values), 0, K - 1).astype(np.int8)
     layers[values <= 0] = -1
     return layers
 

@@ -62,7 +62,7 @@ class FakePredictor:
         m2 = np.zeros((h, w), bool)
         m2[h // 4 :, w // 4 :] = True
         first = Instance(1, m1, rank=1, name="object", category=17, score=0.9)
-        first.semdist = np.where(m1, 2.5, 0).astype(np.float32)
+        first.semdist = semdist.SemDistMap(np.full((h // 2, w // 2), 2.5, np.float32), (0, 0, w // 2, h // 2), (h, w))
         second = Instance(2, m2, rank=2, name="object", category=17, score=0.7)
         return AmodalScene({"id": 0, "height": h, "width": w}, [first, second])
 
