@@ -253,11 +253,21 @@ class AmodalScene:
         return covered
 
     def occlude_rates(self) -> list[float]:
-        """|occluded| / |amodal| per instance (0.0 for an empty mask)."""
-        rates = []
-        for inst, vis in zip(self.instances, self.visible_masks()):
-            area = inst.area
-            rates.append(float((area - int(vis.sum())) / area) if area else 0.0)
+        """|occluded| / |amodal| per instance (0.0 for an empty mask). Counted in each instance's box with
+        one running union, so it holds one frame, not a visible mask per instance."""
+        rates = [0.0] * len(self.instances)
+        covered = self._empty_mask()
+        for i in self.front_to_back():
+            inst = self.instances[i]
+            x, y, w, h = (int(v) for v in mask_bbox(inst.amodal))
+            box = (slice(y, y + h), slice(x, x + w))
+            amodal = inst.amodal[box]
+            hidden = amodal & covered[box]
+            if inst.external is not None:
+                hidden |= inst.external[box]
+            area = int(np.count_nonzero(amodal))
+            rates[i] = float(np.count_nonzero(hidden) / area) if area else 0.0
+            covered[box] |= amodal
         return rates
 
     def occluders(self, instance_id: int) -> list[int]:

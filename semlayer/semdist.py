@@ -133,6 +133,22 @@ def raw_layer_crops(scene: AmodalScene) -> list[tuple[tuple[int, int, int, int],
     return out
 
 
+def raw_layer_crop(scene: AmodalScene, index: int) -> tuple[tuple[int, int, int, int], np.ndarray]:
+    """``raw_layer_crops(scene)[index]`` for one instance, counted in its box only: what one instance's
+    figures need costs its box, not the image."""
+    inst = scene.instances[index]
+    box = _crop_box(inst.amodal)
+    x0, y0, x1, y1 = box
+    layer = np.zeros((y1 - y0, x1 - x0), np.int32)
+    for other in scene.instances:
+        if other.rank < inst.rank:
+            layer += other.amodal[y0:y1, x0:x1]
+    if inst.external is not None:
+        layer += inst.external[y0:y1, x0:x1]
+    layer[~inst.amodal[y0:y1, x0:x1]] = -1
+    return box, layer
+
+
 def level_sdm(layer: np.ndarray, K: int = DEFAULT_K, tau: float = DEFAULT_TAU) -> np.ndarray:
     """Sem-dist values for one crop of clipped-or-raw layers (-1 outside). Returns float32."""
     lam = np.where(layer < 0, -1, np.minimum(layer, K - 1))
