@@ -244,11 +244,11 @@ def file_sha256(path: Path) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _load_annset(path: str, sha256: str) -> AnnotationSet:
-    """Parse an annotation file once per content: tabs share it (sessions never mutate base scenes). Compact:
-    a whole COCOA or KINS file open in the app holds RLE, not full-frame masks."""
-    from semlayer import formats
+    """Parse an annotation file once per content: tabs share it (sessions never mutate base scenes). Index
+    first: the app shows the first image of a large file at once, and decodes a scene when it is shown."""
+    from semlayer.formats.indexed import load_indexed
 
-    return formats.load(path, compact=True)
+    return load_indexed(path)
 
 
 class _CorrectedScenes(Sequence[AmodalScene]):
@@ -504,7 +504,10 @@ class EditSession:
         folder = self.folder / "images" if slot.added else self.image_dir
         if folder is None:
             raise ValueError(f"scene {index} has no image folder")
-        return folder / self._base(index).file_name
+        images = getattr(self.annset.scenes, "images", None)  # file names known without decoding the scene
+        if slot.added or images is None:
+            return folder / self._base(index).file_name
+        return folder / str(images[index].get("file_name", ""))
 
     def add_scene(self, scene: AmodalScene, image_png: bytes) -> int:
         """Append a scene (e.g. a prediction on an uploaded image) with its PNG bytes; returns its index."""
