@@ -14,6 +14,7 @@ since) gets a `ConflictError` instead of overwriting that work.
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import functools
 import hashlib
@@ -215,6 +216,13 @@ def op_set_category(scene: AmodalScene, instance_id: int, category: int | None) 
 
 def op_set_stuff(scene: AmodalScene, instance_id: int, is_stuff: bool) -> None:
     _instance(scene, instance_id).is_stuff = bool(is_stuff)
+
+
+def editable_copy(scene: AmodalScene) -> AmodalScene:
+    """A copy of ``scene`` to edit that shares its mask arrays: every edit replaces a mask (`Instance.set_amodal`,
+    the painter's rule), none writes into one, so a full-frame mask is held once, not once per copy."""
+    shared = {id(a): a for inst in scene.instances for a in (inst.amodal, inst.external) if a is not None}
+    return copy.deepcopy(scene, shared)
 
 
 # ----- the session -------------------------------------------------------------------------------------
@@ -459,7 +467,7 @@ class EditSession:
         if slot.live is None:
             # Base scenes may be shared (cached loads), so edits always work on a private copy.
             base = self._base(index)
-            slot.live = base.copy() if slot.state is None else scene_from_state(base, slot.state)
+            slot.live = editable_copy(base) if slot.state is None else scene_from_state(base, slot.state)
         self._live.pop(index, None)
         self._live[index] = None
         while len(self._live) > LIVE_SCENES:

@@ -306,15 +306,16 @@ class Predictor:
             out = self.model([tensor])[0]
         order = torch.argsort(out["scores"], descending=True, stable=True)
         raw = {k: v[order].cpu() for k, v in out.items() if k != "global_layers"}
+        self._global = None
         if "global_layers" in out:
-            raw["global_layers"] = out["global_layers"].cpu()
+            # Kept as the arg-max only: the (K + 1) float frames would be 16 bytes a pixel of the image.
+            self._global = _argmax_channels(out["global_layers"].cpu().numpy()).astype(np.uint8)
         self._raw = raw
         self._shape = (int(rgb.shape[0]), int(rgb.shape[1]))
         self._paste = None
         self._dets = [None] * int(raw["scores"].numel())
         self._nms_done = 0
         self._keep = []
-        self._global = None
 
     def _require_image(self) -> None:
         if self._raw is None:
@@ -493,10 +494,8 @@ class Predictor:
         """(H, W) uint8 global layering map: the most probable number of amodal masks covering each pixel
         (clipped at K). Only the SLN predicts it."""
         self._require_image()
-        if "global_layers" not in self._raw:
-            raise SemlayerError(f"a {self.kind} model predicts no global layering map (only the SLN does)")
         if self._global is None:
-            self._global = self._raw["global_layers"].argmax(dim=0).numpy().astype(np.uint8)
+            raise SemlayerError(f"a {self.kind} model predicts no global layering map (only the SLN does)")
         return self._global.copy()
 
     def instance_maps(self, instance_id: int) -> InstanceMaps:

@@ -313,13 +313,19 @@ class AmodalScene:
         """
         if len(visible) != len(self.instances):
             raise ValueError(f"expected {len(self.instances)} visible masks, got {len(visible)}")
-        covered = np.zeros(self.shape, dtype=bool)
+        covered = self._empty_mask()
         for i in self.front_to_back():
             inst = self.instances[i]
             vis = _as_mask(visible[i], *self.shape, f"instance {inst.id} visible mask")
-            ext = inst.amodal & ~vis & ~covered
-            inst.external = ext if ext.any() else None
-            covered |= inst.amodal
+            # In the amodal mask's box: E is inside it, and whole-frame operations cost the image per instance.
+            x, y, w, h = (int(v) for v in mask_bbox(inst.amodal))
+            box = (slice(y, y + h), slice(x, x + w))
+            ext = inst.amodal[box] & ~vis[box] & ~covered[box]
+            inst.external = None
+            if ext.any():
+                inst.external = np.zeros(self.shape, bool, order="F" if covered.flags.f_contiguous else "C")
+                inst.external[box] = ext
+            covered[box] |= inst.amodal[box]
 
 
 def renumber_ranks(ranks: Iterable[float]) -> list[int]:
