@@ -9,7 +9,7 @@ truncation in pixels. For instance i and pixel p of its amodal mask:
   region (pixels beyond the image border are outside);
 * ``S_i(p) = (K - 1 - lam_i(p)) + delta_i(p)``, and 0 outside the amodal mask.
 
-Decoding: amodal = S > 0, visible = S > K - 1, layer = K - ceil(S). The global layering map is
+Decoding: amodal = S > 0, visible = S > K - 1, layer = K - ceil(S) clipped to 0..K-1. The global layering map is
 ``G(p) = min(K, number of amodal masks covering p)``.
 
 Everything works inside each instance's bounding box; `SemDistMap` keeps the crop and its place.
