@@ -1,6 +1,7 @@
 import contextlib
 import copy
 import io
+import logging
 import json
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def assert_same_scenes(a, b):
             assert np.array_equal(ia.amodal, ib.amodal) and np.array_equal(va[i], vb[j])
 
 
-# ----- the FORMATS.md toy scene in every format --------------------------------------------------------
+# ----- the docs/formats.md toy scene in every format --------------------------------------------------------
 @pytest.mark.parametrize("name, fmt", [("cocoa_toy", "cocoa"), ("coco_toy", "coco"), ("kins2019_toy", "kins2019"),
                                        ("kins2020_toy", "kins2020")])
 def test_toy_scene_in_every_format(name, fmt):
@@ -211,8 +212,9 @@ def kins_scene():
 def test_kins_clusters_from_overlaps_and_order():
     annset = kins_scene()
     # Clusters numbered by their front-most member (A rank 1, F rank 2); ico_id = 1 + the deepest overlapping
-    # instance in front: B and C are each under A only (2), D under C (3); E overlaps nothing.
-    assert formats.kins_clusters(annset.scenes[0]) == [(1, 1), (1, 2), (1, 2), (1, 3), (0, 1), (2, 1), (2, 2)]
+    # instance in front: B and C are each under A only (2), D under C (3); E overlaps nothing: (0, 0), as the
+    # KINS README labels non-overlapping instances and the KINS 2020 files state them.
+    assert formats.kins_clusters(annset.scenes[0]) == [(1, 1), (1, 2), (1, 2), (1, 3), (0, 0), (2, 1), (2, 2)]
 
 
 def test_kins_writer_round_trip():
@@ -711,7 +713,8 @@ def assert_identical_scenes(dense, compact):
             assert np.array_equal(va, vb)
 
 
-@pytest.mark.parametrize("name", ["cocoa_toy", "bsds_toy", "coco_toy", "kins2019_toy", "kins2020_toy", "results_toy"])
+@pytest.mark.parametrize("name", ["cocoa_toy", "bsds_toy", "coco_toy", "d2sa_toy", "kins2019_toy", "kins2020_toy",
+                                  "results_toy"])
 def test_compact_load_decodes_the_scenes_load_gives(name):
     dense, compact = formats.load(DATA / f"{name}.json"), formats.load(DATA / f"{name}.json", compact=True)
     assert isinstance(compact.scenes, formats.CompactScenes)
@@ -833,6 +836,219 @@ def test_tied_occl_depth_is_ordered_by_the_masks_so_stated_visible_masks_survive
     assert [i.id for i in scene.instances] == [2, 1] and scene.ranks() == [2, 1]
     stated = formats.from_dict(fixture("coco_toy")).scenes[0]
     assert np.array_equal(scene.visible(1), stated.visible(1)) and np.array_equal(scene.visible(2), stated.visible(2))
-    # A smaller occl_depth still wins over the masks: the key orders pairs that do not tie.
+    # occl_depth never outweighs the masks' evidence (its direction is not documented): the board at -1 stays
+    # behind the box, as its stated visible mask says.
     obj["annotations"][0]["occl_depth"] = -1
-    assert formats.from_dict(obj, "d2sa.json").scenes[0].ranks() == [1, 2]
+    assert formats.from_dict(obj, "d2sa.json").scenes[0].ranks() == [2, 1]
+
+
+# ----- the datasets as their authors wrote them (tests/data/README.md: where each layout comes from) ----------
+def coco_eval(gt_path, dt_path):
+    """pycocotools as users run it: ``COCO(file)``, ``loadRes(file)``, ``COCOeval(..., 'segm')``."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(gt_path))
+        ev = COCOeval(gt, gt.loadRes(str(dt_path)), "segm")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev.stats
+
+
+@pytest.mark.parametrize("fmt", ["coco", "kins"])
+@pytest.mark.parametrize("name", ["cocoa_toy", "coco_toy", "kins2019_toy", "kins2020_toy", "d2sa_toy"])
+def test_every_coco_family_file_we_write_evaluates_in_pycocotools(tmp_path, name, fmt):
+    annset = formats.load(DATA / f"{name}.json")
+    gt, dt = tmp_path / f"gt.{fmt}.json", tmp_path / "dt.results.json"
+    formats.save(annset, gt, format=fmt)
+    formats.save(annset, dt, format="results")
+    for ann in json.loads(gt.read_text())["annotations"]:
+        assert ann["iscrowd"] == 0 and ann["area"] > 0 and len(ann["bbox"]) == 4
+    stats = coco_eval(gt, dt)
+    assert stats[:3].tolist() == pytest.approx([1.0, 1.0, 1.0])  # the ground truth against itself: AP, AP50, AP75
+
+
+def test_convert_to_kins_evaluates_in_pycocotools(tmp_path):
+    from semlayer.cli import main
+
+    out, dt = tmp_path / "d2sa.kins.json", tmp_path / "dt.json"
+    assert main(["convert", str(DATA / "d2sa_toy.json"), str(out), "--to", "kins"]) == 0
+    formats.save(formats.load(out), dt, format="results")
+    assert coco_eval(out, dt)[0] == pytest.approx(1.0)
+
+
+STRIP = rect(8, 10, 0, 7, 3, 8)  # 3 px on the bottom row, outside every amodal mask of the toy scene
+
+
+def pad_to(mask, h, w):
+    out = np.zeros((h, w), bool)
+    out[:mask.shape[0], :mask.shape[1]] = mask
+    return out
+
+
+@pytest.mark.parametrize("name, where, key, value, expected", [
+    ("cocoa_toy", "annotations[0].regions[1]", "visible_mask", encode_rle(BOARD_VISIBLE | STRIP),
+     "annotations[0].regions[1]: visible_mask and invisible_mask that partition the amodal mask; 3 px outside the "
+     "amodal mask"),
+    ("coco_toy", "annotations[1]", "visible_mask", encode_rle(BOARD_VISIBLE | STRIP),
+     "annotations[1]: visible_mask and invisible_mask that partition the amodal mask; 3 px outside the amodal mask"),
+    ("d2sa_toy", "annotations[0]", "visible_mask", encode_rle(pad_to(BOARD_VISIBLE | STRIP, 10, 11)),
+     "annotations[0]: visible_mask and invisible_mask that partition the amodal mask; 3 px outside the amodal mask"),
+    ("kins2019_toy", "annotations[1]", "inmodal_seg", encode_rle(BOARD_VISIBLE | STRIP),
+     "annotations[1].inmodal_seg: a mask inside the amodal mask; 3 px outside"),
+    ("kins2020_toy", "annotations[1]", "i_segm",
+     [[5.0, 3.0, 9.0, 3.0, 9.0, 7.0, 3.0, 7.0, 3.0, 5.0, 5.0, 5.0], [0.0, 7.0, 3.0, 7.0, 3.0, 8.0, 0.0, 8.0]],
+     "annotations[1].i_segm: a mask inside the amodal mask; 3 px outside"),
+    ("results_toy", "[0]", "visible_mask", encode_rle(BOARD_VISIBLE | STRIP),
+     "[0].visible_mask: a mask inside the amodal mask; 3 px outside"),
+])
+def test_visible_pixels_outside_the_amodal_mask_are_reported_in_every_format_and_on_loading(
+        caplog, name, where, key, value, expected):
+    obj = fixture(name)
+    index = int(where.split("[")[-1].rstrip("]"))
+    record = obj["annotations"][0]["regions"][index] if name == "cocoa_toy" else (
+        obj[index] if name == "results_toy" else obj["annotations"][index])
+    record[key] = value
+    assert messages(obj) == [expected]
+    caplog.set_level(logging.WARNING, logger="semlayer.formats.api")
+    scene = formats.from_dict(obj, "x.json").scenes[0]
+    dropped = ("x.json: 1 region whose visible mask reaches outside its amodal mask (3 px in all, dropped: a visible "
+               f"pixel is part of the amodal mask): {where}.{key} (3 px)")
+    assert dropped in caplog.messages
+    board = next(i for i in scene.instances if i.area == 24)
+    assert np.array_equal(scene.visible(board.id), BOARD_VISIBLE)  # the scene holds what lies inside
+
+
+def test_conversion_says_how_many_visible_pixels_it_dropped(tmp_path, caplog):
+    from semlayer.cli import main
+
+    obj = fixture("kins2020_toy")
+    obj["annotations"][1]["i_segm"].append([0.0, 7.0, 3.0, 7.0, 3.0, 8.0, 0.0, 8.0])  # STRIP
+    obj["annotations"][1]["i_segm"][0] = [4, 3, 9, 3, 9, 7, 3, 7, 3, 5, 4, 5]  # 2 px more, under the box in front
+    src = tmp_path / "kins.json"
+    src.write_text(json.dumps(obj))
+    with caplog.at_level(logging.WARNING, logger="semlayer.formats.api"):
+        assert main(["convert", str(src), str(tmp_path / "out.json"), "--to", "coco"]) == 0
+    assert caplog.messages == [
+        f"{src}: 1 region whose visible mask reaches outside its amodal mask (3 px in all, dropped: a visible pixel is "
+        "part of the amodal mask): annotations[1].i_segm (3 px)",
+        f"{src}: 1 region whose visible mask reaches under an instance in front (2 px in all; read as hidden, by the "
+        "painter's rule): annotations[1] (2 px)"]
+
+
+def unpadded(obj):
+    """The D2SA fixture with every mask cut to its image (as the readers read it)."""
+    obj = copy.deepcopy(obj)
+    for ann in obj["annotations"]:
+        for key in ("segmentation", "visible_mask", "invisible_mask"):
+            if key in ann:
+                ann[key] = encode_rle(mask_utils.decode({"size": ann[key]["size"],
+                                                         "counts": ann[key]["counts"].encode()})[:8, :10])
+    return obj
+
+
+def test_d2sa_order_ties_are_valid_and_the_masks_order_the_tied_objects():
+    # D2SA: each object is a one-region COCOA record (amodal_base.size 1), so every amodal_region.order is 1.
+    obj = unpadded(fixture("d2sa_toy"))
+    assert {a["amodal_region"]["order"] for a in obj["annotations"]} == {1}
+    report = formats.validation_report(obj)
+    assert (report.violations, report.external, report.notes) == ([], [], [])
+    scene = formats.from_dict(obj).scenes[0]
+    assert [i.id for i in scene.instances] == [2, 1] and scene.ranks() == [2, 1]  # the board (listed first) behind
+    assert np.array_equal(scene.visible(2), BOARD_VISIBLE) and np.array_equal(scene.visible(1), BOX)
+    # Hidden pixels no object in front covers are external occlusion, under the order the masks give.
+    board = lambda o: o["annotations"][0]  # noqa: E731
+    corner = with_board_masks(obj, BOARD_VISIBLE & ~CORNER, where=board)
+    assert formats.validation_report(corner).external == [("annotations[0]", 4)]
+    assert messages(corner) == []
+    # Visible masks that contradict every order: the board's claims 1 px of the overlap the box's shows.
+    both = with_board_masks(obj, BOARD_VISIBLE | rect(8, 10, 3, 3, 4, 4), where=board)
+    assert messages(both) == [
+        "annotations[0].visible_mask: no visible pixel under the amodal mask of a region in front (painter's rule); "
+        "1 px visible under annotations[1] (order 1, in front by the masks)"]
+
+
+PADDED_NOTE = (
+    "5 masks larger than their image (padded, as D2SA pads objects that overflow the frame), read cropped to the "
+    "image; 0 mask px beyond the image dropped: annotations[0].segmentation (10 x 11, 0 px beyond), "
+    "annotations[0].visible_mask (10 x 11, 0 px beyond), annotations[0].invisible_mask (10 x 11, 0 px beyond), "
+    "annotations[1].segmentation (9 x 10, 0 px beyond), annotations[1].visible_mask (9 x 10, 0 px beyond)")
+
+
+def test_d2sa_padded_masks_are_cropped_to_the_image_and_the_repair_reported(caplog):
+    path = DATA / "d2sa_toy.json"
+    with caplog.at_level(logging.WARNING, logger="semlayer.formats.api"):
+        annset = formats.load(path)
+    assert caplog.messages == [f"{path}: {PADDED_NOTE}"]
+    scene = annset.scenes[0]
+    assert scene.shape == (8, 10) and [i.id for i in scene.instances] == [2, 1]
+    assert np.array_equal(scene.instances[0].amodal, BOARD) and np.array_equal(scene.instances[1].amodal, BOX)
+    assert np.array_equal(scene.visible(2), BOARD_VISIBLE) and np.array_equal(scene.visible(1), BOX)
+    report = formats.validation_report(path)
+    assert report.violations == [] and report.notes == [PADDED_NOTE]
+    # Written back at the image's size.
+    assert {tuple(a["segmentation"]["size"]) for a in formats.to_coco(annset)["annotations"]} == {(8, 10)}
+    # An object that overflows the frame: the board continues 2 rows below the image (12 px are cut).
+    obj = fixture("d2sa_toy")
+    obj["annotations"][0]["segmentation"] = encode_rle(rect(10, 11, 3, 3, 9, 10))
+    obj["annotations"][0]["visible_mask"] = encode_rle(pad_to(rect(8, 10, 3, 3, 9, 8) & ~BOX, 10, 11))
+    obj["annotations"][0]["occlude_rate"] = 4 / 30
+    report = formats.validation_report(obj)
+    cut = report.repairs[0]
+    assert report.violations == [] and (cut.kind, cut.json_path, cut.px, cut.detail) == (
+        "padded", "annotations[0].segmentation", 12, "10 x 11")
+    assert np.array_equal(formats.from_dict(obj).scenes[0].instances[0].amodal, rect(8, 10, 3, 3, 9, 8))
+    # Padding is read up to twice the image's size; a mask smaller than its image is refused as before.
+    obj["annotations"][0]["segmentation"]["size"] = [17, 10]
+    assert error_of(obj) == ("bad.json: annotations[0].segmentation.size: [8, 10] (the image's height and width), "
+                             "or a mask padded to at most [16, 20], got [17, 10]")
+    obj["annotations"][0]["segmentation"]["size"] = [7, 10]
+    assert error_of(obj) == ("bad.json: annotations[0].segmentation.size: [8, 10] (the image's height and width), "
+                             "got [7, 10]")
+
+
+def test_occl_depth_never_overrides_the_masks_and_disagreements_are_noted():
+    obj = unpadded(fixture("d2sa_toy"))
+    for ann in obj["annotations"]:
+        ann.pop("amodal_region")  # occl_depth alone: the board 0 (listed first), the box 1
+    scene = formats.from_dict(obj).scenes[0]
+    assert scene.ranks() == [2, 1]  # the box in front, as the masks say
+    assert np.array_equal(scene.visible(2), BOARD_VISIBLE) and np.array_equal(scene.visible(1), BOX)
+    assert formats.validation_report(obj).notes == []
+    # occl_depth against the masks: the masks still decide, every stated pixel survives, the pair is noted.
+    obj["annotations"][0]["occl_depth"], obj["annotations"][1]["occl_depth"] = 1, 0
+    for tied in (obj, fixture("d2sa_toy")):
+        if tied is not obj:
+            tied["annotations"][0]["occl_depth"], tied["annotations"][1]["occl_depth"] = 1, 0
+        scene = formats.from_dict(tied).scenes[0]
+        assert scene.ranks() == [2, 1] and np.array_equal(scene.visible(2), BOARD_VISIBLE)
+        report = formats.validation_report(tied)
+        assert report.violations == [] and report.occl_depth == [("annotations[1]", "annotations[0]", 0, 1)]
+        assert report.notes[-1] == (
+            "1 overlapping pair where the object in front has the smaller occl_depth (kept as the masks, or "
+            "amodal_region.order, put them; occl_depth, whose direction D2SA does not document, is read as larger "
+            "= nearer the front and only breaks ties): annotations[1] over annotations[0] (occl_depth 0 over 1)")
+    # Where the masks say nothing (no visible masks), the larger occl_depth goes in front.
+    for ann in obj["annotations"]:
+        ann.pop("visible_mask")
+        ann.pop("invisible_mask", None)
+    assert formats.from_dict(obj).scenes[0].ranks() == [1, 2]
+    obj["annotations"][0]["occl_depth"] = -1
+    assert formats.from_dict(obj).scenes[0].ranks() == [2, 1]
+
+
+def test_kins_lone_instances_are_0_0_read_written_and_derived():
+    obj = fixture("kins2020_toy")
+    lone = copy.deepcopy(obj["annotations"][0])  # a car that overlaps nothing, as KINS 2020 states one
+    square = [[0.0, 6.0, 2.0, 6.0, 2.0, 8.0, 0.0, 8.0]]
+    lone.update(id=3, a_segm=square, i_segm=square, a_bbox=[0.0, 6.0, 2.0, 2.0], i_bbox=[0.0, 6.0, 2.0, 2.0],
+                a_area=4, i_area=4, oco_id=0, ico_id=0)
+    obj["annotations"].append(lone)
+    annset = formats.from_dict(obj)
+    scene = annset.scenes[0]
+    assert [i.cluster for i in scene.instances] == [(1, 1), (1, 2), (0, 0)]
+    assert formats.kins_clusters(scene) == [(1, 1), (1, 2), (0, 0)]
+    clusters = lambda out: [(a["oco_id"], a["ico_id"]) for a in out["annotations"]]  # noqa: E731
+    assert clusters(formats.to_kins(annset)) == [(1, 1), (1, 2), (0, 0)]
+    scene.instances[0].rank, scene.instances[1].rank = 2, 1  # reordered: derived from the scene
+    assert clusters(formats.to_kins(annset)) == [(1, 2), (1, 1), (0, 0)]
+    assert formats.to_kins(formats.from_dict(formats.to_kins(annset))) == formats.to_kins(annset)

@@ -616,3 +616,25 @@ def test_maps_of_a_small_object_in_a_big_image_are_crops_of_its_box():
     # float32 values + int8 layers: 5 bytes a box pixel, where a full frame of values alone holds 48 MB.
     assert inst.semdist.nbytes == 5 * w * h
     assert inst.layers.shape == (h, w) and inst.semdist.layers().shape == (3000, 4000)
+
+
+def test_predict_files_coco_and_results_outputs_evaluate_in_pycocotools(monkeypatch, tmp_path):
+    """`semlayer predict`'s COCO-style file loads in pycocotools' ``COCO`` (ground truth) and its results list
+    in ``loadRes``; COCOeval scores the one against the other at AP 1."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    monkeypatch.setattr(predict, "Predictor", lambda checkpoint, device="cpu", semdist=True: fake_predictor(occlusion_dets()))
+    Image.fromarray(image(96, 96)).save(tmp_path / "x.png")
+    for fmt in ("coco", "results"):
+        predict_files("fake.pt", [tmp_path / "x.png"], tmp_path / f"pred.{fmt}.json", fmt=fmt, progress=False)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(tmp_path / "pred.coco.json"))
+        ev = COCOeval(gt, gt.loadRes(str(tmp_path / "pred.results.json")), "segm")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    assert len(gt.getAnnIds()) == 3 and ev.stats[0] == pytest.approx(1.0)

@@ -39,13 +39,28 @@ class Violation:
         return f"{self.json_path}: {self.message}" if self.json_path else self.message
 
 
+@dataclass(frozen=True)
+class Repair:
+    """Something a reader changed to read a valid file, counted at the JSON path that states it:
+    ``kind`` "padded" (a mask larger than its image, cropped; ``detail`` its size), "outside" (stated visible
+    pixels outside the amodal mask) or "under" (stated visible pixels under an instance in front); ``px``
+    the pixels dropped."""
+
+    kind: str
+    json_path: str
+    px: int
+    detail: str = ""
+
+
 class Context:
     """Names the source in errors. With ``violations`` set (validation), a bad record is recorded and
-    skipped instead of ending the read, so one pass reports every problem."""
+    skipped instead of ending the read, so one pass reports every problem. ``repairs`` collects what
+    the readers changed to read the file (reported on loading and by `validate`)."""
 
     def __init__(self, source: str, violations: list[Violation] | None = None):
         self.source = source
         self.violations = violations
+        self.repairs: list[Repair] = []
 
     def fail(self, path: str, expected: str) -> NoReturn:
         raise FormatError(self.source, path, expected)
@@ -153,12 +168,21 @@ def parse_polygon(ctx: Context, value: Any, path: str, shape: tuple[int, int], m
     return value
 
 
-def parse_rle(ctx: Context, value: dict, path: str, shape: tuple[int, int] | None) -> np.ndarray:
-    """Check a COCO RLE against the image size (``shape``; None: take the RLE's own size)."""
+def parse_rle(ctx: Context, value: dict, path: str, shape: tuple[int, int] | None, padded_ok: bool = False
+              ) -> np.ndarray:
+    """Check a COCO RLE against the image size (``shape``; None: take the RLE's own size).
+
+    ``padded_ok``: a mask up to twice the image's height and width, as D2SA pads masks of objects that
+    overflow the frame, is cropped to the image (top-left, as pycocotools users index it) and recorded as a
+    `Repair`."""
     size = value.get("size")
     if not (isinstance(size, list) and len(size) == 2 and all(is_int(v) and 0 < v <= MAX_SIDE for v in size)):
         ctx.fail(join(path, "size"), f"[height, width], each {SIDE}, got {kind(size)}")
-    if shape is not None and tuple(size) != shape:
+    padded = shape is not None and tuple(size) != shape and padded_ok and size[0] >= shape[0] and size[1] >= shape[1]
+    if padded and (size[0] > 2 * shape[0] or size[1] > 2 * shape[1]):
+        ctx.fail(join(path, "size"), f"[{shape[0]}, {shape[1]}] (the image's height and width), or a mask padded "
+                                     f"to at most [{2 * shape[0]}, {2 * shape[1]}], got {size}")
+    if shape is not None and tuple(size) != shape and not padded:
         ctx.fail(join(path, "size"), f"[{shape[0]}, {shape[1]}] (the image's height and width), got {size}")
     h, w = size
     counts = value.get("counts")
@@ -173,15 +197,20 @@ def parse_rle(ctx: Context, value: dict, path: str, shape: tuple[int, int] | Non
                                        f"got {kind(counts)}")
     if int(runs.sum()) != h * w:
         ctx.fail(join(path, "counts"), f"runs that add up to {h} x {w} = {h * w} pixels, got {int(runs.sum())}")
-    return rle_to_mask({"size": [h, w], "counts": counts})
+    mask = rle_to_mask({"size": [h, w], "counts": counts})
+    if padded:
+        inside = np.asfortranarray(mask[:shape[0], :shape[1]])  # decoded masks are Fortran-ordered; stay so
+        ctx.repairs.append(Repair("padded", path, int(mask.sum()) - int(inside.sum()), f"{h} x {w}"))
+        mask = inside
+    return mask
 
 
-def parse_mask(ctx: Context, value: Any, path: str, shape: tuple[int, int], flat_ok: bool = True
-               ) -> tuple[np.ndarray, list | None]:
+def parse_mask(ctx: Context, value: Any, path: str, shape: tuple[int, int], flat_ok: bool = True,
+               padded_ok: bool = False) -> tuple[np.ndarray, list | None]:
     """A COCO mask: RLE, polygons ``[[...], ...]`` or (``flat_ok``) one flat polygon.
-    Returns the mask and the polygons it came from (None for RLE)."""
+    Returns the mask and the polygons it came from (None for RLE). ``padded_ok``: see `parse_rle`."""
     if isinstance(value, dict):
-        return parse_rle(ctx, value, path, shape), None
+        return parse_rle(ctx, value, path, shape, padded_ok), None
     if isinstance(value, list) and value and all(isinstance(p, list) for p in value):
         # Inside a list, degenerate polygons (fewer than 3 points: no area) occur in real COCO-style files.
         # They are kept for writing back; polygons_to_mask skips them.
@@ -251,6 +280,8 @@ class Region:
     occlude_rate: float | None = None
     order: float | None = None  # explicit depth key, smaller = more in front
     order_path: str = ""
+    occl_depth: float | None = None  # D2SA's; only breaks ties the masks leave (docs/formats.md)
+    visible_key: str = "visible_mask"  # the key that states the visible mask, for messages
     name: str = ""
     category: int | None = None
     is_stuff: bool = False
@@ -280,7 +311,9 @@ class Group:
     regions: list[Region]
     annotation: dict[str, Any] = field(default_factory=dict)
     tie_break: list[float] | None = None  # for orders inferred from the masks (default: record order)
-    order_kind: str = "inferred"  # "explicit" when every region has an authoritative rank
+    # "explicit": every region has an authoritative rank; "tied": every region has one, but some are equal
+    # (D2SA), and the masks order the tied ones; "inferred": the masks decide
+    order_kind: str = "inferred"
 
 
 @dataclass
@@ -311,34 +344,38 @@ def parse_categories(ctx: Context, obj: dict) -> list[dict]:
 
 
 def group_ranks(group: Group) -> list[int]:
-    """Ranks 1..N: the explicit depth keys when every region has one, else the order evidence of the
-    masks (visible over amodal overlap), with KINS 2020 clusters taking precedence inside a cluster."""
+    """Ranks 1..N: the explicit depth keys when every region has a distinct one, else the order evidence of
+    the masks (visible over amodal overlap; only between regions of equal key when every region has one),
+    with KINS 2020 clusters taking precedence inside a cluster. What the evidence leaves open goes by key,
+    then by D2SA's ``occl_depth`` (larger in front: docs/formats.md), then by ``group.tie_break``."""
     regions = group.regions
+    n = len(regions)
     keys = [r.order for r in regions]
     amodal = [r.amodal for r in regions]
-    if regions and all(k is not None for k in keys):
-        if len(set(keys)) == len(keys):
-            return renumber_ranks(keys)
-        # Tied keys (D2SA's occl_depth, several objects at one depth): the masks order the tied pairs that
-        # overlap, so the visible masks as stated survive the painter's rule; keys order the rest, then
-        # record order. Constraints only inside a tie never put an object before one of a smaller key.
-        tied = [(i, j) for i in range(len(keys)) for j in range(i + 1, len(keys)) if keys[i] == keys[j]]
-        evidence = constraints_from_overlap([r.visible_or_amodal() for r in regions], amodal, tied)
-        return ranks_from_constraints(len(regions), evidence, tie_break=keys).ranks
-    evidence = constraints_from_overlap([r.visible_or_amodal() for r in regions], amodal)
+    keyed = n > 0 and all(k is not None for k in keys)
+    if keyed and len(set(keys)) == n:
+        return renumber_ranks(keys)
+    # Tied keys (D2SA gives every object order 1): constraints only inside a tie never put an object before
+    # one of a smaller key, so the keys still order the pairs that do not tie.
+    tied = [(i, j) for i in range(n) for j in range(i + 1, n) if keys[i] == keys[j]] if keyed else None
+    evidence = constraints_from_overlap([r.visible_or_amodal() for r in regions], amodal, tied)
     if any(r.cluster is not None for r in regions):
         clusters = [r.cluster or (0, 0) for r in regions]
-        same = {(i, j) for i in range(len(regions)) for j in range(len(regions))
-                if clusters[i][0] > 0 and clusters[i][0] == clusters[j][0]}
+        same = {(i, j) for i in range(n) for j in range(n) if clusters[i][0] > 0 and clusters[i][0] == clusters[j][0]}
         evidence = [c for c in evidence if (c.front, c.back) not in same]
         # Annotated cluster ranks outweigh any pixel evidence across clusters.
         strong = float(sum(int(m.sum()) for m in amodal) + 1)
         evidence += [Constraint(c.front, c.back, strong) for c in
                      constraints_from_clusters([c[0] for c in clusters], [c[1] for c in clusters])]
-    return ranks_from_constraints(len(regions), evidence, tie_break=group.tie_break).ranks
+    base = group.tie_break if group.tie_break is not None else list(range(n))
+    depth = all(r.occl_depth is not None for r in regions)
+    tie_break = [(keys[i] if keyed else 0, -regions[i].occl_depth if depth else 0, base[i]) for i in range(n)]
+    return ranks_from_constraints(n, evidence, tie_break=tie_break).ranks
 
 
-def build_scene(group: Group) -> AmodalScene:
+def build_scene(group: Group, repairs: list[Repair] | None = None) -> AmodalScene:
+    """The group's scene. ``repairs``: gets the stated visible pixels the scene cannot hold (outside the
+    amodal mask, or under an instance in front), per region that states a visible or invisible mask."""
     ranks = group_ranks(group)
     instances = [
         Instance(
@@ -348,8 +385,63 @@ def build_scene(group: Group) -> AmodalScene:
         for r, rank in zip(group.regions, ranks)
     ]
     scene = AmodalScene(group.image, instances, group.annotation)
-    scene.set_visible([r.visible_or_amodal() for r in group.regions])
+    stated = [r.visible_or_amodal() for r in group.regions]
+    scene.set_visible(stated)
+    if repairs is not None and any(r.visible is not None or r.invisible is not None for r in group.regions):
+        repairs.extend(dropped_visible(group, stated, scene.visible_masks()))
     return scene
+
+
+def dropped_visible(group: Group, stated: list[np.ndarray], visible: list[np.ndarray]) -> list[Repair]:
+    """What the painter's rule could not keep of each stated visible mask: pixels outside the amodal mask,
+    and pixels under an instance in front (the scene's visible mask is the stated one minus both)."""
+    out = []
+    for r, want, got in zip(group.regions, stated, visible):
+        if r.visible is None and r.invisible is None:
+            continue  # nothing stated: the whole amodal mask is visible unless something is in front
+        outside = int(np.count_nonzero(want & ~r.amodal)) if r.visible is not None else 0
+        under = int(np.count_nonzero(want & r.amodal)) - int(np.count_nonzero(got))
+        if outside:
+            out.append(Repair("outside", join(r.path, r.visible_key), outside))
+        if under:
+            out.append(Repair("under", r.path, under))
+    return out
+
+
+def summary(items: list[tuple[str, int]], what: str, noun: str = "region", shown: int = 5,
+            labels: list[str] | None = None) -> str:
+    """One line for ``(json path, px)`` items: their number, ``what`` (``{total}`` = the pixels in all),
+    then the first ``shown`` paths with their pixels (or ``labels``)."""
+    n = len(items)
+    labels = labels or [f"{px} px" for _, px in items]
+    listed = ", ".join(f"{path} ({label})" for (path, _), label in zip(items[:shown], labels))
+    more = f" and {n - shown} more" if n > shown else ""
+    total = sum(px for _, px in items)
+    return f"{n} {noun}{'s' if n > 1 else ''} {what.format(total=total)}: {listed}{more}"
+
+
+REPAIRS = {
+    "padded": "larger than their image (padded, as D2SA pads objects that overflow the frame), read cropped to "
+              "the image; {total} mask px beyond the image dropped",
+    "outside": "whose visible mask reaches outside its amodal mask ({total} px in all, dropped: a visible pixel "
+               "is part of the amodal mask)",
+    "under": "whose visible mask reaches under an instance in front ({total} px in all; read as hidden, by the "
+             "painter's rule)",
+}
+
+
+def repair_lines(repairs: list[Repair]) -> list[str]:
+    """One line per kind of `Repair`, as `load` logs them and `validate` lists them in its notes."""
+    lines = []
+    for kind_, what in REPAIRS.items():
+        found = [r for r in repairs if r.kind == kind_]
+        if found:
+            items = [(r.json_path, r.px) for r in found]
+            if kind_ == "padded":
+                lines.append(summary(items, what, "mask", labels=[f"{r.detail}, {r.px} px beyond" for r in found]))
+            else:
+                lines.append(summary(items, what))
+    return lines
 
 
 def split_known(rec: dict, known: frozenset[str] | set[str]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from ..errors import ConfigError, FormatError
 from ..io_utils import atomic_write_json
 from ..scene import AnnotationSet
 from . import coco, cocoa, results
-from ._base import Context, Parsed, build_scene, kind
+from ._base import Context, Parsed, build_scene, kind, repair_lines
 from .compact import CompactScenes
 from .coco import to_coco, to_kins
 from .cocoa import to_cocoa
@@ -90,10 +90,13 @@ def from_dict(obj: Any, source: str = "<memory>", image_ids: Iterable[int] | Non
     ``compact``: the scenes are a `CompactScenes` (RLE, decoded on access), built one scene at a time, so
     a whole dataset fits in memory; ``progress`` shows a bar while the scenes are decoded."""
     fmt = detect(obj, source)
-    parsed = parse(Context(source), obj, fmt, image_ids)
-    built = (build_scene(group) for group in
+    ctx = Context(source)
+    parsed = parse(ctx, obj, fmt, image_ids)
+    built = (build_scene(group, ctx.repairs) for group in
              tqdm(parsed.groups, desc=f"reading {os.path.basename(source)}", unit="scene", disable=not progress))
     scenes = CompactScenes(built) if compact else list(built)
+    for line in repair_lines(ctx.repairs):
+        log.warning("%s: %s", source, line)
     return AnnotationSet(scenes, parsed.categories, fmt, parsed.extra, parsed.unannotated)
 
 

@@ -53,9 +53,10 @@ class _Categories:
 
 
 def _mask(ctx: Context, rec: dict, key: str, path: str, shape: tuple[int, int], required: bool = True):
+    # D2SA pads the masks of objects that overflow the frame: an RLE larger than the image is cropped to it.
     if not required and key not in rec:
         return None, None
-    return parse_mask(ctx, take(ctx, rec, key, path, lambda v: True, MASK), join(path, key), shape)
+    return parse_mask(ctx, take(ctx, rec, key, path, lambda v: True, MASK), join(path, key), shape, padded_ok=True)
 
 
 def _known(rec: dict, keys: frozenset[str], ctx: Context, path: str) -> frozenset[str]:
@@ -76,10 +77,9 @@ def coco_region(ctx: Context, value: Any, path: str, shape: tuple[int, int], cat
     region = take(ctx, rec, "amodal_region", path, lambda v: isinstance(v, dict), "an object", {})
     rpath = join(path, "amodal_region")
     order = take(ctx, region, "order", rpath, lambda v: is_int(v) and v >= 1, ORDER, None)
-    # order_path marks an authoritative rank (painter's rule checked); occl_depth only sorts.
+    # order_path marks a stated rank (painter's rule checked); occl_depth only breaks what the masks leave open.
     order_path = join(rpath, "order") if order is not None else ""
-    if order is None and "occl_depth" in rec:
-        order = take(ctx, rec, "occl_depth", path, is_number, "a number", None)
+    occl_depth = take(ctx, rec, "occl_depth", path, is_number, "a number", None)
     name = take(ctx, region, "name", rpath, lambda v: isinstance(v, str), "a string", None)
     is_stuff = take(ctx, region, "isStuff", rpath, is_flag, "0 or 1", 0)
     if split_known(region, REGION_KEYS):
@@ -88,7 +88,8 @@ def coco_region(ctx: Context, value: Any, path: str, shape: tuple[int, int], cat
     take(ctx, base, "id", join(path, "amodal_base"), is_int, "an integer annotation id", None)
     return Region(
         path=path, id=rid, amodal=amodal, polygons=polygons, visible=visible, invisible=invisible,
-        occlude_rate=rate, order=order, order_path=order_path, name=cats.name(cid) if name is None else name,
+        occlude_rate=rate, order=order, order_path=order_path, occl_depth=occl_depth,
+        name=cats.name(cid) if name is None else name,
         category=cid, is_stuff=bool(is_stuff), score=take(ctx, rec, "score", path, is_number, "a number", None),
         extra=copy.deepcopy(extra),
     )
@@ -102,7 +103,7 @@ def kins2019_region(ctx: Context, value: Any, path: str, shape: tuple[int, int],
     visible = _mask(ctx, rec, "inmodal_seg", path, shape)[0]
     extra = split_known(rec, _known(rec, KINS2019_KEYS, ctx, path))
     return Region(path=path, id=rid, amodal=amodal, polygons=polygons, visible=visible, name=cats.name(cid),
-                  category=cid, extra=copy.deepcopy(extra))
+                  category=cid, extra=copy.deepcopy(extra), visible_key="inmodal_seg")
 
 
 def kins2020_region(ctx: Context, value: Any, path: str, shape: tuple[int, int], cats: _Categories) -> Region:
@@ -116,7 +117,7 @@ def kins2020_region(ctx: Context, value: Any, path: str, shape: tuple[int, int],
     ico = take(ctx, rec, "ico_id", path, non_negative, "an integer >= 0 (rank in the cluster, 1 = front)", 0)
     extra = split_known(rec, _known(rec, KINS2020_KEYS, ctx, path))
     return Region(path=path, id=rid, amodal=amodal, polygons=polygons, visible=visible, name=cats.name(cid),
-                  category=cid, cluster=(oco, ico), extra=copy.deepcopy(extra))
+                  category=cid, cluster=(oco, ico), extra=copy.deepcopy(extra), visible_key="i_segm")
 
 
 REGION_PARSERS = {"coco": coco_region, "kins2019": kins2019_region, "kins2020": kins2020_region}
@@ -154,9 +155,8 @@ def parse(ctx: Context, obj: dict, wanted: Callable[[int], bool], fmt: str) -> P
                 continue
             bases = [anns[i]["amodal_base"] for i in idx if isinstance(anns[i].get("amodal_base"), dict)]
             base = bases[0] if bases and fmt == "coco" else None
-            explicit = all(r.order_path for r in regions)
             yield Group("", image, regions, copy.deepcopy(base) if isinstance(base, dict) else {},
-                        order_kind="explicit" if explicit else "inferred")
+                        order_kind=_order_kind(regions))
 
     used = {image_id for image_id, _ in members}
     return Parsed(
@@ -164,6 +164,15 @@ def parse(ctx: Context, obj: dict, wanted: Callable[[int], bool], fmt: str) -> P
         copy.deepcopy(split_known(obj, {"images", "annotations", "categories"})),
         [rec for iid, rec in images.items() if rec is not None and iid not in used and wanted(iid)],
     )
+
+
+def _order_kind(regions: list[Region]) -> str:
+    """COCO-style depth: ``amodal_region.order`` is the rank in the object's COCOA record. Distinct in every
+    record of an image, it is the image's order; tied, as in D2SA, where each object is a record of its own
+    (``amodal_base.size`` 1, ``order`` 1), it says nothing between objects and the masks order them."""
+    if not all(r.order_path for r in regions):
+        return "inferred"
+    return "explicit" if len({r.order for r in regions}) == len(regions) else "tied"
 
 
 # ----- writing ----------------------------------------------------------------------------------
@@ -252,11 +261,12 @@ def kins_clusters(scene: AmodalScene) -> list[tuple[int, int]]:
     """KINS 2020's ``(oco_id, ico_id)`` per instance, from the scene's amodal masks and depth order.
 
     ``oco_id``: the instances whose amodal masks overlap, directly or through others, form a cluster,
-    numbered 1, 2, ... per image by their front-most member's rank; an instance that overlaps nothing has 0.
-    ``ico_id``: 1 for an instance nothing in front of it overlaps, else 1 + the largest ``ico_id`` of the
-    overlapping instances in front of it ("+1 each time occluded"). So of two overlapping instances the front
-    one always has the smaller ``ico_id``, which is all the KINS order protocol reads; two that do not overlap
-    may share one (no order is claimed between them)."""
+    numbered 1, 2, ... per image by their front-most member's rank. ``ico_id``: inside a cluster, 1 for an
+    instance nothing in front of it overlaps, else 1 + the largest ``ico_id`` of the overlapping instances in
+    front of it ("+1 each time occluded"). So of two overlapping instances the front one always has the
+    smaller ``ico_id``, which is all the KINS order protocol reads; two that do not overlap may share one (no
+    order is claimed between them). An instance that overlaps nothing is ``(0, 0)``: the KINS README labels
+    non-overlapping instances 0, and that is how the KINS 2020 files state them."""
     n = len(scene.instances)
     ranks = scene.ranks()
     pairs = overlapping_pairs(ranks, [inst.amodal for inst in scene.instances])  # (front, back), front first
@@ -280,7 +290,7 @@ def kins_clusters(scene: AmodalScene) -> list[tuple[int, int]]:
     for i in sorted(range(n), key=lambda k: ranks[k]):
         if root(i) in clustered and root(i) not in numbers:
             numbers[root(i)] = len(numbers) + 1
-    return [(numbers[root(i)], ico[i]) if root(i) in numbers else (0, ico[i]) for i in range(n)]
+    return [(numbers[root(i)], ico[i]) if root(i) in numbers else (0, 0) for i in range(n)]
 
 
 def _stated_clusters(scene: AmodalScene) -> list[tuple[int, int]] | None:
@@ -300,7 +310,7 @@ def _stated_clusters(scene: AmodalScene) -> list[tuple[int, int]] | None:
 def to_kins(annset: AnnotationSet) -> dict[str, Any]:
     """KINS 2020 JSON (``update_*_2020.json`` fields: ``a_segm``/``a_bbox``/``a_area`` amodal, ``i_segm``/
     ``i_bbox``/``i_area`` visible, ``oco_id``/``ico_id`` as read while the order still agrees with them,
-    else from `kins_clusters`), plus pycocotools' copies
+    else from `kins_clusters`), plus what pycocotools' COCOeval needs: ``iscrowd`` and copies
     ``segmentation``/``bbox``/``area`` of the amodal fields. KINS has no instance names, stuff flags or
     order between instances that do not overlap: those are not kept (names read back as category names)."""
     categories, default_cat = category_table(annset)
@@ -322,6 +332,7 @@ def to_kins(annset: AnnotationSet) -> dict[str, Any]:
             ann: dict[str, Any] = {
                 "id": inst.id if keep_ids else len(anns) + 1, "image_id": scene.image_id,
                 "category_id": default_cat if inst.category is None else inst.category,
+                "iscrowd": inst.extra.get("iscrowd", 0),  # pycocotools' COCOeval reads it
                 "a_segm": segm, "a_bbox": bbox, "a_area": area,
                 "i_segm": encode_rle(vis), "i_bbox": mask_bbox(vis), "i_area": float(vis.sum()),
                 "oco_id": oco, "ico_id": ico,

@@ -2,7 +2,7 @@
 
 A results list has no image records: each image's size is its RLEs' ``size``. Our predictions also carry
 ``visible_mask``, ``occlude_rate``, ``order`` (the depth rank) and ``area`` = visible fraction, the field
-occlusion-split evaluators read (FORMATS.md section 4).
+occlusion-split evaluators read (docs/formats.md, "Results lists").
 """
 
 from __future__ import annotations

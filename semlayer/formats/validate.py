@@ -1,17 +1,20 @@
 """Whole-file validation: schema problems and consistency of what the file states.
 
 The readers' own parser runs in collecting mode (every schema problem becomes a `Violation`, the bad
-record is skipped), then each scene's records are checked against the invariants of FORMATS.md:
-visible/invisible partition the amodal mask, ``occlude_rate``, unique orders, a ``depth_constraint`` that
-names existing regions, agrees with the orders and has no cycle, and the painter's rule where the orders
-are authoritative (COCOA, COCO-style with ``amodal_region.order``).
+record is skipped), then each scene's records are checked against the invariants of docs/formats.md:
+visible/invisible partition the amodal mask (a visible pixel outside the amodal mask is a violation in
+every format), ``occlude_rate``, unique orders, a ``depth_constraint`` that names existing regions, agrees
+with the orders and has no cycle, and the painter's rule where the file states the order (COCOA, COCO-style
+with ``amodal_region.order``; where those orders tie, as in D2SA, under the order the masks give the tied
+objects, as the readers take it).
 
-The painter's rule is read the way the scene model reads it (DESIGN.md section 3): a region in front
+The painter's rule is read the way the scene model reads it (`semlayer.scene`): a region in front
 hides what it covers, so a visible pixel under the amodal mask of a region with a smaller order is a
 contradiction (a violation). Hidden pixels that no region in front covers are *external occlusion*
 (something that is not annotated is in front): valid data, which the readers keep bit for bit, so they
-are only counted (`ValidationReport.external`, shown as a note). KINS masks come from separate amodal and
-visible annotation passes that do not follow the painter's rule, so only their structure is checked.
+are only counted (`ValidationReport.external`, shown as a note). Where the order is inferred from the
+masks (KINS, COCO-style without ``amodal_region.order``), visible pixels under an instance in front are
+counted in a note: KINS draws its amodal and visible masks in separate passes.
 """
 
 from __future__ import annotations
@@ -22,25 +25,29 @@ from typing import Any
 
 import numpy as np
 
-from ..order import parse_depth_constraint
-from ._base import Context, Group, Region, Violation, build_scene, join
+from ..order import overlapping_pairs, parse_depth_constraint
+from ._base import Context, Group, Region, Repair, Violation, build_scene, group_ranks, join, repair_lines, summary
 from .api import detect, parse, read_json
 
 TOLERANCE = 1e-6
-NOTE_PATHS = 5  # regions with external occlusion named in the note
+NOTE_PATHS = 5  # regions named in a note
 
 
 @dataclass
 class ValidationReport:
     """What `validation_report` found: ``violations`` (the file contradicts its format or itself; empty
-    when valid) and ``external``, the regions with external occlusion as ``(json path, hidden px that no
-    region in front covers)``, which is valid data."""
+    when valid) and, about valid data: ``external``, the regions with external occlusion as ``(json path,
+    hidden px that no region in front covers)``; ``clipped``, where the order is inferred from the masks,
+    stated visible pixels under an instance in front, which the scene (the painter's rule) reads as hidden;
+    ``repairs``, masks larger than their image that the readers crop (D2SA); ``occl_depth``, overlapping
+    pairs ``(front path, back path, front occl_depth, back occl_depth)`` whose order (the masks', or
+    ``amodal_region.order``) puts the smaller ``occl_depth`` in front."""
 
     violations: list[Violation] = field(default_factory=list)
     external: list[tuple[str, int]] = field(default_factory=list)
-    # KINS: stated visible pixels under an instance in front of the inferred order, which the scene (the
-    # painter's rule) reads as hidden: (json path, px). KINS draws visible and amodal masks separately.
     clipped: list[tuple[str, int]] = field(default_factory=list)
+    repairs: list[Repair] = field(default_factory=list)
+    occl_depth: list[tuple[str, str, float, float]] = field(default_factory=list)
 
     @property
     def valid(self) -> bool:
@@ -51,21 +58,21 @@ class ValidationReport:
         """Informational lines about valid data (not violations)."""
         notes = []
         if self.external:
-            notes.append(_note(self.external, "with external occlusion (hidden by unannotated objects, {total} px "
-                                              "in all)"))
+            notes.append(summary(self.external, "with external occlusion (hidden by unannotated objects, {total} px "
+                                                "in all)"))
         if self.clipped:
-            notes.append(_note(self.clipped, "whose visible mask reaches under an instance in front ({total} px "
-                                             "in all; read as hidden, by the painter's rule under the order "
-                                             "inferred from the masks)"))
+            notes.append(summary(self.clipped, "whose visible mask reaches under an instance in front ({total} px "
+                                               "in all; read as hidden, by the painter's rule under the order "
+                                               "inferred from the masks)"))
+        notes += repair_lines(self.repairs)
+        if self.occl_depth:
+            pairs = [(f"{front} over {back}", 0) for front, back, _, _ in self.occl_depth]
+            labels = [f"occl_depth {a:g} over {b:g}" for _, _, a, b in self.occl_depth]
+            notes.append(summary(pairs, "where the object in front has the smaller occl_depth (kept as the masks, "
+                                        "or amodal_region.order, put them; occl_depth, whose direction D2SA does "
+                                        "not document, is read as larger = nearer the front and only breaks ties)",
+                                 "overlapping pair", NOTE_PATHS, labels))
         return notes
-
-
-def _note(regions: list[tuple[str, int]], what: str) -> str:
-    n = len(regions)
-    shown = ", ".join(f"{path} ({px} px)" for path, px in regions[:NOTE_PATHS])
-    more = f" and {n - NOTE_PATHS} more" if n > NOTE_PATHS else ""
-    total = sum(px for _, px in regions)
-    return f"{n} region{'s' if n > 1 else ''} {what.format(total=total)}: {shown}{more}"
 
 
 def validate(path_or_obj: str | os.PathLike | Any) -> list[Violation]:
@@ -89,15 +96,19 @@ def validation_report(path_or_obj: str | os.PathLike | Any) -> ValidationReport:
     parsed = ctx.attempt(parse, ctx, obj, fmt)
     if parsed is not None:
         for group in parsed.groups:
-            if fmt.startswith("kins"):
-                _note_clipped_visible(group, report.clipped)
-            else:
-                _check_masks(ctx, group)
+            _check_masks(ctx, group)
             if group.order_kind == "explicit":
                 _check_orders(ctx, group)
-                _check_painters_rule(ctx, group, report.external)
+                _check_painters_rule(ctx, group, report.external, [r.order for r in group.regions])
+            elif group.order_kind == "tied":  # D2SA: the masks order the tied objects, as the readers do
+                _check_painters_rule(ctx, group, report.external, group_ranks(group))
+            else:
+                _note_clipped_visible(group, report.clipped)
             if fmt == "cocoa":
                 _check_depth_constraint(ctx, group)
+            if fmt == "coco":
+                _note_occl_depth(group, report.occl_depth)
+    report.repairs = ctx.repairs  # the readers' crops of padded masks
     return report
 
 
@@ -119,7 +130,7 @@ def _check_masks(ctx: Context, group: Group) -> None:
                 msg = "visible_mask and invisible_mask that partition the amodal mask; "
                 ctx.report(r.path, msg + ", ".join(parts))
         else:
-            for key, mask in (("visible_mask", r.visible), ("invisible_mask", r.invisible)):
+            for key, mask in ((r.visible_key, r.visible), ("invisible_mask", r.invisible)):
                 outside = 0 if mask is None else int((mask & ~amodal).sum())
                 if outside:
                     ctx.report(join(r.path, key), f"a mask inside the amodal mask; {_px(outside)} outside")
@@ -133,11 +144,21 @@ def _check_masks(ctx: Context, group: Group) -> None:
 
 
 def _note_clipped_visible(group: Group, clipped: list[tuple[str, int]]) -> None:
-    scene = build_scene(group)
-    for r, visible in zip(group.regions, scene.visible_masks()):
-        n = int((r.visible_or_amodal() & r.amodal & ~visible).sum())
-        if n:
-            clipped.append((r.path, n))
+    dropped: list[Repair] = []
+    build_scene(group, dropped)
+    clipped += [(r.json_path, r.px) for r in dropped if r.kind == "under"]
+
+
+def _note_occl_depth(group: Group, found: list[tuple[str, str, float, float]]) -> None:
+    """Overlapping pairs that the scene's order (the masks', or ``amodal_region.order``) puts against
+    ``occl_depth`` read as larger = nearer the front; the masks' evidence is kept, the disagreement noted."""
+    regions = group.regions
+    if len(regions) < 2 or any(r.occl_depth is None for r in regions):
+        return
+    for front, back in overlapping_pairs(group_ranks(group), [r.amodal for r in regions]):
+        a, b = regions[front].occl_depth, regions[back].occl_depth
+        if a < b:
+            found.append((regions[front].path, regions[back].path, a, b))
 
 
 def _check_orders(ctx: Context, group: Group) -> None:
@@ -150,19 +171,19 @@ def _check_orders(ctx: Context, group: Group) -> None:
             first[r.order] = r
 
 
-def _check_painters_rule(ctx: Context, group: Group, external: list[tuple[str, int]]) -> None:
-    """No visible pixel under a region in front (else a violation); hidden pixels that no region in front
-    covers are external occlusion, as the readers take them (`AmodalScene.set_visible`). Reported in
-    record order."""
+def _check_painters_rule(ctx: Context, group: Group, external: list[tuple[str, int]], keys: list[float]) -> None:
+    """No visible pixel under a region in front (smaller ``keys``; else a violation); hidden pixels that no
+    region in front covers are external occlusion, as the readers take them (`AmodalScene.set_visible`).
+    Reported in record order."""
     found: dict[int, tuple[tuple[str, str] | None, int]] = {}  # record index -> (violation, external px)
-    by_order = sorted(range(len(group.regions)), key=lambda i: group.regions[i].order)
+    by_order = sorted(range(len(group.regions)), key=lambda i: keys[i])
     front = None  # union of the amodal masks of the regions in front
     done = 0  # regions by_order[:done] are in front
     for i in by_order:
         r = group.regions[i]
         if front is None:
             front = np.zeros_like(r.amodal)
-        while group.regions[by_order[done]].order < r.order:
+        while keys[by_order[done]] < keys[i]:
             front |= group.regions[by_order[done]].amodal
             done += 1
         visible = r.amodal & r.visible_or_amodal()
@@ -182,13 +203,17 @@ def _painter_violation(r: Region, clash: np.ndarray, n: int, in_front: list[Regi
     """(path, message) for the ``n`` visible pixels ``clash`` of region ``r`` under regions ``in_front``."""
     under = [(o, int((clash & o.amodal).sum())) for o in in_front]
     under = [(o, k) for o, k in under if k]
+
+    def order(o: Region) -> str:  # a tied order (D2SA) says who is in front by the masks
+        return f"order {o.order}, in front by the masks" if o.order == r.order else f"order {o.order}"
+
     if len(under) == 1:
-        who = f"{under[0][0].path} (order {under[0][0].order})"
+        who = f"{under[0][0].path} ({order(under[0][0])})"
     else:
-        who = ", ".join(f"{o.path} (order {o.order}, {_px(k)})" for o, k in under)
+        who = ", ".join(f"{o.path} ({order(o)}, {_px(k)})" for o, k in under)
     if r.visible is not None:
-        return join(r.path, "visible_mask"), ("no visible pixel under the amodal mask of a region in front "
-                                              f"(painter's rule); {_px(n)} visible under {who}")
+        return join(r.path, r.visible_key), ("no visible pixel under the amodal mask of a region in front "
+                                             f"(painter's rule); {_px(n)} visible under {who}")
     if r.invisible is not None:
         return join(r.path, "invisible_mask"), ("every pixel of the amodal mask that a region in front covers "
                                                 f"(painter's rule); {_px(n)} missing, under {who}")
