@@ -448,7 +448,7 @@ def test_a_large_photo_is_shown_reduced_and_a_click_selects_at_full_resolution(b
     masks = [np.zeros((BH, BW), bool) for _ in range(3)]
     masks[0][300:1500, 400:2000] = True  # wall, behind
     masks[1][900:1800, 1500:2900] = True  # table, in front of the wall
-    masks[2][1000:1003, 2400:2403] = True  # a 3 x 3 px speck on the table, in front
+    masks[2][996:1005, 2397:2406] = True  # a 9 x 9 px speck on the table, in front: 3 x 3 display pixels
     scene = AmodalScene({"id": 1, "file_name": "photo.jpg", "height": BH, "width": BW}, [
         Instance(1, masks[0], rank=3, name="wall"), Instance(2, masks[1], rank=2, name="table"),
         Instance(3, masks[2], rank=1, name="speck")])
@@ -464,10 +464,12 @@ def test_a_large_photo_is_shown_reduced_and_a_click_selects_at_full_resolution(b
         ox, oy = (box["width"] - 1100 * r) / 2, (box["height"] - 667 * r) / 2
         # Display pixel (800, 333) stands for the block x 2400..2402, y 999..1001, centre (2401, 1000): the speck.
         page.mouse.click(box["x"] + ox + 800.5 * r, box["y"] + oy + 333.5 * r)
-        wait_text(page, "inspector", "speck (#3)")
+        wait_text(page, "inspector", "speck (#1) · annotation")  # the file lists regions front first
         page.mouse.click(box["x"] + ox + 700.5 * r, box["y"] + oy + 333.5 * r)  # centre (2101, 1000): the table
-        wait_text(page, "inspector", "table (#2)")
+        wait_text(page, "inspector", "table (#2) · annotation")
         if os.environ.get("SEMLAYER_SHOT"):
+            page.locator(".progress-text").first.wait_for(state="detached", timeout=30_000)
+            shown(page, "main-image")
             page.screenshot(path=os.environ["SEMLAYER_SHOT"], full_page=True)
     finally:
         context.close()
