@@ -10,6 +10,7 @@ with its path in the whole file. Checks that span the file (unique annotation id
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -25,6 +26,15 @@ try:  # a fast parser for large files; the standard library reads the same docum
     import orjson
 except ImportError:  # pragma: no cover - orjson is in requirements.txt
     orjson = None
+
+
+def _dumps(obj: Any) -> bytes:
+    """Records as JSON text (a non-finite number, which no reader accepts, may come back as null)."""
+    return orjson.dumps(obj) if orjson is not None else json.dumps(obj).encode()
+
+
+def _loads(data: bytes) -> Any:
+    return orjson.loads(data) if orjson is not None else json.loads(data)
 
 
 def read_json_fast(path: str | Path) -> Any:
@@ -45,12 +55,24 @@ class IndexedScenes(Sequence[AmodalScene]):
     for a results list, whose image sizes only its masks state)."""
 
     def __init__(self, obj: Any, source: str, fmt: str, members: list[list[int]], image_positions: list[int]):
-        self._obj, self._source, self._fmt = obj, source, fmt
-        self._members, self._image_positions = members, image_positions
+        self._source, self._fmt = source, fmt
+        self._categories = None if fmt == "results" else obj.get("categories")  # shared by every scene's records
         self.images = None if fmt == "results" else [copy.deepcopy(obj["images"][p]) for p in image_positions]
+        # Each scene's records as compact JSON text: a parsed file's Python objects take several times its
+        # size, so the parsed document is dropped once its scenes' texts are cut out.
+        self._records: list[bytes] = []
+        self._paths: list[dict[str, list[int]]] = []
+        for idx, position in zip(members, image_positions):
+            if fmt == "results":
+                part: Any = [obj[j] for j in idx]
+                self._paths.append({"": idx})
+            else:
+                part = {"images": [obj["images"][position]], "annotations": [obj["annotations"][j] for j in idx]}
+                self._paths.append({"annotations": idx, "images": [position]})
+            self._records.append(_dumps(part))
 
     def __len__(self) -> int:
-        return len(self._members)
+        return len(self._records)
 
     @overload
     def __getitem__(self, index: int) -> AmodalScene: ...
@@ -65,15 +87,9 @@ class IndexedScenes(Sequence[AmodalScene]):
         if not -n <= index < n:
             raise IndexError(f"scene index {index} out of range for {n} scenes")
         index %= n
-        idx = self._members[index]
-        if self._fmt == "results":
-            part: Any = [self._obj[j] for j in idx]
-            paths = {"": idx}
-        else:
-            part = {k: v for k, v in self._obj.items() if k not in ("images", "annotations")}
-            part["images"] = [self._obj["images"][self._image_positions[index]]]
-            part["annotations"] = [self._obj["annotations"][j] for j in idx]
-            paths = {"annotations": idx, "images": [self._image_positions[index]]}
+        part, paths = _loads(self._records[index]), self._paths[index]
+        if self._categories is not None:
+            part["categories"] = self._categories
         try:
             return build_scene(next(iter(parse(Context(self._source), part, self._fmt).groups)))
         except FormatError as err:
