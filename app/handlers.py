@@ -59,6 +59,10 @@ class AppConfig:
     png_level: int = 0
     K: int = semdist.DEFAULT_K
     tau: float = semdist.DEFAULT_TAU
+    # "Open dataset" chooses among the annotation files under this folder (None: only --data is opened).
+    data_root: Path | None = None
+    # A tab (browser tab or API client) unused this long is forgotten; its edits are on disk.
+    tab_idle_s: float = 3600.0
 
 
 @dataclass(eq=False)
@@ -167,6 +171,7 @@ class Tab:
     pane: str = "overlay"  # the open tab over the image (level sets and G are drawn only while open)
     surface: bool = False  # draw the 3-D surface (only while its tab is open: it is the slow figure)
     figures: FigureCache = field(default_factory=FigureCache)
+    assist: Any = None  # the assists' clicks and pending proposal on the current image (app.assists)
     # Held by each event of this tab from its action through its render (app.layout.Tabs.use).
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
@@ -178,6 +183,7 @@ class Tab:
 
 # Fine-tune jobs by dataset workspace folder (process-wide, like the models).
 _JOBS: dict[Path, FineTuneJob] = {}
+_JOBS_LOCK = threading.Lock()
 
 
 # ----- opening data ----------------------------------------------------------------------------
@@ -205,10 +211,16 @@ def open_uploads(cfg: AppConfig, checkpoint: str | os.PathLike | None) -> EditSe
     return session
 
 
-def switch_dataset(cfg: AppConfig, tab: Tab, data: str, images: str) -> None:
-    if not str(data).strip() or not str(images).strip():
-        raise UserError("give both the annotation file and its image folder")
-    tab.session = EditSession.open(cfg.workspace, Path(str(data).strip()).expanduser(), Path(str(images).strip()).expanduser())
+def switch_dataset(cfg: AppConfig, tab: Tab, data: str | None, images: str | None) -> None:
+    """Open another dataset: ``data`` and ``images`` are names among those listed under ``--data-root``
+    (`app.security.dataset_choices`), never paths a client made up."""
+    from .security import chosen, dataset_choices, image_folder_choices
+
+    if not data or not images:
+        raise UserError("choose both the annotation file and its image folder")
+    source = chosen(cfg, data, dataset_choices(cfg), "annotation file")
+    folder = chosen(cfg, images, image_folder_choices(cfg), "image folder")
+    tab.session = EditSession.open(cfg.workspace, source, folder)
     clear_selection(tab)
 
 
@@ -237,7 +249,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     try:
         return _read_cached(str(path), path.stat().st_mtime_ns)
     except FileNotFoundError:
-        raise UserError(f"image file {path} does not exist (is the image folder right?)") from None
+        raise UserError(f"image file {path.name} does not exist (is the image folder right?)") from None
 
 
 def current_image(tab: Tab) -> np.ndarray:
@@ -247,7 +259,7 @@ def current_image(tab: Tab) -> np.ndarray:
     image = load_image(tab.session.image_path())
     if image.shape[:2] != scene.shape:
         raise UserError(
-            f"{tab.session.image_path()} is {image.shape[1]}x{image.shape[0]} but its annotation says "
+            f"{scene.file_name} is {image.shape[1]}x{image.shape[0]} but its annotation says "
             f"{scene.width}x{scene.height}"
         )
     return image
@@ -466,9 +478,9 @@ def encode_png(image: np.ndarray, level: int = 1) -> bytes:
 
 
 def annotation_key(tab: Tab) -> tuple:
-    """What every figure of the annotation depends on: its dataset, image and saved revision (each edit,
-    undo and redo is saved at once and bumps it)."""
-    return ("annotation", str(tab.session.folder), tab.session.current, tab.session.revision)
+    """What every figure of the annotation depends on: its dataset, image, saved revision and edits made (each
+    edit, undo and redo counts, saved or not: a save that failed keeps its edit on screen)."""
+    return ("annotation", str(tab.session.folder), tab.session.current, tab.session.revision, tab.session.changes)
 
 
 def figure_key(cfg: AppConfig, tab: Tab, which: str) -> tuple:
@@ -823,7 +835,7 @@ def render(cfg: AppConfig, tab: Tab, parts: Sequence[str] = PARTS) -> dict[str, 
             others=[(f"{i.name or 'unnamed'} (#{i.id})", i.id) for i in sorted(scene.instances, key=lambda i: i.rank)],
             status=f"{last} · {len(undo_labels)} undo / {len(redo_labels)} redo · "
             f"{len(tab.session.edited_indices())} edited image(s) · saved as revision {tab.session.revision} "
-            f"in `{tab.session.folder}`",
+            f"in workspace folder `{tab.session.folder.name}`" + "".join(f"  \n⚠ {n}" for n in tab.session.notices),
             position=f"image {tab.session.current + 1} of {len(tab.session)}: `{scene.file_name}`",
             model=model_notice(cfg, tab),
             show=tab.show,
@@ -982,9 +994,22 @@ def export(tab: Tab, fmt: str) -> Path:
 
 
 def start_finetune(cfg: AppConfig, tab: Tab, command: list[str] | None = None) -> FineTuneJob:
-    """Export the corrected dataset (COCOA) and start train.py --init on it in the background."""
+    """Export the corrected dataset (COCOA) and start train.py --init on it in the background. One fine-tune
+    at a time on the whole server: each takes the machine's cores (and any number of crafted datasets
+    would otherwise start as many processes)."""
+    with _JOBS_LOCK:
+        return _start_finetune(cfg, tab, command)
+
+
+def _start_finetune(cfg: AppConfig, tab: Tab, command: list[str] | None) -> FineTuneJob:
     if tab.job is not None and tab.job.progress().state == "running":
         raise UserError("a fine-tune is already running in this tab; cancel it first")
+    busy = [folder for folder, job in _JOBS.items() if job.progress().state == "running"]
+    if busy:
+        raise UserError(
+            f"a fine-tune of another dataset ({busy[0].name}) is running on this server; one runs at a time: "
+            "start this one when it has finished (or cancel it from its page)"
+        )
     if tab.checkpoint is None:
         raise UserError("no model is loaded: start the app with --checkpoint CKPT to fine-tune it")
     if cfg.train_config is None:

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import SemlayerError
-from .images import read_image
+from .images import image_file, read_image
 from .io_utils import atomic_write_bytes, atomic_write_json
 
 
@@ -66,9 +66,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1
 
 
+def _check_levels(args: argparse.Namespace) -> None:
+    """--K and --tau as the sem-dist encoding needs them (a positive count and a positive, finite distance)."""
+    if args.K < 1:
+        raise UsageError(f"--K must be a positive number of depth levels, got {args.K}")
+    if not (np.isfinite(args.tau) and args.tau > 0):
+        raise UsageError(f"--tau must be a positive number of pixels, got {args.tau}")
+
+
 def cmd_encode(args: argparse.Namespace) -> int:
     from . import formats, semdist
 
+    _check_levels(args)
     annset = formats.load(args.input)
     scene = _scene_for_image(annset, args.image_id, args.input)
     maps = semdist.encode_scene(scene, K=args.K, tau=args.tau)
@@ -88,10 +97,10 @@ def cmd_encode(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     from . import formats, viz
 
+    _check_levels(args)
     annset = formats.load(args.input)
     scene = _scene_for_image(annset, args.image_id, args.input)
-    image_path = Path(args.images) / scene.file_name
-    image = read_image(image_path)
+    image = read_image(image_file(args.images, scene.file_name), expected_hw=scene.shape)
     figure = viz.level_set_figure(image, scene, K=args.K, tau=args.tau)
     viz.save_png(figure, args.out)
     print(f"wrote {args.out}")
@@ -116,6 +125,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     gt = formats.load(args.gt, compact=True)  # whole test sets: masks as RLE until each image is scored
     pred = formats.load(args.pred, compact=True)
+    if args.protocol == "cocoa-official":
+        from .cocoa_eval import JSON_KEY, format_official_table, official_cocoa_evaluate
+
+        metrics = official_cocoa_evaluate(gt, pred, max_dets=args.max_dets, gt_file=args.gt, pred_file=args.pred)
+        print(format_official_table(metrics))
+        if args.json:
+            atomic_write_json(args.json, {JSON_KEY: metrics}, indent=2)
+            print(f"wrote {args.json}")
+        return 0
     metrics = evaluate(gt, pred, gt_file=args.gt, pred_file=args.pred, class_agnostic=args.class_agnostic or None)
     print(format_table(metrics))
     if args.json:
@@ -211,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gt", required=True)
     s.add_argument("--pred", required=True)
     s.add_argument("--json", default=None, help="also write the metrics as JSON")
+    s.add_argument("--protocol", choices=["default", "cocoa-official"], default="default",
+                   help="default: every semlayer metric; cocoa-official: COCOA's official amodalAPI numbers "
+                        "(class-agnostic, its occlusion buckets), under 'cocoa_official' in --json")
+    s.add_argument("--max-dets", type=int, choices=[100, 1000], default=1000,
+                   help="cocoa-official: detections per image for AP (amodalAPI's maxProp, default 1000)")
     s.add_argument("--class-agnostic", action="store_true",
                    help="ignore categories (default when either file has none, e.g. COCOA)")
     s.set_defaults(func=cmd_evaluate)
@@ -256,4 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except json.JSONDecodeError as exc:  # formats turn these into FormatError; this is the last net
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError:  # the size caps should prevent it; a machine with little memory may still run out
+        print(f"error: {args.command}: out of memory (the input asks for more than this machine has)", file=sys.stderr)
         return 2

@@ -54,6 +54,12 @@ class Instance:
     # A prediction attaches the network's map here: a `semdist.SemDistMap`, a crop of the instance's box (so
     # its memory follows the box, not the image), whose layers follow the scene's visible mask.
     semdist: Any = None
+    # The occlusion the source record states, where it is not what the painter's rule gives (overlapping
+    # detections need not agree with any one depth order): ``stated_visible`` as COCO RLE, inside the amodal
+    # mask; ``stated_occlude_rate`` as the file has it. None when unstated. An edit of the order, of the
+    # visibility or of this mask drops them: they describe the file, not the edited scene.
+    stated_visible: dict[str, Any] | None = None
+    stated_occlude_rate: float | None = None
 
     def __post_init__(self) -> None:
         self.amodal = np.asarray(self.amodal, dtype=bool)
@@ -83,10 +89,16 @@ class Instance:
         self.amodal = _as_mask(mask, *self.amodal.shape, f"instance {self.id} amodal mask").copy()
         self.polygons = None
         self.semdist = None
+        self.drop_stated()
         if self.external is not None:
             self.external = self.external & self.amodal
             if not self.external.any():
                 self.external = None
+
+
+    def drop_stated(self) -> None:
+        self.stated_visible = None
+        self.stated_occlude_rate = None
 
 
 def mask_bbox(mask: np.ndarray) -> list[float]:
@@ -184,6 +196,8 @@ class AmodalScene:
             raise ValueError(f"order {list(front_to_back_ids)} must name every instance {ids} once")
         for rank, inst_id in enumerate(front_to_back_ids, start=1):
             self.get(inst_id).rank = rank
+        for inst in self.instances:
+            inst.drop_stated()
 
     def order_ids(self) -> list[int]:
         """Instance ids front-most first."""
@@ -313,6 +327,8 @@ class AmodalScene:
         """
         if len(visible) != len(self.instances):
             raise ValueError(f"expected {len(self.instances)} visible masks, got {len(visible)}")
+        for inst in self.instances:
+            inst.drop_stated()
         covered = self._empty_mask()
         for i in self.front_to_back():
             inst = self.instances[i]

@@ -22,14 +22,14 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from app.handlers import AppConfig, display_scale
-from app.layout import build
-from app.main import ROOT, allowed_paths
+from app.main import ROOT, launch as serve
 from app.model import Model, load_model, register_model
 from semlayer import formats, synth
 from semlayer.figures import DEMO_ANNOTATIONS, DEMO_IMAGES
 from semlayer.images import read_image
 from semlayer.order import overlapping_pairs
 from semlayer.predict import DEFAULT_CHECKPOINT
+from semlayer.scene import mask_bbox
 from tests.test_app_handlers import FakePredictor
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -42,15 +42,11 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 
 def launch(cfg):
     """Start the app of ``cfg`` on a free port; returns the Blocks (close it) and the URL."""
-    demo = build(cfg)
-    demo.queue()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    _, url, _ = demo.launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, allowed_paths=allowed_paths(cfg)
-    )
-    return demo, url
+    # As `python -m app` serves it: only the allowed paths, behind the file guard.
+    return serve(cfg, port=port, prevent_thread_lock=True, quiet=True)
 
 
 @pytest.fixture
@@ -96,17 +92,11 @@ def wait_text(page, elem_id, text, timeout=20_000):
                     f"the page's messages: {messages}")  # fmt: skip
 
 
-def fill(page, label, text):
-    """Type ``text`` into the box labelled ``label`` and make sure it stays there. Gradio mounts the boxes of
-    an accordion when it opens and may set them to their initial value a moment after a fill; the
-    'Open dataset' click then sent the demo's paths (CI, stop 15; about 1 run in 15 here)."""
-    box = page.get_by_label(label)
-    for _ in range(20):
-        box.fill(text)
-        page.wait_for_timeout(250)
-        if box.input_value() == text:
-            return
-    pytest.fail(f"the box {label!r} does not keep {text!r}; it shows {box.input_value()!r}")
+def choose(page, label, option):
+    """Pick ``option`` in the dropdown labelled ``label``."""
+    page.get_by_label(label).click()
+    page.get_by_role("option", name=option, exact=True).click()
+    page.wait_for_timeout(250)
 
 
 @pytest.fixture
@@ -116,9 +106,9 @@ def page(browser, app):
     context.close()
 
 
-def click_pixel(page, scene, x, y):
+def click_pixel(page, scene, x, y, elem_id="main-image"):
     """Click image pixel (x, y): the page shows the image enlarged and centred in its box."""
-    img = page.locator("#main-image img").first
+    img = page.locator(f"#{elem_id} img").first
     img.scroll_into_view_if_needed()
     natural_w, natural_h = img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
     box = img.bounding_box()
@@ -238,6 +228,42 @@ def test_paint_strokes_onto_the_selected_mask(page, app):
 
     area = int(decode_rle(saved["state"]["instances"][str(target)]["amodal"]).sum())
     assert area > scene.get(target).area  # the stroke (drawn above the objects) was added
+
+
+def test_grabcut_assist_from_a_box_becomes_a_new_instance_and_the_hidden_brush_paints_under_the_front(
+        page, app, tmp_path):
+    _, cfg, scene = app
+    target = scene.get(scene.order_ids()[-1])  # the back-most: something hides part of it
+    page.get_by_text("Assists: GrabCut, superpixels, hidden part").click()
+    page.get_by_role("button", name="↻ current image").click()
+    page.locator("#assist-image").scroll_into_view_if_needed()
+    shown(page, "assist-image")
+    wait_text(page, "assist-status", "no proposal")
+    vx, vy, vw, vh = (int(v) for v in mask_bbox(scene.visible(target.id)))
+    click_pixel(page, scene, max(vx - 2, 0), max(vy - 2, 0), "assist-image")
+    page.wait_for_timeout(500)
+    click_pixel(page, scene, min(vx + vw + 1, scene.width - 1), min(vy + vh + 1, scene.height - 1), "assist-image")
+    wait_text(page, "assist-status", "visible part")
+    page.screenshot(path=str(tmp_path / "assist.png"), full_page=True)
+    if os.environ.get("UPDATE_SCREENSHOT"):
+        page.locator("#assists").screenshot(path=str(ROOT / "docs" / "app_assists.png"))
+    page.get_by_role("button", name="accept as new instance").click()
+    wait_text(page, "status", "last edit: GrabCut")
+    # The hidden-part brush on the back object: select it (the new instance is over it now: click again to
+    # reach it), then a dab that removes hidden pixels under the objects in front.
+    click_pixel(page, scene, *visible_pixel(scene, target.id))
+    wait_text(page, "inspector", f"(#{scene.next_instance_id()})")
+    click_pixel(page, scene, *visible_pixel(scene, target.id))
+    wait_text(page, "inspector", f"(#{target.id})")
+    page.locator("#assist-tool").get_by_text("hidden-part brush", exact=True).click()
+    page.locator("#assist-click").get_by_text("background / remove (−)").click()
+    hidden = scene.occluded(target.id)
+    if hidden.any():
+        ys, xs = np.nonzero(hidden)
+        click_pixel(page, scene, int(xs[len(xs) // 2]), int(ys[len(ys) // 2]), "assist-image")
+        wait_text(page, "assist-status", f"amodal mask of #{target.id}")
+        page.get_by_role("button", name="accept proposal").click()
+        wait_text(page, "status", "last edit: edit mask of")
 
 
 def demo_checkpoint():
@@ -362,13 +388,15 @@ def test_a_cocoa_file_is_fixed_exported_validated_and_fine_tuned(browser, tmp_pa
     ckpt = save_checkpoint(tmp_path / "model.pt", {"model": build_model(config).state_dict(), "config": config,
                                                   "class_names": names})  # fmt: skip
     cfg = AppConfig(workspace=tmp_path / "ws", data=DEMO_ANNOTATIONS, images=DEMO_IMAGES, checkpoint=ckpt,
-                    train_config=ROOT / "configs" / "tiny_synth.yaml", finetune_iters=50)  # fmt: skip
+                    train_config=ROOT / "configs" / "tiny_synth.yaml", finetune_iters=50,
+                    data_root=tmp_path / "mine")  # fmt: skip
     demo, url = launch(cfg)
     context, page = open_page(browser, url)
     try:
         page.get_by_text("Load: upload, examples, dataset").click()
-        fill(page, "annotation file (COCOA, COCO-style amodal, KINS)", str(data))
-        fill(page, "image folder", str(data.parent / "images"))
+        # Datasets are chosen by name among the files under --data-root (security.md).
+        choose(page, "annotation file (COCOA, COCO-style amodal, KINS)", "annotations.json")
+        choose(page, "image folder", "images")
         page.get_by_role("button", name="Open dataset").click()
         scene = formats.load(data).scenes[0]
         wait_text(page, "position", f"image 1 of 2: {scene.file_name}", timeout=30_000)

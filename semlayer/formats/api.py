@@ -43,6 +43,8 @@ def read_json(path: str | os.PathLike) -> Any:
         raise FormatError(
             str(path), "", f"complete, valid JSON; {err.msg} at line {err.lineno}, column {err.colno}"
         ) from None
+    except ValueError as err:  # e.g. an integer of more digits than Python converts
+        raise FormatError(str(path), "", f"JSON whose numbers Python can read; {err}") from None
     except RecursionError:
         raise FormatError(str(path), "", "JSON nested less deeply than Python's recursion limit") from None
 

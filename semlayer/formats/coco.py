@@ -13,7 +13,7 @@ from ..errors import ConfigError
 from ..order import overlapping_pairs
 from ..scene import AnnotationSet, AmodalScene, mask_bbox
 from ._base import (
-    Context, Group, annotation_image, Parsed, Region, check_unique_ids, image_index, is_flag, is_int, is_number, join, parse_categories,
+    Context, Group, check_instance_count, annotation_image, Parsed, Region, check_unique_ids, image_index, is_flag, is_int, is_number, join, parse_categories,
     parse_mask, record, records, split_known, take,
 )
 from .cocoa import ORDER, annotation_header
@@ -150,6 +150,8 @@ def parse(ctx: Context, obj: dict, wanted: Callable[[int], bool], fmt: str) -> P
         for (image_id, _), idx in members.items():
             image = images[image_id]
             shape = (image["height"], image["width"])
+            if not ctx.attempt(check_instance_count, ctx, len(idx), f"annotations[{idx[-1]}]"):
+                continue  # validating: the count is recorded as a violation
             regions = [ctx.attempt(parse_region, ctx, anns[i], f"annotations[{i}]", shape, cats) for i in idx]
             if any(r is None for r in regions):
                 continue

@@ -15,7 +15,7 @@ import numpy as np
 from ..order import format_depth_constraint, overlapping_pairs
 from ..scene import AmodalScene, AnnotationSet
 from ._base import (
-    POLYGON, Context, Group, annotation_image, Parsed, Region, check_unique_ids, image_index, is_flag, is_int, is_number, join,
+    POLYGON, Context, check_instance_count, Group, annotation_image, Parsed, Region, check_unique_ids, image_index, is_flag, is_int, is_number, join,
     parse_categories, parse_polygon, parse_rle, record, records, split_known, take,
 )
 from .masks import encode_rle, mask_to_polygon, polygons_to_mask
@@ -74,6 +74,7 @@ def parse_annotation(ctx: Context, value: Any, path: str, images: dict[int, dict
     take(ctx, rec, "id", path, is_int, "an integer annotation id")
     take(ctx, rec, "depth_constraint", path, lambda v: isinstance(v, str), 'a string like "1-2,1-5"', "")
     regions = take(ctx, rec, "regions", path, lambda v: isinstance(v, list), "a list of region objects")
+    check_instance_count(ctx, len(regions), join(path, "regions"))
     image = images[image_id]
     shape = (image["height"], image["width"])
     parsed = [ctx.attempt(parse_region, ctx, r, f"{path}.regions[{j}]", shape, j) for j, r in enumerate(regions)]

@@ -26,7 +26,8 @@ from pycocotools import mask as mask_utils
 from ..scene import AmodalScene, Instance
 from .masks import rle_input
 
-_FIELDS = ("id", "rank", "name", "category", "is_stuff", "score", "polygons", "extra", "cluster")
+_FIELDS = ("id", "rank", "name", "category", "is_stuff", "score", "polygons", "extra", "cluster",
+           "stated_visible", "stated_occlude_rate")
 
 
 def _encode(mask: np.ndarray) -> dict[str, Any]:

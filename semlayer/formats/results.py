@@ -14,7 +14,7 @@ import numpy as np
 
 from ..scene import AnnotationSet
 from ._base import (
-    Context, Group, Parsed, Region, is_int, is_number, join, parse_mask, parse_rle, record, split_known, take,
+    Context, Group, Parsed, check_instance_count, Region, is_int, is_number, join, parse_mask, parse_rle, record, split_known, take,
 )
 from .coco import MASK, category_table
 from .cocoa import ORDER
@@ -63,6 +63,8 @@ def parse(ctx: Context, items: list, wanted: Callable[[int], bool]) -> Parsed:
 
     def groups():
         for image_id, idx in members.items():
+            if not ctx.attempt(check_instance_count, ctx, len(idx), f"[{idx[-1]}]"):
+                continue  # validating: the count is recorded as a violation
             regions: list[Region | None] = []
             shape = None
             for i in idx:
