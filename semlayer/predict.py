@@ -22,8 +22,8 @@ How a scene is decoded from the network's outputs (DESIGN.md section 5):
   from `order.ranks_from_constraints` (cycles broken by dropping the weakest evidence; unordered instances
   by score). Baselines have no layers: of two overlapping instances the one whose overlap is the smaller
   share of its own area is in front (an occluded object loses a larger share of itself to the overlap).
-* Visible masks follow the painter's rule under that order (`AmodalScene.set_visible`), with the predicted
-  visible region (layer 0) as the visible evidence: occlusion the network sees but no detected instance
+* Visible masks follow the painter's rule under that order (as `AmodalScene.set_visible` sets it, worked out
+  in each detection's box), with the predicted visible region (layer 0) as the visible evidence: occlusion the network sees but no detected instance
   explains is kept as *external* occlusion. Pieces of it are dropped as noise when smaller than
   ``min_external_fraction`` (default 2 %) of the instance's amodal area or thinner than
   ``MIN_EXTERNAL_THICKNESS`` px everywhere (the rim left where an occluder's predicted edge and the layer
@@ -219,9 +219,10 @@ class Predictor:
     and names, never the network's labels. ``mask_nms_thr``: IoU of visible evidence above which a
     lower-scored detection is a duplicate. ``min_external_fraction``: external-occlusion pieces smaller
     than this share of an instance's amodal area are dropped (as are pieces thinner than
-    ``MIN_EXTERNAL_THICKNESS``). ``semdist=False`` skips the SLN's sem-dist layers (``Instance.semdist``
-    stays None; masks, layers and order are the same), for callers that do not use the maps; it is a flag
-    on the model's head, so predictors sharing one ``model`` share it.
+    ``MIN_EXTERNAL_THICKNESS``). ``semdist=False`` skips the SLN's sem-dist layers (``Instance.semdist`` then
+    holds the layers alone, at each level's top, ``has_distances`` False; masks, layers and order are the
+    same), for callers that do not use the maps; it is a flag on the model's head, so predictors sharing one
+    ``model`` share it.
     """
 
     def __init__(self, checkpoint: str | os.PathLike | None = None, device: str | torch.device = "cpu", *,
