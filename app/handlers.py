@@ -27,7 +27,7 @@ from semlayer.scene import MOVES, AmodalScene, Instance
 
 from .finetune import FineTuneJob, Progress, finetune_config, next_run_dir, train_command
 from .model import Model, load_model
-from .session import ConflictError, EditSession
+from .session import ConflictError, EditSession, editable_copy
 
 log = logging.getLogger(__name__)
 
@@ -767,8 +767,9 @@ def prefetch(cfg: AppConfig, tab: Tab) -> threading.Thread | None:
         ids = [scene.instances[i].id for i in scene.front_to_back() if scene.instances[i].amodal.any()]
         todo = [i for i in ids[:PREFETCH_MAX] if ("heat", state, i) not in tab.figures]
         if todo:
-            # An edit changes the live annotation in place: draw from a copy taken along with its key.
-            jobs.append((state, scene.copy() if which == "annotation" else scene, todo))
+            # An edit changes the live annotation in place: draw from a copy taken along with its key (sharing
+            # its masks, which edits replace rather than write).
+            jobs.append((state, editable_copy(scene) if which == "annotation" else scene, todo))
     if not jobs:
         return None
 
