@@ -22,8 +22,8 @@ import yaml
 
 from semlayer.engine.config import load_config, validate_model_config
 from semlayer.io_utils import atomic_write_text
+from semlayer.resources import ROOT  # where train.py is: the checkout, or its copy in an installed wheel
 
-ROOT = Path(__file__).resolve().parents[1]
 LOG_NAME = "log.jsonl"
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 

@@ -18,20 +18,23 @@ from semlayer.errors import ConfigError, SemlayerError  # noqa: E402
 from semlayer.figures import DEMO_ANNOTATIONS as DEMO_DATA  # noqa: E402
 from semlayer.figures import DEMO_IMAGES  # noqa: E402
 from semlayer.predict import DEFAULT_CHECKPOINT  # noqa: E402
+from semlayer.resources import CHECKOUT, CONFIGS  # noqa: E402
 
-DEFAULT_TRAIN_CONFIG = ROOT / "configs" / "tiny_synth.yaml"
+DEFAULT_TRAIN_CONFIG = CONFIGS / "tiny_synth.yaml"
+# In a checkout, the repository's workspace/; installed from a wheel, workspace/ in the current folder.
+DEFAULT_WORKSPACE = CHECKOUT / "workspace" if CHECKOUT is not None else Path("workspace")
 EXAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MAX_UPLOAD = "50mb"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m app", description=__doc__)
-    p.add_argument("--checkpoint", type=Path, help=f"model checkpoint (default: {DEFAULT_CHECKPOINT.relative_to(ROOT)} if present)")
+    p = argparse.ArgumentParser(prog="semlayer-app", description=__doc__)
+    p.add_argument("--checkpoint", type=Path, help=f"model checkpoint (default: {_shown(DEFAULT_CHECKPOINT)} if present)")
     p.add_argument("--data", type=Path, help="annotation file to open (COCOA, COCO-style amodal, KINS)")
     p.add_argument("--images", type=Path, help="image folder of --data")
     p.add_argument("--data-root", type=Path, help="folder whose annotation files and image folders the page may open "
                    "(without it, only --data is opened)")  # fmt: skip
-    p.add_argument("--workspace", type=Path, default=ROOT / "workspace", help="where edits and exports are saved")
+    p.add_argument("--workspace", type=Path, default=DEFAULT_WORKSPACE, help="where edits and exports are saved")
     p.add_argument("--train-config", type=Path, help="data and schedule for fine-tuning from the page; the architecture "
                    "is the checkpoint's own (default: configs/tiny_synth.yaml)")  # fmt: skip
     p.add_argument("--score-thr", type=float, default=0.5, help="predicted instances shown from this score on (default 0.5)")
@@ -46,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tab-idle-minutes", type=float, default=60.0, help="forget a tab or API client unused this long "
                    "(its edits are on disk; default 60)")  # fmt: skip
     return p
+
+
+def _shown(path: Path) -> Path:
+    """A bundled file's path as a person would type it: relative to the checkout when there is one."""
+    return path.relative_to(CHECKOUT) if CHECKOUT is not None and path.is_relative_to(CHECKOUT) else path
 
 
 def config_from_args(args: argparse.Namespace) -> AppConfig:
@@ -144,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cfg.checkpoint is None:
         logging.warning(
             "no model: %s not found and no --checkpoint given; the app shows and edits annotations only",
-            DEFAULT_CHECKPOINT.relative_to(ROOT),
+            _shown(DEFAULT_CHECKPOINT),
         )
     else:
         logging.info("model %s", cfg.checkpoint)

@@ -21,11 +21,11 @@ from typing import Any
 from urllib.parse import unquote
 
 from semlayer.errors import ConfigError
+from semlayer.resources import ASSETS  # the demo data and shipped model: the checkout's, or a wheel's copy
 
 from .handlers import AppConfig, UserError
 
 ROOT = Path(__file__).resolve().parents[1]
-ASSETS = ROOT / "assets"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 AUTH_ENV = "SEMLAYER_AUTH"
 ANNOTATION_SUFFIXES = (".json",)

@@ -127,7 +127,8 @@ def grabcut(
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     cv2.setRNGSeed(0)
     try:
-        cv2.grabCut(crop, mask, None, bgd, fgd, int(iterations), cv2.GC_INIT_WITH_MASK)
+        # OpenCV takes no rectangle with GC_INIT_WITH_MASK; its type stubs require one.
+        cv2.grabCut(crop, mask, None, bgd, fgd, int(iterations), cv2.GC_INIT_WITH_MASK)  # type: ignore[call-overload]
     except cv2.error:
         # GrabCut needs samples of both colour models; with none of one (a box over the whole image) the
         # box and the strokes are the best answer there is, and the mask still holds them.
@@ -380,7 +381,7 @@ class BoxCompleter:
         self._cache: tuple | None = None
         self._lock = threading.Lock()
 
-    def _features(self, image: np.ndarray):
+    def _features(self, image: np.ndarray) -> tuple:
         import torch
 
         rgb = _rgb(image)
@@ -394,6 +395,7 @@ class BoxCompleter:
                 features = model.backbone(images.tensors)
                 glm = model.glm(features[model.glm_feature]).softmax(dim=1) if hasattr(model, "glm") else None
             self._key, self._cache = key, (images.image_sizes, features, glm, rgb.shape[:2])
+        assert self._cache is not None  # set with self._key, just now or by an earlier call on this image
         return self._cache
 
     def amodal(self, image: np.ndarray, box: Sequence[float], category: int | None = None) -> tuple[np.ndarray, int]:

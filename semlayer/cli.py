@@ -11,20 +11,21 @@ import io
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from .errors import SemlayerError
 from .images import image_file, read_image
 from .io_utils import atomic_write_bytes, atomic_write_json
+from .scene import AmodalScene, AnnotationSet
 
 
 class UsageError(SemlayerError):
     """A command-line value that does not fit (e.g. an image id the file does not have)."""
 
 
-def _scene_for_image(annset, image_id: int, source: str):
+def _scene_for_image(annset: AnnotationSet, image_id: int, source: str) -> AmodalScene:
     scenes = annset.scenes_for_image(image_id)
     if not scenes:
         known = sorted({s.image_id for s in annset.scenes})
@@ -81,7 +82,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     annset = formats.load(args.input)
     scene = _scene_for_image(annset, args.image_id, args.input)
     maps = semdist.encode_scene(scene, K=args.K, tau=args.tau)
-    arrays = {
+    arrays: dict[str, Any] = {
         "semdist": np.stack([m.full() for m in maps]) if maps else np.zeros((0, *scene.shape), np.float32),
         "layers": semdist.instance_layer_maps(scene, K=args.K),
         "global_layers": semdist.global_layering_map([i.amodal for i in scene.instances], scene.shape, K=args.K),
@@ -178,7 +179,10 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m semlayer", description="Amodal instance segmentation with sem-dist maps.")
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="semlayer", description="Amodal instance segmentation with sem-dist maps.")
+    p.add_argument("--version", action="version", version=f"semlayer {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("synth", help="generate a synthetic amodal dataset (images + COCOA JSON)")

@@ -95,7 +95,7 @@ def _gts(scene: AmodalScene) -> list[_Gt]:
     rule's), ``isStuff``."""
     rles = _rles([inst.amodal for inst in scene.instances])
     derived = None
-    out = []
+    out: list[_Gt] = []
     for inst, rle in zip(scene.instances, rles):
         rate = inst.stated_occlude_rate
         if rate is None:
@@ -116,7 +116,8 @@ def _images(gt: AnnotationSet, pred: AnnotationSet, gt_file: str, pred_file: str
     pred_scenes, unmatched = _assign_predictions(records, pred, gt_file)
     if unmatched:
         log.warning("%s: ignored predictions for %d images that are not in the ground truth", pred_file, unmatched)
-    images, scores = [], []
+    images: list[_Image] = []
+    scores: list[float] = []
     for record in tqdm(records, desc="evaluate: preparing", unit="image", disable=not progress):
         image_id, shape = _image_id(record, gt_file), _shape(record, gt_file)
         gts: list[_Gt] = []
@@ -124,7 +125,7 @@ def _images(gt: AnnotationSet, pred: AnnotationSet, gt_file: str, pred_file: str
             scene = gt.scenes[first[image_id]]
             _check_shape(scene, shape, gt_file)
             gts = _gts(scene)
-        dets = []
+        dets: list[tuple[dict[str, Any], float]] = []
         for k in pred_scenes.get(image_id, []):
             scene = pred.scenes[k]
             _check_shape(scene, shape, pred_file)
@@ -137,7 +138,8 @@ def _images(gt: AnnotationSet, pred: AnnotationSet, gt_file: str, pred_file: str
 
 
 def _cocos(images: list[_Image]) -> tuple[COCO, COCO]:
-    gts, dts = [], []
+    gts: list[dict[str, Any]] = []
+    dts: list[dict[str, Any]] = []
     for im in images:
         for g in im.gts:
             # Ids start at 1: pycocotools' match tables use 0 for "unmatched".

@@ -15,7 +15,7 @@ import logging
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -332,7 +332,14 @@ def _rles(masks: list[np.ndarray]) -> list[dict[str, Any]]:
 
 
 # ----- AP / AR (pycocotools) ---------------------------------------------------------------------
-def _coco(units: list[_Unit], cat_ids: list[int], anns: list[dict[str, Any]]) -> COCO:
+class _Frame(Protocol):
+    """What `_coco` reads of an evaluated image (an `_Unit`, or cocoa_eval's image)."""
+
+    eval_id: int
+    shape: tuple[int, int]
+
+
+def _coco(units: Sequence[_Frame], cat_ids: list[int], anns: list[dict[str, Any]]) -> COCO:
     coco = COCO()
     coco.dataset = {
         "images": [{"id": u.eval_id, "height": u.shape[0], "width": u.shape[1]} for u in units],

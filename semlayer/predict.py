@@ -51,7 +51,6 @@ from typing import Any, Iterable, Sequence
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection.roi_heads import expand_boxes, expand_masks
 from tqdm import tqdm
@@ -61,12 +60,13 @@ from .engine.config import defaults
 from .errors import ConfigError, FormatError, SemlayerError
 from .images import ImageReadError, read_image, to_rgb
 from .order import Constraint, box_pairs, ranks_from_constraints
+from .resources import ASSETS
 from .scene import AmodalScene, AnnotationSet, Instance
 from .semdist import SemDistMap, order_constraints
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "checkpoints" / "sln_tiny_synth.pt"
+DEFAULT_CHECKPOINT = ASSETS / "checkpoints" / "sln_tiny_synth.pt"
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 MASK_THRESHOLD = 0.5
 OUTPUT_FORMATS = ("cocoa", "coco", "results")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -66,7 +66,8 @@ class Instance:
         if self.amodal.ndim != 2:
             raise ValueError(f"instance {self.id}: amodal mask must be 2-D, got shape {self.amodal.shape}")
         if self.external is not None:
-            self.external = _as_mask(self.external, *self.amodal.shape, f"instance {self.id} external mask")
+            h, w = self.amodal.shape
+            self.external = _as_mask(self.external, h, w, f"instance {self.id} external mask")
             self.external = self.external & self.amodal
             if not self.external.any():
                 self.external = None
@@ -86,7 +87,8 @@ class Instance:
 
     def set_amodal(self, mask: np.ndarray) -> None:
         """Replace the amodal mask; source polygons and dense predictions no longer describe it."""
-        self.amodal = _as_mask(mask, *self.amodal.shape, f"instance {self.id} amodal mask").copy()
+        h, w = self.amodal.shape
+        self.amodal = _as_mask(mask, h, w, f"instance {self.id} amodal mask").copy()
         self.polygons = None
         self.semdist = None
         self.drop_stated()
@@ -373,7 +375,7 @@ class AnnotationSet:
     def __len__(self) -> int:
         return len(self.scenes)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[AmodalScene]:
         return iter(self.scenes)
 
     def scenes_for_image(self, image_id: int) -> list[AmodalScene]:

@@ -18,7 +18,7 @@ Everything works inside each instance's bounding box; `SemDistMap` keeps the cro
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -87,7 +87,7 @@ class SemDistMap:
         out[y0:y1, x0:x1] = self.values
         return out
 
-    def _paste(self, crop: np.ndarray, fill) -> np.ndarray:
+    def _paste(self, crop: np.ndarray, fill: Any) -> np.ndarray:
         out = np.full(self.shape, fill, crop.dtype)
         x0, y0, x1, y1 = self.box
         out[y0:y1, x0:x1] = crop

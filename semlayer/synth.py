@@ -89,6 +89,7 @@ class Texture:
         u = x * c + y * s
         v = -x * s + y * c
         p = self.period
+        t: np.ndarray
         if self.kind == "solid":
             t = np.zeros((h, w), np.float32)
         elif self.kind == "stripes":

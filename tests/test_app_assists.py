@@ -142,7 +142,6 @@ def test_the_models_roi_heads_on_its_own_box_give_its_own_mask():
 
 def test_model_completion_in_the_app_is_the_librarys_on_the_same_box(tmp_path):
     from app.model import load_model
-    from semlayer import formats
     from semlayer.figures import DEMO_ANNOTATIONS, DEMO_IMAGES
     from semlayer.predict import DEFAULT_CHECKPOINT
 

@@ -31,7 +31,7 @@ from app.handlers import AppConfig
 from app.main import launch
 from app.model import Model, register_model
 from app.session import EditSession
-from semlayer import formats, synth
+from semlayer import synth
 from semlayer.images import MAX_PIXELS
 from tests.test_app_handlers import FakePredictor
 

@@ -170,8 +170,9 @@ def defaults() -> dict[str, Any]:
 
 
 def _type_name(types: tuple[type, ...]) -> str:
-    return {INT: "an integer", NUM: "a number", STR: "a string", BOOL: "true or false", LIST: "a list"}.get(
-        types, "a mapping")
+    names: dict[tuple[type, ...], str] = {INT: "an integer", NUM: "a number", STR: "a string", BOOL: "true or false",
+                                          LIST: "a list"}
+    return names.get(types, "a mapping")
 
 
 def _check(schema: dict[str, Any], given: Any, prefix: str, source: str) -> dict[str, Any]:

@@ -13,7 +13,8 @@ from ..errors import ConfigError
 from ..order import overlapping_pairs
 from ..scene import AnnotationSet, AmodalScene, mask_bbox
 from ._base import (
-    Context, Group, check_instance_count, annotation_image, Parsed, Region, check_unique_ids, image_index, is_flag, is_int, is_number, join, parse_categories,
+    Context, Group, check_instance_count, annotation_image, Parsed, Region, check_unique_ids, image_index, is_flag,
+    is_int, is_number, join, parse_categories,
     parse_mask, record, records, split_known, take,
 )
 from .cocoa import ORDER, annotation_header

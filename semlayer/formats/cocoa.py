@@ -15,7 +15,8 @@ import numpy as np
 from ..order import format_depth_constraint, overlapping_pairs
 from ..scene import AmodalScene, AnnotationSet
 from ._base import (
-    POLYGON, Context, check_instance_count, Group, annotation_image, Parsed, Region, check_unique_ids, image_index, is_flag, is_int, is_number, join,
+    POLYGON, Context, check_instance_count, Group, annotation_image, Parsed, Region, check_unique_ids, image_index,
+    is_flag, is_int, is_number, join,
     parse_categories, parse_polygon, parse_rle, record, records, split_known, take,
 )
 from .masks import encode_rle, mask_to_polygon, polygons_to_mask

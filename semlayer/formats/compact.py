@@ -84,7 +84,7 @@ class CompactScenes(Sequence[AmodalScene]):
     @overload
     def __getitem__(self, index: slice) -> list[AmodalScene]: ...
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: int | slice) -> AmodalScene | list[AmodalScene]:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         n = len(self)

@@ -13,7 +13,7 @@ image with `paste_roi_maps`.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional, cast
 
 import torch
 import torch.nn.functional as F
@@ -62,7 +62,7 @@ class GlobalLayeringModule(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+                nn.init.zeros_(cast(Tensor, m.bias))  # every convolution here has a bias
         # Near-zero initial logits (as torchvision's RPN head starts): a uniform first guess, no early blow-up.
         nn.init.normal_(self.logits.weight, std=0.01)
 
@@ -112,8 +112,9 @@ class LayeringPredictor(nn.Module):
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-        for out in (self.layer_logits, *([self.semdist[-1]] if semdist else [])):
+                nn.init.zeros_(cast(Tensor, m.bias))  # every convolution here has a bias
+        last = [cast(nn.Conv2d, self.semdist[-1])] if self.semdist is not None else []
+        for out in (self.layer_logits, *last):
             nn.init.normal_(out.weight, std=0.01)
 
     # Inference only: False skips the sem-dist layers (``semdist`` is then not in the outputs), for callers
@@ -135,7 +136,7 @@ class LayeringPredictor(nn.Module):
             features, probabilities = coarse, F.avg_pool2d(probabilities, 2)
         # The first sem-dist layer applied to the two inputs separately and summed: the same convolution
         # as on their concatenation, without copying the features into one.
-        first, rest = self.semdist[0], self.semdist[1:]
+        first, rest = cast(nn.Conv2d, self.semdist[0]), self.semdist[1:]
         C = features.shape[1]
         pad = first.padding
         hidden = (F.conv2d(features, first.weight[:, :C], first.bias, padding=pad)
@@ -151,7 +152,7 @@ class LayeringPredictor(nn.Module):
         # weights), not all classes' maps then one kept: the same logits at a fraction of the cost.
         R, C, H, W = x.shape
         weight = self.layer_logits.weight.view(self.num_classes, self.K + 1, C)[labels]
-        bias = self.layer_logits.bias.view(self.num_classes, self.K + 1)[labels]
+        bias = cast(Tensor, self.layer_logits.bias).view(self.num_classes, self.K + 1)[labels]
         pixels = x.permute(0, 2, 3, 1).reshape(R, H * W, C)  # free for a channels-last x
         logits = torch.baddbmm(bias[:, None, :], pixels, weight.transpose(1, 2))
         return logits.view(R, H, W, self.K + 1).permute(0, 3, 1, 2)
@@ -168,7 +169,7 @@ class SLNRoIHeads(RoIHeads):
     """torchvision's `RoIHeads` with the SLN mask branch: mask RoI features concatenated with the RoIAligned
     global-layering probabilities feed the instance layering head and the sem-dist head."""
 
-    def __init__(self, *args, K: int, glm_scale: float, semdist_beta: float = 0.1, **kwargs):
+    def __init__(self, *args: Any, K: int, glm_scale: float, semdist_beta: float = 0.1, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.K = K
         self.glm_scale = glm_scale
@@ -211,6 +212,7 @@ class SLNRoIHeads(RoIHeads):
         layer_logits, semdist = self.mask_predictor(self.mask_head(head_input), mask_labels)
 
         if self.training:
+            assert targets is not None  # refused above
             losses.update(self.layering_losses(layer_logits, semdist, mask_proposals, pos_matched, targets))
         else:
             masks = 1.0 - layer_logits.softmax(dim=1)[:, :1]  # amodal = any layer but "outside"
@@ -258,7 +260,8 @@ class SemanticLayeringNetwork(GeneralizedRCNN):
         self.K = K
         self.glm_feature = glm_feature
 
-    def forward(self, images: list[Tensor], targets: Optional[Targets] = None):
+    def forward(self, images: list[Tensor], targets: Optional[Targets] = None
+                ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
         if self.training and targets is None:
             raise ValueError("targets are needed in training mode")
         original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
@@ -308,7 +311,8 @@ class MaskRCNNBaseline(GeneralizedRCNN):
             raise ValueError(f"target must be 'amodal' or 'visible', got {target!r}")
         self.target = target
 
-    def forward(self, images: list[Tensor], targets: Optional[Targets] = None):
+    def forward(self, images: list[Tensor], targets: Optional[Targets] = None
+                ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
         if targets is not None and self.target == "visible":
             targets = [_visible_targets(t) for t in targets]
         return super().forward(images, targets)
