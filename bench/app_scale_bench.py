@@ -175,7 +175,7 @@ def main() -> None:
         rows[mode] = {k: float(np.median([r[k] for r in runs])) for k in runs[0] if k != "mode"}
         print(mode, json.dumps(rows[mode]))
     new, old = rows["index-first"], rows["decode-all"]
-    print(f"| step | s | peak RSS MB |\n|---|---|---|")
+    print("| step | s | peak RSS MB |\n|---|---|---|")
     print(f"| open {args.images} images, first image: index first | {new['first_s']:.2f} | {new['peak_mb']:.0f} |")
     print(f"| open {args.images} images, first image: decode all (baseline) | {old['first_s']:.2f} | {old['peak_mb']:.0f} |")
     print(f"| ratio baseline / index first | {old['first_s'] / new['first_s']:.1f} | {old['peak_mb'] / new['peak_mb']:.2f} |")

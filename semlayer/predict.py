@@ -23,8 +23,8 @@ How a scene is decoded from the network's outputs (DESIGN.md section 5):
   by score). Baselines have no layers: of two overlapping instances the one whose overlap is the smaller
   share of its own area is in front (an occluded object loses a larger share of itself to the overlap).
 * Visible masks follow the painter's rule under that order (as `AmodalScene.set_visible` sets it, worked out
-  in each detection's box), with the predicted visible region (layer 0) as the visible evidence: occlusion the network sees but no detected instance
-  explains is kept as *external* occlusion. Pieces of it are dropped as noise when smaller than
+  in each detection's box), with the predicted visible region (layer 0) as the visible evidence: occlusion
+  the network sees but no detected instance explains is kept as *external* occlusion. Pieces of it are dropped as noise when smaller than
   ``min_external_fraction`` (default 2 %) of the instance's amodal area or thinner than
   ``MIN_EXTERNAL_THICKNESS`` px everywhere (the rim left where an occluder's predicted edge and the layer
   boundary disagree by a pixel or two), so noise does not turn an unoccluded object into an occluded one.
@@ -46,7 +46,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, cast
 
 import cv2
 import numpy as np
@@ -467,11 +467,12 @@ class Predictor:
             if external.any():
                 inst.external = _full(external, det.box, scene.shape)
             hidden = in_front | external
-            layers = np.where(hidden, np.maximum(det.layers, 1), 0).astype(np.int8)
+            head = cast(np.ndarray, det.layers)  # an SLN's detections have layers
+            layers = np.where(hidden, np.maximum(head, 1), 0).astype(np.int8)
             layers[~det.amodal] = -1
             values = None
             if det.semdist is not None:
-                values = np.where(det.amodal, det.semdist + (det.layers - layers), np.float32(0)).astype(np.float32)
+                values = np.where(det.amodal, det.semdist + (head - layers), np.float32(0)).astype(np.float32)
             inst.semdist = SemDistMap.from_layers(layers, det.box, scene.shape, K, values=values)
             covered[y0:y1, x0:x1] |= det.amodal
 

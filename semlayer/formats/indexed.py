@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, cast, overload
 
 from ..errors import FormatError
 from ..scene import AmodalScene, AnnotationSet
@@ -25,7 +25,7 @@ from .coco import AGNOSTIC
 try:  # a fast parser for large files; the standard library reads the same documents
     import orjson
 except ImportError:  # pragma: no cover - orjson is in requirements.txt
-    orjson = None
+    orjson = None  # type: ignore[assignment]
 
 
 def _dumps(obj: Any) -> bytes:
@@ -80,7 +80,7 @@ class IndexedScenes(Sequence[AmodalScene]):
     @overload
     def __getitem__(self, index: slice) -> list[AmodalScene]: ...
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: int | slice) -> AmodalScene | list[AmodalScene]:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         n = len(self)
@@ -155,7 +155,7 @@ def load_indexed(path: str | Path) -> AnnotationSet:
         return from_dict(obj, source, compact=True)  # the full reader names the bad record
     members, positions = index
     if fmt == "results":
-        return AnnotationSet(IndexedScenes(obj, source, fmt, members, positions), format=fmt)
+        return AnnotationSet(cast(list, IndexedScenes(obj, source, fmt, members, positions)), format=fmt)
     ctx = Context(source)
     categories = parse_categories(ctx, obj)
     if fmt != "cocoa" and categories == [AGNOSTIC]:
@@ -163,8 +163,8 @@ def load_indexed(path: str | Path) -> AnnotationSet:
     used = {obj["images"][p]["id"] for p in positions}
     unannotated = [copy.deepcopy(rec) for rec in obj["images"] if rec["id"] not in used]
     extra = copy.deepcopy(split_known(obj, {"images", "annotations", "categories"}))
-    return AnnotationSet(IndexedScenes(obj, source, fmt, members, positions), copy.deepcopy(categories), fmt, extra,
-                         unannotated)
+    scenes = cast(list, IndexedScenes(obj, source, fmt, members, positions))  # a read-only sequence, as CompactScenes
+    return AnnotationSet(scenes, copy.deepcopy(categories), fmt, extra, unannotated)
 
 
 __all__ = ["IndexedScenes", "load_indexed", "read_json_fast"]
