@@ -341,9 +341,8 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
 
         # ----- looking -----
         def on_click(tab: h.Tab, evt: gr.SelectData) -> None:
-            # The page shows small images enlarged (see r_view); clicks come in displayed pixels.
-            scale = h.display_scale(tab.session.scene.shape)
-            h.select_at(cfg, tab, evt.index[0] // scale, evt.index[1] // scale)
+            # The page shows small images enlarged and large ones reduced; clicks come in displayed pixels.
+            h.select_at(cfg, tab, *h.click_to_pixel(tab, evt.index[0], evt.index[1]))
 
         def on_row(tab: h.Tab, evt: gr.SelectData) -> None:
             if evt.row_value:

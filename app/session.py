@@ -17,6 +17,7 @@ aside (renamed ``*.broken-N``) and reported, never silently dropped.
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import functools
 import hashlib
@@ -233,6 +234,13 @@ def op_set_stuff(scene: AmodalScene, instance_id: int, is_stuff: bool) -> None:
     _instance(scene, instance_id).is_stuff = bool(is_stuff)
 
 
+def editable_copy(scene: AmodalScene) -> AmodalScene:
+    """A copy of ``scene`` to edit that shares its mask arrays: every edit replaces a mask (`Instance.set_amodal`,
+    the painter's rule), none writes into one, so a full-frame mask is held once, not once per copy."""
+    shared = {id(a): a for inst in scene.instances for a in (inst.amodal, inst.external) if a is not None}
+    return copy.deepcopy(scene, shared)
+
+
 # ----- the session -------------------------------------------------------------------------------------
 
 
@@ -260,11 +268,11 @@ def file_sha256(path: Path) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _load_annset(path: str, sha256: str) -> AnnotationSet:
-    """Parse an annotation file once per content: tabs share it (sessions never mutate base scenes). Compact:
-    a whole COCOA or KINS file open in the app holds RLE, not full-frame masks."""
-    from semlayer import formats
+    """Parse an annotation file once per content: tabs share it (sessions never mutate base scenes). Index
+    first: the app shows the first image of a large file at once, and decodes a scene when it is shown."""
+    from semlayer.formats.indexed import load_indexed
 
-    return formats.load(path, compact=True)
+    return load_indexed(path)
 
 
 def _int(value: Any, file: str = "", path: str = "") -> int:
@@ -680,7 +688,7 @@ class EditSession:
         if slot.live is None:
             # Base scenes may be shared (cached loads), so edits always work on a private copy.
             base = self._base(index)
-            slot.live = base.copy() if slot.state is None else scene_from_state(base, slot.state)
+            slot.live = editable_copy(base) if slot.state is None else scene_from_state(base, slot.state)
         self._live.pop(index, None)
         self._live[index] = None
         while len(self._live) > LIVE_SCENES:
@@ -725,7 +733,9 @@ class EditSession:
         folder = self.folder / "images" if slot.added else self.image_dir
         if folder is None:
             raise ValueError(f"scene {index} has no image folder")
-        return image_file(folder, self._base(index).file_name)  # refuses names that leave the folder
+        images = getattr(self.annset.scenes, "images", None)  # file names known without decoding the scene
+        name = self._base(index).file_name if slot.added or images is None else str(images[index].get("file_name", ""))
+        return image_file(folder, name)  # refuses names that leave the folder
 
     def add_scene(self, scene: AmodalScene, image_png: bytes) -> int:
         """Append a scene (e.g. a prediction on an uploaded image) with its PNG bytes; returns its index.
@@ -744,7 +754,7 @@ class EditSession:
             scene.image = {**scene.image, **record}
             base = scene.copy()
             for inst in base.instances:
-                inst.semdist = inst.layers = None
+                inst.semdist = None
             image_path = self.folder / "images" / record["file_name"]
             try:
                 atomic_write_bytes(image_path, image_png)
@@ -806,7 +816,7 @@ class EditSession:
         ):
             # Dense predictions describe the old masks and order; views fall back to the encoded maps.
             for inst in scene.instances:
-                inst.semdist = inst.layers = None
+                inst.semdist = None
         entry = {"label": label, "before": diff_states(before, after), "after": diff_states(after, before)}
         old = (slot.state, slot.undo, slot.redo)
         slot.state, slot.undo, slot.redo = after, [*(slot.undo or []), entry], []

@@ -51,9 +51,9 @@ class Instance:
     polygons: list[list[float]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     cluster: tuple[int, int] | None = None
-    # Predictions attach their dense outputs here (full-frame float32 sem-dist map, int8 layers).
-    semdist: np.ndarray | None = None
-    layers: np.ndarray | None = None
+    # A prediction attaches the network's map here: a `semdist.SemDistMap`, a crop of the instance's box (so
+    # its memory follows the box, not the image), whose layers follow the scene's visible mask.
+    semdist: Any = None
     # The occlusion the source record states, where it is not what the painter's rule gives (overlapping
     # detections need not agree with any one depth order): ``stated_visible`` as COCO RLE, inside the amodal
     # mask; ``stated_occlude_rate`` as the file has it. None when unstated. An edit of the order, of the
@@ -73,6 +73,11 @@ class Instance:
                 self.external = None
 
     @property
+    def layers(self) -> np.ndarray | None:
+        """The predicted per-pixel layer over ``semdist.box`` (int8 crop, -1 outside), None without a map."""
+        return None if self.semdist is None else self.semdist.layer_crop()
+
+    @property
     def area(self) -> int:
         return int(np.count_nonzero(self.amodal))
 
@@ -86,7 +91,6 @@ class Instance:
         self.amodal = _as_mask(mask, h, w, f"instance {self.id} amodal mask").copy()
         self.polygons = None
         self.semdist = None
-        self.layers = None
         self.drop_stated()
         if self.external is not None:
             self.external = self.external & self.amodal
@@ -265,11 +269,21 @@ class AmodalScene:
         return covered
 
     def occlude_rates(self) -> list[float]:
-        """|occluded| / |amodal| per instance (0.0 for an empty mask)."""
-        rates = []
-        for inst, vis in zip(self.instances, self.visible_masks()):
-            area = inst.area
-            rates.append(float((area - int(np.count_nonzero(vis))) / area) if area else 0.0)
+        """|occluded| / |amodal| per instance (0.0 for an empty mask). Counted in each instance's box with
+        one running union, so it holds one frame, not a visible mask per instance."""
+        rates = [0.0] * len(self.instances)
+        covered = self._empty_mask()
+        for i in self.front_to_back():
+            inst = self.instances[i]
+            x, y, w, h = (int(v) for v in mask_bbox(inst.amodal))
+            box = (slice(y, y + h), slice(x, x + w))
+            amodal = inst.amodal[box]
+            hidden = amodal & covered[box]
+            if inst.external is not None:
+                hidden |= inst.external[box]
+            area = int(np.count_nonzero(amodal))
+            rates[i] = float(np.count_nonzero(hidden) / area) if area else 0.0
+            covered[box] |= amodal
         return rates
 
     def occluders(self, instance_id: int) -> list[int]:
@@ -321,9 +335,15 @@ class AmodalScene:
         for i in self.front_to_back():
             inst = self.instances[i]
             vis = _as_mask(visible[i], *self.shape, f"instance {inst.id} visible mask")
-            ext = inst.amodal & ~vis & ~covered
-            inst.external = ext if ext.any() else None
-            covered |= inst.amodal
+            # In the amodal mask's box: E is inside it, and whole-frame operations cost the image per instance.
+            x, y, w, h = (int(v) for v in mask_bbox(inst.amodal))
+            box = (slice(y, y + h), slice(x, x + w))
+            ext = inst.amodal[box] & ~vis[box] & ~covered[box]
+            inst.external = None
+            if ext.any():
+                inst.external = np.zeros(self.shape, bool, order="F" if covered.flags.f_contiguous else "C")
+                inst.external[box] = ext
+            covered[box] |= inst.amodal[box]
 
 
 class InstanceFacts(NamedTuple):

@@ -24,7 +24,7 @@ from matplotlib.patches import Patch
 
 from .io_utils import atomic_write_bytes
 from .scene import AmodalScene
-from .semdist import DEFAULT_K, DEFAULT_TAU, SemDistMap, encode_scene, global_layering_map, raw_layer_crops
+from .semdist import DEFAULT_K, DEFAULT_TAU, SemDistMap, encode_scene, global_layering_map, raw_layer_crop
 
 VIEWS = ("visible", "occluded", "amodal")
 RANK_CMAP = "plasma"
@@ -454,7 +454,7 @@ def _layer_crop(scene_or_layers: AmodalScene | np.ndarray, instance_id: int | No
         if instance_id is None:
             raise ValueError("give the instance_id of the scene's instance whose layers to draw")
         idx = scene.index_of(instance_id)
-        (x0, y0, _, _), raw = raw_layer_crops(scene)[idx]
+        (x0, y0, _, _), raw = raw_layer_crop(scene, idx)
         if raw.size == 0:
             raise ValueError(f"instance {instance_id} of scene {scene.image_id} has an empty amodal mask")
         return np.minimum(raw, K - 1), (x0, y0), scene.shape, _instance_label(scene, idx)

@@ -460,3 +460,45 @@ def test_a_cocoa_file_is_fixed_exported_validated_and_fine_tuned(browser, tmp_pa
     finally:
         context.close()
         demo.close()
+
+
+def test_a_large_photo_is_shown_reduced_and_a_click_selects_at_full_resolution(browser, tmp_path):
+    """A 3300 x 2000 photo reaches the page reduced 3 times; a click on a displayed pixel selects the
+    instance at the full-resolution pixel it stands for (SEMLAYER_SHOT=PATH keeps a screenshot)."""
+    from semlayer.scene import AmodalScene, AnnotationSet, Instance
+
+    BH, BW = 2000, 3300
+    folder = tmp_path / "photo"
+    folder.mkdir()
+    yy, xx = np.mgrid[0:BH, 0:BW]
+    photo = np.stack([(xx * 255 // BW), (yy * 255 // BH), np.full_like(xx, 140)], axis=2).astype(np.uint8)
+    Image.fromarray(photo).save(folder / "photo.jpg", quality=90)
+    masks = [np.zeros((BH, BW), bool) for _ in range(3)]
+    masks[0][300:1500, 400:2000] = True  # wall, behind
+    masks[1][900:1800, 1500:2900] = True  # table, in front of the wall
+    masks[2][996:1005, 2397:2406] = True  # a 9 x 9 px speck on the table, in front: 3 x 3 display pixels
+    scene = AmodalScene({"id": 1, "file_name": "photo.jpg", "height": BH, "width": BW}, [
+        Instance(1, masks[0], rank=3, name="wall"), Instance(2, masks[1], rank=2, name="table"),
+        Instance(3, masks[2], rank=1, name="speck")])
+    data = folder / "photo.json"
+    formats.save(AnnotationSet([scene]), data, format="cocoa")
+    demo, url = launch(AppConfig(workspace=tmp_path / "ws", data=data, images=folder))
+    context, page = open_page(browser, url)
+    try:
+        assert shown(page, "main-image") == (1100, 667)
+        img = page.locator("#main-image img").first
+        box = img.bounding_box()
+        r = min(box["width"] / 1100, box["height"] / 667, 1)
+        ox, oy = (box["width"] - 1100 * r) / 2, (box["height"] - 667 * r) / 2
+        # Display pixel (800, 333) stands for the block x 2400..2402, y 999..1001, centre (2401, 1000): the speck.
+        page.mouse.click(box["x"] + ox + 800.5 * r, box["y"] + oy + 333.5 * r)
+        wait_text(page, "inspector", "speck (#1) · annotation")  # the file lists regions front first
+        page.mouse.click(box["x"] + ox + 700.5 * r, box["y"] + oy + 333.5 * r)  # centre (2101, 1000): the table
+        wait_text(page, "inspector", "table (#2) · annotation")
+        if os.environ.get("SEMLAYER_SHOT"):
+            page.locator(".progress-text").first.wait_for(state="detached", timeout=30_000)
+            shown(page, "main-image")
+            page.screenshot(path=os.environ["SEMLAYER_SHOT"], full_page=True)
+    finally:
+        context.close()
+        demo.close()

@@ -141,4 +141,5 @@ def test_an_ablated_model_trains_with_the_trainer_and_predicts_a_scene(tmp_path)
     predictor.set_image(image)
     scene = predictor.scene(0.0)
     assert scene.shape == (64, 64) and scene.instances  # every score kept: an untrained model still detects
-    assert all(inst.semdist is None for inst in scene.instances)
+    # Without the sem-dist head an instance's map holds its layers alone (each level's top), no distances.
+    assert all(inst.semdist is not None and not inst.semdist.has_distances for inst in scene.instances)
