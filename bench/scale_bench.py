@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import socket
 import subprocess
@@ -171,8 +170,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="scale_bench_")) if args.keep is None else args.keep
     rows: dict[str, list[tuple[int, float, float]]] = {}
     print(f"machine: {os.cpu_count()} cores; load {load()} at start")
-    print(f"| set | step | images | instances | s | s / 1,000 images | peak RSS MB | load |")
-    print(f"|---|---|---|---|---|---|---|---|")
+    print("| set | step | images | instances | s | s / 1,000 images | peak RSS MB | load |")
+    print("|---|---|---|---|---|---|---|---|")
     sets = [(f"{args.side}x{args.side}", n, False) for n in args.sizes]
     if args.kins:
         sets.append(("KINS 1242x375", args.kins, True))

@@ -586,8 +586,8 @@ def _as_list(batch: list) -> list:
 
 
 def predict_files(checkpoint: str | os.PathLike | None, inputs: Sequence[str | os.PathLike],
-                  out: str | os.PathLike, fmt: str = "cocoa", score_thr: float = 0.5, device: str = "cpu",
-                  progress: bool = True, workers: int = 0, batch_size: int = 4) -> PredictReport:
+                  out: str | os.PathLike, fmt: str = "cocoa", score_thr: float = 0.5,
+                  device: str | torch.device = "cpu", progress: bool = True, workers: int = 0, batch_size: int = 4) -> PredictReport:
     """Predict every image of ``inputs`` (files or folders) and write one annotation file ``out`` as
     ``fmt`` (``cocoa`` native with a ``score`` per region, ``coco``-style amodal, or a ``results`` list).
 

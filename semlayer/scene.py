@@ -378,7 +378,7 @@ class AnnotationSet:
     scene (an image nobody annotated), so they survive a round trip too.
     """
 
-    scenes: list[AmodalScene] = field(default_factory=list)  # or a read-only CompactScenes (load(compact=True))
+    scenes: Sequence[AmodalScene] = field(default_factory=list)  # a list, or a read-only CompactScenes
     categories: list[dict[str, Any]] = field(default_factory=list)
     format: str = "cocoa"
     extra: dict[str, Any] = field(default_factory=dict)

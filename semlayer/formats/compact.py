@@ -75,10 +75,11 @@ class CompactScenes(Sequence[AmodalScene]):
     def from_records(cls, records: Iterable[bytes], image_ids: Iterable[int] | None = None) -> CompactScenes:
         """Scenes from `compact_record`s (e.g. made in other processes), with new image ids when given;
         no mask is decoded."""
-        def items():
-            for data, image_id in zip(records, image_ids if image_ids is not None else itertools.repeat(None)):
+        def items() -> Iterator[tuple[bytes, dict[str, Any], dict[str, Any], tuple[InstanceFacts, ...]]]:
+            ids: Iterable[int | None] = image_ids if image_ids is not None else itertools.repeat(None)
+            for data, image_id in zip(records, ids):
                 rec = pickle.loads(data)
-                if image_ids is not None:
+                if image_id is not None:
                     rec["image"]["id"] = int(image_id)
                     data = pickle.dumps(rec, protocol=pickle.HIGHEST_PROTOCOL)
                 facts = tuple(InstanceFacts(f["id"], f["category"], f["name"]) for f in rec["instances"])
