@@ -82,7 +82,7 @@ class _Unit:
 
 
 def _order_pairs(scene: AmodalScene) -> list[tuple[int, int]]:
-    """The ground-truth pairs whose depth order is scored (FORMATS.md section 5), as ``(front, back)``
+    """The ground-truth pairs whose depth order is scored (docs/formats.md, "Evaluation protocols in use"), as ``(front, back)``
     indices: inside KINS 2020's annotated clusters when the scene has them; else the pairs that the scene's
     COCOA ``depth_constraint`` names, when it has one that names only its own orders; else every pair of
     overlapping amodal masks."""

@@ -2,7 +2,7 @@
 Segment Anything's predictor caches the image embedding); `predict_files` runs a checkpoint over image
 files and folders and writes an annotation file.
 
-How a scene is decoded from the network's outputs (DESIGN.md section 5):
+How a scene is decoded from the network's outputs (docs/design.md section 5):
 
 * Detections are taken in descending score order; instance ids are ``1 + position`` in that order, so an
   instance keeps its id whatever the score threshold.

@@ -486,14 +486,19 @@ def test_a_large_photo_is_shown_reduced_and_a_click_selects_at_full_resolution(b
     context, page = open_page(browser, url)
     try:
         assert shown(page, "main-image") == (1100, 667)
-        img = page.locator("#main-image img").first
-        box = img.bounding_box()
-        r = min(box["width"] / 1100, box["height"] / 667, 1)
-        ox, oy = (box["width"] - 1100 * r) / 2, (box["height"] - 667 * r) / 2
+
+        def click_display(x, y):
+            # The view is redrawn after each click: wait for the new picture and read its box again.
+            assert shown(page, "main-image") == (1100, 667)
+            box = page.locator("#main-image img").first.bounding_box()
+            r = min(box["width"] / 1100, box["height"] / 667, 1)
+            ox, oy = (box["width"] - 1100 * r) / 2, (box["height"] - 667 * r) / 2
+            page.mouse.click(box["x"] + ox + (x + 0.5) * r, box["y"] + oy + (y + 0.5) * r)
+
         # Display pixel (800, 333) stands for the block x 2400..2402, y 999..1001, centre (2401, 1000): the speck.
-        page.mouse.click(box["x"] + ox + 800.5 * r, box["y"] + oy + 333.5 * r)
+        click_display(800, 333)
         wait_text(page, "inspector", "speck (#1) · annotation")  # the file lists regions front first
-        page.mouse.click(box["x"] + ox + 700.5 * r, box["y"] + oy + 333.5 * r)  # centre (2101, 1000): the table
+        click_display(700, 333)  # centre (2101, 1000): the table
         wait_text(page, "inspector", "table (#2) · annotation")
         if os.environ.get("SEMLAYER_SHOT"):
             page.locator(".progress-text").first.wait_for(state="detached", timeout=30_000)

@@ -24,7 +24,7 @@ def rect(x0, y0, x1, y1, h=8, w=10):
 
 
 def toy_set():
-    """FORMATS.md's toy scene (box 1 in front of board 2), plus a second scene with one instance."""
+    """docs/formats.md's toy scene (box 1 in front of board 2), plus a second scene with one instance."""
     s1 = AmodalScene(
         {"id": 7, "height": 8, "width": 10, "file_name": "toy.png"},
         [
@@ -55,7 +55,7 @@ def session(tmp_path):
 
 def test_rle_round_trip():
     m = rect(3, 3, 9, 7)
-    assert encode_rle(m) == {"size": [8, 10], "counts": "k0440000000005"}  # FORMATS.md's string
+    assert encode_rle(m) == {"size": [8, 10], "counts": "k0440000000005"}  # docs/formats.md's string
     assert np.array_equal(decode_rle(encode_rle(m)), m)
 
 

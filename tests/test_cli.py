@@ -62,7 +62,7 @@ def test_validate_exit_codes(tmp_path, capsys):
 
 
 def test_validate_accepts_external_occlusion_and_names_visible_pixels_under_a_front_region(tmp_path, capsys):
-    # The toy board (FORMATS.md) with its bottom-right 2x2 corner hidden by something unannotated.
+    # The toy board (docs/formats.md) with its bottom-right 2x2 corner hidden by something unannotated.
     annset = formats.load(DATA / "cocoa_toy.json")
     scene = annset.scenes[0]
     corner = np.zeros(scene.shape, bool)
