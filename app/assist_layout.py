@@ -159,6 +159,17 @@ def api(tabs: Any, cfg: h.AppConfig, user_errors: Callable) -> None:
             a.clear(tab)
             return a.proposal_summary(tab)
 
-    for fn in (assist_grabcut, assist_superpixels, assist_hidden_brush, assist_hidden_polygon, assist_complete,
+    def open_image(image_id: int | None, index: int | None, request: gr.Request) -> dict:
+        """Make an image of the app's dataset the current one, by image id or by index (give one, the other
+        None); returns its scene summary."""
+        with tabs.use(request) as tab:
+            return a.open_image(tab, image_id, index)
+
+    def select_instance(instance_id: int, request: gr.Request) -> dict:
+        """Select an instance of the scene being edited by its id (what 'visible' accepts apply to)."""
+        with tabs.use(request) as tab:
+            return h.select_instance(cfg, tab, instance_id, "annotation")
+
+    for fn in (open_image, select_instance, assist_grabcut, assist_superpixels, assist_hidden_brush, assist_hidden_polygon, assist_complete,
                assist_accept, assist_clear):
         gr.api(user_errors(fn, cfg), api_name=fn.__name__)

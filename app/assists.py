@@ -100,6 +100,19 @@ def proposal_summary(tab: h.Tab) -> dict[str, Any]:
             "mask": encode_rle(st.proposal)}
 
 
+def open_image(tab: h.Tab, image_id: int | None = None, index: int | None = None) -> dict[str, Any]:
+    """Make an image of the tab's own dataset the current one, by its image id or its index (exactly one):
+    a script moves through the dataset without ever naming a file. Returns the scene summary."""
+    if (image_id is None) == (index is None):
+        raise h.UserError("give exactly one of image_id and index")
+    try:
+        where = tab.session.index_of_image(int(image_id)) if image_id is not None else int(index or 0)
+    except ValueError as err:
+        raise h.UserError(str(err)) from None
+    h.go_to(tab, where)
+    return h.scene_summary(tab)
+
+
 # ----- visible part ----------------------------------------------------------------------------
 
 

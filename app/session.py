@@ -727,6 +727,15 @@ class EditSession:
             self._save_position()
         return self.scene
 
+    def index_of_image(self, image_id: int) -> int:
+        """The index of the scene of image ``image_id`` (ValueError when the dataset has none)."""
+        images = getattr(self.annset.scenes, "images", None)  # ids known without decoding the scenes
+        for index, slot in enumerate(self._slots):
+            known = self._base(index).image_id if slot.added or images is None else images[index].get("id")
+            if known is not None and int(known) == int(image_id):
+                return index
+        raise ValueError(f"this dataset has no image with id {image_id}")
+
     def image_path(self, index: int | None = None) -> Path:
         index = self.current if index is None else index
         slot = self._slot(index)

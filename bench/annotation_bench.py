@@ -1,7 +1,7 @@
 """Clicks to annotate an object, by assist, with the standard simulated annotator (NoC@85 / NoC@90).
 
     .venv/bin/python bench/annotation_bench.py --data ANN.json --images DIR --json OUT.json \
-        [--checkpoint CKPT | --no-model] [--brush-radius 4 8 16] [--max-objects N]
+        [--checkpoint CKPT | --no-model] [--brush-radius 4 8 16] [--max-objects N] [--api [--url URL]]
 
 Any annotation file semlayer reads (COCOA, COCOA-cls, D2SA, KINS). For every object the simulated annotator
 (`semlayer.assist.simulated_click`: first click at the object's interior point farthest from its boundary,
@@ -24,16 +24,26 @@ that uses a brush runs at each ``--brush-radius`` and is reported at its best on
 the baseline included, so no method wins by a radius that suits it. Writes
 ``{"METHOD": {"visible": {"noc85", "noc90", "seconds", "objects", "radius"}, "amodal": {...}}}`` (a task a
 method does not do is absent) and prints the table with each method's ratio to ``brush``.
+
+``--api``: every assisted method except ``model`` goes through the app's script API (gradio_client: the
+``/open_image``, ``/assist_*`` endpoints the page's assists use), on an app started here on the same files
+(or the one at ``--url``, serving the same dataset unedited); ``brush`` (the page's plain brush is its image
+editor, not an endpoint) stays the library's. There an amodal start is the visible part the app makes, the
+amodal mask less the objects in front (the same as the library's unless the object also has an external
+occlusion mask); seconds include the HTTP round trips.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import socket
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -161,10 +171,118 @@ def amodal_methods(image: np.ndarray, scene: AmodalScene, instance_id: int, targ
     return methods
 
 
+class AppAnnotator:
+    """The app's script API as the simulated annotator uses it: each call returns the pending proposal."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def call(self, api_name: str, *args: Any) -> Any:
+        return self.client.predict(*args, api_name=api_name)
+
+    def proposal(self, api_name: str, *args: Any) -> np.ndarray:
+        from app.session import decode_rle
+
+        return decode_rle(self.call(api_name, *args)["mask"])
+
+
+@contextlib.contextmanager
+def app_annotator(args: argparse.Namespace) -> Iterator[AppAnnotator]:
+    """The app at ``--url``, else one started here on a free port with a scratch workspace."""
+    from gradio_client import Client
+
+    auth = tuple(args.auth.split(":", 1)) if args.auth else None
+    if args.url:
+        yield AppAnnotator(Client(args.url, auth=auth, verbose=False))
+        return
+    from app.handlers import AppConfig
+    from app.main import launch
+
+    with tempfile.TemporaryDirectory() as workspace, socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        cfg = AppConfig(workspace=Path(workspace), data=Path(args.data), images=Path(args.images))
+        demo, url = launch(cfg, port=port, prevent_thread_lock=True, quiet=True)
+        try:
+            yield AppAnnotator(Client(url, verbose=False))
+        finally:
+            demo.close()
+
+
+def api_visible_methods(api: AppAnnotator, target: np.ndarray):
+    """`visible_methods` through the app: GrabCut and the superpixel brush."""
+    x, y, w, h = (int(v) for v in formats_bbox(target))
+    box = [x, y, x + w - 1, y + h - 1]
+    clicks: dict[bool, list[list[int]]] = {True: [], False: []}
+
+    def grabcut_step(mask: np.ndarray, click: assist.Click) -> np.ndarray:
+        clicks[click.positive].append([int(click.x), int(click.y)])
+        return api.proposal("/assist_grabcut", box, clicks[True], clicks[False])
+
+    def superpixel_start() -> np.ndarray:
+        api.call("/assist_clear")
+        return np.zeros(target.shape, bool)
+
+    def superpixel_step(mask: np.ndarray, click: assist.Click) -> np.ndarray:
+        p = [[int(click.x), int(click.y)]]
+        return api.proposal("/assist_superpixels", p if click.positive else [], [] if click.positive else p)
+
+    return {
+        "grabcut": lambda: (api.proposal("/assist_grabcut", box, [], []), 2, grabcut_step),
+        "superpixel": lambda: (superpixel_start(), 0, superpixel_step),
+    }
+
+
+def api_amodal_methods(api: AppAnnotator, shape: tuple[int, int], instance_id: int, radius: float):
+    """`amodal_methods` (but the plain brush and the model) through the app: hidden-part brush, completions."""
+    H, W = shape
+
+    def visible() -> np.ndarray:
+        # The whole image removed, clipped to the objects in front: the visible part, as a pending proposal.
+        api.call("/assist_clear")
+        return api.proposal("/assist_hidden_polygon", instance_id, [[0, 0], [W - 1, 0], [W - 1, H - 1], [0, H - 1]],
+                            "remove")
+
+    def dab(size: float) -> Step:
+        def step(mask: np.ndarray, click: assist.Click) -> np.ndarray:
+            return api.proposal("/assist_hidden_brush", instance_id, [[int(click.x), int(click.y)]], size,
+                                "add" if click.positive else "remove")
+
+        return step
+
+    def propose(method: str) -> np.ndarray:
+        from gradio_client.exceptions import AppError
+
+        api.call("/assist_clear")
+        try:
+            return api.proposal("/assist_complete", instance_id, method, None)
+        except AppError as err:  # as the library run: no symmetry axis, go on from the visible part
+            if method != "mirror" or "symmetry axis" not in str(err):
+                raise
+            return visible()
+
+    methods = {"clipped_brush": lambda: (visible(), 0, dab(radius)), "auto_brush": lambda: (visible(), 0, dab(0))}
+    for name in ("hull", "mirror"):
+        methods[name] = lambda name=name: (propose(name), 1, dab(radius))
+        methods[f"{name}+auto"] = lambda name=name: (propose(name), 1, dab(0))
+    return methods
+
+
 def run(args: argparse.Namespace) -> dict:
+    if not args.api:
+        return _run(args, None)
+    if args.superpixel_area != assist.SUPERPIXEL_AREA:
+        raise SemlayerError(f"--api: the app's superpixels are of {assist.SUPERPIXEL_AREA} pixels, "
+                            f"not --superpixel-area {args.superpixel_area}")
+    with app_annotator(args) as api:
+        return _run(args, api)
+
+
+def _run(args: argparse.Namespace, api: AppAnnotator | None) -> dict:
     annset = formats.load(args.data, compact=True)
     completer = None
-    if not args.no_model:
+    if not args.no_model and api is None:
         from semlayer.predict import Predictor
 
         completer = assist.BoxCompleter(Predictor(args.checkpoint, device="cpu"))
@@ -172,7 +290,11 @@ def run(args: argparse.Namespace) -> dict:
     results: dict[tuple[str, str, float], list[tuple[int, int, float]]] = {}
     objects = 0
     for scene in annset.scenes:
+        if args.max_objects and objects >= args.max_objects:
+            break
         image = read_image(Path(args.images) / scene.file_name, expected_hw=scene.shape)
+        if api is not None:
+            api.call("/open_image", scene.image_id, None)
         visible_masks = scene.visible_masks()
         for inst, visible in zip(scene.instances, visible_masks):
             if args.max_objects and objects >= args.max_objects:
@@ -181,7 +303,10 @@ def run(args: argparse.Namespace) -> dict:
                 continue
             objects += 1
             for radius in args.brush_radius:
-                for name, make in visible_methods(image, visible, radius, sp_cache).items():
+                methods = visible_methods(image, visible, radius, sp_cache)
+                if api is not None:
+                    methods = {"brush": methods["brush"], **api_visible_methods(api, visible)}
+                for name, make in methods.items():
                     if name not in BRUSHED and radius != args.brush_radius[0]:
                         continue
                     t = time.perf_counter()
@@ -194,7 +319,10 @@ def run(args: argparse.Namespace) -> dict:
             work.get(inst.id).set_amodal(visible)
             work.get(inst.id).external = None
             for radius in args.brush_radius:
-                for name, make in amodal_methods(image, work, inst.id, inst.amodal, radius, completer).items():
+                methods = amodal_methods(image, work, inst.id, inst.amodal, radius, completer)
+                if api is not None:
+                    methods = {"brush": methods["brush"], **api_amodal_methods(api, scene.shape, inst.id, radius)}
+                for name, make in methods.items():
                     if name in UNSIZED and radius != args.brush_radius[0]:
                         continue
                     t = time.perf_counter()
@@ -245,6 +373,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--superpixel-area", type=int, default=assist.SUPERPIXEL_AREA,
                    help=f"pixels per superpixel (default {assist.SUPERPIXEL_AREA})")
     p.add_argument("--max-objects", type=int, default=0, help="stop after this many objects (0: all)")
+    p.add_argument("--api", action="store_true",
+                   help="the assists through the app's script API (gradio_client), model proposal left out")
+    p.add_argument("--url", default=None, help="with --api: the running app serving --data (default: start one)")
+    p.add_argument("--auth", default=None, help="with --url: USER:PASSWORD of the app's login")
     args = p.parse_args(argv)
     try:
         out = run(args)

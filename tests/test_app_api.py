@@ -59,7 +59,8 @@ def client(app_url):
 
 def test_endpoints_are_exactly_the_script_api(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert names == {"/predict", "/select", "/export", "/move", "/undo", "/redo", "/scene", "/assist_grabcut",
+    assert names == {"/predict", "/select", "/export", "/move", "/undo", "/redo", "/scene", "/open_image",
+                     "/select_instance", "/assist_grabcut",
                      "/assist_superpixels", "/assist_hidden_brush", "/assist_hidden_polygon", "/assist_complete",
                      "/assist_accept", "/assist_clear"}
 
@@ -146,6 +147,28 @@ def _drive_assists(client, scene, images):
         client.predict(back.id, "guess", None, api_name="/assist_complete")
     with pytest.raises(AppError, match="outside the"):
         client.predict(back.id, [[999, 0]], 4, "add", api_name="/assist_hidden_brush")
+
+
+def test_open_image_by_id_or_index_and_select_instance_by_id(app_url):
+    _, _, data = app_url
+    scenes = formats.load(data).scenes
+    client = Client(app_url[0], auth=(USER, PASSWORD), verbose=False)  # its own tab: the others stay on image 0
+    opened = client.predict(None, 1, api_name="/open_image")
+    assert (opened["image"]["index"], opened["image"]["id"]) == (1, scenes[1].image_id)
+    assert [d["id"] for d in opened["instances"]] == scenes[1].order_ids()
+    opened = client.predict(scenes[0].image_id, None, api_name="/open_image")
+    assert (opened["image"]["index"], opened["image"]["file_name"]) == (0, scenes[0].file_name)
+    for args, message in (((999, None), "this dataset has no image with id 999"),
+                          ((None, 5), "scene index 5 is outside 0..1"),
+                          ((None, None), "give exactly one of image_id and index"),
+                          ((scenes[0].image_id, 0), "give exactly one of image_id and index")):
+        with pytest.raises(AppError, match=message):
+            client.predict(*args, api_name="/open_image")
+    back = opened["instances"][-1]  # as edited by the tests before: the rank the app gives
+    picked = client.predict(back["id"], api_name="/select_instance")
+    assert (picked["id"], picked["rank"]) == (back["id"], back["rank"]) and back["rank"] == len(scenes[0].instances)
+    with pytest.raises(AppError, match="this annotation has no instance 999"):
+        client.predict(999, api_name="/select_instance")
 
 
 def test_export_returns_a_valid_json_file(client):
