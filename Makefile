@@ -4,12 +4,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: app test venv demo bench figures browser clean
+.PHONY: app test lint venv demo bench figures browser clean
 
-$(STAMP): requirements.txt
+# The pinned lock first, then the project itself (editable, as a contributor works) without touching the pins.
+$(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -r requirements.txt
+	$(PY) -m pip install --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -23,7 +25,12 @@ browser:
 app: $(STAMP)
 	$(PY) -m app
 
-test: $(STAMP) browser
+# Lint (ruff) and type checks (mypy), configured in pyproject.toml; `make test` runs them first.
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+test: $(STAMP) browser lint
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -1,17 +1,20 @@
 """Fine-tuning from the app: train.py in a background process, live progress from its log.jsonl.
 
 The job runs in its own process group so Cancel stops train.py and anything it spawned (data loader
-workers) at once.
+workers) at once; `stop_all` ends every job's group when the app exits (see `end_jobs_on_exit`).
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
 import signal
 import subprocess
 import sys
+import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +25,8 @@ import yaml
 from semlayer.engine.checkpoint import read_checkpoint, save_checkpoint
 from semlayer.engine.config import load_config, validate_model_config
 from semlayer.io_utils import atomic_write_text
+from semlayer.resources import ROOT  # where train.py is: the checkout, or its copy in an installed wheel
 
-ROOT = Path(__file__).resolve().parents[1]
 LOG_NAME = "log.jsonl"
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 
@@ -112,6 +115,33 @@ def train_command(config: Path, init: Path, data: Path, images: Path, out: Path,
     ]  # fmt: skip
 
 
+_RUNNING: weakref.WeakSet[FineTuneJob] = weakref.WeakSet()
+_RUNNING_LOCK = threading.Lock()
+
+
+def stop_all(timeout: float = 10.0) -> None:
+    """Cancel every job still running in this process (their whole process groups)."""
+    with _RUNNING_LOCK:
+        jobs = list(_RUNNING)
+    for job in jobs:
+        job.cancel(timeout)
+
+
+def end_jobs_on_exit() -> None:
+    """End fine-tune process groups with the app: on a normal exit, Ctrl-C (SIGINT) and SIGTERM. They run in
+    their own groups (so Cancel reaches their workers), which is also why a terminal's Ctrl-C misses them."""
+    atexit.register(stop_all)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop_all()
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt  # what the server's own shutdown expects
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+
+
 class FineTuneJob:
     """One background training process writing ``out/log.jsonl``."""
 
@@ -131,17 +161,21 @@ class FineTuneJob:
             start_new_session=True,  # own process group: cancel reaches every child
         )
         self.cancelled = False
+        with _RUNNING_LOCK:
+            _RUNNING.add(self)
 
     def cancel(self, timeout: float = 10.0) -> None:
         """Terminate the process group; kill it if it does not stop within ``timeout`` seconds."""
         if self.proc.poll() is not None:
             return
         self.cancelled = True
-        os.killpg(self.proc.pid, signal.SIGTERM)
         try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        except ProcessLookupError:  # ended meanwhile
             self.proc.wait()
 
     def records(self) -> list[dict]:

@@ -26,11 +26,11 @@ from semlayer.engine.config import load_config
 from semlayer.errors import SemlayerError
 from semlayer.images import read_image
 from semlayer.io_utils import atomic_write_json
-from semlayer.scene import MOVES, AmodalScene, mask_bbox
+from semlayer.scene import MOVES, AmodalScene, Instance
 
 from .finetune import FineTuneJob, Progress, class_agnostic_checkpoint, finetune_config, next_run_dir, train_command
 from .model import Model, load_model
-from .session import ConflictError, EditSession, op_rename, op_set_category, op_set_stuff
+from .session import ConflictError, EditSession, editable_copy, op_rename, op_set_category, op_set_stuff
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,10 @@ class AppConfig:
     png_level: int = 0
     K: int = semdist.DEFAULT_K
     tau: float = semdist.DEFAULT_TAU
+    # "Open dataset" chooses among the annotation files under this folder (None: only --data is opened).
+    data_root: Path | None = None
+    # A tab (browser tab or API client) unused this long is forgotten; its edits are on disk.
+    tab_idle_s: float = 3600.0
 
 
 @dataclass(eq=False)
@@ -76,31 +80,72 @@ class Picture:
         return encode_png(self.pixels, self.png_level)
 
 
-class FigureCache:
-    """Figures (and facts) of one tab by everything they depend on, least recently used dropped first, so
-    nothing that did not change is drawn, encoded or counted again. Safe to fill from a second thread."""
+def held_bytes(value: Any) -> int:
+    """About how many bytes a cached value holds: its arrays (a picture: its pixels and its PNG, about as
+    large again), a small constant for anything else."""
+    if isinstance(value, Picture):
+        return 2 * value.pixels.nbytes
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, AmodalScene):
+        return sum(i.amodal.nbytes + (0 if i.external is None else i.external.nbytes) for i in value.instances)
+    nbytes = getattr(value, "nbytes", None)
+    if isinstance(nbytes, int):
+        return nbytes
+    if isinstance(value, (list, tuple)):
+        return 64 + 32 * len(value)
+    return 64
 
-    def __init__(self, size: int = 160, png_level: int = 1) -> None:
-        self._items: OrderedDict[tuple, Any] = OrderedDict()
-        self._size = size
+
+class FigureCache:
+    """Figures (and facts) of one tab by everything they depend on, least recently used dropped first once
+    they hold more than ``max_bytes`` (the newest is always kept), so nothing that did not change is drawn,
+    encoded or counted again. Values are held by reference. Safe to fill from a second thread."""
+
+    def __init__(self, max_bytes: int = 128 * 2**20, png_level: int = 1) -> None:
+        self._items: OrderedDict[tuple, tuple[Any, int]] = OrderedDict()
+        self._bytes = 0
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self.png_level = png_level
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held (as `held_bytes` counts them)."""
+        return self._bytes
 
     def value(self, key: tuple, compute: Callable[[], Any]) -> Any:
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
-                return self._items[key]
+                return self._items[key][0]
         value = compute()  # outside the lock: another thread may compute the same value meanwhile
-        with self._lock:
-            self._items[key] = value
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
+        self._put(key, value)
         return value
+
+    def _put(self, key: tuple, value: Any, size: int | None = None) -> None:
+        size = held_bytes(value) if size is None else size
+        with self._lock:
+            old = self._items.pop(key, None)
+            self._bytes += size - (0 if old is None else old[1])
+            self._items[key] = (value, size)
+            while self._bytes > self.max_bytes and len(self._items) > 1:
+                self._bytes -= self._items.popitem(last=False)[1][1]
 
     def get(self, key: tuple, render: Callable[[], np.ndarray]) -> Picture:
         """The picture under ``key``, rendered by ``render`` when missing."""
         return self.value(key, lambda: Picture(render(), self.png_level))
+
+    def only(self, slot: str, key: tuple, render: Callable[[], np.ndarray]) -> Picture:
+        """Like `get`, but ``slot`` holds one picture at a time: a new ``key`` replaces the last one (e.g. the
+        view with the selection outlined, which every click on another instance changes)."""
+        with self._lock:
+            held = self._items.get((slot,))
+        if held is not None and held[0][0] == key:
+            return held[0][1]
+        picture = Picture(render(), self.png_level)
+        self._put((slot,), (key, picture), held_bytes(picture))
+        return picture
 
     def __contains__(self, key: tuple) -> bool:
         with self._lock:
@@ -109,6 +154,7 @@ class FigureCache:
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+            self._bytes = 0
 
 
 @dataclass
@@ -130,6 +176,7 @@ class Tab:
     figures: FigureCache = field(default_factory=FigureCache)
     # What the mask editor on the page shows (see `editor_key`); strokes apply only to that object.
     editor_shows: tuple | None = None
+    assist: Any = None  # the assists' clicks and pending proposal on the current image (app.assists)
     # Held by each event of this tab from its action through its render (app.layout.Tabs.use).
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
@@ -141,6 +188,7 @@ class Tab:
 
 # Fine-tune jobs by dataset workspace folder (process-wide, like the models).
 _JOBS: dict[Path, FineTuneJob] = {}
+_JOBS_LOCK = threading.Lock()
 
 
 # ----- opening data ----------------------------------------------------------------------------
@@ -210,10 +258,16 @@ def open_uploads(cfg: AppConfig, checkpoint: str | os.PathLike | None) -> EditSe
     return session
 
 
-def switch_dataset(cfg: AppConfig, tab: Tab, data: str, images: str) -> None:
-    if not str(data).strip() or not str(images).strip():
-        raise UserError("give both the annotation file and its image folder")
-    tab.session = EditSession.open(cfg.workspace, Path(str(data).strip()).expanduser(), Path(str(images).strip()).expanduser())
+def switch_dataset(cfg: AppConfig, tab: Tab, data: str | None, images: str | None) -> None:
+    """Open another dataset: ``data`` and ``images`` are names among those listed under ``--data-root``
+    (`app.security.dataset_choices`), never paths a client made up."""
+    from .security import chosen, dataset_choices, image_folder_choices
+
+    if not data or not images:
+        raise UserError("choose both the annotation file and its image folder")
+    source = chosen(cfg, data, dataset_choices(cfg), "annotation file")
+    folder = chosen(cfg, images, image_folder_choices(cfg), "image folder")
+    tab.session = EditSession.open(cfg.workspace, source, folder)
     clear_selection(tab)
     load_view_settings(tab)
 
@@ -252,7 +306,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     try:
         return _read_cached(str(path), path.stat().st_mtime_ns)
     except FileNotFoundError:
-        raise UserError(f"image file {path} does not exist (is the image folder right?)") from None
+        raise UserError(f"image file {path.name} does not exist (is the image folder right?)") from None
 
 
 def current_image(tab: Tab) -> np.ndarray:
@@ -262,7 +316,7 @@ def current_image(tab: Tab) -> np.ndarray:
     image = load_image(tab.session.image_path())
     if image.shape[:2] != scene.shape:
         raise UserError(
-            f"{tab.session.image_path()} is {image.shape[1]}x{image.shape[0]} but its annotation says "
+            f"{scene.file_name} is {image.shape[1]}x{image.shape[0]} but its annotation says "
             f"{scene.width}x{scene.height}"
         )
     return image
@@ -276,16 +330,12 @@ def model_for(tab: Tab) -> Model | None:
 
 
 def prediction(cfg: AppConfig, tab: Tab) -> AmodalScene | None:
-    """The model's scene for the current image, None without a model. The network runs once per image
-    (the model caches it); the tab keeps its copy, which is only looked at, never edited."""
+    """The model's scene for the current image, None without a model. The network runs once per image: the
+    model's cache holds the prediction, and this is a reference to it (only looked at, never edited)."""
     model = model_for(tab)
     if model is None:
         return None
-    scene = tab.session.scene
-    return tab.figures.value(
-        ("scene", *figure_key(cfg, tab, "prediction")),
-        lambda: model.predict(current_image(tab), scene.image, cfg.score_thr),
-    )
+    return model.predict(current_image(tab), tab.session.scene.image, cfg.score_thr)
 
 
 def model_notice(cfg: AppConfig, tab: Tab) -> str:
@@ -313,8 +363,9 @@ def predict_upload(cfg: AppConfig, tab: Tab, path: str | os.PathLike) -> dict[st
         uploads = tab.session  # the tab's own, with its undo history
     index = len(uploads)
     record = {"id": index + 1, "file_name": f"upload_{index + 1:05d}.png", "height": image.shape[0], "width": image.shape[1]}
-    # Predicted before the tab moves to the uploads: a failed prediction leaves the tab where it was.
-    scene = model.predict(image, record, cfg.score_thr)
+    # Predicted before the tab moves to the uploads: a failed prediction leaves the tab where it was. The
+    # uploads edit their scene: a copy of the cached prediction, the one place the app copies one.
+    scene = model.predict(image, record, cfg.score_thr).copy()
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
     uploads.add_scene(scene, buf.getvalue())
@@ -496,9 +547,9 @@ def encode_png(image: np.ndarray, level: int = 1) -> bytes:
 
 
 def annotation_key(tab: Tab) -> tuple:
-    """What every figure of the annotation depends on: its dataset, image and saved revision (each edit,
-    undo and redo is saved at once and bumps it)."""
-    return ("annotation", str(tab.session.folder), tab.session.current, tab.session.revision)
+    """What every figure of the annotation depends on: its dataset, image, saved revision and edits made (each
+    edit, undo and redo counts, saved or not: a save that failed keeps its edit on screen)."""
+    return ("annotation", str(tab.session.folder), tab.session.current, tab.session.revision, tab.session.changes)
 
 
 def figure_key(cfg: AppConfig, tab: Tab, which: str) -> tuple:
@@ -509,12 +560,15 @@ def figure_key(cfg: AppConfig, tab: Tab, which: str) -> tuple:
 
 
 def render_view(cfg: AppConfig, tab: Tab) -> np.ndarray:
-    """The image with instances coloured by depth rank (annotation, prediction, or both side by side).
-    The selection is not in it: `view_picture` outlines it on top."""
-    image = current_image(tab)
+    """The image with instances coloured by depth rank (annotation, prediction, or both side by side), at
+    the display's resolution before enlargement (a large photo reduced: see `Display`). The selection is
+    not in it: `view_picture` outlines it on top."""
+    display = display_for(tab.session.scene.shape)
+    image = display_image(tab, display)
 
     def draw(which: str) -> np.ndarray:
-        return viz.overlay_by_rank(image, scene_for(cfg, tab, which), view=tab.view, alpha=tab.opacity, legend=True)
+        scene = display_scene(cfg, tab, which, display)
+        return viz.overlay_by_rank(image, scene, view=tab.view, alpha=tab.opacity, legend=True)
 
     if tab.show == "both":
         return np.concatenate([draw("annotation"), draw("prediction")], axis=1)
@@ -523,6 +577,9 @@ def render_view(cfg: AppConfig, tab: Tab) -> np.ndarray:
 
 # Gradio shows an image at most at its own size; smaller images are sent enlarged so they are easy to click.
 DISPLAY_MIN_SIDE = 512
+# Larger photos are sent reduced: the page cannot show more pixels, and drawing them would cost memory and
+# time in proportion to the photo (a 6000 x 4000 view in float32 alone is 288 MB).
+DISPLAY_MAX_SIDE = 1600
 
 
 def display_scale(shape: tuple[int, int]) -> int:
@@ -535,21 +592,108 @@ def enlarge(image: np.ndarray, scale: int) -> np.ndarray:
     return image if scale == 1 else cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
 
 
+@dataclass(frozen=True)
+class Display:
+    """How the page shows an image of ``height`` x ``width``: enlarged ``up`` times (small images) or reduced
+    ``down`` times (large photos), one of the two 1. Reduced, display pixel (dx, dy) stands for the block
+    ``[dx * down, (dx + 1) * down)`` of image columns (rows alike) and shows the block's centre pixel, so
+    masks are drawn from the very pixels a click maps to, and edits fill whole blocks at full resolution."""
+
+    height: int
+    width: int
+    up: int = 1
+    down: int = 1
+
+    @property
+    def reduced(self) -> tuple[int, int]:
+        """(height, width) after reduction, before enlargement."""
+        return -(-self.height // self.down), -(-self.width // self.down)
+
+    def centres(self, n: int, size: int) -> np.ndarray:
+        return np.minimum(np.arange(n) * self.down + self.down // 2, size - 1)
+
+    def to_image(self, dx: int, dy: int) -> tuple[int, int]:
+        """The image pixel (x, y) a click on display pixel (dx, dy) means."""
+        x, y = int(dx) // self.up, int(dy) // self.up
+        if self.down > 1:
+            x, y = min(x * self.down + self.down // 2, self.width - 1), min(y * self.down + self.down // 2, self.height - 1)
+        return x, y
+
+    def sample(self, mask: np.ndarray) -> np.ndarray:
+        """A full-resolution mask (or image) at the reduced resolution: each block's centre pixel."""
+        if self.down == 1:
+            return mask
+        h, w = self.reduced
+        return mask[np.ix_(self.centres(h, self.height), self.centres(w, self.width))]
+
+    def to_full(self, mask: np.ndarray) -> np.ndarray:
+        """A mask painted at the reduced resolution, each pixel filling its block at full resolution."""
+        if self.down == 1:
+            return mask
+        return np.repeat(np.repeat(mask, self.down, axis=0), self.down, axis=1)[: self.height, : self.width]
+
+
+def display_for(shape: tuple[int, int]) -> Display:
+    h, w = shape
+    down = max(1, -(-max(h, w) // DISPLAY_MAX_SIDE))
+    return Display(h, w, up=display_scale(shape) if down == 1 else 1, down=down)
+
+
+def display_image(tab: Tab, display: Display) -> np.ndarray:
+    """The current image at the display's reduced resolution (area-averaged: a photo, not a mask)."""
+    image = current_image(tab)
+    if display.down == 1:
+        return image
+    h, w = display.reduced
+    return tab.figures.value(("display image", str(tab.session.image_path())),
+                             lambda: cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA))
+
+
+def display_scene(cfg: AppConfig, tab: Tab, which: str, display: Display) -> AmodalScene:
+    """The ``which`` scene at the display's reduced resolution (its masks sampled as `Display.sample`
+    says; the painter's rule commutes with sampling, so visible parts are sampled exactly too)."""
+    scene = scene_for(cfg, tab, which)
+    if display.down == 1:
+        return scene
+
+    def reduce() -> AmodalScene:
+        h, w = display.reduced
+        instances = [
+            Instance(inst.id, display.sample(inst.amodal), rank=inst.rank, name=inst.name, category=inst.category,
+                     is_stuff=inst.is_stuff, score=inst.score,
+                     external=None if inst.external is None else display.sample(inst.external))
+            for inst in scene.instances
+        ]
+        return AmodalScene({**scene.image, "height": h, "width": w}, instances)
+
+    return tab.figures.value(("display scene", *figure_key(cfg, tab, which)), reduce)
+
+
 def view_picture(cfg: AppConfig, tab: Tab) -> Picture:
-    """The view as the page shows it: `render_view` enlarged by `display_scale`, the selected instance
-    outlined. A click only outlines another instance on the cached view: it never draws the view again."""
+    """The view as the page shows it: `render_view` enlarged (small images), the selected instance
+    outlined. A click only outlines another instance on the cached view: it never draws the view again,
+    and the tab keeps one outlined view at a time."""
     shown = ("annotation", "prediction") if tab.show == "both" else (shown_scene(tab),)
     key = ("view", tab.show, tab.view, tab.opacity, *(figure_key(cfg, tab, which) for which in shown))
-    scale = display_scale(tab.session.scene.shape)
-    view = tab.figures.get(key, lambda: enlarge(render_view(cfg, tab), scale))
+    display = display_for(tab.session.scene.shape)
+    view = tab.figures.get(key, lambda: enlarge(render_view(cfg, tab), display.up))
     if tab.selected is None or tab.selected_in not in shown:
         return view
     # In "both" the prediction is the right half.
-    offset = (tab.session.scene.width * scale if tab.selected_in == "prediction" and tab.show == "both" else 0, 0)
-    return tab.figures.get(
-        (*key, "selected", tab.selected_in, tab.selected),
-        lambda: viz.selection_outline(view.pixels, scene_for(cfg, tab, tab.selected_in), tab.selected, scale, offset),
-    )
+    half = display.reduced[1] * display.up
+    offset = (half if tab.selected_in == "prediction" and tab.show == "both" else 0, 0)
+    return tab.figures.only("outlined view", (*key, tab.selected_in, tab.selected), lambda: viz.selection_outline(
+        view.pixels, display_scene(cfg, tab, tab.selected_in, display), tab.selected, display.up, offset))
+
+
+def click_to_pixel(tab: Tab, dx: int, dy: int) -> tuple[int, int]:
+    """A click on the page's view (display pixels) as a pixel of the shown image; in "both", a click on
+    the right half is offset by the image's width, as `select_at` expects."""
+    display = display_for(tab.session.scene.shape)
+    half = display.reduced[1] * display.up
+    right = tab.show == "both" and dx >= half
+    x, y = display.to_image(dx - half if right else dx, dy)
+    return (x + display.width if right else x), y
 
 
 def _shown(cfg: AppConfig, tab: Tab) -> AmodalScene:
@@ -567,7 +711,7 @@ def render_level_sets(cfg: AppConfig, tab: Tab) -> np.ndarray:
     scene = _shown(cfg, tab)
     maps = None
     if any(inst.semdist is not None for inst in scene.instances):
-        maps = [semdist_of(cfg, scene, inst.id, _K(cfg, tab, shown_scene(tab))) for inst in scene.instances]
+        maps = [semdist_of(cfg, scene, inst.id) for inst in scene.instances]
     return viz.level_set_figure(current_image(tab), scene, maps=maps, K=cfg.K, tau=cfg.tau)
 
 
@@ -594,17 +738,15 @@ def pane_picture(cfg: AppConfig, tab: Tab, pane: str) -> Picture:
     return tab.figures.get(key, lambda: render(cfg, tab))
 
 
-def semdist_of(cfg: AppConfig, scene: AmodalScene, instance_id: int, K: int | None = None) -> semdist.SemDistMap:
-    """One instance's sem-dist map: the network's when attached (``K``: the model's levels, default
-    ``cfg.K``), else encoded from the current masks."""
+def semdist_of(cfg: AppConfig, scene: AmodalScene, instance_id: int) -> semdist.SemDistMap:
+    """One instance's sem-dist map: the network's when attached (with the model's levels), else encoded
+    from the current masks."""
     i = scene.index_of(instance_id)
     inst = scene.instances[i]
     if inst.semdist is not None:
-        x, y, w, h = (int(v) for v in mask_bbox(inst.semdist > 0))
-        values = np.asarray(inst.semdist[y : y + h, x : x + w], np.float32)
-        return semdist.SemDistMap(values, (x, y, x + w, y + h), scene.shape, K or cfg.K)
+        return inst.semdist  # a crop of the instance's box, as the predictor made it
     # Only this instance's levels are needed; the layer crops of all instances are cheap counts.
-    box, layer = semdist.raw_layer_crops(scene)[i]
+    box, layer = semdist.raw_layer_crop(scene, i)
     return semdist.SemDistMap(semdist.level_sdm(layer, cfg.K, cfg.tau), box, scene.shape, cfg.K)
 
 
@@ -655,8 +797,7 @@ def inspect(cfg: AppConfig, tab: Tab, surface: bool = True) -> Inspection | None
 
 
 def _semdist(cfg: AppConfig, tab: Tab, state: tuple, scene: AmodalScene, instance_id: int) -> semdist.SemDistMap:
-    K = _K(cfg, tab, state[0])
-    return tab.figures.value(("semdist", state, instance_id), lambda: semdist_of(cfg, scene, instance_id, K))
+    return tab.figures.value(("semdist", state, instance_id), lambda: semdist_of(cfg, scene, instance_id))
 
 
 def _inspector_pictures(
@@ -695,8 +836,9 @@ def prefetch(cfg: AppConfig, tab: Tab) -> threading.Thread | None:
         ids = [scene.instances[i].id for i in scene.front_to_back() if scene.instances[i].amodal.any()]
         todo = [i for i in ids[:PREFETCH_MAX] if ("heat", state, i) not in tab.figures]
         if todo:
-            # An edit changes the live annotation in place: draw from a copy taken along with its key.
-            jobs.append((state, scene.copy() if which == "annotation" else scene, todo))
+            # An edit changes the live annotation in place: draw from a copy taken along with its key (sharing
+            # its masks, which edits replace rather than write).
+            jobs.append((state, editable_copy(scene) if which == "annotation" else scene, todo))
     if not jobs:
         return None
 
@@ -764,7 +906,8 @@ def render(cfg: AppConfig, tab: Tab, parts: Sequence[str] = PARTS) -> dict[str, 
             rows=instance_rows(shown, occlude_rates(tab, figure_key(cfg, tab, listed), shown)),
             table_title=f"{listed}: instances, front first (click a row to select)",
             status=f"{last} · {len(undo_labels)} undo / {len(redo_labels)} redo · "
-            f"{len(tab.session.edited_indices())} edited image(s) · every edit is saved",
+            f"{len(tab.session.edited_indices())} edited image(s) · every edit is saved"
+            + "".join(f"  \n⚠ {n}" for n in tab.session.notices),
             position=f"image {tab.session.current + 1} of {len(tab.session)}: `{scene.file_name}`",
             model=model_notice(cfg, tab),
             show=tab.show,
@@ -882,10 +1025,11 @@ def editor_value(tab: Tab) -> dict[str, Any]:
     The current mask is shown in the background rather than handed over as a paintable layer: Gradio's
     editor does not reliably load layers given by the server, while the strokes it sends back are exact.
     """
-    image = np.array(current_image(tab))
+    display = display_for(tab.session.scene.shape)  # a large photo is edited at the reduced resolution
+    image = np.array(display_image(tab, display))
     inst = _editor_target(tab)
     if inst is not None:
-        mask = inst.amodal
+        mask = display.sample(inst.amodal)
         image[mask] = (0.5 * image[mask] + 0.5 * np.array(EDITOR_COLOR)).astype(np.uint8)
     tab.editor_shows = editor_key(tab)
     return {"background": image, "layers": [], "composite": None}
@@ -897,9 +1041,12 @@ def mask_from_editor(value: Any, shape: tuple[int, int]) -> np.ndarray:
     if not layers:
         raise UserError("nothing painted in the editor: paint with the brush first")
     mask = np.zeros(shape, bool)
+    display = display_for(shape)
     for layer in layers:
         arr = _as_rgba(layer)
         alpha = arr[:, :, 3] > 0
+        if display.down > 1 and alpha.shape == display.reduced:
+            alpha = display.to_full(alpha)  # painted on the reduced photo: each pixel fills its block
         if alpha.shape != shape:
             # The editor may hand back a scaled canvas; nearest keeps the mask binary.
             alpha = cv2.resize(alpha.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0
@@ -997,9 +1144,22 @@ def training_classes(tab: Tab, model_classes: int) -> tuple[bool, str]:
 
 
 def start_finetune(cfg: AppConfig, tab: Tab, command: list[str] | None = None) -> FineTuneJob:
-    """Export the corrected dataset (COCOA) and start train.py --init on it in the background."""
+    """Export the corrected dataset (COCOA) and start train.py --init on it in the background. One fine-tune
+    at a time on the whole server: each takes the machine's cores (and any number of crafted datasets
+    would otherwise start as many processes)."""
+    with _JOBS_LOCK:
+        return _start_finetune(cfg, tab, command)
+
+
+def _start_finetune(cfg: AppConfig, tab: Tab, command: list[str] | None) -> FineTuneJob:
     if tab.job is not None and tab.job.progress().state == "running":
         raise UserError("a fine-tune is already running in this tab; cancel it first")
+    busy = [folder for folder, job in _JOBS.items() if job.progress().state == "running"]
+    if busy:
+        raise UserError(
+            f"a fine-tune of another dataset ({busy[0].name}) is running on this server; one runs at a time: "
+            "start this one when it has finished (or cancel it from its page)"
+        )
     if tab.checkpoint is None:
         raise UserError("no model is loaded: start the app with --checkpoint CKPT to fine-tune it")
     if cfg.train_config is None:

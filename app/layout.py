@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
+import time
 import uuid
 import weakref
 from pathlib import Path
@@ -20,8 +21,10 @@ from PIL import Image
 from semlayer.errors import SemlayerError
 from semlayer.scene import MOVES
 
+from . import assist_layout
 from . import handlers as h
-from .session import ConflictError
+from . import security
+from .session import ConflictError, SaveError
 
 # Figures are written here once, as PNG, and handed to Gradio as files: its own encoder (PIL, default
 # compression) takes several times longer than the whole rest of a click.
@@ -50,15 +53,26 @@ class Tabs:
     def __init__(self, cfg: h.AppConfig) -> None:
         self.cfg = cfg
         self._tabs: dict[str, h.Tab] = {}
+        self._used: dict[str, float] = {}  # last use of each tab (time.monotonic)
         self._lock = threading.Lock()
 
     def get(self, request: gr.Request | None) -> h.Tab:
         key = getattr(request, "session_hash", None) or "default"
+        now = time.monotonic()
         with self._lock:
+            self._expire(now)
             tab = self._tabs.get(key)
             if tab is None:
                 tab = self._tabs[key] = h.new_tab(self.cfg)
+            self._used[key] = now
             return tab
+
+    def _expire(self, now: float) -> None:
+        """Forget tabs unused for ``cfg.tab_idle_s``: API clients never say goodbye, and each tab holds
+        figures and scenes (its edits are on disk; coming back opens a fresh tab)."""
+        for key in [k for k, used in self._used.items() if now - used > self.cfg.tab_idle_s]:
+            self._tabs.pop(key, None)
+            self._used.pop(key, None)
 
     @contextlib.contextmanager
     def use(self, request: gr.Request | None) -> Iterator[h.Tab]:
@@ -74,17 +88,19 @@ class Tabs:
         key = getattr(request, "session_hash", None) or "default"
         with self._lock:
             self._tabs.pop(key, None)
+            self._used.pop(key, None)
 
 
-def user_errors(fn: Callable) -> Callable:
-    """Show library and user errors as a message in the page; the app keeps running."""
+def user_errors(fn: Callable, cfg: h.AppConfig) -> Callable:
+    """Show library and user errors as a message in the page (no absolute server path in it); the app keeps
+    running."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except SemlayerError as err:
-            raise gr.Error(str(err), print_exception=False) from None
+            raise gr.Error(security.public_text(cfg, str(err)), print_exception=False) from None
 
     return wrapper
 
@@ -161,9 +177,14 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
                             value=[str(p) for p in cfg.examples], label="examples (click one)", columns=4, height=160,
                             allow_preview=False, format="png", visible=bool(cfg.examples),
                         )  # fmt: skip
-                    with gr.Row():
-                        data_tb = gr.Textbox(label="annotation file (COCOA, COCO-style amodal, KINS)", value=str(cfg.data or ""))
-                        images_tb = gr.Textbox(label="image folder", value=str(cfg.images or ""))
+                    # Datasets by name among the files under --data-root (no root: no choice, only --data).
+                    datasets, folders = security.dataset_choices(cfg), security.image_folder_choices(cfg)
+                    data_name, images_name = security.relative_name(cfg, cfg.data), security.relative_name(cfg, cfg.images)
+                    with gr.Row(visible=cfg.data_root is not None):
+                        data_tb = gr.Dropdown(datasets, label="annotation file (COCOA, COCO-style amodal, KINS)",
+                                              value=data_name if data_name in datasets else None)
+                        images_tb = gr.Dropdown(folders, label="image folder",
+                                                value=images_name if images_name in folders else None)
                         open_btn = gr.Button("Open dataset")
                     gallery = gr.Gallery(label="dataset", columns=8, height=180, allow_preview=False, format="png")
             # ----- right: inspector, table, edits -----
@@ -219,6 +240,7 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
                     with gr.Row():
                         apply_mask_btn = gr.Button("apply strokes to selected", size="sm", variant="primary")
                         add_btn = gr.Button("strokes as new instance", size="sm")
+                assist_controls = assist_layout.controls(cfg)
                 with gr.Accordion("Export and fine-tune", open=False):
                     with gr.Row():
                         cocoa_btn = gr.Button("export COCOA JSON", size="sm")
@@ -299,13 +321,14 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
                         if action is not None:
                             try:
                                 action(tab, *args)
-                            except ConflictError as err:  # the handler reloaded the saved state: show it
-                                gr.Warning(str(err))
+                            except (ConflictError, SaveError) as err:
+                                # Reloaded after a conflict, or the edit kept unsaved: show the tab's state.
+                                gr.Warning(security.public_text(cfg, str(err)))
                                 return shown(tab, r_all(tab))
                         return shown(tab, render(tab))
                 except SemlayerError as err:
                     # A message, and the page as it was: gr.Error would also mark every output as failed.
-                    gr.Warning(str(err))
+                    gr.Warning(security.public_text(cfg, str(err)))
                     return gr.skip()
 
             # Gradio injects the request and event data by the annotations of leading positional parameters.
@@ -338,13 +361,15 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
 
         def on_upload(tab: h.Tab, path: str | None) -> None:
             if path:
-                h.predict_upload(cfg, tab, path)
+                h.predict_upload(cfg, tab, security.uploaded_file(path))
 
         def r_uploaded(tab: h.Tab) -> dict:
             # The file box is emptied, so the next image can be dropped straight in.
             return {**r_all(tab), upload: None}
 
         def on_example(tab: h.Tab, evt: gr.SelectData) -> None:
+            if not isinstance(evt.index, int) or not 0 <= evt.index < len(cfg.examples):
+                raise h.UserError("choose one of the examples")
             h.predict_upload(cfg, tab, cfg.examples[evt.index])
 
         def on_open(tab: h.Tab, data: str, images: str) -> None:
@@ -364,9 +389,8 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
 
         # ----- looking -----
         def on_click(tab: h.Tab, evt: gr.SelectData) -> None:
-            # The page shows small images enlarged (see r_view); clicks come in displayed pixels.
-            scale = h.display_scale(tab.session.scene.shape)
-            h.select_at(cfg, tab, evt.index[0] // scale, evt.index[1] // scale)
+            # The page shows small images enlarged and large ones reduced; clicks come in displayed pixels.
+            h.select_at(cfg, tab, *h.click_to_pixel(tab, evt.index[0], evt.index[1]))
 
         def on_row(tab: h.Tab, evt: gr.SelectData) -> None:
             if evt.row_value:
@@ -411,6 +435,7 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
 
         wire(apply_mask_btn.click, event(r_edited, h.apply_editor_mask), [editor, brush_mode], everything)
         wire(add_btn.click, event(r_edited, h.add_from_editor), [editor, name_tb, cat_num, stuff_cb], everything)
+        assist_layout.wire(assist_controls, cfg, event, wire, r_all, everything, editor, name_tb, cat_num)
 
         # ----- export and fine-tune -----
         def exporter(fmt: str) -> Callable[[h.Tab], None]:
@@ -436,9 +461,9 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
             text += f" · loss {progress.loss:.4f}" if progress.loss is not None else ""
             text += f" · {progress.message}" if progress.message else ""
             text += f" · training {tab.job.note}" if tab.job is not None and tab.job.note else ""
-            out = {tune_md: text, timer: gr.Timer(active=progress.state == "running")}
+            out = {tune_md: security.public_text(cfg, text), timer: gr.Timer(active=progress.state == "running")}
             if progress.state == "done":
-                out[tune_md] = text + f" · now using `{progress.checkpoint}`"
+                out[tune_md] = security.public_text(cfg, text + f" · now using `{progress.checkpoint}`")
                 out.update(r_all(tab))
             return out
 
@@ -454,18 +479,26 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
 
 
 def _gallery(tab: h.Tab) -> list[str]:
-    """Thumbnails of the dataset (image files straight from the dataset or workspace folder)."""
-    return [str(tab.session.image_path(i)) for i in range(len(tab.session))]
+    """Thumbnails of the dataset (image files straight from the dataset or workspace folder); an image whose
+    name would leave its folder is left out (the page says why when it is opened)."""
+    paths = []
+    for i in range(len(tab.session)):
+        try:
+            paths.append(str(tab.session.image_path(i)))
+        except SemlayerError:
+            continue
+    return paths
 
 
 def _api(tabs: Tabs, cfg: h.AppConfig) -> None:
     """Script access with the same handlers: each client gets its own tab."""
 
     def predict(image: gr.FileData, request: gr.Request) -> dict:
-        """Predict an image file and make it the current scene; returns the scene summary."""
-        path = image.get("path") if isinstance(image, dict) else getattr(image, "path", image)
+        """Predict an uploaded image file (gradio_client's handle_file) and make it the current scene; returns
+        the scene summary."""
+        path = security.uploaded_file(image)
         with tabs.use(request) as tab:
-            return h.predict_upload(cfg, tab, str(path))
+            return h.predict_upload(cfg, tab, path)
 
     def select(x: int, y: int, request: gr.Request) -> dict | None:
         """Select the front-most instance at pixel (x, y) of the scene being edited (the one /scene
@@ -501,4 +534,5 @@ def _api(tabs: Tabs, cfg: h.AppConfig) -> None:
             return h.scene_summary(tab)
 
     for fn in (predict, select, export, move, undo, redo, scene):
-        gr.api(user_errors(fn), api_name=fn.__name__)
+        gr.api(user_errors(fn, cfg), api_name=fn.__name__)
+    assist_layout.api(tabs, cfg, user_errors)

@@ -2,13 +2,15 @@
 
 Models are loaded once per process (module-level cache keyed by checkpoint path), never stored in Gradio
 session state. Predictions are cached per image content, so the network runs once per image and clicks,
-toggles and table selection reuse the result.
+toggles and table selection reuse the result. This is the one cache of predictions: it holds them by
+reference, bounded by their bytes, and hands out read-only references, never copies.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
+import weakref
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,16 +32,43 @@ class PredictorLike(Protocol):
     def scene(self, score_thr: float = 0.5) -> AmodalScene: ...
 
 
-class Model:
-    """A predictor plus a small per-image cache of its scenes (and global layering maps)."""
+def scene_nbytes(scene: AmodalScene) -> int:
+    """Bytes held by a scene's arrays: masks and attached maps (a view counts as its own size)."""
+    total = 0
+    for inst in scene.instances:
+        total += inst.amodal.nbytes
+        total += 0 if inst.external is None else inst.external.nbytes
+        total += 0 if inst.semdist is None else int(getattr(inst.semdist, "nbytes", 0))
+    return total
 
-    def __init__(self, predictor: PredictorLike, checkpoint: str = "", cache_size: int = 16) -> None:
+
+class Model:
+    """A predictor plus a per-image cache of its scenes (and global layering maps), least recently used
+    dropped first once they hold more than ``cache_bytes`` (the newest is always kept)."""
+
+    def __init__(self, predictor: PredictorLike, checkpoint: str = "", cache_bytes: int = 512 * 2**20) -> None:
         self.predictor = predictor
         self.checkpoint = checkpoint
-        self._cache: OrderedDict[tuple[str, float], tuple[AmodalScene, np.ndarray | None]] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, float], tuple[AmodalScene, np.ndarray | None, int]] = OrderedDict()
+        self.cache_bytes = cache_bytes
+        # Image digests by array identity: hashing a 6000 x 4000 photo costs more than a click.
+        self._digests: dict[int, tuple[weakref.ref, str]] = {}
         # One predictor serves every tab; the network call itself is not re-entrant.
         self._lock = threading.Lock()
+
+    @property
+    def cached_bytes(self) -> int:
+        return sum(entry[2] for entry in self._cache.values())
+
+    def _digest(self, image: np.ndarray) -> str:
+        hit = self._digests.get(id(image))
+        if hit is not None and hit[0]() is image:
+            return hit[1]
+        digest = hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest() + str(image.shape)
+        if not image.flags.writeable:  # a writable array may change under the same identity
+            self._digests = {k: v for k, v in self._digests.items() if v[0]() is not None}
+            self._digests[id(image)] = (weakref.ref(image), digest)
+        return digest
 
     @property
     def class_names(self) -> list[str]:
@@ -57,8 +86,8 @@ class Model:
         """Depth levels of the model's layer maps (None when the predictor does not say)."""
         return getattr(self.predictor, "K", None)
 
-    def _entry(self, image: np.ndarray, score_thr: float) -> tuple[AmodalScene, np.ndarray | None]:
-        key = (hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest() + str(image.shape), float(score_thr))
+    def _entry(self, image: np.ndarray, score_thr: float) -> tuple[AmodalScene, np.ndarray | None, int]:
+        key = (self._digest(image), float(score_thr))
         with self._lock:
             entry = self._cache.get(key)
             if entry is None:
@@ -66,17 +95,20 @@ class Model:
                 scene = self.predictor.scene(score_thr=score_thr)
                 # The SLN's global layering module predicts G itself; other models have none.
                 has_global = getattr(self.predictor, "has_layers", False) and hasattr(self.predictor, "global_layers")
-                entry = self._cache[key] = (scene, self.predictor.global_layers() if has_global else None)
-                while len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
+                G = self.predictor.global_layers() if has_global else None
+                entry = self._cache[key] = (scene, G, scene_nbytes(scene) + (0 if G is None else G.nbytes))
+                total = self.cached_bytes
+                while total > self.cache_bytes and len(self._cache) > 1:
+                    total -= self._cache.popitem(last=False)[1][2]
             self._cache.move_to_end(key)
         return entry
 
     def predict(self, image: np.ndarray, image_record: dict[str, Any], score_thr: float = 0.5) -> AmodalScene:
-        """The predicted scene of ``image`` (a copy; callers may edit it), cached by image content."""
-        out = self._entry(image, score_thr)[0].copy()
-        out.image = {**out.image, **image_record}
-        return out
+        """The predicted scene of ``image``, cached by image content: a new scene object with the given image
+        record around the cached instances themselves (no copy), so it is only to be read; copy it
+        (`AmodalScene.copy`) to edit it."""
+        cached = self._entry(image, score_thr)[0]
+        return AmodalScene({**cached.image, **image_record}, list(cached.instances), cached.annotation)
 
     def global_layers(self, image: np.ndarray, score_thr: float = 0.5) -> np.ndarray | None:
         """The network's global layering map of ``image`` (cached with its scene), None if it has none."""

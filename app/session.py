@@ -8,16 +8,21 @@ dataset's workspace folder (``<workspace>/<stem>-<sha8>/`` for a file, ``<worksp
     images/             images of scenes added in the app (uploads)
     exports/            exported JSON files
 
-Each save carries a revision number; a session whose base revision is stale (another tab or process saved
-since) gets a `ConflictError` instead of overwriting that work.
+Each save carries a revision number. Conflicts are per image: a save of an image whose file another tab or
+process saved since this session read it gets a `ConflictError` instead of overwriting that work, while
+annotators on different images never collide. A save that fails (a full disk) raises `SaveError` and keeps
+the edit in memory; the next save writes it. Workspace files are checked when read: a broken one is set
+aside (renamed ``*.broken-N``) and reported, never silently dropped.
 """
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import functools
 import hashlib
 import json
+import logging
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -30,9 +35,13 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from semlayer.errors import ConfigError, FormatError, SemlayerError
+from semlayer.formats._base import join
 from semlayer.formats.masks import rle_input
-from semlayer.io_utils import atomic_write_json
+from semlayer.images import image_file
+from semlayer.io_utils import atomic_write_bytes, atomic_write_json
 from semlayer.scene import MOVES, AmodalScene, AnnotationSet, Instance
+
+log = logging.getLogger(__name__)
 
 SESSION_FILE = "session.json"
 SESSION_FORMAT = "semlayer-app-session"
@@ -46,7 +55,15 @@ LIVE_SCENES = 8
 
 
 class ConflictError(SemlayerError):
-    """The workspace was saved by another tab or process since this session last read it."""
+    """The image was saved by another tab or process since this session last read it."""
+
+
+class SaveError(SemlayerError):
+    """Writing the workspace failed (e.g. the disk is full); the edit is kept in memory for the next save."""
+
+
+class SourceChangedError(SemlayerError):
+    """The annotation file changed on disk since the session opened it: edits cannot be merged into it."""
 
 
 # ----- compact state: what undo/redo and the workspace store -------------------------------------------
@@ -217,6 +234,13 @@ def op_set_stuff(scene: AmodalScene, instance_id: int, is_stuff: bool) -> None:
     _instance(scene, instance_id).is_stuff = bool(is_stuff)
 
 
+def editable_copy(scene: AmodalScene) -> AmodalScene:
+    """A copy of ``scene`` to edit that shares its mask arrays: every edit replaces a mask (`Instance.set_amodal`,
+    the painter's rule), none writes into one, so a full-frame mask is held once, not once per copy."""
+    shared = {id(a): a for inst in scene.instances for a in (inst.amodal, inst.external) if a is not None}
+    return copy.deepcopy(scene, shared)
+
+
 # ----- the session -------------------------------------------------------------------------------------
 
 
@@ -244,11 +268,119 @@ def file_sha256(path: Path) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _load_annset(path: str, sha256: str) -> AnnotationSet:
-    """Parse an annotation file once per content: tabs share it (sessions never mutate base scenes). Compact:
-    a whole COCOA or KINS file open in the app holds RLE, not full-frame masks."""
-    from semlayer import formats
+    """Parse an annotation file once per content: tabs share it (sessions never mutate base scenes). Index
+    first: the app shows the first image of a large file at once, and decodes a scene when it is shown."""
+    from semlayer.formats.indexed import load_indexed
 
-    return formats.load(path, compact=True)
+    return load_indexed(path)
+
+
+def _int(value: Any, file: str = "", path: str = "") -> int:
+    """An integer field of a workspace file (bool is not one)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise FormatError(file, path, f"an integer, got {type(value).__name__}")
+    return value
+
+
+def _identity(path: Path) -> tuple | None:
+    """What changes whenever a file is replaced or rewritten (files here are only ever replaced by rename)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def _relative(text: str, root: Path) -> str:
+    """``text`` with the absolute ``root`` prefix of paths removed (messages a client sees)."""
+    return text.replace(str(root) + os.sep, "")
+
+
+def _check_rle(value: Any, file: str, path: str, shape: tuple[int, int] | None) -> tuple[int, int]:
+    if not (isinstance(value, dict) and isinstance(value.get("counts"), str) and isinstance(value.get("size"), list)
+            and len(value["size"]) == 2 and all(isinstance(v, int) and v > 0 for v in value["size"])):
+        raise FormatError(file, path, "a COCO RLE {size: [h, w], counts: str}")
+    size = (value["size"][0], value["size"][1])
+    if shape is not None and size != tuple(shape):
+        raise FormatError(file, join(path, "size"), f"{list(shape)} (the image's height and width), got {list(size)}")
+    return size
+
+
+INSTANCE_FIELDS = {"name": (str,), "category": (int, type(None)), "is_stuff": (bool,), "score": (int, float, type(None)),
+                   "polygons": (list, type(None)), "extra": (dict,)}
+
+
+def check_state(state: Any, file: str, path: str, shape: tuple[int, int] | None, patch: bool = False) -> None:
+    """A compact scene state (or, ``patch``, an undo/redo patch: only changed instances) as this module
+    writes it; raises FormatError naming the JSON path of the first problem."""
+    if not isinstance(state, dict):
+        raise FormatError(file, path, "an object with ids, ranks and instances")
+    ids, ranks, instances = state.get("ids"), state.get("ranks"), state.get("instances")
+    if not (isinstance(ids, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)):
+        raise FormatError(file, join(path, "ids"), "a list of integer instance ids")
+    if not (isinstance(ranks, list) and len(ranks) == len(ids) and all(isinstance(r, int) for r in ranks)):
+        raise FormatError(file, join(path, "ranks"), f"a list of {len(ids)} integer ranks")
+    if not isinstance(instances, dict):
+        raise FormatError(file, join(path, "instances"), "an object of instance states by id")
+    for key, inst in instances.items():
+        where = join(join(path, "instances"), key)
+        if not patch and key not in {str(i) for i in ids}:
+            raise FormatError(file, where, f"one of the ids {ids}")
+        if not isinstance(inst, dict):
+            raise FormatError(file, where, "an instance state object")
+        for name, types in INSTANCE_FIELDS.items():
+            if not isinstance(inst.get(name), types):
+                raise FormatError(file, join(where, name), f"one of {', '.join(t.__name__ for t in types)}")
+        size = _check_rle(inst.get("amodal"), file, join(where, "amodal"), shape)
+        if inst.get("external") is not None:
+            _check_rle(inst["external"], file, join(where, "external"), size)
+    if not patch:
+        missing = [i for i in ids if str(i) not in instances]
+        if missing:
+            raise FormatError(file, join(path, "instances"), f"a state for every id; missing {missing}")
+
+
+def check_scene_record(rec: dict[str, Any], file: str, shape: tuple[int, int] | None, added: bool) -> None:
+    """A saved scene file (``scenes/NNNNN.json``) has the shape this module writes, with masks of the image's
+    size, so a damaged or foreign file is refused when read rather than failing later in the page."""
+    if added:
+        image = rec.get("image")
+        if not (isinstance(image, dict) and all(isinstance(image.get(k), int) and image[k] > 0 for k in ("height", "width"))):
+            raise FormatError(file, "image", "an image record with integer height and width")
+        if not isinstance(rec.get("annotation"), dict):
+            raise FormatError(file, "annotation", "an object")
+        shape = (image["height"], image["width"])
+        check_state(rec.get("base"), file, "base", shape)
+    check_state(rec.get("state"), file, "state", shape)
+    _int(rec.get("revision", 0), file, "revision")
+    for stack in ("undo", "redo"):
+        entries = rec.get(stack)
+        if not isinstance(entries, list):
+            raise FormatError(file, stack, "a list of edits")
+        for n, entry in enumerate(entries):
+            where = f"{stack}[{n}]"
+            if not (isinstance(entry, dict) and isinstance(entry.get("label"), str)):
+                raise FormatError(file, where, "an edit with a label, before and after")
+            for side in ("before", "after"):
+                check_state(entry.get(side), file, f"{where}.{side}", shape, patch=True)
+
+
+def earlier_versions(folder: Path, source: Path) -> list[str]:
+    """Notices naming the workspace folders that hold edits of other versions of ``source`` (same file name,
+    other content): after the file changed on disk, its earlier edits are there, not lost."""
+    stem = source.stem
+    notices = []
+    for other in sorted(folder.parent.glob(f"{stem}-*")):
+        if other == folder or not (other / "scenes").is_dir() or not other.name[len(stem) + 1:].isalnum():
+            continue
+        if not any((other / "scenes").glob("*.json")):
+            continue
+        notices.append(
+            f"{source.name} has changed since it was last edited here: the edits of its earlier version are in "
+            f"the workspace folder {other.name} (not applied to this version; export them from that version of "
+            "the file, or redo them here)"
+        )
+    return notices
 
 
 class _CorrectedScenes(Sequence[AmodalScene]):
@@ -289,12 +421,18 @@ class EditSession:
         self.image_dir = None if image_dir is None else Path(image_dir)
         self.source = None if source is None else Path(source)
         self.source_sha256 = source_sha256
-        self.revision = 0
+        self.revision = 0  # the highest revision this session read or wrote
         self.current = 0
+        # What the page should be told about the workspace (files set aside, edits of an earlier version).
+        self.notices: list[str] = []
         self._slots = [_SceneSlot() for _ in range(len(annset.scenes))]
         self._decoded: OrderedDict[int, AmodalScene] = OrderedDict()  # recently used file scenes
         self._live: OrderedDict[int, None] = OrderedDict()  # slots holding a live scene, least recent first
         self._caches: dict[int, _RleCache] = {}
+        self._scene_revs: dict[int, int] = {}  # revision of each scene file as this session last read/wrote it
+        self._scene_stats: dict[int, tuple] = {}  # and that file's identity then: unchanged means not re-read
+        self._unsaved: set[int] = set()  # scenes whose last save failed: written by the next save
+        self.changes = 0  # edits made in memory, saved or not (figures depend on it, see app.handlers)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._load_workspace()
 
@@ -311,7 +449,9 @@ class EditSession:
         sha = file_sha256(source)
         annset = _load_annset(str(source), sha)
         folder = Path(workspace).resolve() / f"{source.stem}-{sha[:8]}"
-        return cls(folder, annset, image_dir, source=source, source_sha256=sha)
+        session = cls(folder, annset, image_dir, source=source, source_sha256=sha)
+        session.notices += earlier_versions(folder, source)
+        return session
 
     @classmethod
     def open_uploads(cls, workspace: str | os.PathLike) -> EditSession:
@@ -325,27 +465,21 @@ class EditSession:
         where = self.folder / SESSION_FILE
         if meta.get("source_sha256") != self.source_sha256:
             raise ConfigError(
-                f"workspace {self.folder} holds edits of a different version of {self.source}; "
+                f"workspace {self.folder.name} holds edits of a different version of {self._source_name()}; "
                 "move that folder away or choose another --workspace"
             )
-        self.revision = int(meta.get("revision", 0))
-        for n, key in enumerate(meta.get("added", [])):
-            rec = self._read_scene_file(key)
-            for field_name in ("image", "annotation", "base"):
-                if field_name not in rec:
-                    raise FormatError(str(self._scene_path(key)), field_name, "added scene record")
-            base = scene_from_state(AmodalScene(image=rec["image"], annotation=rec["annotation"]), rec["base"])
-            if key != len(self._slots):
-                raise FormatError(str(where), f"added[{n}]", f"scene index {len(self._slots)}")
-            self._slots.append(_SceneSlot(base=base, added=True))
+        self.revision = _int(meta.get("revision", 0))
+        self._load_added(meta, where)
         latest = self.revision
         for key in range(len(self._slots)):
-            if self._scene_path(key).exists():
+            if key not in self._scene_revs and self._scene_path(key).exists():
                 rec = self._read_scene_file(key)
-                slot = self._slots[key]
-                slot.state, slot.undo, slot.redo = rec["state"], rec["undo"], rec["redo"]
-                latest = max(latest, int(rec.get("revision", 0)))
-        self.current = min(max(int(meta.get("current", 0)), 0), max(len(self._slots) - 1, 0))
+                if rec is not None:
+                    slot = self._slots[key]
+                    slot.state, slot.undo, slot.redo = rec["state"], rec["undo"], rec["redo"]
+                    self._scene_revs[key] = _int(rec.get("revision", 0))
+            latest = max(latest, self._scene_revs.get(key, 0))
+        self.current = min(max(_int(meta.get("current", 0)), 0), max(len(self._slots) - 1, 0))
         if latest > self.revision:
             # A save was cut off between its scene file and the session file: the edit is on disk, so
             # finish that save (the session file takes the scene's revision) instead of losing count.
@@ -353,20 +487,57 @@ class EditSession:
             with self._locked():
                 atomic_write_json(self.folder / SESSION_FILE, self._meta())
 
+    def _load_added(self, meta: dict[str, Any], where: Path) -> None:
+        """Slots for the added scenes (uploads) the session file lists beyond those this session holds."""
+        added = meta.get("added", [])
+        for n, key in enumerate(added if isinstance(added, list) else []):
+            if not isinstance(key, int) or key < len(self._slots):
+                continue
+            if key != len(self._slots):
+                raise FormatError(str(where), f"added[{n}]", f"scene index {len(self._slots)}")
+            rec = self._read_scene_file(key, added=True)
+            if rec is None:
+                break  # set aside: later added scenes would take its index
+            base = scene_from_state(AmodalScene(image=rec["image"], annotation=rec["annotation"]), rec["base"])
+            slot = _SceneSlot(base=base, added=True)
+            slot.state, slot.undo, slot.redo = rec["state"], rec["undo"], rec["redo"]
+            self._slots.append(slot)
+            self._scene_revs[key] = _int(rec.get("revision", 0))
+
+    def _source_name(self) -> str:
+        return "the uploads" if self.source is None else self.source.name
+
     def _read_meta(self) -> dict[str, Any] | None:
         path = self.folder / SESSION_FILE
         if not path.exists():
             return None
-        meta = self._read_json(path)
-        if meta.get("format") != SESSION_FORMAT:
-            raise FormatError(str(path), "format", f"'{SESSION_FORMAT}'")
+        try:
+            meta = self._read_json(path)
+            if meta.get("format") != SESSION_FORMAT:
+                raise FormatError(str(path), "format", f"'{SESSION_FORMAT}'")
+            _int(meta.get("revision", 0), str(path), "revision")
+        except FormatError as err:
+            self._set_aside(path, err)
+            return None
         return meta
+
+    def _set_aside(self, path: Path, err: Exception) -> None:
+        """Rename a broken workspace file out of the way (kept, never deleted) and say so."""
+        n = 1
+        while path.with_name(f"{path.name}.broken-{n}").exists():
+            n += 1
+        aside = path.with_name(f"{path.name}.broken-{n}")
+        os.replace(path, aside)
+        rel = aside.relative_to(self.folder.parent)
+        message = f"workspace file {rel} was set aside: {_relative(str(err), self.folder.parent)}"
+        log.warning(message)
+        self.notices.append(message)
 
     @staticmethod
     def _read_json(path: Path) -> dict[str, Any]:
         try:
             obj = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        except (OSError, UnicodeDecodeError, ValueError) as err:
             raise FormatError(str(path), "", f"a readable JSON file ({err})") from None
         if not isinstance(obj, dict):
             raise FormatError(str(path), "", "a JSON object")
@@ -375,22 +546,40 @@ class EditSession:
     def _scene_path(self, index: int) -> Path:
         return self.folder / "scenes" / f"{index:05d}.json"
 
-    def _read_scene_file(self, index: int) -> dict[str, Any]:
+    def _read_scene_file(self, index: int, added: bool = False) -> dict[str, Any] | None:
+        """The saved record of a scene, checked; None when it was broken (and has been set aside)."""
         path = self._scene_path(index)
-        rec = self._read_json(path)
-        for key in ("state", "undo", "redo"):
-            if key not in rec:
-                raise FormatError(str(path), key, "saved scene state")
+        try:
+            rec = self._read_json(path)
+            shape = None if added else self._base(index).shape
+            check_scene_record(rec, str(path), shape, added)
+        except FormatError as err:
+            self._set_aside(path, err)
+            return None
         return rec
 
     def reload(self) -> None:
-        """Drop everything in memory and read the workspace again (after a conflict)."""
-        self._slots = [_SceneSlot() for _ in range(len(self.annset.scenes))]
-        self._decoded.clear()
-        self._live.clear()
-        self._caches.clear()
-        self.revision = 0
-        self._load_workspace()
+        """Read the current scene again from the workspace (after a conflict), staying on it; scenes others
+        added meanwhile appear. Unsaved edits of other scenes are kept."""
+        index = self.current
+        with self._locked():
+            meta = self._read_meta()
+            if meta is not None:
+                self._load_added(meta, self.folder / SESSION_FILE)
+                self.revision = max(self.revision, _int(meta.get("revision", 0)))
+            slot = self._slots[index]
+            slot.state = slot.undo = slot.redo = slot.live = None
+            self._caches.pop(index, None)
+            self._unsaved.discard(index)
+            self._scene_revs.pop(index, None)
+            self._scene_stats.pop(index, None)
+            if self._scene_path(index).exists():
+                rec = self._read_scene_file(index, added=slot.added)
+                if rec is not None:
+                    slot.state, slot.undo, slot.redo = rec["state"], rec["undo"], rec["redo"]
+                    self._scene_revs[index] = _int(rec.get("revision", 0))
+                    self.revision = max(self.revision, self._scene_revs[index])
+        self.changes += 1
 
     # ----- saving ------------------------------------------------------------------------------
     @contextmanager
@@ -406,44 +595,84 @@ class EditSession:
         return {
             "format": SESSION_FORMAT,
             "version": SESSION_VERSION,
-            "source": None if self.source is None else str(self.source),
+            # Relative to the workspace's parent: no absolute server path in what a client could be shown.
+            "source": None if self.source is None else self.source.name,
             "source_sha256": self.source_sha256,
-            "images": None if self.image_dir is None else str(self.image_dir),
             "revision": self.revision,
             "current": self.current,
             "added": [i for i, s in enumerate(self._slots) if s.added],
         }
 
-    def _check_revision(self) -> None:
-        meta = self._read_meta()
-        saved = 0 if meta is None else int(meta.get("revision", 0))
-        if saved != self.revision:
+    def _check_revision(self, index: int) -> None:
+        """Refuse to save over a scene file another tab or process wrote since this session read it."""
+        path = self._scene_path(index)
+        saved = 0
+        mine = self._scene_revs.get(index, 0)
+        if path.exists():
+            if _identity(path) == self._scene_stats.get(index):
+                saved = mine  # the very file this session read or wrote (a rename gives a new inode)
+            else:
+                try:
+                    saved = _int(self._read_json(path).get("revision", 0))
+                except FormatError:
+                    saved = -1  # broken on disk meanwhile: not what this session read either
+        if saved != mine:
             raise ConflictError(
-                f"the workspace {self.folder} was saved by another tab or process (revision {saved}, this page "
-                f"has revision {self.revision}); your last change was not saved. Reload to continue from the "
-                "saved state."
+                f"image {index + 1} ({self._base(index).file_name or 'no file'}) was saved by another tab or "
+                f"process (revision {saved}, this page has revision {mine}); your last change was not saved. "
+                "The page now shows the saved state."
             )
 
     def _save_scene(self, index: int) -> None:
-        """Write one scene's file and bump the revision, atomically, if nobody else saved meanwhile."""
-        slot = self._slots[index]
+        """Write one scene's file (and any whose save failed before), if nobody else saved it meanwhile."""
         with self._locked():
-            self._check_revision()
+            self._save_scene_locked(index)
+
+    def _save_scene_locked(self, index: int) -> None:
+        self._check_revision(index)
+        meta = self._read_meta()
+        for key in sorted(self._unsaved | {index}):
+            if key != index:
+                try:
+                    self._check_revision(key)
+                except ConflictError:
+                    continue  # saved elsewhere meanwhile: its own next save reports that
+            slot = self._slots[key]
             rec: dict[str, Any] = {"state": slot.state, "undo": slot.undo or [], "redo": slot.redo or []}
             if slot.added:
-                base = self._base(index)
-                rec.update(image=base.image, annotation=base.annotation, base=self._base_state(index))
-            self.revision += 1
-            rec["revision"] = self.revision
-            atomic_write_json(self._scene_path(index), rec)
+                base = self._base(key)
+                rec.update(image=base.image, annotation=base.annotation, base=self._base_state(key))
+            # The revision moves only once the file is written: a failed write leaves nothing half-counted.
+            new = max(self.revision, 0 if meta is None else _int(meta.get("revision", 0))) + 1
+            rec["revision"] = new
+            try:
+                atomic_write_json(self._scene_path(key), rec)
+            except OSError as err:
+                self._unsaved.add(key)
+                raise SaveError(
+                    f"could not save image {key + 1} to the workspace ({err.strerror or err}); the change is "
+                    "kept in this page and is saved with your next edit"
+                ) from None
+            self.revision = self._scene_revs[key] = new
+            self._scene_stats[key] = _identity(self._scene_path(key))
+            self._unsaved.discard(key)
+        try:
             atomic_write_json(self.folder / SESSION_FILE, self._meta())
+        except OSError as err:
+            # The scene files are on disk (reopening finishes the count); only the list of uploads needs this.
+            if any(self._slots[k].added for k in range(len(self._slots))):
+                self._unsaved.add(index)
+            raise SaveError(f"could not save the session file ({err.strerror or err}); saved with your next edit") from None
 
     def _save_position(self) -> None:
         """Remember the current scene; not an edit, so it never conflicts and keeps the revision."""
-        with self._locked():
-            meta = self._read_meta() or self._meta()
-            meta["current"] = self.current
-            atomic_write_json(self.folder / SESSION_FILE, meta)
+        try:
+            with self._locked():
+                meta = self._read_meta() or self._meta()
+                meta["current"] = self.current
+                atomic_write_json(self.folder / SESSION_FILE, meta)
+        except OSError as err:  # only the position is lost; the next start opens another image
+            log.warning("could not save the current image: %s", err)
 
     # ----- scenes ------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -459,7 +688,7 @@ class EditSession:
         if slot.live is None:
             # Base scenes may be shared (cached loads), so edits always work on a private copy.
             base = self._base(index)
-            slot.live = base.copy() if slot.state is None else scene_from_state(base, slot.state)
+            slot.live = editable_copy(base) if slot.state is None else scene_from_state(base, slot.state)
         self._live.pop(index, None)
         self._live[index] = None
         while len(self._live) > LIVE_SCENES:
@@ -498,33 +727,61 @@ class EditSession:
             self._save_position()
         return self.scene
 
+    def index_of_image(self, image_id: int) -> int:
+        """The index of the scene of image ``image_id`` (ValueError when the dataset has none)."""
+        images = getattr(self.annset.scenes, "images", None)  # ids known without decoding the scenes
+        for index, slot in enumerate(self._slots):
+            known = self._base(index).image_id if slot.added or images is None else images[index].get("id")
+            if known is not None and int(known) == int(image_id):
+                return index
+        raise ValueError(f"this dataset has no image with id {image_id}")
+
     def image_path(self, index: int | None = None) -> Path:
         index = self.current if index is None else index
         slot = self._slot(index)
         folder = self.folder / "images" if slot.added else self.image_dir
         if folder is None:
             raise ValueError(f"scene {index} has no image folder")
-        return folder / self._base(index).file_name
+        images = getattr(self.annset.scenes, "images", None)  # file names known without decoding the scene
+        name = self._base(index).file_name if slot.added or images is None else str(images[index].get("file_name", ""))
+        return image_file(folder, name)  # refuses names that leave the folder
 
     def add_scene(self, scene: AmodalScene, image_png: bytes) -> int:
-        """Append a scene (e.g. a prediction on an uploaded image) with its PNG bytes; returns its index."""
-        from semlayer.io_utils import atomic_write_bytes
+        """Append a scene (e.g. a prediction on an uploaded image) with its PNG bytes; returns its index.
 
-        index = len(self._slots)
-        base = scene.copy()
-        for inst in base.instances:
-            inst.semdist = inst.layers = None
-        base.image["file_name"] = base.file_name or f"upload_{index:05d}.png"
-        atomic_write_bytes(self.folder / "images" / base.file_name, image_png)
-        slot = _SceneSlot(base=base, added=True, live=scene)
-        self._slots.append(slot)
-        slot.state = self._state(index)
-        slot.undo, slot.redo = [], []
-        try:
-            self._save_scene(index)
-        except ConflictError:
-            self._slots.pop()
-            raise
+        Under the workspace lock, after taking in the scenes other tabs added meanwhile: the new scene's index,
+        id and image name (``upload_NNNNN.png``) are free, so no tab's upload overwrites another's image."""
+        with self._locked():
+            meta = self._read_meta()
+            if meta is not None:
+                self._load_added(meta, self.folder / SESSION_FILE)
+            index = len(self._slots)
+            for orphan in (self._scene_path(index), self.folder / "images" / f"upload_{index + 1:05d}.png"):
+                if orphan.exists():  # left by a save cut off before the session file listed it: kept, renamed
+                    self._set_aside(orphan, FormatError(str(orphan), "", "a scene the session file lists"))
+            record = {"id": index + 1, "file_name": f"upload_{index + 1:05d}.png"}
+            scene.image = {**scene.image, **record}
+            base = scene.copy()
+            for inst in base.instances:
+                inst.semdist = None
+            image_path = self.folder / "images" / record["file_name"]
+            try:
+                atomic_write_bytes(image_path, image_png)
+            except OSError as err:
+                raise SaveError(f"could not save the uploaded image ({err.strerror or err}); nothing was added") from None
+            slot = _SceneSlot(base=base, added=True, live=scene)
+            self._slots.append(slot)
+            slot.state = self._state(index)
+            slot.undo, slot.redo = [], []
+            try:
+                self._save_scene_locked(index)
+            except SemlayerError:
+                self._slots.pop()
+                self._unsaved.discard(index)
+                self._scene_revs.pop(index, None)
+                self._scene_stats.pop(index, None)
+                image_path.unlink(missing_ok=True)
+                raise
         self.current = index
         self._save_position()
         return index
@@ -568,16 +825,18 @@ class EditSession:
         ):
             # Dense predictions describe the old masks and order; views fall back to the encoded maps.
             for inst in scene.instances:
-                inst.semdist = inst.layers = None
+                inst.semdist = None
         entry = {"label": label, "before": diff_states(before, after), "after": diff_states(after, before)}
         old = (slot.state, slot.undo, slot.redo)
         slot.state, slot.undo, slot.redo = after, [*(slot.undo or []), entry], []
+        self.changes += 1
         try:
             self._save_scene(index)
         except ConflictError:
             slot.state, slot.undo, slot.redo = old
             slot.live = scene_from_state(self._base(index), before)
             raise
+        # A SaveError goes up with the edit kept (in memory, and in the set the next save writes).
         return result
 
     def _step(self, source: str, target: str, patch_key: str) -> str | None:
@@ -593,6 +852,7 @@ class EditSession:
         setattr(slot, target, [*(getattr(slot, target) or []), entry])
         slot.state = new_state
         slot.live = scene_from_state(self._base(index), new_state)
+        self.changes += 1
         try:
             self._save_scene(index)
         except ConflictError:
@@ -676,7 +936,29 @@ class EditSession:
             return formats.to_kins(corrected)
         if self.source is None or self.annset.format != "cocoa":
             return formats.to_cocoa(corrected)
-        return self._merge_cocoa(self._read_json(self.source))
+        return self._merge_cocoa(self._read_source())
+
+    def _read_source(self) -> dict[str, Any]:
+        """The source file's JSON, refused unless it is the content the edits were made on (its sha256)."""
+        try:
+            data = self.source.read_bytes()
+        except OSError as err:
+            raise SourceChangedError(f"{self.source.name} cannot be read any more ({err.strerror}); restore it to "
+                                     "export COCOA merged into it, or export COCO-style or KINS JSON") from None
+        if hashlib.sha256(data).hexdigest() != self.source_sha256:
+            raise SourceChangedError(
+                f"{self.source.name} changed on disk since it was opened, so these edits (of its earlier version) "
+                "are not merged into it: restore the earlier file to export COCOA, export COCO-style or KINS JSON "
+                f"(the whole corrected dataset), or restart the app to edit the new version (these edits stay in "
+                f"the workspace folder {self.folder.name})"
+            )
+        try:
+            obj = json.loads(data)
+        except ValueError as err:
+            raise FormatError(self.source.name, "", f"a readable JSON file ({err})") from None
+        if not isinstance(obj, dict):
+            raise FormatError(self.source.name, "", "a JSON object")
+        return obj
 
     def _merge_cocoa(self, original: dict[str, Any]) -> dict[str, Any]:
         from semlayer import formats

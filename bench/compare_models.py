@@ -34,7 +34,8 @@ from semlayer.synth import write_dataset  # noqa: E402
 COLUMNS = [
     ("amodal AP", "amodal_AP"), ("AP50", "amodal_AP50"), ("AP75", "amodal_AP75"), ("AR100", "amodal_AR100"),
     ("visible AP", "visible_AP"), ("AP none", "AP_none"), ("AP partial", "AP_partial"), ("AP heavy", "AP_heavy"),
-    ("mIoU amodal", "miou_amodal"), ("mIoU occluded", "miou_occluded"), ("order acc", "order_acc"), ("order acc, both found", "order_acc_matched"),
+    ("mIoU amodal", "miou_amodal"), ("mIoU occluded", "miou_occluded"), ("order acc", "order_acc"),
+    ("order acc, both found", "order_acc_matched"),
     ("occlusion F1", "occlusion_f1"),
 ]
 

@@ -11,20 +11,21 @@ import io
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from .errors import SemlayerError
-from .images import read_image
+from .images import image_file, read_image
 from .io_utils import atomic_write_bytes, atomic_write_json
+from .scene import AmodalScene, AnnotationSet
 
 
 class UsageError(SemlayerError):
     """A command-line value that does not fit (e.g. an image id the file does not have)."""
 
 
-def _scene_for_image(annset, image_id: int, source: str):
+def _scene_for_image(annset: AnnotationSet, image_id: int, source: str) -> AmodalScene:
     scenes = annset.scenes_for_image(image_id)
     if not scenes:
         known = sorted({s.image_id for s in annset.scenes})
@@ -44,7 +45,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from . import formats
 
-    annset = formats.load(args.input)
+    annset = formats.load(args.input, compact=True)  # masks as RLE; the writer decodes one scene at a time
     formats.save(annset, args.output, format=args.to)
     n = annset.num_instances()
     print(f"read {args.input} ({annset.format}: {len(annset.scenes)} scenes, {n} instances); wrote {args.output} ({args.to})")
@@ -66,13 +67,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1
 
 
+def _check_levels(args: argparse.Namespace) -> None:
+    """--K and --tau as the sem-dist encoding needs them (a positive count and a positive, finite distance)."""
+    if args.K < 1:
+        raise UsageError(f"--K must be a positive number of depth levels, got {args.K}")
+    if not (np.isfinite(args.tau) and args.tau > 0):
+        raise UsageError(f"--tau must be a positive number of pixels, got {args.tau}")
+
+
 def cmd_encode(args: argparse.Namespace) -> int:
     from . import formats, semdist
 
+    _check_levels(args)
     annset = formats.load(args.input)
     scene = _scene_for_image(annset, args.image_id, args.input)
     maps = semdist.encode_scene(scene, K=args.K, tau=args.tau)
-    arrays = {
+    arrays: dict[str, Any] = {
         "semdist": np.stack([m.full() for m in maps]) if maps else np.zeros((0, *scene.shape), np.float32),
         "layers": semdist.instance_layer_maps(scene, K=args.K),
         "global_layers": semdist.global_layering_map([i.amodal for i in scene.instances], scene.shape, K=args.K),
@@ -88,10 +98,10 @@ def cmd_encode(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     from . import formats, viz
 
+    _check_levels(args)
     annset = formats.load(args.input)
     scene = _scene_for_image(annset, args.image_id, args.input)
-    image_path = Path(args.images) / scene.file_name
-    image = read_image(image_path)
+    image = read_image(image_file(args.images, scene.file_name), expected_hw=scene.shape)
     figure = viz.level_set_figure(image, scene, K=args.K, tau=args.tau)
     viz.save_png(figure, args.out)
     print(f"wrote {args.out}")
@@ -102,8 +112,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import predict_files
 
     report = predict_files(
-        args.checkpoint, args.inputs, args.out, fmt=args.format, score_thr=args.score_thr, device=args.device
+        args.checkpoint, args.inputs, args.out, fmt=args.format, score_thr=args.score_thr, device=args.device,
+        workers=args.workers, batch_size=args.batch_size,
     )
+    if not report.written:  # another process of a torchrun wrote the file and reports it
+        return 0
     for path, message in report.skipped:
         print(f"skipped {path}: {message}", file=sys.stderr)
     print(f"wrote {args.out}: {report.num_images} images, {report.num_instances} instances ({args.format})")
@@ -116,6 +129,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     gt = formats.load(args.gt, compact=True)  # whole test sets: masks as RLE until each image is scored
     pred = formats.load(args.pred, compact=True)
+    if args.protocol == "cocoa-official":
+        from .cocoa_eval import JSON_KEY, format_official_table, official_cocoa_evaluate
+
+        metrics = official_cocoa_evaluate(gt, pred, max_dets=args.max_dets, gt_file=args.gt, pred_file=args.pred)
+        print(format_official_table(metrics))
+        if args.json:
+            atomic_write_json(args.json, {JSON_KEY: metrics}, indent=2)
+            print(f"wrote {args.json}")
+        return 0
     metrics = evaluate(gt, pred, gt_file=args.gt, pred_file=args.pred, class_agnostic=args.class_agnostic or None)
     print(format_table(metrics))
     if args.json:
@@ -160,7 +182,10 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m semlayer", description="Amodal instance segmentation with sem-dist maps.")
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="semlayer", description="Amodal instance segmentation with sem-dist maps.")
+    p.add_argument("--version", action="version", version=f"semlayer {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("synth", help="generate a synthetic amodal dataset (images + COCOA JSON)")
@@ -205,12 +230,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=["cocoa", "coco", "results"], default="cocoa")
     s.add_argument("--score-thr", type=float, default=0.5)
     s.add_argument("--device", default="cpu", help="cpu or cuda")
+    s.add_argument("--workers", type=int, default=2, help="DataLoader processes reading images (default 2; 0: none)")
+    s.add_argument("--batch-size", type=int, default=4, help="images a worker reads at a time (default 4)")
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("evaluate", help="score predictions against ground truth (any supported formats)")
     s.add_argument("--gt", required=True)
     s.add_argument("--pred", required=True)
     s.add_argument("--json", default=None, help="also write the metrics as JSON")
+    s.add_argument("--protocol", choices=["default", "cocoa-official"], default="default",
+                   help="default: every semlayer metric; cocoa-official: COCOA's official amodalAPI numbers "
+                        "(class-agnostic, its occlusion buckets), under 'cocoa_official' in --json")
+    s.add_argument("--max-dets", type=int, choices=[100, 1000], default=1000,
+                   help="cocoa-official: detections per image for AP (amodalAPI's maxProp, default 1000)")
     s.add_argument("--class-agnostic", action="store_true",
                    help="ignore categories (default when either file has none, e.g. COCOA)")
     s.set_defaults(func=cmd_evaluate)
@@ -256,4 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except json.JSONDecodeError as exc:  # formats turn these into FormatError; this is the last net
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError:  # the size caps should prevent it; a machine with little memory may still run out
+        print(f"error: {args.command}: out of memory (the input asks for more than this machine has)", file=sys.stderr)
         return 2

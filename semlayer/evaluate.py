@@ -15,7 +15,7 @@ import logging
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -31,6 +31,8 @@ from .scene import AmodalScene, AnnotationSet
 log = logging.getLogger(__name__)
 
 NO_DATA = -1.0
+# AP needs the low-score tail: predictions whose lowest score is above this were likely thresholded.
+THRESHOLDED_SCORE = 0.2
 # COCOA's occlusion buckets over the ground-truth occlude rate: none [0, 1e-5], partial (1e-5, 0.25],
 # heavy (0.25, 1]. pycocotools' area ranges are closed, so the open ends start at the next float.
 OCCLUSION_BUCKETS: dict[str, tuple[float, float]] = {
@@ -80,7 +82,7 @@ class _Unit:
 
 
 def _order_pairs(scene: AmodalScene) -> list[tuple[int, int]]:
-    """The ground-truth pairs whose depth order is scored (FORMATS.md section 5), as ``(front, back)``
+    """The ground-truth pairs whose depth order is scored (docs/formats.md, "Evaluation protocols in use"), as ``(front, back)``
     indices: inside KINS 2020's annotated clusters when the scene has them; else the pairs that the scene's
     COCOA ``depth_constraint`` names, when it has one that names only its own orders; else every pair of
     overlapping amodal masks."""
@@ -153,6 +155,7 @@ def evaluate(
     _check_iou_match(iou_match)
     prepared = _prepare_units(gt, pred, gt_file, pred_file, progress, class_agnostic)
     units, cat_ids, per_category = prepared.units, prepared.cat_ids, prepared.per_category
+    warn_if_thresholded([p.score for u in units for p in u.preds], pred_file)
     metrics: dict[str, float | int] = {}
     metrics.update(_coco_metrics(units, cat_ids, per_category))
     metrics.update(_reduce_matched([_unit_matched(u, float(iou_match), per_category) for u in units]))
@@ -161,6 +164,17 @@ def evaluate(
     metrics["num_pred"] = prepared.num_pred
     metrics["num_pred_unmatched_images"] = prepared.unmatched_images
     return metrics
+
+
+def warn_if_thresholded(scores: list[float], pred_file: str) -> bool:
+    """Log a warning (and return True) when the lowest score is far above 0.05: AP counts the precision at
+    every recall, so a set cut at a score threshold loses its tail and scores lower than it should."""
+    # All 1.0 is an annotation file used as predictions (no score stated), not a thresholded detector.
+    if not scores or not THRESHOLDED_SCORE <= min(scores) < 1.0:
+        return False
+    log.warning("%s: the lowest score is %.3f: these predictions look thresholded; AP needs the low-score "
+                "detections too (semlayer predict --score-thr 0.05)", pred_file, min(scores))
+    return True
 
 
 def _check_iou_match(iou_match: Any) -> None:
@@ -300,9 +314,14 @@ def _prepare(scene: AmodalScene, group: int, per_category: bool, file: str, is_p
         category = int(inst.category) if per_category else AGNOSTIC_CATEGORY
         # A prediction without a score (an annotation file used as predictions) ranks as certain.
         score = 1.0 if not is_pred or inst.score is None else float(inst.score)
-        # The occlude rate as `AmodalScene.occlude_rates` computes it, from the RLEs' areas.
+        # A prediction's occlusion as its file states it, where it does (detections need not agree with any
+        # one depth order); else as `AmodalScene.occlude_rates` computes it, from the RLEs' areas.
+        if is_pred and inst.stated_visible is not None:
+            visible_rles[k] = {**inst.stated_visible, "counts": inst.stated_visible["counts"].encode("ascii")}
         area, visible_area = _area(amodal_rles[k]), _area(visible_rles[k])
         rate = (area - visible_area) / area if area else 0.0
+        if is_pred and inst.stated_occlude_rate is not None:
+            rate = inst.stated_occlude_rate
         out.append(_Obj(amodal_rles[k], visible_rles[k], float(rate), int(inst.rank), category,
                         bool(inst.is_stuff), score, group))
     return out
@@ -313,7 +332,14 @@ def _rles(masks: list[np.ndarray]) -> list[dict[str, Any]]:
 
 
 # ----- AP / AR (pycocotools) ---------------------------------------------------------------------
-def _coco(units: list[_Unit], cat_ids: list[int], anns: list[dict[str, Any]]) -> COCO:
+class _Frame(Protocol):
+    """What `_coco` reads of an evaluated image (an `_Unit`, or cocoa_eval's image)."""
+
+    eval_id: int
+    shape: tuple[int, int]
+
+
+def _coco(units: Sequence[_Frame], cat_ids: list[int], anns: list[dict[str, Any]]) -> COCO:
     coco = COCO()
     coco.dataset = {
         "images": [{"id": u.eval_id, "height": u.shape[0], "width": u.shape[1]} for u in units],

@@ -7,8 +7,8 @@ from pathlib import Path
 from . import formats, semdist, viz
 from .errors import FormatError
 from .images import read_image
+from .resources import ASSETS
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
 DEMO_ANNOTATIONS = ASSETS / "demo" / "annotations.json"
 DEMO_IMAGES = ASSETS / "demo" / "images"
 # The demo image the README shows: several overlapping objects, heavy occlusion included.

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import FormatError
 
-# Refuse decompression bombs with a clear message instead of PIL's warning-then-crash.
+# Refuse decompression bombs with a clear message instead of PIL's warning-then-crash. The one pixel cap:
+# annotation files may declare no larger image (semlayer.formats), since each instance holds a mask this size.
 MAX_PIXELS = 8192 * 8192
 
 
@@ -19,6 +20,30 @@ class ImageReadError(FormatError):
 
     def __init__(self, path: str | os.PathLike, expected: str):
         super().__init__(str(path), "", expected)
+
+
+def image_name_problem(name: object) -> str | None:
+    """Why an annotation's ``file_name`` may not name a file, None when it may: an image name stays inside
+    its images folder (no absolute path, no ``..``) and names no hidden file (a part starting with a dot)."""
+    if not isinstance(name, str) or not name:
+        return "a non-empty image file name"
+    if "\x00" in name:
+        return "an image file name without NUL characters"
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return f"a file name relative to the images folder, got the absolute path {name[:80]!r}"
+    if any(part.startswith(".") for part in parts):
+        return f"a file name inside the images folder without '..' or hidden (dot) parts, got {name[:80]!r}"
+    return None
+
+
+def image_file(folder: str | os.PathLike, name: object) -> Path:
+    """``folder / name`` for an image name from an annotation file, refused (`ImageReadError`) unless it
+    stays inside ``folder`` (see `image_name_problem`): a file's content never chooses what is read."""
+    problem = image_name_problem(name)
+    if problem is not None:
+        raise ImageReadError(f"image {str(name)[:80]!r}", problem)
+    return Path(folder) / str(name)
 
 
 def read_image(

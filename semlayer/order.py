@@ -99,7 +99,7 @@ def ranks_from_constraints(
 
 def parse_depth_constraint(text: str) -> list[tuple[int, int]]:
     """COCOA ``depth_constraint`` (``"1-2,1-5"``) as ``(front_order, back_order)`` pairs."""
-    pairs = []
+    pairs: list[tuple[int, int]] = []
     text = (text or "").strip()
     if not text:
         return pairs
@@ -137,7 +137,8 @@ def cluster_pairs(clusters: Sequence[tuple[int, int] | None]) -> list[tuple[int,
         for j, b in enumerate(clusters):
             if a is not None and b is not None and a[0] > 0 and a[0] == b[0] and a[1] < b[1]:
                 pairs.append((i, j))
-    pairs.sort(key=lambda p: (clusters[p[0]][0], clusters[p[0]][1], clusters[p[1]][1], p))
+    key = {i: c for i, c in enumerate(clusters) if c is not None}
+    pairs.sort(key=lambda p: (key[p[0]][0], key[p[0]][1], key[p[1]][1], p))
     return pairs
 
 

@@ -2,17 +2,16 @@
 Segment Anything's predictor caches the image embedding); `predict_files` runs a checkpoint over image
 files and folders and writes an annotation file.
 
-How a scene is decoded from the network's outputs (DESIGN.md section 5):
+How a scene is decoded from the network's outputs (docs/design.md section 5):
 
 * Detections are taken in descending score order; instance ids are ``1 + position`` in that order, so an
   instance keeps its id whatever the score threshold.
 * RoI maps are pasted into the image with torchvision's Mask R-CNN geometry (`paste_roi_maps`), but only
   over each detection's box, and cached per detection. Amodal mask = pasted ``masks`` > 0.5 (for the SLN,
   ``masks`` = P(not outside), so the mask is where the layering head's "outside" class is unlikely). Each
-  amodal pixel gets the most probable of the layers 0..K-1 (int8 ``Instance.layers``, -1 outside); the
-  sem-dist map (float32 ``Instance.semdist``) is the regression clamped into each pixel's level,
-  ``(K - 1 - layer) + [1/tau, 1]``, and 0 outside the amodal mask, so it decodes to exactly those layers.
-  Detections whose mask is empty are dropped.
+  amodal pixel gets the most probable of the layers 0..K-1; the sem-dist values are the regression clamped
+  into each pixel's level, ``(K - 1 - layer) + [1/tau, 1]``, and 0 outside the amodal mask, so they decode
+  to exactly those layers. Detections whose mask is empty are dropped.
 * Duplicates: greedy mask NMS (IoU > ``mask_nms_thr``) on each detection's *visible evidence* (SLN: its
   layer-0 region; baselines: their mask), across labels, since a pixel is visible on one object only. For
   the SLN, two distinct overlapping objects have disjoint visible regions, so unlike amodal IoU this does
@@ -23,12 +22,16 @@ How a scene is decoded from the network's outputs (DESIGN.md section 5):
   from `order.ranks_from_constraints` (cycles broken by dropping the weakest evidence; unordered instances
   by score). Baselines have no layers: of two overlapping instances the one whose overlap is the smaller
   share of its own area is in front (an occluded object loses a larger share of itself to the overlap).
-* Visible masks follow the painter's rule under that order (`AmodalScene.set_visible`), with the predicted
-  visible region (layer 0) as the visible evidence: occlusion the network sees but no detected instance
-  explains is kept as *external* occlusion. Pieces of it are dropped as noise when smaller than
+* Visible masks follow the painter's rule under that order (as `AmodalScene.set_visible` sets it, worked out
+  in each detection's box), with the predicted visible region (layer 0) as the visible evidence: occlusion
+  the network sees but no detected instance explains is kept as *external* occlusion. Pieces of it are dropped as noise when smaller than
   ``min_external_fraction`` (default 2 %) of the instance's amodal area or thinner than
   ``MIN_EXTERNAL_THICKNESS`` px everywhere (the rim left where an occluder's predicted edge and the layer
   boundary disagree by a pixel or two), so noise does not turn an unoccluded object into an occluded one.
+* The maps then follow that order: ``Instance.semdist`` is a `SemDistMap` crop of the instance's box (memory
+  follows the box, not the image) whose layers (``Instance.layers``) are 0 exactly on the scene's visible
+  mask and at least 1 on its hidden part; a pixel moved to another level keeps its distance part. So level
+  sets, layer map and heat map all show what the scene says.
 * Categories: the network's contiguous labels 1..C are mapped back to the training data's category ids and
   names (the checkpoint's ``categories``; ids 1..C for checkpoints older than that entry), so
   ``Instance.category`` and the files' ``category_id`` and ``categories`` are the dataset's own.
@@ -43,13 +46,13 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, cast
 
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.models.detection.roi_heads import expand_boxes, expand_masks
 from tqdm import tqdm
 
@@ -58,12 +61,13 @@ from .engine.config import defaults
 from .errors import ConfigError, FormatError, SemlayerError
 from .images import ImageReadError, read_image, to_rgb
 from .order import Constraint, box_pairs, ranks_from_constraints
+from .resources import ASSETS
 from .scene import AmodalScene, AnnotationSet, Instance
 from .semdist import SemDistMap, order_constraints
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "checkpoints" / "sln_tiny_synth.pt"
+DEFAULT_CHECKPOINT = ASSETS / "checkpoints" / "sln_tiny_synth.pt"
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 MASK_THRESHOLD = 0.5
 OUTPUT_FORMATS = ("cocoa", "coco", "results")
@@ -216,9 +220,10 @@ class Predictor:
     and names, never the network's labels. ``mask_nms_thr``: IoU of visible evidence above which a
     lower-scored detection is a duplicate. ``min_external_fraction``: external-occlusion pieces smaller
     than this share of an instance's amodal area are dropped (as are pieces thinner than
-    ``MIN_EXTERNAL_THICKNESS``). ``semdist=False`` skips the SLN's sem-dist layers (``Instance.semdist``
-    stays None; masks, layers and order are the same), for callers that do not use the maps; it is a flag
-    on the model's head, so predictors sharing one ``model`` share it.
+    ``MIN_EXTERNAL_THICKNESS``). ``semdist=False`` skips the SLN's sem-dist layers (``Instance.semdist`` then
+    holds the layers alone, at each level's top, ``has_distances`` False; masks, layers and order are the
+    same), for callers that do not use the maps; it is a flag on the model's head, so predictors sharing one
+    ``model`` share it.
     """
 
     def __init__(self, checkpoint: str | os.PathLike | None = None, device: str | torch.device = "cpu", *,
@@ -303,15 +308,16 @@ class Predictor:
             out = self.model([tensor])[0]
         order = torch.argsort(out["scores"], descending=True, stable=True)
         raw = {k: v[order].cpu() for k, v in out.items() if k != "global_layers"}
+        self._global = None
         if "global_layers" in out:
-            raw["global_layers"] = out["global_layers"].cpu()
+            # Kept as the arg-max only: the (K + 1) float frames would be 16 bytes a pixel of the image.
+            self._global = _argmax_channels(out["global_layers"].cpu().numpy()).astype(np.uint8)
         self._raw = raw
         self._shape = (int(rgb.shape[0]), int(rgb.shape[1]))
         self._paste = None
         self._dets = [None] * int(raw["scores"].numel())
         self._nms_done = 0
         self._keep = []
-        self._global = None
 
     def _require_image(self) -> None:
         if self._raw is None:
@@ -437,26 +443,39 @@ class Predictor:
 
         boxes = [det.box for det in dets]
         amodal = _full_frames([det.amodal for det in dets], boxes, (H, W))
-        layers = semdist = None
-        if self.has_layers:
-            layers = _full_frames([det.layers for det in dets], boxes, (H, W), np.int8(-1))
-            if "semdist" in self._raw:
-                semdist = _full_frames([det.semdist for det in dets], boxes, (H, W))
         instances = []
         for k, (d, rank) in enumerate(zip(kept, ranks)):
             category, name = self._category(int(self._raw["labels"][d]))
-            instances.append(Instance(
-                id=d + 1, amodal=amodal[k], rank=rank, name=name, category=category, score=float(scores[d]),
-                layers=None if layers is None else layers[k], semdist=None if semdist is None else semdist[k],
-            ))
+            instances.append(Instance(id=d + 1, amodal=amodal[k], rank=rank, name=name, category=category,
+                                      score=float(scores[d])))
         scene = AmodalScene(record, instances, annotation={"author": "semlayer.predict"})
         if self.has_layers:
-            scene.set_visible(_full_frames([det.evidence for det in dets], boxes, (H, W)))
-            for inst in scene.instances:
-                if inst.external is not None:
-                    ext = _drop_specks(inst.external, self.min_external_fraction * inst.area)
-                    inst.external = ext if ext.any() else None
+            self._follow_order(scene, dets)
         return scene
+
+    def _follow_order(self, scene: AmodalScene, dets: list[_Detection]) -> None:
+        """The painter's rule under the decided order, in each detection's box: external occlusion (hidden
+        evidence no instance in front explains, specks dropped) and the maps attached as crops whose layers
+        say what the scene says: layer 0 exactly on the visible mask, at least layer 1 on the hidden part
+        (each changed pixel keeps the regression's distance part, S moved by the layers it moved)."""
+        K = self.K
+        covered = np.zeros(scene.shape, bool)
+        for i in scene.front_to_back():
+            inst, det = scene.instances[i], dets[i]
+            x0, y0, x1, y1 = det.box
+            in_front = covered[y0:y1, x0:x1]
+            external = _drop_specks(det.amodal & ~det.evidence & ~in_front, self.min_external_fraction * det.area)
+            if external.any():
+                inst.external = _full(external, det.box, scene.shape)
+            hidden = in_front | external
+            head = cast(np.ndarray, det.layers)  # an SLN's detections have layers
+            layers = np.where(hidden, np.maximum(head, 1), 0).astype(np.int8)
+            layers[~det.amodal] = -1
+            values = None
+            if det.semdist is not None:
+                values = np.where(det.amodal, det.semdist + (head - layers), np.float32(0)).astype(np.float32)
+            inst.semdist = SemDistMap.from_layers(layers, det.box, scene.shape, K, values=values)
+            covered[y0:y1, x0:x1] |= det.amodal
 
     def _order_constraints(self, dets: list[_Detection], weights: list[float]) -> list[Constraint]:
         if self.has_layers:
@@ -478,10 +497,8 @@ class Predictor:
         """(H, W) uint8 global layering map: the most probable number of amodal masks covering each pixel
         (clipped at K). Only the SLN predicts it."""
         self._require_image()
-        if "global_layers" not in self._raw:
-            raise SemlayerError(f"a {self.kind} model predicts no global layering map (only the SLN does)")
         if self._global is None:
-            self._global = self._raw["global_layers"].argmax(dim=0).numpy().astype(np.uint8)
+            raise SemlayerError(f"a {self.kind} model predicts no global layering map (only the SLN does)")
         return self._global.copy()
 
     def instance_maps(self, instance_id: int) -> InstanceMaps:
@@ -513,6 +530,7 @@ class PredictReport:
     num_images: int = 0
     num_instances: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    written: bool = True  # False on the processes of a torchrun other than rank 0 (their counts are 0)
 
 
 def list_images(inputs: Iterable[str | os.PathLike]) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
@@ -545,45 +563,101 @@ def list_images(inputs: Iterable[str | os.PathLike]) -> tuple[list[tuple[Path, s
     return found, empty
 
 
+class _ImageFiles(Dataset):
+    """Image files read (and converted to RGB) in DataLoader workers: ``(index, image or None, why not)``."""
+
+    def __init__(self, files: Sequence[tuple[Path, str]]):
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str]:
+        path = self.files[index][0]
+        try:
+            return index, read_image(path), ""
+        except ImageReadError as exc:
+            log.info("skipped %s", exc)
+            return index, None, str(exc).removeprefix(f"{path}: ")
+
+
+def _as_list(batch: list) -> list:
+    return batch
+
+
 def predict_files(checkpoint: str | os.PathLike | None, inputs: Sequence[str | os.PathLike],
-                  out: str | os.PathLike, fmt: str = "cocoa", score_thr: float = 0.5, device: str = "cpu",
-                  progress: bool = True) -> PredictReport:
+                  out: str | os.PathLike, fmt: str = "cocoa", score_thr: float = 0.5,
+                  device: str | torch.device = "cpu", progress: bool = True, workers: int = 0, batch_size: int = 4) -> PredictReport:
     """Predict every image of ``inputs`` (files or folders) and write one annotation file ``out`` as
     ``fmt`` (``cocoa`` native with a ``score`` per region, ``coco``-style amodal, or a ``results`` list).
 
     Images get ids 1, 2, ... in input order; visible masks are `Predictor.scene`'s (the painter's rule under
     the predicted order, and the predicted external occlusion). An image that cannot be read is reported in
     ``PredictReport.skipped`` and left out; the others are still written (nothing is written, and
-    `SemlayerError` raised, when no image can be read)."""
+    `SemlayerError` raised, when no image can be read).
+
+    ``workers`` DataLoader processes read and decode the images, ``batch_size`` at a time, while the network
+    runs (0: read in this process). Each scene is kept as RLE (`formats.CompactScenes`) and the file is
+    written scene by scene, so memory follows the largest image, not the number of images. Under
+    ``torchrun`` (``WORLD_SIZE`` > 1) every process predicts every WORLD_SIZE-th image (gloo on the CPU,
+    NCCL with ``device="cuda"``, each process on the GPU of its local rank) and process 0 writes the one
+    file, the same bytes as one process writes: the network sees one image at a time, so an image's
+    prediction does not depend on which images share its process or batch."""
     from . import formats  # late: the readers and writers are only needed here
+    from .engine import distributed
+    from .formats.compact import CompactScenes, compact_record
 
     if fmt not in OUTPUT_FORMATS:
         raise ConfigError(f"format: expected one of {', '.join(OUTPUT_FORMATS)}, got {fmt!r}")
     score_thr = _check_score_thr(score_thr)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ConfigError(f"workers: expected an integer >= 0, got {workers!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch size: expected an integer >= 1, got {batch_size!r}")
     files, empty = list_images(inputs)
     if not files:
         reasons = "; ".join(f"{p}: {why}" for p, why in empty) or "no inputs given"
         raise ConfigError(f"no image files to predict: {reasons}")
-    predictor = Predictor(checkpoint, device=device, semdist=False)  # files hold no sem-dist maps
-    report = PredictReport(Path(out), skipped=list(empty))
-    scenes = []
-    for path, name in tqdm(files, desc="predict", unit="img", disable=not progress, dynamic_ncols=True):
-        try:
-            image = read_image(path)
-        except ImageReadError as exc:
-            log.info("skipped %s", exc)
-            report.skipped.append((str(path), str(exc).removeprefix(f"{path}: ")))
-            continue
-        predictor.set_image(image)
-        scene = predictor.scene(score_thr, {"id": len(scenes) + 1, "file_name": name})
-        for inst in scene.instances:
-            # The writers need masks only; dropping the layer maps keeps a large run's memory small.
-            inst.layers = None
-        scenes.append(scene)
-        report.num_instances += len(scene)
-    if not scenes:
-        raise SemlayerError("no image could be read: " + "; ".join(f"{p}: {why}" for p, why in report.skipped))
-    report.num_images = len(scenes)
-    categories = [dict(c) for c in predictor.categories]  # the training data's ids, not the labels 1..C
-    formats.save(AnnotationSet(scenes, categories, format=fmt), out, format=fmt)
-    return report
+    info = None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: this process takes its share
+        info = distributed.init_distributed("cuda" if _device(device).type == "cuda" else "cpu")
+        device = info.device
+    rank, world = (info.rank, info.world_size) if info else (0, 1)
+    try:
+        predictor = Predictor(checkpoint, device=device, semdist=False)  # files hold no sem-dist maps
+        mine = list(range(rank, len(files), world))
+        loader = DataLoader(Subset(_ImageFiles(files), mine), batch_size=batch_size, num_workers=workers,
+                            collate_fn=_as_list)
+        records: list[tuple[int, bytes, int]] = []  # (file index, scene as RLE, instances)
+        failed: list[tuple[int, str]] = []
+        with tqdm(total=len(files), desc="predict", unit="img", disable=not progress or rank != 0,
+                  dynamic_ncols=True) as bar:
+            for batch in loader:
+                for index, image, why in batch:
+                    if image is None:
+                        failed.append((index, why))
+                    else:
+                        predictor.set_image(image)
+                        # Image ids are final once every process's readable images are known (`_merged`).
+                        scene = predictor.scene(score_thr, {"id": index + 1, "file_name": files[index][1]})
+                        records.append((index, compact_record(scene), len(scene)))
+                    bar.update(min(world, bar.total - bar.n))  # the others go at the same pace
+        parts = distributed.gather_objects((records, failed))
+        ok = distributed.broadcast_object(parts is None or any(r for r, _ in parts))
+        if parts is not None:
+            records = sorted(r for rs, _ in parts for r in rs)
+            failed = sorted(f for _, fs in parts for f in fs)
+        report = PredictReport(Path(out), skipped=list(empty) + [(str(files[i][0]), why) for i, why in failed])
+        if not ok:
+            raise SemlayerError("no image could be read: " + "; ".join(f"{p}: {why}" for p, why in report.skipped))
+        if rank == 0:
+            scenes = CompactScenes.from_records((r for _, r, _ in records), range(1, len(records) + 1))
+            report.num_images, report.num_instances = len(records), sum(n for _, _, n in records)
+            categories = [dict(c) for c in predictor.categories]  # the training data's ids, not the labels 1..C
+            formats.save(AnnotationSet(scenes, categories, format=fmt), out, format=fmt)
+        distributed.barrier()  # the file is complete when any process returns
+        report.written = rank == 0
+        return report
+    finally:
+        if info is not None:
+            distributed.cleanup()

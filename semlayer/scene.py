@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -51,23 +51,35 @@ class Instance:
     polygons: list[list[float]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     cluster: tuple[int, int] | None = None
-    # Predictions attach their dense outputs here (full-frame float32 sem-dist map, int8 layers).
-    semdist: np.ndarray | None = None
-    layers: np.ndarray | None = None
+    # A prediction attaches the network's map here: a `semdist.SemDistMap`, a crop of the instance's box (so
+    # its memory follows the box, not the image), whose layers follow the scene's visible mask.
+    semdist: Any = None
+    # The occlusion the source record states, where it is not what the painter's rule gives (overlapping
+    # detections need not agree with any one depth order): ``stated_visible`` as COCO RLE, inside the amodal
+    # mask; ``stated_occlude_rate`` as the file has it. None when unstated. An edit of the order, of the
+    # visibility or of this mask drops them: they describe the file, not the edited scene.
+    stated_visible: dict[str, Any] | None = None
+    stated_occlude_rate: float | None = None
 
     def __post_init__(self) -> None:
         self.amodal = np.asarray(self.amodal, dtype=bool)
         if self.amodal.ndim != 2:
             raise ValueError(f"instance {self.id}: amodal mask must be 2-D, got shape {self.amodal.shape}")
         if self.external is not None:
-            self.external = _as_mask(self.external, *self.amodal.shape, f"instance {self.id} external mask")
+            h, w = self.amodal.shape
+            self.external = _as_mask(self.external, h, w, f"instance {self.id} external mask")
             self.external = self.external & self.amodal
             if not self.external.any():
                 self.external = None
 
     @property
+    def layers(self) -> np.ndarray | None:
+        """The predicted per-pixel layer over ``semdist.box`` (int8 crop, -1 outside), None without a map."""
+        return None if self.semdist is None else self.semdist.layer_crop()
+
+    @property
     def area(self) -> int:
-        return int(self.amodal.sum())
+        return int(np.count_nonzero(self.amodal))
 
     def bbox(self) -> list[float]:
         """Amodal box as COCO ``[x, y, w, h]`` (pixel-edge coordinates), all zeros when empty."""
@@ -75,14 +87,20 @@ class Instance:
 
     def set_amodal(self, mask: np.ndarray) -> None:
         """Replace the amodal mask; source polygons and dense predictions no longer describe it."""
-        self.amodal = _as_mask(mask, *self.amodal.shape, f"instance {self.id} amodal mask").copy()
+        h, w = self.amodal.shape
+        self.amodal = _as_mask(mask, h, w, f"instance {self.id} amodal mask").copy()
         self.polygons = None
         self.semdist = None
-        self.layers = None
+        self.drop_stated()
         if self.external is not None:
             self.external = self.external & self.amodal
             if not self.external.any():
                 self.external = None
+
+
+    def drop_stated(self) -> None:
+        self.stated_visible = None
+        self.stated_occlude_rate = None
 
 
 def mask_bbox(mask: np.ndarray) -> list[float]:
@@ -180,6 +198,8 @@ class AmodalScene:
             raise ValueError(f"order {list(front_to_back_ids)} must name every instance {ids} once")
         for rank, inst_id in enumerate(front_to_back_ids, start=1):
             self.get(inst_id).rank = rank
+        for inst in self.instances:
+            inst.drop_stated()
 
     def order_ids(self) -> list[int]:
         """Instance ids front-most first."""
@@ -249,11 +269,21 @@ class AmodalScene:
         return covered
 
     def occlude_rates(self) -> list[float]:
-        """|occluded| / |amodal| per instance (0.0 for an empty mask)."""
-        rates = []
-        for inst, vis in zip(self.instances, self.visible_masks()):
-            area = inst.area
-            rates.append(float((area - int(vis.sum())) / area) if area else 0.0)
+        """|occluded| / |amodal| per instance (0.0 for an empty mask). Counted in each instance's box with
+        one running union, so it holds one frame, not a visible mask per instance."""
+        rates = [0.0] * len(self.instances)
+        covered = self._empty_mask()
+        for i in self.front_to_back():
+            inst = self.instances[i]
+            x, y, w, h = (int(v) for v in mask_bbox(inst.amodal))
+            box = (slice(y, y + h), slice(x, x + w))
+            amodal = inst.amodal[box]
+            hidden = amodal & covered[box]
+            if inst.external is not None:
+                hidden |= inst.external[box]
+            area = int(np.count_nonzero(amodal))
+            rates[i] = float(np.count_nonzero(hidden) / area) if area else 0.0
+            covered[box] |= amodal
         return rates
 
     def occluders(self, instance_id: int) -> list[int]:
@@ -299,13 +329,33 @@ class AmodalScene:
         """
         if len(visible) != len(self.instances):
             raise ValueError(f"expected {len(self.instances)} visible masks, got {len(visible)}")
-        covered = np.zeros(self.shape, dtype=bool)
+        for inst in self.instances:
+            inst.drop_stated()
+        covered = self._empty_mask()
         for i in self.front_to_back():
             inst = self.instances[i]
             vis = _as_mask(visible[i], *self.shape, f"instance {inst.id} visible mask")
-            ext = inst.amodal & ~vis & ~covered
-            inst.external = ext if ext.any() else None
-            covered |= inst.amodal
+            # In the amodal mask's box: E is inside it, and whole-frame operations cost the image per instance.
+            x, y, w, h = (int(v) for v in mask_bbox(inst.amodal))
+            box = (slice(y, y + h), slice(x, x + w))
+            ext = inst.amodal[box] & ~vis[box] & ~covered[box]
+            inst.external = None
+            if ext.any():
+                inst.external = np.zeros(self.shape, bool, order="F" if covered.flags.f_contiguous else "C")
+                inst.external[box] = ext
+            covered[box] |= inst.amodal[box]
+
+
+class InstanceFacts(NamedTuple):
+    """What the writers number and name instances by, without their masks."""
+
+    id: int
+    category: int | None
+    name: str
+
+
+def instance_facts(scene: AmodalScene) -> tuple[InstanceFacts, ...]:
+    return tuple(InstanceFacts(inst.id, inst.category, inst.name) for inst in scene.instances)
 
 
 def renumber_ranks(ranks: Iterable[float]) -> list[int]:
@@ -328,7 +378,7 @@ class AnnotationSet:
     scene (an image nobody annotated), so they survive a round trip too.
     """
 
-    scenes: list[AmodalScene] = field(default_factory=list)  # or a read-only CompactScenes (load(compact=True))
+    scenes: Sequence[AmodalScene] = field(default_factory=list)  # a list, or a read-only CompactScenes
     categories: list[dict[str, Any]] = field(default_factory=list)
     format: str = "cocoa"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -337,7 +387,7 @@ class AnnotationSet:
     def __len__(self) -> int:
         return len(self.scenes)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[AmodalScene]:
         return iter(self.scenes)
 
     def scenes_for_image(self, image_id: int) -> list[AmodalScene]:
@@ -351,17 +401,23 @@ class AnnotationSet:
         images = getattr(self.scenes, "images", None)  # `formats.CompactScenes` keeps them apart
         return list(images) if images is not None else [s.image for s in self.scenes]
 
+    def scene_annotations(self) -> list[dict[str, Any]]:
+        """The annotation header of each scene (scene order), without decoding the masks of compact scenes."""
+        headers = getattr(self.scenes, "annotations", None)  # `formats.CompactScenes` keeps them apart
+        return list(headers) if headers is not None else [s.annotation for s in self.scenes]
+
+    def instance_facts(self) -> list[tuple[InstanceFacts, ...]]:
+        """Each scene's instances' ids, categories and names, without decoding the masks of compact scenes."""
+        facts = getattr(self.scenes, "instance_facts", None)
+        return list(facts) if facts is not None else [instance_facts(s) for s in self.scenes]
+
     def num_instances(self) -> int:
         """Instances over all scenes, without decoding the masks of compact scenes."""
-        categories = getattr(self.scenes, "instance_categories", None)  # one per instance
-        return sum(map(len, categories)) if categories is not None else sum(len(s) for s in self.scenes)
+        return sum(map(len, self.instance_facts()))
 
     def has_instance_categories(self) -> bool:
         """Whether any instance has a category, without decoding the masks of compact scenes."""
-        categories = getattr(self.scenes, "instance_categories", None)
-        if categories is not None:
-            return any(c is not None for scene in categories for c in scene)
-        return any(inst.category is not None for s in self.scenes for inst in s.instances)
+        return any(f.category is not None for scene in self.instance_facts() for f in scene)
 
     def image_records(self) -> list[dict[str, Any]]:
         """Every image record once, in first-seen order (scenes first, then images without scenes)."""

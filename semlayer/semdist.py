@@ -9,7 +9,7 @@ truncation in pixels. For instance i and pixel p of its amodal mask:
   region (pixels beyond the image border are outside);
 * ``S_i(p) = (K - 1 - lam_i(p)) + delta_i(p)``, and 0 outside the amodal mask.
 
-Decoding: amodal = S > 0, visible = S > K - 1, layer = K - ceil(S). The global layering map is
+Decoding: amodal = S > 0, visible = S > K - 1, layer = K - ceil(S) clipped to 0..K-1. The global layering map is
 ``G(p) = min(K, number of amodal masks covering p)``.
 
 Everything works inside each instance's bounding box; `SemDistMap` keeps the crop and its place.
@@ -18,7 +18,7 @@ Everything works inside each instance's bounding box; `SemDistMap` keeps the cro
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -39,6 +39,8 @@ class SemDistMap:
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive ends)
     shape: tuple[int, int]
     K: int = DEFAULT_K
+    # False for a map made from layers alone (`from_layers` without values): S sits at each level's top.
+    has_distances: bool = True
     # Decoded once: an order vote over N maps reads every map's layers N - 1 times.
     _layer_crop: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
     _front_key: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
@@ -52,9 +54,10 @@ class SemDistMap:
         ``layers`` as its decoded layers (no copy), so the caller must not modify them afterwards; so too
         ``values`` and `front_key`, which a caller that has already computed them (the predictor, for many
         maps at once) may pass."""
+        has_distances = values is not None
         if values is None:
             values = np.where(layers >= 0, K - layers, 0).astype(np.float32)
-        m = cls(values, box, shape, K)
+        m = cls(values, box, shape, K, has_distances)
         m._layer_crop = np.asarray(layers, np.int8)
         m._front_key = front_key
         return m
@@ -72,13 +75,19 @@ class SemDistMap:
             self._front_key = np.where(layers < 0, np.int8(127), layers)
         return self._front_key
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the crop's arrays (values and decoded layers)."""
+        held = [self.values, self._layer_crop, self._front_key]
+        return sum(a.nbytes for a in held if a is not None)
+
     def full(self) -> np.ndarray:
         out = np.zeros(self.shape, np.float32)
         x0, y0, x1, y1 = self.box
         out[y0:y1, x0:x1] = self.values
         return out
 
-    def _paste(self, crop: np.ndarray, fill) -> np.ndarray:
+    def _paste(self, crop: np.ndarray, fill: Any) -> np.ndarray:
         out = np.full(self.shape, fill, crop.dtype)
         x0, y0, x1, y1 = self.box
         out[y0:y1, x0:x1] = crop
@@ -122,6 +131,22 @@ def raw_layer_crops(scene: AmodalScene) -> list[tuple[tuple[int, int, int, int],
         out[i] = (box, layer)
         count[y0:y1, x0:x1] += amodal
     return out
+
+
+def raw_layer_crop(scene: AmodalScene, index: int) -> tuple[tuple[int, int, int, int], np.ndarray]:
+    """``raw_layer_crops(scene)[index]`` for one instance, counted in its box only: what one instance's
+    figures need costs its box, not the image."""
+    inst = scene.instances[index]
+    box = _crop_box(inst.amodal)
+    x0, y0, x1, y1 = box
+    layer = np.zeros((y1 - y0, x1 - x0), np.int32)
+    for other in scene.instances:
+        if other.rank < inst.rank:
+            layer += other.amodal[y0:y1, x0:x1]
+    if inst.external is not None:
+        layer += inst.external[y0:y1, x0:x1]
+    layer[~inst.amodal[y0:y1, x0:x1]] = -1
+    return box, layer
 
 
 def level_sdm(layer: np.ndarray, K: int = DEFAULT_K, tau: float = DEFAULT_TAU) -> np.ndarray:
@@ -177,8 +202,9 @@ def layering_agreement(G: np.ndarray, masks: Sequence[np.ndarray], K: int = DEFA
 
 
 def decode_layers(values: np.ndarray, K: int = DEFAULT_K) -> np.ndarray:
-    """Layer per pixel from sem-dist values: K - ceil(S); -1 where S <= 0. int8."""
-    layers = (K - np.ceil(values)).astype(np.int8)
+    """Layer per pixel from sem-dist values: K - ceil(S), clipped to 0..K-1 where S > 0 (so a value above K,
+    which `amodal` counts as inside, is the visible layer 0); -1 where S <= 0. int8."""
+    layers = np.clip(K - np.ceil(values), 0, K - 1).astype(np.int8)
     layers[values <= 0] = -1
     return layers
 

@@ -89,6 +89,7 @@ class Texture:
         u = x * c + y * s
         v = -x * s + y * c
         p = self.period
+        t: np.ndarray
         if self.kind == "solid":
             t = np.zeros((h, w), np.float32)
         elif self.kind == "stripes":
@@ -441,19 +442,22 @@ def write_dataset(
     min_instances: int = 1, progress: bool = True,
 ) -> Path:
     """Write ``OUT_DIR/images/synth_NNNNNN.png`` and ``OUT_DIR/annotations.json`` (COCOA native).
-    Returns the annotation file's path. The masks of all scenes stay in memory until the JSON is
-    written (about ``num_images * 3.5 * size**2`` bytes on average with the default 1..6 objects)."""
+    Returns the annotation file's path. The scenes are kept as RLE (`formats.CompactScenes`) until the
+    JSON is written scene by scene, so memory does not follow ``num_images * size**2``."""
     out_dir = Path(out_dir)
     images_dir = out_dir / "images"
-    scenes = []
-    frames = generate(num_images, seed, size, max_instances, min_instances)
-    for image, scene in tqdm(frames, total=int(num_images), desc="synth", unit="img", disable=not progress):
-        ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        if not ok:
-            raise RuntimeError(f"OpenCV could not encode {scene.file_name}")
-        atomic_write_bytes(images_dir / scene.file_name, png.tobytes())
-        scenes.append(scene)
+
+    def written() -> Iterator[AmodalScene]:
+        frames = generate(num_images, seed, size, max_instances, min_instances)
+        for image, scene in tqdm(frames, total=int(num_images), desc="synth", unit="img", disable=not progress):
+            ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+            if not ok:
+                raise RuntimeError(f"OpenCV could not encode {scene.file_name}")
+            atomic_write_bytes(images_dir / scene.file_name, png.tobytes())
+            yield scene
+
+    scenes = formats.CompactScenes(written())
     path = out_dir / "annotations.json"
-    formats.save(annotation_set(scenes), path, format="cocoa")
+    formats.save(AnnotationSet(scenes, [dict(c) for c in CATEGORIES], format="cocoa"), path, format="cocoa")
     log.info("wrote %d synthetic images to %s and their annotations to %s", len(scenes), images_dir, path)
     return path

@@ -24,7 +24,7 @@ from matplotlib.patches import Patch
 
 from .io_utils import atomic_write_bytes
 from .scene import AmodalScene
-from .semdist import DEFAULT_K, DEFAULT_TAU, SemDistMap, encode_scene, global_layering_map, raw_layer_crops
+from .semdist import DEFAULT_K, DEFAULT_TAU, SemDistMap, encode_scene, global_layering_map, raw_layer_crop
 
 VIEWS = ("visible", "occluded", "amodal")
 RANK_CMAP = "plasma"
@@ -118,7 +118,7 @@ def _contours(mask: np.ndarray, offset: tuple[int, int]) -> list[np.ndarray]:
     return [c[:, 0, :] for c in found]
 
 
-def _draw_outline(canvas: np.ndarray, points: np.ndarray, solid: np.ndarray | None, color, thickness: int,
+def _draw_outline(canvas: np.ndarray, points: np.ndarray, solid: np.ndarray | None, color: tuple[int, ...], thickness: int,
                   dash: int = 4) -> None:
     """Closed outline; where ``solid`` (per point) is False the line is dashed. Hidden outline = dashed."""
     if solid is None or solid.all():
@@ -147,7 +147,7 @@ def _label_point(mask: np.ndarray) -> tuple[int, int] | None:
     return x0 + int(x), y0 + int(y)
 
 
-def _put_text(canvas: np.ndarray, text: str, org: tuple[int, int], scale: float, color=(255, 255, 255),
+def _put_text(canvas: np.ndarray, text: str, org: tuple[int, int], scale: float, color: tuple[int, ...] = (255, 255, 255),
               thickness: int = 1) -> None:
     """Text with a dark halo, readable on any background."""
     cv2.putText(canvas, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
@@ -454,7 +454,7 @@ def _layer_crop(scene_or_layers: AmodalScene | np.ndarray, instance_id: int | No
         if instance_id is None:
             raise ValueError("give the instance_id of the scene's instance whose layers to draw")
         idx = scene.index_of(instance_id)
-        (x0, y0, _, _), raw = raw_layer_crops(scene)[idx]
+        (x0, y0, _, _), raw = raw_layer_crop(scene, idx)
         if raw.size == 0:
             raise ValueError(f"instance {instance_id} of scene {scene.image_id} has an empty amodal mask")
         return np.minimum(raw, K - 1), (x0, y0), scene.shape, _instance_label(scene, idx)

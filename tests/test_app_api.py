@@ -20,7 +20,9 @@ from app.handlers import AppConfig, Picture
 from app.layout import build, png_file
 from app.main import allowed_paths
 from app.model import Model, register_model
-from semlayer import formats, synth
+from app.session import decode_rle
+from semlayer import assist, formats, synth
+from semlayer.images import read_image
 from tests.test_app_handlers import FakePredictor
 
 USER, PASSWORD = "annotator", "s3cret"
@@ -57,7 +59,10 @@ def client(app_url):
 
 def test_endpoints_are_exactly_the_script_api(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert names == {"/predict", "/select", "/export", "/move", "/undo", "/redo", "/scene"}
+    assert names == {"/predict", "/select", "/export", "/move", "/undo", "/redo", "/scene", "/open_image",
+                     "/select_instance", "/assist_grabcut",
+                     "/assist_superpixels", "/assist_hidden_brush", "/assist_hidden_polygon", "/assist_complete",
+                     "/assist_accept", "/assist_clear"}
 
 
 def test_select_move_undo_redo(client, app_url):
@@ -81,6 +86,89 @@ def test_select_move_undo_redo(client, app_url):
         client.predict(front.id, "up", api_name="/move")
     with pytest.raises(AppError, match="has no instance 99"):
         client.predict(99, "back", api_name="/move")
+
+
+def _rle_mask(rle):
+    return decode_rle(rle).astype(bool)
+
+
+def test_assists_through_the_api_are_the_library_and_accepting_is_an_undoable_edit(tmp_path):
+    # An app of its own: the module's app has edits saved by the other tests.
+    data = synth.write_dataset(tmp_path / "data", 1, seed=11, size=64, max_instances=3, min_instances=2, progress=False)
+    cfg = AppConfig(workspace=tmp_path / "ws", data=data, images=tmp_path / "data" / "images")
+    demo = build(cfg)
+    demo.queue()
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
+                            allowed_paths=allowed_paths(cfg))  # fmt: skip
+    try:
+        _drive_assists(Client(url, verbose=False), formats.load(data).scenes[0], tmp_path / "data" / "images")
+    finally:
+        demo.close()
+
+
+def _drive_assists(client, scene, images):
+    image = read_image(images / scene.file_name)
+    back = scene.get(scene.order_ids()[-1])
+    x, y, w, h = (int(v) for v in back.bbox())
+    box = [x, y, x + w - 1, y + h - 1]
+    centre = [x + w // 2, y + h // 2]
+    got = client.predict(box, [centre], [], api_name="/assist_grabcut")
+    want = assist.grabcut(image, box, assist.clicks_mask(scene.shape, [centre]))
+    assert got["kind"] == "visible" and np.array_equal(_rle_mask(got["mask"]), want)
+    # Accepted as a new instance: one edit, placed in front of what it overlaps, undone in one step.
+    summary = client.predict("new", "grabbed", api_name="/assist_accept")
+    assert len(summary["instances"]) == len(scene) + 1
+    assert "grabbed" in [d["name"] for d in summary["instances"]]
+    assert len(client.predict(api_name="/undo")["instances"]) == len(scene)
+    # Superpixels: the ones under the clicks, whole.
+    sp = client.predict([centre], [], api_name="/assist_superpixels")
+    labels = assist.SuperpixelCache().labels(image)
+    assert np.array_equal(_rle_mask(sp["mask"]), labels == labels[centre[1], centre[0]])
+    assert client.predict(api_name="/assist_clear")["mask"] is None
+    # The hidden-part brush over the whole image changes only what the objects in front cover.
+    everywhere = [[0, 0], [scene.width - 1, 0], [scene.width - 1, scene.height - 1], [0, scene.height - 1]]
+    poly = client.predict(back.id, everywhere, "add", api_name="/assist_hidden_polygon")
+    front = scene.front_union(back.id)
+    assert poly["kind"] == "amodal" and poly["instance"] == back.id
+    assert np.array_equal(_rle_mask(poly["mask"]), back.amodal | front)
+    hull = client.predict(back.id, "hull", None, api_name="/assist_complete")
+    assert np.array_equal(_rle_mask(hull["mask"]), assist.hull_proposal(scene, back.id))
+    client.predict("amodal", "", api_name="/assist_accept")
+    exported = formats.load(client.predict("cocoa", api_name="/export")).scenes[0]
+    assert np.array_equal(exported.get(back.id).amodal, assist.hull_proposal(scene, back.id))
+    client.predict(api_name="/undo")
+    exported = formats.load(client.predict("cocoa", api_name="/export")).scenes[0]
+    assert np.array_equal(exported.get(back.id).amodal, back.amodal)
+    with pytest.raises(AppError, match="there is no proposal to accept"):
+        client.predict("amodal", "", api_name="/assist_accept")
+    with pytest.raises(AppError, match="no model is loaded"):
+        client.predict(back.id, "model", box, api_name="/assist_complete")
+    with pytest.raises(AppError, match="completion must be one of hull, mirror, model"):
+        client.predict(back.id, "guess", None, api_name="/assist_complete")
+    with pytest.raises(AppError, match="outside the"):
+        client.predict(back.id, [[999, 0]], 4, "add", api_name="/assist_hidden_brush")
+
+
+def test_open_image_by_id_or_index_and_select_instance_by_id(app_url):
+    _, _, data = app_url
+    scenes = formats.load(data).scenes
+    client = Client(app_url[0], auth=(USER, PASSWORD), verbose=False)  # its own tab: the others stay on image 0
+    opened = client.predict(None, 1, api_name="/open_image")
+    assert (opened["image"]["index"], opened["image"]["id"]) == (1, scenes[1].image_id)
+    assert [d["id"] for d in opened["instances"]] == scenes[1].order_ids()
+    opened = client.predict(scenes[0].image_id, None, api_name="/open_image")
+    assert (opened["image"]["index"], opened["image"]["file_name"]) == (0, scenes[0].file_name)
+    for args, message in (((999, None), "this dataset has no image with id 999"),
+                          ((None, 5), "scene index 5 is outside 0..1"),
+                          ((None, None), "give exactly one of image_id and index"),
+                          ((scenes[0].image_id, 0), "give exactly one of image_id and index")):
+        with pytest.raises(AppError, match=message):
+            client.predict(*args, api_name="/open_image")
+    back = opened["instances"][-1]  # as edited by the tests before: the rank the app gives
+    picked = client.predict(back["id"], api_name="/select_instance")
+    assert (picked["id"], picked["rank"]) == (back["id"], back["rank"]) and back["rank"] == len(scenes[0].instances)
+    with pytest.raises(AppError, match="this annotation has no instance 999"):
+        client.predict(999, api_name="/select_instance")
 
 
 def test_export_returns_a_valid_json_file(client):

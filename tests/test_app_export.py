@@ -191,13 +191,14 @@ def test_exports_with_external_occlusion_validate(tmp_path, dataset):
             assert_same_scene(again.scenes[k], s.scene_at(k), names=fmt != "kins")
 
 
-def test_a_file_session_holds_scenes_compactly_and_exports_every_one(tmp_path, dataset, monkeypatch):
+def test_a_file_session_holds_scenes_index_first_and_exports_every_one(tmp_path, dataset, monkeypatch):
     import app.session as session_module
+    from semlayer.formats.indexed import IndexedScenes
 
     path, images, _ = dataset
     monkeypatch.setattr(session_module, "DECODED_SCENES", 1)  # every other scene is decoded again on use
     s = EditSession.open(tmp_path / "ws", path, images)
-    assert isinstance(s.annset.scenes, formats.CompactScenes)
+    assert isinstance(s.annset.scenes, IndexedScenes)
     s.go_to(2)
     s.move(s.scene.order_ids()[0], "back")
     for k in (0, 1, 2, 0):  # scene 2's edit stays while the others come and go from the cache

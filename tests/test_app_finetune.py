@@ -121,7 +121,8 @@ def test_merged_class_heads_keep_the_background_and_average_the_classes(tmp_path
     assert torch.allclose(new_b, torch.stack([b[0], b[1:].mean() + math.log(8)]))
     box = state["roi_heads.box_predictor.bbox_pred.weight"].view(9, 4, -1)
     assert torch.allclose(merged["model"]["roi_heads.box_predictor.bbox_pred.weight"], torch.cat([box[0], box[1:].mean(0)]))
-    layers = state["roi_heads.mask_predictor.layer_logits.weight"].view(9, K + 1, *state["roi_heads.mask_predictor.layer_logits.weight"].shape[1:])
+    logits = state["roi_heads.mask_predictor.layer_logits.weight"]
+    layers = logits.view(9, K + 1, *logits.shape[1:])
     assert torch.allclose(merged["model"]["roi_heads.mask_predictor.layer_logits.weight"], torch.cat([layers[0], layers[1:].mean(0)]))
     # It is exactly a one-class model's state: every tensor loads.
     one = {**config, "model": {**config["model"], "num_classes": 1}, "data": {**config["data"], "class_agnostic": True}}

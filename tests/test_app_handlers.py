@@ -62,7 +62,7 @@ class FakePredictor:
         m2 = np.zeros((h, w), bool)
         m2[h // 4 :, w // 4 :] = True
         first = Instance(1, m1, rank=1, name="object", category=17, score=0.9)
-        first.semdist = np.where(m1, 2.5, 0).astype(np.float32)
+        first.semdist = semdist.SemDistMap(np.full((h // 2, w // 2), 2.5, np.float32), (0, 0, w // 2, h // 2), (h, w))
         second = Instance(2, m2, rank=2, name="object", category=17, score=0.7)
         return AmodalScene({"id": 0, "height": h, "width": w}, [first, second])
 
@@ -417,9 +417,12 @@ def test_figures_are_drawn_once_per_scene_state(cfg, tab, monkeypatch):
     assert len(overlays) == 1 and len(panels) == 1  # the click outlined b on the view drawn before
     h.select_at(cfg, tab, 40, 32)  # c
     h.render(cfg, tab, ("view", "inspector"))
-    h.select_at(cfg, tab, 12, 12)  # b again: everything from the cache, the very same pictures
+    h.select_at(cfg, tab, 12, 12)  # b again: the inspector from the cache, the very same pictures
     again = h.render(cfg, tab, ("view", "inspector"))
-    assert all(again[k] is selected[k] for k in ("view", "panel", "layers", "heat"))
+    assert all(again[k] is selected[k] for k in ("panel", "layers", "heat"))
+    # The tab keeps one outlined view (each would be a whole view): b's outline is drawn again on the cached view.
+    assert again["view"] is not selected["view"] and np.array_equal(again["view"].pixels, selected["view"].pixels)
+    assert sum(key[0] == "outlined view" for key in tab.figures._items) == 1
     assert len(overlays) == 1 and len(panels) == 2
     tab.view = "visible"
     h.render(cfg, tab, ("view",))
@@ -599,3 +602,108 @@ def test_next_object_cycles_front_to_back(cfg, tab):
     assert [h.select_next(cfg, tab)["id"] for _ in range(4)] == [2, 1, 3, 2]  # a, b, c (ranks 1, 2, 3), a again
     h.step(tab, 1)
     assert h.select_next(cfg, tab)["id"] == 1
+
+
+# ----- large photos, and what the caches hold ----------------------------------------------------------
+def test_a_large_photo_is_shown_reduced_and_clicks_and_edits_map_to_full_resolution(tmp_path):
+    BH, BW = 2000, 3300  # reduced 3 times to 667 x 1100
+    folder = tmp_path / "big"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "big.png"), np.full((BH, BW, 3), 90, np.uint8))
+    small = np.zeros((BH, BW), bool)
+    small[1000:1002, 1999:2000] = True  # 1 x 2 px: only the display pixels whose block centre it holds
+    large = np.zeros((BH, BW), bool)
+    large[100:1500, 200:3000] = True
+    scene = AmodalScene({"id": 1, "file_name": "big.png", "height": BH, "width": BW},
+                        [Instance(1, small, rank=1, name="speck"), Instance(2, large, rank=2, name="wall")])
+    tab = h.Tab(session=EditSession(tmp_path / "ws" / "big", AnnotationSet([scene]), folder))
+    cfg = h.AppConfig(workspace=tmp_path / "ws")
+    display = h.display_for((BH, BW))
+    assert (display.down, display.up, display.reduced) == (3, 1, (667, 1100))
+    assert h.render(cfg, tab, ("view",))["view"].pixels.shape == (667, 1100, 3)
+    # Display pixel (dx, dy) is the block [3 dx, 3 dx + 3) x [3 dy, 3 dy + 3) and means its centre pixel.
+    assert h.click_to_pixel(tab, 666, 333) == (1999, 1000) and h.click_to_pixel(tab, 1099, 666) == (3298, 1999)
+    assert h.select_at(cfg, tab, *h.click_to_pixel(tab, 666, 333))["name"] == "speck"
+    assert h.select_at(cfg, tab, *h.click_to_pixel(tab, 666, 334))["name"] == "wall"  # centre (1999, 1003)
+    assert h.select_at(cfg, tab, *h.click_to_pixel(tab, 1050, 333)) is None  # centre (3151, 1000): background
+    tab.show = "both"
+    assert h.click_to_pixel(tab, 1100 + 666, 333) == (BW + 1999, 1000)
+    tab.show = "annotation"
+    # The view's sampled masks are exactly the full-resolution masks at the clicked pixels.
+    reduced = h.display_scene(cfg, tab, "annotation", display)
+    assert reduced.shape == (667, 1100) and np.argwhere(reduced.get(1).amodal).tolist() == [[333, 666]]
+    # The editor gets the reduced photo; a stroke on display pixel (10, 20) fills its 3 x 3 block.
+    h.select_instance(cfg, tab, 2)
+    assert h.editor_value(tab)["background"].shape == (667, 1100, 3)
+    stroke = np.zeros((667, 1100, 4), np.uint8)
+    stroke[20, 10, 3] = 255
+    h.apply_editor_mask(tab, {"layers": [stroke]}, "add")
+    added = tab.session.scene.get(2).amodal & ~large
+    assert np.argwhere(added).min(axis=0).tolist() == [60, 30] and int(added.sum()) == 9
+
+
+def test_a_large_photo_costs_memory_by_its_display_not_its_pixels(tmp_path):
+    """Drawing the view of a 6000 x 4000 photo with 30 instances, selecting one and inspecting it allocate a
+    small multiple of one full-resolution mask, not of the image (72 MB) or of the instances (30 x 24 MB)."""
+    import tracemalloc
+
+    BH, BW = 4000, 6000
+    folder = tmp_path / "photo"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "photo.jpg"), np.full((BH, BW, 3), 120, np.uint8))
+    rng = np.random.default_rng(3)
+    instances = []
+    for k in range(30):
+        x, y = int(rng.integers(0, BW - 600)), int(rng.integers(0, BH - 400))
+        mask = np.zeros((BH, BW), bool)
+        mask[y : y + 400, x : x + 600] = True
+        instances.append(Instance(k + 1, mask, rank=k + 1, name=f"o{k}"))
+    scene = AmodalScene({"id": 1, "file_name": "photo.jpg", "height": BH, "width": BW}, instances)
+    tab = h.Tab(session=EditSession(tmp_path / "ws" / "photo", AnnotationSet([scene]), folder))
+    cfg = h.AppConfig(workspace=tmp_path / "ws")
+    h.current_image(tab)  # the photo itself (72 MB) is read once and cached by the app, as any image is
+    live = tab.session.scene  # so is its editable scene
+    tracemalloc.start()
+    view = h.render(cfg, tab, ("view",))["view"]
+    x, y = (int(v) for v in live.get(30).bbox()[:2])
+    h.select_at(cfg, tab, x + 300, y + 200)
+    h.render(cfg, tab, ("view", "inspector", "table"))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert view.pixels.shape == (1000, 1500, 3)  # reduced 4 times
+    assert peak < 8 * BH * BW, f"{peak / 1e6:.0f} MB"  # 8 full-resolution masks; the image is 72 MB
+    # What the tab keeps is display-sized: the reduced photo, its scene (30 masks of 1.5 MB), the view twice.
+    assert tab.figures.nbytes < 4 * BH * BW
+
+
+def test_the_model_cache_holds_references_and_evicts_by_bytes(model_tab, cfg):
+    tab = model_tab
+    model = h.model_for(tab)
+    first, again = h.prediction(cfg, tab), h.prediction(cfg, tab)
+    assert all(a is b and a.amodal is b.amodal for a, b in zip(first.instances, again.instances))  # no copies
+    assert model.predictor.calls == 1
+    entry_bytes = model.cached_bytes
+    assert entry_bytes == sum(i.amodal.nbytes for i in first.instances) + first.instances[0].semdist.nbytes
+    model.cache_bytes = 2 * entry_bytes  # room for two predictions
+    images = [np.full((H, W, 3), v, np.uint8) for v in (1, 2, 3)]
+    for image in images:
+        model.predict(image, {"id": 9})
+    assert model.predictor.calls == 4 and model.cached_bytes == 2 * entry_bytes  # the oldest two went
+    model.predict(images[2], {"id": 9})
+    assert model.predictor.calls == 4  # still cached
+    model.predict(images[0], {"id": 9})
+    assert model.predictor.calls == 5  # evicted, predicted again
+    model.cache_bytes = 0
+    model.predict(images[1], {"id": 9})
+    assert len(model._cache) == 1  # the newest always stays
+
+
+def test_the_figure_cache_evicts_by_bytes():
+    cache = h.FigureCache(max_bytes=3 * 300)
+    pictures = [cache.get((k,), lambda: np.zeros((10, 5, 3), np.uint8)) for k in range(3)]  # 2 x 150 bytes each
+    assert cache.nbytes == 900 and all((k,) in cache for k in range(3))
+    assert cache.get((0,), lambda: None) is pictures[0]  # a hit: the same picture, now the most recent
+    cache.get((3,), lambda: np.zeros((10, 5, 3), np.uint8))
+    assert (1,) not in cache and all((k,) in cache for k in (0, 2, 3)) and cache.nbytes == 900
+    big = cache.get((4,), lambda: np.zeros((100, 100, 3), np.uint8))
+    assert [k for k in (0, 2, 3, 4) if (k,) in cache] == [4] and cache.nbytes == big.pixels.nbytes * 2

@@ -24,7 +24,8 @@ def test_options_are_checked(tmp_path):
         parse("--data", str(ann), "--images", str(tmp_path), "--checkpoint", str(tmp_path / "none.pt"))
     cfg = parse("--data", str(ann), "--images", str(tmp_path), "--workspace", str(tmp_path / "ws"))
     assert (cfg.data, cfg.images, cfg.workspace) == (ann, tmp_path, tmp_path / "ws")
-    assert allowed_paths(cfg) == [str(tmp_path / "ws"), str(ROOT / "assets"), str(tmp_path), str(tmp_path)]
+    # The image folder, not the annotation file's folder (finding 3: --data ~/ann.json served the home folder).
+    assert allowed_paths(cfg) == [str(tmp_path / "ws"), str(ROOT / "assets"), str(tmp_path)]
 
 
 def test_auth_and_listen_defaults():
@@ -71,3 +72,30 @@ def test_unreadable_checkpoint_exits_2_before_serving(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {bad}: a readable semlayer checkpoint")
     assert "Traceback" not in proc.stderr and "Running on" not in proc.stdout
+
+
+def test_data_root_logins_and_exposure_options(tmp_path):
+    from app.security import check_exposure, credentials
+
+    ann = tmp_path / "ann.json"
+    ann.write_text("{}")
+    base = ("--data", str(ann), "--images", str(tmp_path))
+    assert parse(*base).data_root is None
+    assert parse(*base, "--data-root", str(tmp_path), "--tab-idle-minutes", "2").data_root == tmp_path
+    assert parse(*base, "--tab-idle-minutes", "2").tab_idle_s == 120.0
+    with pytest.raises(ConfigError, match="--data-root .*nowhere is not a folder"):
+        parse(*base, "--data-root", str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match="--tab-idle-minutes must be positive, got 0.0"):
+        parse(*base, "--tab-idle-minutes", "0")
+    logins = tmp_path / "logins"
+    logins.write_text("ann:pw\nbroken\n")
+    with pytest.raises(ConfigError, match=f"--auth-file {logins} line 2 must be USER:PASS"):
+        credentials(None, logins, env={})
+    logins.write_text("# nobody yet\n")
+    with pytest.raises(ConfigError, match="no user:password line"):
+        credentials(None, logins, env={})
+    with pytest.raises(ConfigError, match="SEMLAYER_AUTH must be USER:PASS"):
+        credentials(None, None, env={"SEMLAYER_AUTH": "nopassword"})
+    assert credentials(None, None, env={}) == []
+    assert check_exposure("127.0.0.1", [], False) is None and check_exposure("0.0.0.0", [("a", "b")], False) is None
+    assert check_exposure("0.0.0.0", [], True).startswith("--insecure: anyone who can reach 0.0.0.0 can read")

@@ -62,7 +62,7 @@ def test_validate_exit_codes(tmp_path, capsys):
 
 
 def test_validate_accepts_external_occlusion_and_names_visible_pixels_under_a_front_region(tmp_path, capsys):
-    # The toy board (FORMATS.md) with its bottom-right 2x2 corner hidden by something unannotated.
+    # The toy board (docs/formats.md) with its bottom-right 2x2 corner hidden by something unannotated.
     annset = formats.load(DATA / "cocoa_toy.json")
     scene = annset.scenes[0]
     corner = np.zeros(scene.shape, bool)
@@ -102,7 +102,8 @@ def test_encode_arrays(tmp_path):
 
 def test_render_and_figures(synth_dir, tmp_path):
     out = tmp_path / "levels.png"
-    assert main(["render", str(synth_dir / "annotations.json"), "--image-id", "2", "--images", str(synth_dir / "images"), "--out", str(out)]) == 0
+    assert main(["render", str(synth_dir / "annotations.json"), "--image-id", "2", "--images", str(synth_dir / "images"),
+                 "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["figures", "--out", str(tmp_path / "figs"), "--data", str(synth_dir / "annotations.json"), "--image-id", "1"]) == 0
     assert {p.name for p in (tmp_path / "figs").iterdir()} == {

@@ -15,7 +15,7 @@ from semlayer.errors import ConfigError
 from semlayer.evaluate import (BOOTSTRAP_METRICS, _prepare_units, _ResampledAP, _ResampledMatched, evaluate,
                                paired_bootstrap)
 from semlayer.scene import AnnotationSet
-from test_evaluate import A, B, C, SPOT, scene
+from test_evaluate import A, B, SPOT, scene
 
 TWO = [(A, 1, {}), (B, 2, {})]
 

@@ -25,7 +25,7 @@ def rect(h, w, x0, y0, x1, y1):
 
 
 def toy_scene(image_id=7, file_name="toy.png"):
-    """The FORMATS.md toy scene (8x10; region 1 in front of region 2) plus external occlusion on region 2."""
+    """The docs/formats.md toy scene (8x10; region 1 in front of region 2) plus external occlusion on region 2."""
     h, w = 8, 10
     ext = rect(h, w, 8, 5, 9, 7)
     return AmodalScene(

@@ -763,8 +763,9 @@ def test_compact_scenes_hold_a_fraction_of_the_dense_masks_and_pickle_small():
     compact = formats.CompactScenes(dense)
     masks = sum(2 * inst.amodal.nbytes for s in dense for inst in s.instances)  # amodal + external/visible
     assert compact.nbytes < masks / 20
-    # A DataLoader worker gets the buffer and the small image records, not mask objects.
-    assert len(pickle.dumps(compact)) < compact.nbytes + 100 * len(compact)
+    # A DataLoader worker gets the buffer and the small image records, annotation headers and instance
+    # ids and names, not mask objects.
+    assert len(pickle.dumps(compact)) < compact.nbytes + 200 * len(compact)
     assert_identical_scenes(dense, pickle.loads(pickle.dumps(compact)))
 
 

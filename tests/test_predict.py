@@ -111,11 +111,16 @@ def test_order_votes_visible_masks_and_external_occlusion():
     assert (b.rank, a.rank, c.rank) == (2, 1, 3)  # A is on layer 0 where B is on layer 1: A in front
     for inst, k in zip((b, a, c), range(3)):
         np.testing.assert_array_equal(inst.amodal, amodal[k])
-        np.testing.assert_array_equal(inst.layers, layers[k])
-        assert inst.layers.dtype == np.int8 and inst.semdist.dtype == np.float32
+        # The head's layers, made to follow the scene: 0 on its visible mask, at least 1 on the hidden part.
+        expected = np.where(inst.amodal, np.where(scene.visible(inst.id), 0, np.maximum(layers[k], 1)), -1)
+        np.testing.assert_array_equal(inst.semdist.layers(), expected)
+        assert inst.layers.dtype == np.int8 and inst.semdist.values.dtype == np.float32
+        assert inst.layers.shape == inst.semdist.values.shape  # a crop of the amodal mask's box
+        assert inst.semdist.box == tuple(int(v) for v in np.add(inst.bbox(), [0, 0, *inst.bbox()[:2]]))
         assert inst.name == "object" and inst.category == 1
     # The sem-dist map: the pasted regression inside the amodal mask (2.5 on layer 0 cells), 0 outside.
-    assert b.semdist[~b.amodal].max() == 0.0 and b.semdist[30, 40] == pytest.approx(2.5)
+    full = b.semdist.full()
+    assert full[~b.amodal].max() == 0.0 and full[30, 40] == pytest.approx(2.5)
     # B's occlusion not explained by A: the corner block (64 px), plus a 1 px rim along A's edge (27 px,
     # more than 2 % of B's area): the rim is dropped as too thin, the block is kept.
     unexplained = b.amodal & (layers[0] != 0) & ~a.amodal
@@ -309,14 +314,22 @@ def test_real_model_runs_once_and_scenes_are_consistent(checkpoint, synth_image)
         np.testing.assert_array_equal(visible[i], inst.amodal & ~covered & ~external)
         np.testing.assert_array_equal(_drop_specks(external, 0.02 * inst.area), external)
         covered |= inst.amodal
-        assert inst.layers.min() == -1 and inst.layers.max() < K
-        np.testing.assert_array_equal(inst.layers >= 0, inst.amodal)
-        assert inst.semdist[~inst.amodal].max() == 0 and 0 <= inst.semdist.min() and inst.semdist.max() <= K
+        layers, values = inst.semdist.layers(), inst.semdist.full()
+        assert layers.min() == -1 and layers.max() < K
+        np.testing.assert_array_equal(layers >= 0, inst.amodal)
+        np.testing.assert_array_equal(layers == 0, visible[i])  # the maps follow the order
+        assert values[~inst.amodal].max() == 0 and 0 <= values.min() and values.max() <= K
     # A higher threshold keeps exactly the instances that pass it (NMS commutes with the threshold).
     thr = float(np.median(scores))
     assert [i.id for i in pred.scene(thr).instances] == [i.id for i in scene.instances if i.score >= thr]
-    maps = pred.instance_maps(scene.instances[0].id)
-    np.testing.assert_array_equal(maps.semdist, scene.instances[0].semdist)
+    # The front-most instance's maps are the head's, except where its hidden evidence was dropped as specks:
+    # there the scene shows it, so the maps say layer 0, each pixel's distance part kept.
+    front = scene.front_to_back()[0]
+    raw, final = pred.instance_maps(scene.instances[front].id), scene.instances[front].semdist
+    moved = raw.layers != final.layers()
+    assert (raw.layers[moved] >= 1).all() and visible[front][moved].all()
+    np.testing.assert_array_equal(final.full()[~moved], raw.semdist[~moved])
+    np.testing.assert_allclose(final.full()[moved], raw.semdist[moved] + raw.layers[moved], atol=1e-6)
     assert pred.global_layers().shape == synth_image.shape[:2]
     assert len(calls) == 1
     pred.set_image(synth_image)
@@ -580,15 +593,29 @@ def test_semdist_is_the_regression_clamped_into_each_pixels_predicted_level(shif
     pred.set_image(image(96, 96))
     tau = 6.0  # the default model.tau
     for inst in pred.scene(score_thr=0.5).instances:
-        np.testing.assert_array_equal(decode_layers(inst.semdist, K), inst.layers)
-        top = (K - inst.layers[inst.amodal]).astype(np.float32)
-        values = inst.semdist[inst.amodal]
+        semdist, layers = inst.semdist.full(), inst.semdist.layers()
+        np.testing.assert_array_equal(decode_layers(semdist, K), layers)
+        top = (K - layers[inst.amodal]).astype(np.float32)
+        values = semdist[inst.amodal]
         assert values.min() >= (top - 1 + np.float32(1 / tau)).min() and (values <= top).all()
-        assert (inst.semdist[~inst.amodal] == 0).all()
+        assert (semdist[~inst.amodal] == 0).all()
     b = pred.scene(score_thr=0.5).instances[0]
     # Away from boundaries the regression (K - layer - 0.5 on every cell) passes through, or is clamped.
     expected = {0.0: 2.5, -1.4: 2.0 + np.float32(1 / tau), 0.9: 3.0}[shift]
-    assert b.layers[30, 40] == 0 and b.semdist[30, 40] == pytest.approx(expected, abs=1e-6)
+    assert b.semdist.layers()[30, 40] == 0 and b.semdist.full()[30, 40] == pytest.approx(expected, abs=1e-6)
+
+
+def test_maps_of_a_small_object_in_a_big_image_are_crops_of_its_box():
+    """An instance's layer and sem-dist maps cost what its box costs, not what the image costs."""
+    small = ((1000.0, 2000.0, 1040.0, 2030.0), 0.9, 1, cells(0))
+    pred = fake_predictor([small])
+    pred.set_image(image(3000, 4000))
+    (inst,) = pred.scene(0.5).instances
+    x, y, w, h = (int(v) for v in inst.bbox())
+    assert inst.semdist.box == (x, y, x + w, y + h) and w * h <= 42 * 32
+    # float32 values + int8 layers: 5 bytes a box pixel, where a full frame of values alone holds 48 MB.
+    assert inst.semdist.nbytes == 5 * w * h
+    assert inst.layers.shape == (h, w) and inst.semdist.layers().shape == (3000, 4000)
 
 
 def test_predict_files_coco_and_results_outputs_evaluate_in_pycocotools(monkeypatch, tmp_path):

@@ -172,3 +172,12 @@ def test_box_pairs_are_the_pairs_of_boxes_that_share_a_pixel(specs):
     assert semdist.box_pairs(boxes) == expected
     # Boxes that only touch along an edge share no pixel.
     assert semdist.box_pairs([(0, 0, 5, 5), (5, 0, 8, 5), (4, 4, 6, 6)]) == [(0, 2), (1, 2)]
+
+
+def test_decode_layers_is_safe_for_any_value():
+    """A value above K (outside any level) is inside the amodal mask, as `amodal` says: the visible layer,
+    never -1; values at or below 0 are outside."""
+    values = np.array([[-0.5, 0.0, 0.2, 1.0, 1.5, 2.0, 2.7, 3.0, 3.2, 7.0]], np.float32)
+    np.testing.assert_array_equal(semdist.decode_layers(values, 3), [[-1, -1, 2, 2, 1, 1, 0, 0, 0, 0]])
+    m = semdist.SemDistMap(values, (0, 0, 10, 1), (1, 10), 3)
+    np.testing.assert_array_equal(m.layers() >= 0, m.amodal())

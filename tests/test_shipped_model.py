@@ -53,7 +53,7 @@ def test_predicts_a_valid_scene_on_a_bundled_image(predictor):
     for inst, vis in zip(scene.instances, visible):
         assert not (vis & ~inst.amodal).any()
         assert inst.semdist.shape == gt.shape and inst.layers.dtype == np.int8
-        np.testing.assert_array_equal(decode_layers(inst.semdist), inst.layers)  # level sets = layer map
+        np.testing.assert_array_equal(decode_layers(inst.semdist.values), inst.layers)  # level sets = layer map
         assert 0.5 <= inst.score <= 1.0 and inst.name in predictor.class_names
     # Written as COCOA (as predict_files writes it, external occlusion included), the prediction is a valid file.
     assert formats.validate(formats.to_cocoa(AnnotationSet([scene]))) == []
@@ -127,10 +127,31 @@ def test_without_semdist_maps_everything_else_is_the_same(predictor):
     full, fast = predictor.scene(0.05), lean.scene(0.05)
     assert len(full) == len(fast) >= 3 and full.ranks() == fast.ranks()
     for a, b, va, vb in zip(full.instances, fast.instances, full.visible_masks(), fast.visible_masks()):
-        assert b.semdist is None and a.semdist is not None and a.score == b.score
+        assert a.semdist.has_distances and not b.semdist.has_distances and a.score == b.score
         np.testing.assert_array_equal(a.amodal, b.amodal)
         np.testing.assert_array_equal(a.layers, b.layers)
         np.testing.assert_array_equal(va, vb)
+
+
+def test_predicted_maps_follow_the_final_order(predictor):
+    """Everything drawn from a prediction's maps shows what its scene says: layer 0 exactly on the visible mask
+    (the painter's rule under the predicted order), at least layer 1 where the scene hides the instance, and
+    the sem-dist values decode to those layers; each map is a crop of its instance's box."""
+    checked = hidden = 0
+    for gt in formats.load(DEMO_ANNOTATIONS).scenes:
+        predictor.set_image(read_image(DEMO_IMAGES / gt.file_name))
+        scene = predictor.scene(0.3)
+        for inst, vis in zip(scene.instances, scene.visible_masks()):
+            x, y, w, h = (int(v) for v in inst.bbox())
+            assert inst.semdist.box == (x, y, x + w, y + h) and inst.semdist.values.shape == (h, w)
+            layers = inst.semdist.layers()
+            np.testing.assert_array_equal(layers == 0, vis)
+            np.testing.assert_array_equal(layers >= 1, inst.amodal & ~vis)
+            np.testing.assert_array_equal(decode_layers(inst.semdist.values), inst.layers)
+            np.testing.assert_array_equal(inst.semdist.amodal(), inst.amodal)
+            checked += 1
+            hidden += int((inst.amodal & ~vis).sum())
+    assert checked >= 20 and hidden > 1000
 
 
 @pytest.mark.parametrize("kind", sorted(BASELINES))

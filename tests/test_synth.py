@@ -118,7 +118,7 @@ def test_image_pixels_come_from_the_instance_that_is_visible_there(layouts):
         image = layout.render()
         scene = layout.to_scene()
         kernel = np.ones((3, 3), np.uint8)
-        for inst, vis, obj in zip(scene.instances, scene.visible_masks(), layout.objects):
+        for vis, obj in zip(scene.visible_masks(), layout.objects):
             (x0, y0, x1, y1), rgb = obj.render()
             # Away from the neighbours' one-pixel anti-aliased fringe, the pixel is the object's own colour.
             core = cv2.erode(vis.astype(np.uint8), kernel, borderValue=0).astype(bool)[y0:y1, x0:x1]

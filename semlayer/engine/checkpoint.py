@@ -1,6 +1,7 @@
 """Checkpoints: everything needed to resume training exactly, and to rebuild the model for inference.
 
-A checkpoint is a ``torch.save`` dict: ``format`` ("semlayer-checkpoint"), ``version``, ``model``
+A checkpoint is a ``torch.save`` dict: ``format`` ("semlayer-checkpoint"), ``version`` (the checkpoint format
+number, `VERSION`), ``semlayer_version`` (the package version that wrote it), ``model``
 (state_dict), ``optimizer``, ``scheduler``, ``scaler``, ``iteration``, ``rng`` (python, numpy and torch
 states of every process), ``config`` (the full validated configuration), ``class_names``,
 ``categories``, ``best`` (best validation loss so far). Only plain containers and tensors are stored, so it
@@ -10,6 +11,10 @@ loads with ``torch.load(weights_only=True)``.
 is ``categories[k - 1]`` = ``{"id": the dataset's category id, "name": its name}`` (class-agnostic models:
 ``[{"id": 1, "name": "object"}]``). ``class_names`` (the same names) stays for older readers. Checkpoints
 written before ``categories`` existed read as ids 1..C with their class names (`checkpoint_categories`).
+
+Compatibility: `VERSION` goes up only when a change would make older semlayer versions misread a checkpoint
+(an entry removed, renamed or given another meaning); new optional entries keep it. A checkpoint with a
+higher format number than this code reads is refused with a message naming the version that wrote it.
 """
 
 from __future__ import annotations
@@ -23,19 +28,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import __version__
 from ..errors import FormatError
 from ..io_utils import atomic_write_bytes
 
 FORMAT = "semlayer-checkpoint"
-VERSION = 1
+VERSION = 1  # the checkpoint format number (see the module docstring); not the package version
 
 
 def rng_state() -> dict[str, Any]:
     """This process's random generator states, as plain containers and tensors."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     state: dict[str, Any] = {
         "python": _py_state_to_plain(random.getstate()),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(np.asarray(keys, np.int64)), "pos": int(pos),
                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "torch": torch.get_rng_state(),
     }
@@ -64,9 +70,9 @@ def _plain_to_py_state(plain: dict[str, Any]) -> tuple:
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` (plus format and version) atomically."""
+    """Write ``state`` (plus format, format number and the writing package version) atomically."""
     buf = io.BytesIO()
-    torch.save({"format": FORMAT, "version": VERSION, **state}, buf)
+    torch.save({**state, "format": FORMAT, "version": VERSION, "semlayer_version": __version__}, buf)
     return atomic_write_bytes(path, buf.getvalue())
 
 
@@ -82,10 +88,23 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dic
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise FormatError(str(path), "format", f"a semlayer checkpoint (format {FORMAT!r}); "
                           "for other weights files use model.init / --init")
+    check_format_version(ckpt, str(path))
     for key in ("model", "config", "class_names"):
         if key not in ckpt:
             raise FormatError(str(path), key, "this entry of a semlayer checkpoint")
     return ckpt
+
+
+def check_format_version(ckpt: dict[str, Any], source: str) -> None:
+    """Refuse a checkpoint of a newer format than this code reads (`VERSION`), naming who wrote it."""
+    number = ckpt.get("version", 1)
+    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+        raise FormatError(source, "version", f"a checkpoint format number (an integer >= 1), got {number!r}")
+    if number > VERSION:
+        writer = ckpt.get("semlayer_version", "an unknown version")
+        raise FormatError(source, "version", f"checkpoint format {VERSION} or older; this file has format {number}, "
+                          f"written by semlayer {writer}, and this is semlayer {__version__}: upgrade semlayer "
+                          "to load it")
 
 
 def check_categories(categories: Any, source: str, entry: str = "categories") -> list[dict[str, Any]]:
@@ -154,6 +173,6 @@ def export_for_inference(src: str | Path, dst: str | Path) -> Path:
     """Copy a training checkpoint without what only resuming needs (optimizer, scheduler, RNG states):
     the file to ship or share. It still loads with `load_checkpoint` and works as ``--init``."""
     ckpt = read_checkpoint(src, "cpu")
-    keep = {k: ckpt[k] for k in ("model", "config", "class_names", "iteration", "best") if k in ckpt}
+    keep: dict[str, Any] = {k: ckpt[k] for k in ("model", "config", "class_names", "iteration", "best") if k in ckpt}
     keep["categories"] = checkpoint_categories(ckpt, str(src))  # ids 1..C when an older checkpoint has none
     return save_checkpoint(dst, keep)

@@ -115,6 +115,10 @@ SCHEMA: dict[str, dict[str, Any]] = {
         # One set of layering maps per class (as Mask R-CNN's masks are) instead of one shared set; False is
         # what the first SLN checkpoints were trained with.
         "class_specific_layers": Field(BOOL, False),
+        # Ablations (SLN only): false drops the global layering module (the mask branch then sees the RoI
+        # features alone) or the sem-dist head (the layering maps alone are trained and predicted).
+        "glm": Field(BOOL, True),
+        "semdist_head": Field(BOOL, True),
         "init": Field(STR, None, nullable=True),
     },
     "data": {
@@ -166,8 +170,9 @@ def defaults() -> dict[str, Any]:
 
 
 def _type_name(types: tuple[type, ...]) -> str:
-    return {INT: "an integer", NUM: "a number", STR: "a string", BOOL: "true or false", LIST: "a list"}.get(
-        types, "a mapping")
+    names: dict[tuple[type, ...], str] = {INT: "an integer", NUM: "a number", STR: "a string", BOOL: "true or false",
+                                          LIST: "a list"}
+    return names.get(types, "a mapping")
 
 
 def _check(schema: dict[str, Any], given: Any, prefix: str, source: str) -> dict[str, Any]:

@@ -85,6 +85,15 @@ def all_gather_objects(obj: Any) -> list[Any]:
     return out
 
 
+def gather_objects(obj: Any, dst: int = 0) -> list[Any] | None:
+    """Every process's ``obj`` in rank order on process ``dst`` (None on the others); [obj] when alone."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    out: list[Any] | None = [None] * dist.get_world_size() if dist.get_rank() == dst else None
+    dist.gather_object(obj, out, dst=dst)
+    return out
+
+
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     if not (dist.is_available() and dist.is_initialized()):
         return obj

@@ -75,8 +75,9 @@ def lr_factor(iteration: int, cfg: dict[str, Any]) -> float:
 
 def build_optimizer(model: nn.Module, cfg: dict[str, Any]) -> torch.optim.Optimizer:
     """SGD or AdamW; no weight decay on norm parameters and biases (as torchvision's references do)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for p in model.parameters():
         if not p.requires_grad:
             continue
         (no_decay if p.ndim <= 1 else decay).append(p)
@@ -112,7 +113,7 @@ def _loader(dataset: AmodalDataset, sampler: ResumableSampler, batch_size: int, 
 
 
 def _frozen_bn(model: nn.Module) -> list[nn.Module]:
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    bns: list[nn.Module] = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
     for m in bns:
         m.eval()
     return bns
@@ -188,7 +189,7 @@ def plot_curves(records: list[dict[str, Any]], path: Path) -> None:
         ax.plot(x, y, "o-", color="black", label="val loss")
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
-    if any(line.get_ydata().size for line in ax.get_lines()):
+    if any(np.size(line.get_ydata()) for line in ax.get_lines()):
         ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
@@ -232,8 +233,9 @@ def train(config: dict[str, Any], out_dir: str | Path, device: str = "cpu", resu
         D.cleanup()
 
 
-def _train(config, out: Path, info: D.DistInfo, resume, init, train_data, val_data, workers, progress,
-           stop_at) -> TrainResult:
+def _train(config: dict[str, Any], out: Path, info: D.DistInfo, resume: bool, init: str | None,
+           train_data: tuple[str, str] | None, val_data: tuple[str, str] | None, workers: int | None,
+           progress: bool, stop_at: int | None) -> TrainResult:
     ckpt = None
     if resume:
         ckpt = read_checkpoint(out / "last.pt")

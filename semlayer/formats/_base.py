@@ -16,9 +16,10 @@ from typing import Any, Callable, Iterator, NoReturn, TypeVar
 import numpy as np
 
 from ..errors import FormatError
+from ..images import MAX_PIXELS
 from ..order import Constraint, constraints_from_clusters, constraints_from_overlap, ranks_from_constraints
 from ..scene import AmodalScene, Instance, renumber_ranks
-from .masks import polygons_to_mask, rle_counts, rle_to_mask
+from .masks import encode_rle, polygons_to_mask, rle_counts, rle_to_mask
 
 T = TypeVar("T")
 
@@ -26,6 +27,15 @@ POLYGON = "a flat list of an even number (>= 6) of numbers"
 # Masks are held as dense boolean arrays: refuse sizes no image has rather than exhaust memory.
 MAX_SIDE = 65535
 SIDE = f"an integer from 1 to {MAX_SIDE}"
+# A declared size is a promise of memory (a mask per instance): at most what the image reader accepts
+# (`semlayer.images.MAX_PIXELS`, the one setting for both), and at most this many instances per image.
+MAX_INSTANCES = 4096
+
+
+def check_instance_count(ctx: Context, count: int, path: str) -> bool:
+    if count > MAX_INSTANCES:
+        ctx.fail(path, f"at most {MAX_INSTANCES} instances per image, got {count}")
+    return True
 
 
 @dataclass(frozen=True)
@@ -185,6 +195,8 @@ def parse_rle(ctx: Context, value: dict, path: str, shape: tuple[int, int] | Non
     if shape is not None and tuple(size) != shape and not padded:
         ctx.fail(join(path, "size"), f"[{shape[0]}, {shape[1]}] (the image's height and width), got {size}")
     h, w = size
+    if shape is None and h * w > MAX_PIXELS:  # (with an image record, its checked size bounds this one)
+        ctx.fail(join(path, "size"), f"at most {MAX_PIXELS} pixels (height x width), got {h} x {w}")
     counts = value.get("counts")
     if isinstance(counts, str):
         runs = rle_counts(counts)
@@ -229,6 +241,9 @@ def parse_image(ctx: Context, value: Any, path: str) -> dict:
     take(ctx, rec, "id", path, is_int, "an integer image id")
     for key in ("height", "width"):
         take(ctx, rec, key, path, lambda v: is_int(v) and 0 < v <= MAX_SIDE, SIDE)
+    if rec["height"] * rec["width"] > MAX_PIXELS:
+        ctx.fail(path, f"an image of at most {MAX_PIXELS} pixels (height x width), the image reader's limit; "
+                       f"got {rec['height']} x {rec['width']}")
     return rec
 
 
@@ -364,13 +379,19 @@ def group_ranks(group: Group) -> list[int]:
         same = {(i, j) for i in range(n) for j in range(n) if clusters[i][0] > 0 and clusters[i][0] == clusters[j][0]}
         evidence = [c for c in evidence if (c.front, c.back) not in same]
         # Annotated cluster ranks outweigh any pixel evidence across clusters.
-        strong = float(sum(int(m.sum()) for m in amodal) + 1)
+        strong = float(sum(int(np.count_nonzero(m)) for m in amodal) + 1)
         evidence += [Constraint(c.front, c.back, strong) for c in
                      constraints_from_clusters([c[0] for c in clusters], [c[1] for c in clusters])]
     base = group.tie_break if group.tie_break is not None else list(range(n))
     depth = all(r.occl_depth is not None for r in regions)
     tie_break = [(keys[i] if keyed else 0, -regions[i].occl_depth if depth else 0, base[i]) for i in range(n)]
     return ranks_from_constraints(n, evidence, tie_break=tie_break).ranks
+
+
+def _copy_polygons(polygons: list | None) -> list | None:
+    """A copy of flat polygons (lists of numbers, which are immutable): what deepcopy gives, without its
+    per-number bookkeeping."""
+    return None if polygons is None else [list(p) for p in polygons]
 
 
 def build_scene(group: Group, repairs: list[Repair] | None = None) -> AmodalScene:
@@ -380,16 +401,32 @@ def build_scene(group: Group, repairs: list[Repair] | None = None) -> AmodalScen
     instances = [
         Instance(
             id=r.id, amodal=r.amodal, rank=rank, name=r.name, category=r.category, is_stuff=r.is_stuff,
-            score=r.score, polygons=copy.deepcopy(r.polygons), extra=r.extra, cluster=r.cluster,
+            score=r.score, polygons=_copy_polygons(r.polygons), extra=r.extra, cluster=r.cluster,
         )
         for r, rank in zip(group.regions, ranks)
     ]
     scene = AmodalScene(group.image, instances, group.annotation)
     stated = [r.visible_or_amodal() for r in group.regions]
     scene.set_visible(stated)
-    if repairs is not None and any(r.visible is not None or r.invisible is not None for r in group.regions):
-        repairs.extend(dropped_visible(group, stated, scene.visible_masks()))
+    derived = None
+    if any(r.visible is not None or r.invisible is not None for r in group.regions):
+        derived = scene.visible_masks()
+        if repairs is not None:
+            repairs.extend(dropped_visible(group, stated, derived))
+    _keep_stated(scene, group.regions, derived)
     return scene
+
+
+def _keep_stated(scene: AmodalScene, regions: list[Region], derived: list[np.ndarray] | None) -> None:
+    """The occlusion each region states, on its instance: every stated occlude rate, and a stated visible
+    mask where the painter's rule (``derived``, the scene's visible masks) says otherwise (a visible pixel
+    under an instance in front)."""
+    for k, (inst, r) in enumerate(zip(scene.instances, regions)):
+        inst.stated_occlude_rate = None if r.occlude_rate is None else float(r.occlude_rate)
+        if derived is not None and (r.visible is not None or r.invisible is not None):
+            visible = r.visible_or_amodal() & r.amodal
+            if not np.array_equal(visible, derived[k]):
+                inst.stated_visible = encode_rle(visible)
 
 
 def dropped_visible(group: Group, stated: list[np.ndarray], visible: list[np.ndarray]) -> list[Repair]:

@@ -8,33 +8,41 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import orjson
 from tqdm import tqdm
 
 from ..errors import ConfigError, FormatError
-from ..io_utils import atomic_write_json
 from ..scene import AnnotationSet
 from . import coco, cocoa, results
 from ._base import Context, Parsed, build_scene, kind, repair_lines
 from .compact import CompactScenes
-from .coco import to_coco, to_kins
-from .cocoa import to_cocoa
-from .results import to_results
+from .coco import coco_document, kins_document
+from .cocoa import cocoa_document
+from .results import results_document
+from .stream import write_json
 
 log = logging.getLogger(__name__)
 
 READ_FORMATS = ("cocoa", "coco", "kins2019", "kins2020", "results")
-WRITERS: dict[str, Callable[[AnnotationSet], Any]] = {"cocoa": to_cocoa, "coco": to_coco, "kins": to_kins,
-                                                         "results": to_results}
+# Each gives the file as a document whose long lists are `stream.Streamed` (written one scene at a time).
+WRITERS: dict[str, Callable[[AnnotationSet], Any]] = {"cocoa": cocoa_document, "coco": coco_document,
+                                                         "kins": kins_document, "results": results_document}
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    """Parse a JSON file; anything that is not a readable JSON document is a FormatError."""
+    """Parse a JSON file; anything that is not a readable JSON document is a FormatError. orjson parses
+    (several times faster on dataset files); what it refuses goes to the standard parser, so the values
+    accepted and the error messages are the standard ones."""
     try:
         data = Path(path).read_bytes()
     except OSError as err:
         raise FormatError(str(path), "", f"a readable file ({err.strerror})") from None
     if not data.strip():
         raise FormatError(str(path), "", "a JSON document, got an empty file")
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass  # the standard parser decides: it accepts what it always did (NaN, huge integers) and says where
     try:
         return json.loads(data)
     except UnicodeDecodeError as err:
@@ -43,6 +51,8 @@ def read_json(path: str | os.PathLike) -> Any:
         raise FormatError(
             str(path), "", f"complete, valid JSON; {err.msg} at line {err.lineno}, column {err.colno}"
         ) from None
+    except ValueError as err:  # e.g. an integer of more digits than Python converts
+        raise FormatError(str(path), "", f"JSON whose numbers Python can read; {err}") from None
     except RecursionError:
         raise FormatError(str(path), "", "JSON nested less deeply than Python's recursion limit") from None
 
@@ -112,8 +122,11 @@ def load(path: str | os.PathLike, image_ids: Iterable[int] | None = None, compac
 
 
 def save(annset: AnnotationSet, path: str | os.PathLike, format: str = "cocoa") -> None:
-    """Write ``annset`` as COCOA native, COCO-style amodal, KINS 2020 or a results list (atomically)."""
+    """Write ``annset`` as COCOA native, COCO-style amodal, KINS 2020 or a results list (atomically).
+
+    The file is written record by record as the scenes are read, in the bytes ``json.dumps`` gives `to_cocoa`'s
+    (...) dict: with compact scenes (``load(compact=True)``) one scene's masks are held at a time."""
     if format not in WRITERS:
         raise ConfigError(f"format must be one of {', '.join(WRITERS)}, got {format!r}")
-    atomic_write_json(path, WRITERS[format](annset))
+    write_json(path, WRITERS[format](annset))
     log.info("wrote %s: %s, %d scenes", path, format, len(annset))

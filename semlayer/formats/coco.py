@@ -5,7 +5,7 @@ the several annotators of a BSDS image written by `to_coco` stay apart)."""
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -13,11 +13,13 @@ from ..errors import ConfigError
 from ..order import overlapping_pairs
 from ..scene import AnnotationSet, AmodalScene, mask_bbox
 from ._base import (
-    Context, Group, annotation_image, Parsed, Region, check_unique_ids, image_index, is_flag, is_int, is_number, join, parse_categories,
+    Context, Group, check_instance_count, annotation_image, Parsed, Region, check_unique_ids, image_index, is_flag,
+    is_int, is_number, join, parse_categories,
     parse_mask, record, records, split_known, take,
 )
 from .cocoa import ORDER, annotation_header
 from .masks import encode_rle, polygons_to_mask
+from .stream import Streamed, materialize
 
 MASK = "a COCO RLE {size, counts} or a list of polygons"
 COCO_KEYS = frozenset({
@@ -150,6 +152,8 @@ def parse(ctx: Context, obj: dict, wanted: Callable[[int], bool], fmt: str) -> P
         for (image_id, _), idx in members.items():
             image = images[image_id]
             shape = (image["height"], image["width"])
+            if not ctx.attempt(check_instance_count, ctx, len(idx), f"annotations[{idx[-1]}]"):
+                continue  # validating: the count is recorded as a violation
             regions = [ctx.attempt(parse_region, ctx, anns[i], f"annotations[{i}]", shape, cats) for i in idx]
             if any(r is None for r in regions):
                 continue
@@ -182,8 +186,8 @@ def category_table(annset: AnnotationSet) -> tuple[list[dict[str, Any]], int]:
     cats = copy.deepcopy(annset.categories)
     known = {c["id"] for c in cats}
     names: dict[int, set[str]] = {}
-    for s in annset.scenes:
-        for inst in s.instances:
+    for facts in annset.instance_facts():
+        for inst in facts:
             names.setdefault(inst.category, set()).add(inst.name)
     for cid in sorted(c for c in names if c is not None and c not in known):
         # An id without an entry (e.g. uploaded predictions) is named after its instances when they agree.
@@ -206,19 +210,28 @@ def _exact_polygons(polygons: list | None, amodal: np.ndarray) -> list | None:
 def to_coco(annset: AnnotationSet) -> dict[str, Any]:
     """COCO-style amodal JSON (pycocotools-readable); depth, names and the COCOA header survive in
     ``amodal_region`` / ``amodal_base``."""
+    return materialize(coco_document(annset))
+
+
+def coco_document(annset: AnnotationSet) -> dict[str, Any]:
+    """`to_coco`'s document with the annotations `Streamed`: one scene decoded at a time."""
     categories, default_cat = category_table(annset)
-    keep_ids = _instance_ids_kept(annset)
-    anns = []
+    return _document(annset, categories, Streamed(_coco_annotations(annset, default_cat, _instance_ids_kept(annset))))
+
+
+def _coco_annotations(annset: AnnotationSet, default_cat: int, keep_ids: bool) -> Iterator[dict[str, Any]]:
+    count = 0
     for scene in annset.scenes:
         base = annotation_header(scene, scene.annotation.get("id")) if scene.annotation else None
         for inst, vis in zip(scene.instances, scene.visible_masks()):
             area = inst.area
             hidden = inst.amodal & ~vis
-            n_hidden = int(hidden.sum())
+            n_hidden = int(np.count_nonzero(hidden))
             polygons = _exact_polygons(inst.polygons, inst.amodal)
             bbox = inst.bbox()
+            count += 1
             ann: dict[str, Any] = {
-                "id": inst.id if keep_ids else len(anns) + 1, "image_id": scene.image_id,
+                "id": inst.id if keep_ids else count, "image_id": scene.image_id,
                 "category_id": default_cat if inst.category is None else inst.category,
                 "iscrowd": inst.extra.get("iscrowd", 0), "area": float(area), "bbox": bbox,
                 "segmentation": polygons if polygons is not None else encode_rle(inst.amodal),
@@ -238,17 +251,16 @@ def to_coco(annset: AnnotationSet) -> dict[str, Any]:
                 ann["score"] = float(inst.score)
             for key, value in inst.extra.items():
                 ann.setdefault(key, copy.deepcopy(value))
-            anns.append(ann)
-    return _document(annset, categories, anns)
+            yield ann
 
 
 def _instance_ids_kept(annset: AnnotationSet) -> bool:
     """Whether instance ids can be the annotation ids (unique across the file and >= 1); else 1..N."""
-    ids = [inst.id for s in annset.scenes for inst in s.instances]
+    ids = [f.id for facts in annset.instance_facts() for f in facts]
     return len(set(ids)) == len(ids) and all(i >= 1 for i in ids)
 
 
-def _document(annset: AnnotationSet, categories: list[dict[str, Any]], anns: list[dict[str, Any]]) -> dict[str, Any]:
+def _document(annset: AnnotationSet, categories: list[dict[str, Any]], anns: Streamed) -> dict[str, Any]:
     """The file: images, categories, annotations, and the set's unknown top-level fields."""
     out: dict[str, Any] = {"images": copy.deepcopy(annset.image_records()), "categories": categories,
                            "annotations": anns}
@@ -313,6 +325,11 @@ def to_kins(annset: AnnotationSet) -> dict[str, Any]:
     else from `kins_clusters`), plus what pycocotools' COCOeval needs: ``iscrowd`` and copies
     ``segmentation``/``bbox``/``area`` of the amodal fields. KINS has no instance names, stuff flags or
     order between instances that do not overlap: those are not kept (names read back as category names)."""
+    return materialize(kins_document(annset))
+
+
+def kins_document(annset: AnnotationSet) -> dict[str, Any]:
+    """`to_kins`' document with the annotations `Streamed`: one scene decoded at a time."""
     categories, default_cat = category_table(annset)
     per_image: dict[int, int] = {}
     for image in annset.scene_images():  # records only: a compact set is not decoded twice
@@ -321,24 +338,27 @@ def to_kins(annset: AnnotationSet) -> dict[str, Any]:
     if several:
         raise ConfigError(f"KINS holds one annotation per image, but images {several[:5]} have several "
                           "scenes (e.g. BSDS annotators in COCOA): write COCOA or COCO-style instead")
-    keep_ids = _instance_ids_kept(annset)
-    anns = []
+    return _document(annset, categories, Streamed(_kins_annotations(annset, default_cat, _instance_ids_kept(annset))))
+
+
+def _kins_annotations(annset: AnnotationSet, default_cat: int, keep_ids: bool) -> Iterator[dict[str, Any]]:
+    count = 0
     for scene in annset.scenes:
         clusters = _stated_clusters(scene) or kins_clusters(scene)
         for inst, vis, (oco, ico) in zip(scene.instances, scene.visible_masks(), clusters):
             polygons = _exact_polygons(inst.polygons, inst.amodal)
             segm = polygons if polygons is not None else encode_rle(inst.amodal)
             bbox, area = inst.bbox(), float(inst.area)
+            count += 1
             ann: dict[str, Any] = {
-                "id": inst.id if keep_ids else len(anns) + 1, "image_id": scene.image_id,
+                "id": inst.id if keep_ids else count, "image_id": scene.image_id,
                 "category_id": default_cat if inst.category is None else inst.category,
                 "iscrowd": inst.extra.get("iscrowd", 0),  # pycocotools' COCOeval reads it
                 "a_segm": segm, "a_bbox": bbox, "a_area": area,
-                "i_segm": encode_rle(vis), "i_bbox": mask_bbox(vis), "i_area": float(vis.sum()),
+                "i_segm": encode_rle(vis), "i_bbox": mask_bbox(vis), "i_area": float(np.count_nonzero(vis)),
                 "oco_id": oco, "ico_id": ico,
                 "segmentation": copy.deepcopy(segm), "bbox": list(bbox), "area": area,
             }
             for key, value in inst.extra.items():
                 ann.setdefault(key, copy.deepcopy(value))
-            anns.append(ann)
-    return _document(annset, categories, anns)
+            yield ann

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from ..order import format_depth_constraint, overlapping_pairs
 from ..scene import AmodalScene, AnnotationSet
 from ._base import (
-    POLYGON, Context, Group, annotation_image, Parsed, Region, check_unique_ids, image_index, is_flag, is_int, is_number, join,
+    POLYGON, Context, check_instance_count, Group, annotation_image, Parsed, Region, check_unique_ids, image_index,
+    is_flag, is_int, is_number, join,
     parse_categories, parse_polygon, parse_rle, record, records, split_known, take,
 )
 from .masks import encode_rle, mask_to_polygon, polygons_to_mask, rle_to_mask
+from .stream import Streamed, materialize
 
 REGION_KEYS = frozenset({
     "segmentation", "amodal_mask", "name", "area", "isStuff", "occlude_rate", "order", "visible_mask",
@@ -75,6 +77,7 @@ def parse_annotation(ctx: Context, value: Any, path: str, images: dict[int, dict
     take(ctx, rec, "id", path, is_int, "an integer annotation id")
     take(ctx, rec, "depth_constraint", path, lambda v: isinstance(v, str), 'a string like "1-2,1-5"', "")
     regions = take(ctx, rec, "regions", path, lambda v: isinstance(v, list), "a list of region objects")
+    check_instance_count(ctx, len(regions), join(path, "regions"))
     image = images[image_id]
     shape = (image["height"], image["width"])
     parsed = [ctx.attempt(parse_region, ctx, r, f"{path}.regions[{j}]", shape, j) for j, r in enumerate(regions)]
@@ -119,9 +122,10 @@ def annotation_header(scene: AmodalScene, annotation_id: int | None) -> dict[str
     return rec
 
 
-def annotation_ids(scenes: list[AmodalScene]) -> list[int]:
-    """Each scene's annotation id: its own when it has a unique one, else a fresh one."""
-    own = [s.annotation.get("id") for s in scenes]
+def annotation_ids(annotations: list[dict[str, Any]]) -> list[int]:
+    """Each scene's annotation id (from its annotation header): its own when it has a unique one, else a
+    fresh one."""
+    own = [a.get("id") for a in annotations]
     counts: dict[int, int] = {}
     for aid in own:
         if is_int(aid):
@@ -179,15 +183,29 @@ def polygon_losses(obj: dict[str, Any]) -> list[PolygonLoss]:
 
 def to_cocoa(annset: AnnotationSet) -> dict[str, Any]:
     """COCOA native JSON: one annotation record per scene, regions front-most first."""
-    anns = []
-    for scene, aid in zip(annset.scenes, annotation_ids(annset.scenes)):
+    return materialize(cocoa_document(annset))
+
+
+def cocoa_document(annset: AnnotationSet) -> dict[str, Any]:
+    """`to_cocoa`'s document with the annotations `Streamed`: one scene decoded at a time."""
+    out: dict[str, Any] = {"images": copy.deepcopy(annset.image_records()),
+                           "annotations": Streamed(_cocoa_annotations(annset))}
+    if annset.categories:
+        out["categories"] = copy.deepcopy(annset.categories)
+    for key, value in annset.extra.items():
+        out.setdefault(key, copy.deepcopy(value))
+    return out
+
+
+def _cocoa_annotations(annset: AnnotationSet) -> Iterator[dict[str, Any]]:
+    for scene, aid in zip(annset.scenes, annotation_ids(annset.scene_annotations())):
         visible = scene.visible_masks()
         regions = []
         for i in scene.front_to_back():
             inst, vis = scene.instances[i], visible[i]
             area = inst.area
             hidden = inst.amodal & ~vis
-            n_hidden = int(hidden.sum())
+            n_hidden = int(np.count_nonzero(hidden))
             polygon, exact = single_polygon(inst.polygons, inst.amodal)
             region: dict[str, Any] = {
                 "order": inst.rank, "name": inst.name, "isStuff": int(inst.is_stuff), "area": area,
@@ -205,10 +223,4 @@ def to_cocoa(annset: AnnotationSet) -> dict[str, Any]:
             for key, value in inst.extra.items():
                 region.setdefault(key, copy.deepcopy(value))
             regions.append(region)
-        anns.append({**annotation_header(scene, aid), "regions": regions})
-    out: dict[str, Any] = {"images": copy.deepcopy(annset.image_records()), "annotations": anns}
-    if annset.categories:
-        out["categories"] = copy.deepcopy(annset.categories)
-    for key, value in annset.extra.items():
-        out.setdefault(key, copy.deepcopy(value))
-    return out
+        yield {**annotation_header(scene, aid), "regions": regions}

@@ -16,6 +16,7 @@ Indexing decodes that scene afresh (masks, polygons, unknown fields, ranks and e
 from __future__ import annotations
 
 import copy
+import itertools
 import pickle
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, overload
@@ -23,14 +24,20 @@ from typing import Any, overload
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from ..scene import AmodalScene, Instance
+from ..scene import AmodalScene, Instance, InstanceFacts, instance_facts
 from .masks import rle_input
 
-_FIELDS = ("id", "rank", "name", "category", "is_stuff", "score", "polygons", "extra", "cluster")
+_FIELDS = ("id", "rank", "name", "category", "is_stuff", "score", "polygons", "extra", "cluster",
+           "stated_visible", "stated_occlude_rate")
 
 
 def _encode(mask: np.ndarray) -> dict[str, Any]:
     return mask_utils.encode(rle_input(mask))
+
+
+def compact_record(scene: AmodalScene) -> bytes:
+    """One scene as `CompactScenes` holds it (masks as RLE, pickled): small enough to keep or send."""
+    return _record(scene)
 
 
 def _record(scene: AmodalScene) -> bytes:
@@ -62,15 +69,39 @@ class CompactScenes(Sequence[AmodalScene]):
     holds more than one decoded scene."""
 
     def __init__(self, scenes: Iterable[AmodalScene] = ()):
+        self._fill((_record(scene), scene.image, scene.annotation, instance_facts(scene)) for scene in scenes)
+
+    @classmethod
+    def from_records(cls, records: Iterable[bytes], image_ids: Iterable[int] | None = None) -> CompactScenes:
+        """Scenes from `compact_record`s (e.g. made in other processes), with new image ids when given;
+        no mask is decoded."""
+        def items() -> Iterator[tuple[bytes, dict[str, Any], dict[str, Any], tuple[InstanceFacts, ...]]]:
+            ids: Iterable[int | None] = image_ids if image_ids is not None else itertools.repeat(None)
+            for data, image_id in zip(records, ids):
+                rec = pickle.loads(data)
+                if image_id is not None:
+                    rec["image"]["id"] = int(image_id)
+                    data = pickle.dumps(rec, protocol=pickle.HIGHEST_PROTOCOL)
+                facts = tuple(InstanceFacts(f["id"], f["category"], f["name"]) for f in rec["instances"])
+                yield data, rec["image"], rec["annotation"], facts
+
+        out = cls.__new__(cls)
+        out._fill(items())
+        return out
+
+    def _fill(self, items: Iterable[tuple[bytes, dict[str, Any], dict[str, Any], tuple[InstanceFacts, ...]]]) -> None:
         records = []
-        # Image records and instance categories on their own too: file names, ids, sizes, instance counts
-        # and whether a set has categories are looked up without decoding any mask.
+        # Image records, annotation headers and instance ids, categories and names on their own too: file
+        # names, ids, sizes, instance counts, categories and what the writers number by are looked up
+        # without decoding any mask.
         self.images: list[dict[str, Any]] = []
-        self.instance_categories: list[tuple[int | None, ...]] = []
-        for scene in scenes:
-            records.append(_record(scene))
-            self.images.append(copy.deepcopy(scene.image))
-            self.instance_categories.append(tuple(inst.category for inst in scene.instances))
+        self.annotations: list[dict[str, Any]] = []
+        self.instance_facts: list[tuple[InstanceFacts, ...]] = []
+        for record, image, annotation, facts in items:
+            records.append(record)
+            self.images.append(copy.deepcopy(image))
+            self.annotations.append(copy.deepcopy(annotation))
+            self.instance_facts.append(facts)
         self._offsets = np.cumsum([0] + [len(r) for r in records], dtype=np.int64)
         self._buffer = np.frombuffer(b"".join(records), dtype=np.uint8)
 
@@ -83,7 +114,7 @@ class CompactScenes(Sequence[AmodalScene]):
     @overload
     def __getitem__(self, index: slice) -> list[AmodalScene]: ...
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: int | slice) -> AmodalScene | list[AmodalScene]:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         n = len(self)

@@ -66,7 +66,12 @@ def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
         rle = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
     elif isinstance(counts, str):
         rle = {"size": [h, w], "counts": counts.encode("ascii")}
-    return mask_utils.decode(rle).astype(bool)
+    return _as_bool(mask_utils.decode(rle))
+
+
+def _as_bool(decoded: np.ndarray) -> np.ndarray:
+    """pycocotools' 0/1 uint8 decode as bool without a copy (same bytes; it stays Fortran-ordered)."""
+    return decoded.view(bool)
 
 
 def polygons_to_mask(polygons: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
@@ -78,7 +83,7 @@ def polygons_to_mask(polygons: Sequence[Sequence[float]], height: int, width: in
     if not polygons:
         return np.zeros((height, width), bool)
     rles = mask_utils.frPyObjects([list(map(float, p)) for p in polygons], height, width)
-    return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
+    return _as_bool(mask_utils.decode(rles[0] if len(rles) == 1 else mask_utils.merge(rles)))
 
 
 def mask_to_polygon(mask: np.ndarray) -> list[float] | None:

@@ -8,17 +8,18 @@ occlusion-split evaluators read (docs/formats.md, "Results lists").
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from ..scene import AnnotationSet
 from ._base import (
-    Context, Group, Parsed, Region, is_int, is_number, join, parse_mask, parse_rle, record, split_known, take,
+    Context, Group, Parsed, check_instance_count, Region, is_int, is_number, join, parse_mask, parse_rle, record, split_known, take,
 )
 from .coco import MASK, category_table
 from .cocoa import ORDER
 from .masks import encode_rle
+from .stream import Streamed, materialize
 
 KEYS = frozenset({
     "image_id", "category_id", "segmentation", "score", "area", "bbox", "visible_mask", "invisible_mask",
@@ -63,6 +64,8 @@ def parse(ctx: Context, items: list, wanted: Callable[[int], bool]) -> Parsed:
 
     def groups():
         for image_id, idx in members.items():
+            if not ctx.attempt(check_instance_count, ctx, len(idx), f"[{idx[-1]}]"):
+                continue  # validating: the count is recorded as a violation
             regions: list[Region | None] = []
             shape = None
             for i in idx:
@@ -87,24 +90,32 @@ def to_results(annset: AnnotationSet) -> list[dict[str, Any]]:
     visible mask, occlude rate and depth rank. An image without instances (an empty scene, or an image
     record without one) gets a placeholder, an empty mask with score 0: COCOA's evaluator needs a result
     for every image, and reading the list back gives that image an empty scene again."""
+    return materialize(results_document(annset))
+
+
+def results_document(annset: AnnotationSet) -> Streamed:
+    """`to_results`' list, `Streamed`: one scene decoded at a time."""
     categories, default_cat = category_table(annset)
     # Any category will do for a placeholder; the first one keeps a read-back list writing the same.
     placeholder_cat = min((int(c["id"]) for c in categories), default=default_cat)
-    out = []
-    found = {scene.image_id for scene in annset.scenes if scene.instances}
+    found = {int(image["id"]) for image, facts in zip(annset.scene_images(), annset.instance_facts()) if facts}
+    return Streamed(_results(annset, default_cat, placeholder_cat, found))
 
-    def placeholder(image: dict[str, Any]) -> None:
+
+def _results(annset: AnnotationSet, default_cat: int, placeholder_cat: int, found: set[int]
+             ) -> Iterator[dict[str, Any]]:
+    def placeholder(image: dict[str, Any]) -> Iterator[dict[str, Any]]:
         if int(image["id"]) not in found:
             found.add(int(image["id"]))
             empty = np.zeros((int(image["height"]), int(image["width"])), bool)
-            out.append({"image_id": int(image["id"]), "category_id": placeholder_cat, "segmentation": encode_rle(empty),
-                        "score": 0.0})
+            yield {"image_id": int(image["id"]), "category_id": placeholder_cat, "segmentation": encode_rle(empty),
+                   "score": 0.0}
 
     for scene in annset.scenes:
-        placeholder(scene.image)
+        yield from placeholder(scene.image)
         for inst, vis in zip(scene.instances, scene.visible_masks()):
             area = inst.area
-            shown = int(vis.sum())
+            shown = int(np.count_nonzero(vis))
             item: dict[str, Any] = {
                 "image_id": scene.image_id,
                 "category_id": default_cat if inst.category is None else inst.category,
@@ -117,7 +128,6 @@ def to_results(annset: AnnotationSet) -> list[dict[str, Any]]:
             }
             for key, value in inst.extra.items():
                 item.setdefault(key, copy.deepcopy(value))
-            out.append(item)
+            yield item
     for image in annset.images:  # image records without a scene
-        placeholder(image)
-    return out
+        yield from placeholder(image)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..images import image_name_problem
 from ..order import overlapping_pairs, parse_depth_constraint
 from ._base import Context, Group, Region, Repair, Violation, build_scene, group_ranks, join, repair_lines, summary
 from .api import detect, parse, read_json
@@ -93,6 +94,7 @@ def validation_report(path_or_obj: str | os.PathLike | Any) -> ValidationReport:
     fmt = detect(obj, source)
     report = ValidationReport()
     ctx = Context(source, report.violations)
+    _check_image_names(ctx, obj)
     parsed = ctx.attempt(parse, ctx, obj, fmt)
     if parsed is not None:
         for group in parsed.groups:
@@ -112,6 +114,17 @@ def validation_report(path_or_obj: str | os.PathLike | Any) -> ValidationReport:
     return report
 
 
+def _check_image_names(ctx: Context, obj: Any) -> None:
+    """Every image name stays inside its images folder: the app and `render` refuse any other."""
+    images = obj.get("images") if isinstance(obj, dict) else None
+    for i, rec in enumerate(images if isinstance(images, list) else []):
+        name = rec.get("file_name") if isinstance(rec, dict) else None
+        if isinstance(name, str) and name:
+            problem = image_name_problem(name)
+            if problem is not None:
+                ctx.report(f"images[{i}].file_name", problem)
+
+
 def _px(n: int) -> str:
     return f"{n} px"
 
@@ -121,9 +134,9 @@ def _check_masks(ctx: Context, group: Group) -> None:
         amodal = r.amodal
         if r.visible is not None and r.invisible is not None:
             counts = (
-                (int((r.visible & r.invisible).sum()), "in both"),
-                (int((amodal & ~r.visible & ~r.invisible).sum()), "of the amodal mask in neither"),
-                (int(((r.visible | r.invisible) & ~amodal).sum()), "outside the amodal mask"),
+                (int(np.count_nonzero(r.visible & r.invisible)), "in both"),
+                (int(np.count_nonzero(amodal & ~r.visible & ~r.invisible)), "of the amodal mask in neither"),
+                (int(np.count_nonzero((r.visible | r.invisible) & ~amodal)), "outside the amodal mask"),
             )
             parts = [f"{_px(n)} {what}" for n, what in counts if n]
             if parts:
@@ -131,12 +144,12 @@ def _check_masks(ctx: Context, group: Group) -> None:
                 ctx.report(r.path, msg + ", ".join(parts))
         else:
             for key, mask in ((r.visible_key, r.visible), ("invisible_mask", r.invisible)):
-                outside = 0 if mask is None else int((mask & ~amodal).sum())
+                outside = 0 if mask is None else int(np.count_nonzero(mask & ~amodal))
                 if outside:
                     ctx.report(join(r.path, key), f"a mask inside the amodal mask; {_px(outside)} outside")
         if r.occlude_rate is not None:
-            area = int(amodal.sum())
-            hidden = int((amodal & r.hidden()).sum())
+            area = int(np.count_nonzero(amodal))
+            hidden = int(np.count_nonzero(amodal & r.hidden()))
             expected = hidden / area if area else 0.0
             if abs(r.occlude_rate - expected) > TOLERANCE:
                 ctx.report(join(r.path, "occlude_rate"),
@@ -177,20 +190,34 @@ def _check_painters_rule(ctx: Context, group: Group, external: list[tuple[str, i
     Reported in record order."""
     found: dict[int, tuple[tuple[str, str] | None, int]] = {}  # record index -> (violation, external px)
     by_order = sorted(range(len(group.regions)), key=lambda i: keys[i])
+    # Bounding boxes (y0, y1, x0, x1; empty masks get an empty box) of the regions in depth order: naming who
+    # covers a clash looks only at the regions whose box meets the clash's, not at every region in front.
+    boxes = np.array([_bbox(group.regions[i].amodal) for i in by_order], np.int64).reshape(-1, 4)
     front = None  # union of the amodal masks of the regions in front
     done = 0  # regions by_order[:done] are in front
-    for i in by_order:
+    for k, i in enumerate(by_order):
         r = group.regions[i]
         if front is None:
             front = np.zeros_like(r.amodal)
         while keys[by_order[done]] < keys[i]:
-            front |= group.regions[by_order[done]].amodal
+            y0, y1, x0, x1 = boxes[done]
+            front[y0:y1, x0:x1] |= group.regions[by_order[done]].amodal[y0:y1, x0:x1]
             done += 1
-        visible = r.amodal & r.visible_or_amodal()
-        clash = visible & front
-        n = int(clash.sum())
-        found[i] = (_painter_violation(r, clash, n, [group.regions[j] for j in by_order[:done]]) if n else None,
-                    int((r.amodal & ~visible & ~front).sum()))
+        # Everything below lies inside the region's own box: crops, not whole frames.
+        y0, y1, x0, x1 = boxes[k]
+        amodal = r.amodal[y0:y1, x0:x1]
+        visible = amodal & r.visible_or_amodal()[y0:y1, x0:x1]
+        in_front = front[y0:y1, x0:x1]
+        clash = visible & in_front
+        n = int(np.count_nonzero(clash))
+        violation = None
+        if n:
+            cy0, cy1, cx0, cx1 = _bbox(clash)
+            box = (y0 + cy0, y0 + cy1, x0 + cx0, x0 + cx1)
+            b = boxes[:done]
+            near = np.flatnonzero((b[:, 0] < box[1]) & (b[:, 1] > box[0]) & (b[:, 2] < box[3]) & (b[:, 3] > box[2]))
+            violation = _painter_violation(r, clash[cy0:cy1, cx0:cx1], n, [group.regions[by_order[j]] for j in near], box)
+        found[i] = (violation, int(np.count_nonzero(amodal & ~visible & ~in_front)))
     for i, r in enumerate(group.regions):
         violation, hidden_by_nothing = found[i]
         if violation is not None:
@@ -199,9 +226,20 @@ def _check_painters_rule(ctx: Context, group: Group, external: list[tuple[str, i
             external.append((r.path, hidden_by_nothing))
 
 
-def _painter_violation(r: Region, clash: np.ndarray, n: int, in_front: list[Region]) -> tuple[str, str]:
-    """(path, message) for the ``n`` visible pixels ``clash`` of region ``r`` under regions ``in_front``."""
-    under = [(o, int((clash & o.amodal).sum())) for o in in_front]
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1), end exclusive; (0, 0, 0, 0) for an empty mask."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows):
+        return 0, 0, 0, 0
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def _painter_violation(r: Region, clash: np.ndarray, n: int, in_front: list[Region],
+                       box: tuple[int, int, int, int]) -> tuple[str, str]:
+    """(path, message) for the ``n`` visible pixels ``clash`` (the crop ``box`` of the image) of region ``r``
+    under regions ``in_front``."""
+    y0, y1, x0, x1 = box
+    under = [(o, int(np.count_nonzero(clash & o.amodal[y0:y1, x0:x1]))) for o in in_front]
     under = [(o, k) for o, k in under if k]
 
     def order(o: Region) -> str:  # a tied order (D2SA) says who is in front by the masks

@@ -86,15 +86,17 @@ def build_model(config: dict[str, Any]) -> nn.Module:
     if cfg["kind"] == "sln":
         roi_heads = SLNRoIHeads(
             **head_kwargs,
-            mask_head=MaskRCNNHeads(channels + K + 1, mask_layers, 1),
+            mask_head=MaskRCNNHeads(channels + (K + 1 if cfg["glm"] else 0), mask_layers, 1),
             mask_predictor=LayeringPredictor(mask_layers[-1], K, semdist_kernel=int(cfg["semdist_kernel"]),
                                              num_classes=num_classes if cfg["class_specific_layers"] else 1,
-                                             semdist_resolution=int(cfg["semdist_resolution"])),
+                                             semdist_resolution=int(cfg["semdist_resolution"]),
+                                             semdist=bool(cfg["semdist_head"])),
             K=K,
             glm_scale=0.25,  # FPN level "0" is at stride 4
             semdist_beta=float(cfg["semdist_beta"]),
         )
-        glm = GlobalLayeringModule(channels, K + 1, int(cfg["glm_channels"]), int(cfg["glm_convs"]))
+        glm = (GlobalLayeringModule(channels, K + 1, int(cfg["glm_channels"]), int(cfg["glm_convs"]))
+               if cfg["glm"] else None)
         model = SemanticLayeringNetwork(backbone, rpn, roi_heads, transform, glm, K)
     else:
         roi_heads = RoIHeads(
@@ -109,13 +111,30 @@ def build_model(config: dict[str, Any]) -> nn.Module:
     return model
 
 
+def classification_to_detection_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """torchvision ImageNet classification weights under the detection backbone's names, or None when
+    ``state`` is not one: a ResNet's ``conv1.weight``, ``layer1.0...`` become ``backbone.body.conv1.weight``,
+    ...; a MobileNet's ``features.N...`` become ``backbone.body.N...``; the classifier (``fc.*``,
+    ``classifier.*``) has no place in a detector and is left out."""
+    if any(k.startswith("backbone.") for k in state):
+        return None
+    if "conv1.weight" in state:
+        return {f"backbone.body.{k}": v for k, v in state.items() if not k.startswith("fc.")}
+    if any(k.startswith("features.") for k in state):
+        return {f"backbone.body.{k.removeprefix('features.')}": v for k, v in state.items()
+                if k.startswith("features.")}
+    return None
+
+
 def load_init_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
     """Load weights from a local file into ``model``, keeping whatever does not fit.
 
-    Accepts a plain ``state_dict`` (e.g. torchvision's COCO Mask R-CNN weights) or one of our checkpoints
-    (its ``model`` entry). Tensors whose name is unknown or whose shape differs (a different class count,
-    the SLN's wider mask-head input) are skipped. Returns and logs ``missing``, ``unexpected`` and
-    ``mismatched`` key lists."""
+    Accepts a plain ``state_dict`` (torchvision's COCO Mask R-CNN weights, or its ImageNet classification
+    weights, renamed by `classification_to_detection_keys`) or one of our checkpoints (its ``model``
+    entry). Tensors whose name is unknown or whose shape differs (a different class count, the SLN's wider
+    mask-head input) are skipped; but a file that does not fill the whole backbone trunk
+    (``backbone.body``) is a ConfigError naming what did not load: a wrong file would otherwise train from
+    scratch unnoticed. Returns and logs ``missing``, ``unexpected`` and ``mismatched`` key lists."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"model.init: weights file {path} not found")
@@ -127,6 +146,10 @@ def load_init_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConfigError(f"model.init: {path} holds no state_dict (a mapping of names to tensors)")
+    renamed = classification_to_detection_keys(state)
+    if renamed is not None:
+        log.info("init weights from %s: classification weights, %d backbone tensors", path, len(renamed))
+        state = renamed
     own = model.state_dict()
     mismatched = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
     fitting = {k: v for k, v in state.items() if k not in mismatched}
@@ -142,4 +165,11 @@ def load_init_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]
     for kind in ("missing", "unexpected", "mismatched"):
         if report[kind]:
             log.info("  %s: %s", kind, ", ".join(report[kind]))
+    trunk = [k for k in own if k.startswith("backbone.body.")]
+    missing = set(report["missing"])
+    not_loaded = [k for k in trunk if k in missing]
+    if not_loaded:
+        shown = ", ".join(not_loaded[:12]) + (f", ... ({len(not_loaded) - 12} more)" if len(not_loaded) > 12 else "")
+        raise ConfigError(f"model.init: {path} fills {len(trunk) - len(not_loaded)} of the {len(trunk)} backbone "
+                          f"tensors (backbone.body); not loaded: {shown}")
     return report

@@ -13,7 +13,7 @@ image with `paste_roi_maps`.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional, cast
 
 import torch
 import torch.nn.functional as F
@@ -62,7 +62,7 @@ class GlobalLayeringModule(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+                nn.init.zeros_(cast(Tensor, m.bias))  # every convolution here has a bias
         # Near-zero initial logits (as torchvision's RPN head starts): a uniform first guess, no early blow-up.
         nn.init.normal_(self.logits.weight, std=0.01)
 
@@ -81,7 +81,7 @@ class LayeringPredictor(nn.Module):
     part; the sem-dist regression stays shared and reads the kept maps."""
 
     def __init__(self, in_channels: int, K: int, semdist_channels: int = 16, semdist_kernel: int = 3,
-                 num_classes: int = 1, semdist_resolution: int = 28):
+                 num_classes: int = 1, semdist_resolution: int = 28, semdist: bool = True):
         super().__init__()
         if semdist_kernel not in (1, 3):
             raise ValueError(f"semdist_kernel must be 1 or 3, got {semdist_kernel!r}")
@@ -102,17 +102,19 @@ class LayeringPredictor(nn.Module):
         self.semdist_resolution = semdist_resolution
         upsampling = ([nn.ConvTranspose2d(semdist_channels, semdist_channels, 2, stride=2), nn.ReLU(inplace=True)]
                       if semdist_resolution == 14 else [])
+        # semdist=False (the ablation without a sem-dist head): the layering maps alone.
         self.semdist = nn.Sequential(
             nn.Conv2d(in_channels + K + 1, semdist_channels, semdist_kernel, padding=semdist_kernel // 2),
             nn.ReLU(inplace=True),
             *upsampling,
             nn.Conv2d(semdist_channels, 1, 1),
-        )
+        ) if semdist else None
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-        for out in (self.layer_logits, self.semdist[-1]):
+                nn.init.zeros_(cast(Tensor, m.bias))  # every convolution here has a bias
+        last = [cast(nn.Conv2d, self.semdist[-1])] if self.semdist is not None else []
+        for out in (self.layer_logits, *last):
             nn.init.normal_(out.weight, std=0.01)
 
     # Inference only: False skips the sem-dist layers (``semdist`` is then not in the outputs), for callers
@@ -127,14 +129,14 @@ class LayeringPredictor(nn.Module):
         coarse = x.contiguous(memory_format=torch.channels_last)
         x = F.relu_(self.upsample(coarse))
         layer_logits = self._layer_logits(x, labels)
-        if not (self.training or self.predict_semdist):
+        if self.semdist is None or not (self.training or self.predict_semdist):
             return layer_logits, None
         features, probabilities = x, layer_logits.softmax(dim=1)
         if self.semdist_resolution == 14:
             features, probabilities = coarse, F.avg_pool2d(probabilities, 2)
         # The first sem-dist layer applied to the two inputs separately and summed: the same convolution
         # as on their concatenation, without copying the features into one.
-        first, rest = self.semdist[0], self.semdist[1:]
+        first, rest = cast(nn.Conv2d, self.semdist[0]), self.semdist[1:]
         C = features.shape[1]
         pad = first.padding
         hidden = (F.conv2d(features, first.weight[:, :C], first.bias, padding=pad)
@@ -150,7 +152,7 @@ class LayeringPredictor(nn.Module):
         # weights), not all classes' maps then one kept: the same logits at a fraction of the cost.
         R, C, H, W = x.shape
         weight = self.layer_logits.weight.view(self.num_classes, self.K + 1, C)[labels]
-        bias = self.layer_logits.bias.view(self.num_classes, self.K + 1)[labels]
+        bias = cast(Tensor, self.layer_logits.bias).view(self.num_classes, self.K + 1)[labels]
         pixels = x.permute(0, 2, 3, 1).reshape(R, H * W, C)  # free for a channels-last x
         logits = torch.baddbmm(bias[:, None, :], pixels, weight.transpose(1, 2))
         return logits.view(R, H, W, self.K + 1).permute(0, 3, 1, 2)
@@ -167,7 +169,7 @@ class SLNRoIHeads(RoIHeads):
     """torchvision's `RoIHeads` with the SLN mask branch: mask RoI features concatenated with the RoIAligned
     global-layering probabilities feed the instance layering head and the sem-dist head."""
 
-    def __init__(self, *args, K: int, glm_scale: float, semdist_beta: float = 0.1, **kwargs):
+    def __init__(self, *args: Any, K: int, glm_scale: float, semdist_beta: float = 0.1, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.K = K
         self.glm_scale = glm_scale
@@ -176,8 +178,6 @@ class SLNRoIHeads(RoIHeads):
     def forward(self, features: dict[str, Tensor], proposals: list[Tensor], image_shapes: list[tuple[int, int]],
                 targets: Optional[Targets] = None, glm_probs: Optional[Tensor] = None
                 ) -> tuple[Targets, dict[str, Tensor]]:
-        if glm_probs is None:
-            raise ValueError("SLNRoIHeads needs the global layering probabilities")
         if self.training:
             if targets is None:
                 raise ValueError("targets are needed in training")
@@ -202,15 +202,17 @@ class SLNRoIHeads(RoIHeads):
             mask_labels = torch.cat(labels)
 
         roi_features = self.mask_roi_pool(features, mask_proposals, image_shapes)
-        size = roi_features.shape[-2:]
-        glm_rois = roi_align(glm_probs, mask_proposals, size, spatial_scale=self.glm_scale,
-                             sampling_ratio=self.mask_roi_pool.sampling_ratio)
+        parts = [roi_features]
+        if glm_probs is not None:  # None: the ablation without a global layering module
+            parts.append(roi_align(glm_probs, mask_proposals, roi_features.shape[-2:], spatial_scale=self.glm_scale,
+                                   sampling_ratio=self.mask_roi_pool.sampling_ratio))
         # Channels-last from here on: the mask head's convolutions are faster in it on CPU, and its output
         # goes on to the layering head's channels-last upsampling without a copy.
-        head_input = torch.cat([roi_features, glm_rois], dim=1).contiguous(memory_format=torch.channels_last)
+        head_input = torch.cat(parts, dim=1).contiguous(memory_format=torch.channels_last)
         layer_logits, semdist = self.mask_predictor(self.mask_head(head_input), mask_labels)
 
         if self.training:
+            assert targets is not None  # refused above
             losses.update(self.layering_losses(layer_logits, semdist, mask_proposals, pos_matched, targets))
         else:
             masks = 1.0 - layer_logits.softmax(dim=1)[:, :1]  # amodal = any layer but "outside"
@@ -223,7 +225,7 @@ class SLNRoIHeads(RoIHeads):
                     r["semdist"] = sd
         return result, losses
 
-    def layering_losses(self, layer_logits: Tensor, semdist: Tensor, proposals: list[Tensor],
+    def layering_losses(self, layer_logits: Tensor, semdist: Tensor | None, proposals: list[Tensor],
                         matched: list[Tensor], targets: Targets) -> dict[str, Tensor]:
         """Cross-entropy of the layer logits and smooth L1 of the sem-dist maps against RoI-resampled targets.
 
@@ -239,12 +241,12 @@ class SLNRoIHeads(RoIHeads):
             dist_t.append(_roi_targets(t["semdist"][:, None].float(), props, idx, M)[:, 0])
         if not layer_t:
             # No positive RoI in the batch: zero losses that still touch every head parameter (DDP needs it).
-            zero = layer_logits.sum() * 0 + semdist.sum() * 0
-            return {"loss_layers": zero, "loss_semdist": zero}
-        return {
-            "loss_layers": F.cross_entropy(layer_logits, torch.cat(layer_t)),
-            "loss_semdist": F.smooth_l1_loss(semdist[:, 0], torch.cat(dist_t), beta=self.semdist_beta),
-        }
+            zero = layer_logits.sum() * 0 + (0 if semdist is None else semdist.sum() * 0)
+            return {"loss_layers": zero, **({} if semdist is None else {"loss_semdist": zero})}
+        losses = {"loss_layers": F.cross_entropy(layer_logits, torch.cat(layer_t))}
+        if semdist is not None:
+            losses["loss_semdist"] = F.smooth_l1_loss(semdist[:, 0], torch.cat(dist_t), beta=self.semdist_beta)
+        return losses
 
 
 class SemanticLayeringNetwork(GeneralizedRCNN):
@@ -252,30 +254,36 @@ class SemanticLayeringNetwork(GeneralizedRCNN):
     layering module (GLM) on the finest FPN level."""
 
     def __init__(self, backbone: nn.Module, rpn: nn.Module, roi_heads: SLNRoIHeads, transform: RoIMapTransform,
-                 glm: GlobalLayeringModule, K: int, glm_feature: str = "0"):
+                 glm: GlobalLayeringModule | None, K: int, glm_feature: str = "0"):
         super().__init__(backbone, rpn, roi_heads, transform)
         self.glm = glm
         self.K = K
         self.glm_feature = glm_feature
 
-    def forward(self, images: list[Tensor], targets: Optional[Targets] = None):
+    def forward(self, images: list[Tensor], targets: Optional[Targets] = None
+                ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
         if self.training and targets is None:
             raise ValueError("targets are needed in training mode")
         original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
         image_list, targets = self.transform(images, targets)
         features = self.backbone(image_list.tensors)
-        glm_logits = self.glm(features[self.glm_feature])
+        # No GLM (the ablation): the mask branch sees the RoI features alone, and there is no global map.
+        glm_logits = None if self.glm is None else self.glm(features[self.glm_feature])
         proposals, proposal_losses = self.rpn(image_list, features, targets)
-        detections, detector_losses = self.roi_heads(features, proposals, image_list.image_sizes, targets,
-                                                     glm_probs=glm_logits.softmax(dim=1))
+        detections, detector_losses = self.roi_heads(
+            features, proposals, image_list.image_sizes, targets,
+            glm_probs=None if glm_logits is None else glm_logits.softmax(dim=1))
         padded = image_list.tensors.shape[-2:]
-        dense = F.interpolate(glm_logits, size=padded, mode="bilinear", align_corners=False)
+        dense = None if glm_logits is None else F.interpolate(glm_logits, size=padded, mode="bilinear",
+                                                               align_corners=False)
         if self.training:
             losses = {**proposal_losses, **detector_losses}
-            losses["loss_global_layers"] = self.global_layers_loss(dense, targets)
+            if dense is not None:
+                losses["loss_global_layers"] = self.global_layers_loss(dense, targets)
             return losses
-        for det, (h, w), logits in zip(detections, image_list.image_sizes, dense):
-            det["global_layers"] = logits[:, :h, :w]
+        if dense is not None:
+            for det, (h, w), logits in zip(detections, image_list.image_sizes, dense):
+                det["global_layers"] = logits[:, :h, :w]
         return self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
 
     @staticmethod
@@ -303,7 +311,8 @@ class MaskRCNNBaseline(GeneralizedRCNN):
             raise ValueError(f"target must be 'amodal' or 'visible', got {target!r}")
         self.target = target
 
-    def forward(self, images: list[Tensor], targets: Optional[Targets] = None):
+    def forward(self, images: list[Tensor], targets: Optional[Targets] = None
+                ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
         if targets is not None and self.target == "visible":
             targets = [_visible_targets(t) for t in targets]
         return super().forward(images, targets)

@@ -1,0 +1,175 @@
+"""The assists' controls on the page and their script API endpoints (the work is in app.assists)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import gradio as gr
+
+from . import assists as a
+from . import handlers as h
+
+
+def controls(cfg: h.AppConfig) -> dict[str, Any]:
+    """The assist panel (an accordion of the editing column); returns its components by name."""
+    c: dict[str, Any] = {}
+    with gr.Accordion("Assists: GrabCut, superpixels, hidden part", open=False, elem_id="assists"):
+        gr.Markdown(
+            "Click the image below: **GrabCut** (two box corners, then object / background clicks) or the "
+            "**superpixel brush** propose a visible part; the **hidden-part brush** and **polygon** paint only "
+            "where objects in front of the selected instance cover it (hatched), so its visible outline never "
+            "moves; **completions** propose its hidden part. *Accept* makes the proposal one undoable edit."
+        )
+        c["canvas"] = gr.Image(type="filepath", format="png", interactive=False, elem_id="assist-image",
+                               label="assist image (proposal in cyan; click to add box corners and clicks)")
+        with gr.Row():
+            c["tool"] = gr.Radio([("GrabCut", "grabcut"), ("superpixel brush", "superpixel"),
+                                  ("hidden-part brush", "hidden_brush"), ("hidden-part polygon", "hidden_polygon")],
+                                 value="grabcut", label="assist", elem_id="assist-tool")
+            c["does"] = gr.Radio([("box corner", "box"), ("object / add (+)", "positive"),
+                                  ("background / remove (−)", "negative")], value="box", label="a click is",
+                                 elem_id="assist-click")
+        c["radius"] = gr.Slider(0, 64, value=0, step=1,
+                                label="hidden-part brush radius (pixels; 0: each dab sized by where you click)")
+        with gr.Row():
+            c["hull"] = gr.Button("hull completion", size="sm")
+            c["mirror"] = gr.Button("mirror completion", size="sm")
+            c["model"] = gr.Button("model completion (box)", size="sm", visible=cfg.checkpoint is not None)
+            c["close"] = gr.Button("fill polygon", size="sm")
+        with gr.Row():
+            c["fg_strokes"] = gr.Button("editor strokes: GrabCut object", size="sm")
+            c["bg_strokes"] = gr.Button("editor strokes: GrabCut background", size="sm")
+            c["sp_strokes"] = gr.Button("editor strokes: superpixels", size="sm")
+            c["hidden_strokes"] = gr.Button("editor strokes: hidden part", size="sm")
+        with gr.Row():
+            c["accept"] = gr.Button("accept proposal", size="sm", variant="primary", elem_id="assist-accept")
+            c["accept_new"] = gr.Button("accept as new instance", size="sm")
+            c["clear"] = gr.Button("clear", size="sm")
+            c["refresh"] = gr.Button("↻ current image", size="sm")
+        c["status"] = gr.Markdown("", elem_id="assist-status")
+    return c
+
+
+def status(tab: h.Tab) -> str:
+    st = a.state(tab)
+    if st.proposal is None:
+        hint = {"grabcut": "draw a box: two 'box corner' clicks", "superpixel": "click superpixels to add or remove",
+                "hidden_brush": "select an occluded instance, then paint its hidden part",
+                "hidden_polygon": "click vertices, then 'fill polygon'"}[st.tool]
+        return f"no proposal · {hint}"
+    what = f"amodal mask of #{st.instance}" if st.kind == "amodal" else "visible part"
+    return f"proposal: **{what}** from {st.label} · {int(st.proposal.sum())} pixels · accept or correct it"
+
+
+def wire(c: dict[str, Any], cfg: h.AppConfig, event: Callable, wire_: Callable, r_all: Callable,
+         everything: list, editor: Any, name_tb: Any, cat_num: Any) -> None:
+    """Connect the panel with the page's own `event` wrapper (tab lock, messages, conflicts)."""
+    from .layout import png_file
+
+    def r_canvas(tab: h.Tab) -> dict:
+        st = a.state(tab)
+        # Kept on the state: the page's PNG file is deleted with its picture (layout.png_file).
+        st.picture = h.Picture(a.canvas(tab, st.tool), cfg.png_level)
+        return {c["canvas"]: png_file(st.picture), c["status"]: status(tab)}
+
+    def r_both(tab: h.Tab) -> dict:
+        return {**r_all(tab), **r_canvas(tab)}
+
+    mine = [c["canvas"], c["status"]]
+
+    def on_click(tab: h.Tab, evt: gr.SelectData, does: str, radius: float) -> None:
+        scale = h.display_scale(tab.session.scene.shape)
+        a.click(tab, evt.index[0] // scale, evt.index[1] // scale, a.state(tab).tool, does, radius)
+
+    def set_tool(tab: h.Tab, tool: str) -> None:
+        a.state(tab).tool = tool
+
+    def strokes(kind: str) -> Callable:
+        def run(tab: h.Tab, value: Any) -> None:
+            stroke = h.mask_from_editor(value, tab.session.scene.shape)
+            st = a.state(tab)
+            if kind == "superpixel":
+                a.run_superpixels(tab, stroke=stroke)
+            elif kind == "hidden":
+                a.hidden_stroke(tab, stroke)
+            else:
+                if st.box is None:
+                    raise h.UserError("draw a GrabCut box on the assist image first")
+                fg = stroke if kind == "fg" else None
+                bg = stroke if kind == "bg" else None
+                a.run_grabcut(tab, st.box, st.positive, st.negative, fg, bg)
+
+        return run
+
+    wire_(c["canvas"].select, event(r_canvas, on_click, select=True), [c["does"], c["radius"]], mine)
+    wire_(c["tool"].input, event(r_canvas, set_tool), [c["tool"]], mine)
+    wire_(c["refresh"].click, event(r_canvas), None, mine)
+    wire_(c["clear"].click, event(r_canvas, a.clear), None, mine)
+    for name in a.COMPLETIONS:
+        wire_(c[name].click, event(r_canvas, lambda tab, m=name: a.complete(cfg, tab, m)), None, mine)
+    wire_(c["close"].click, event(r_canvas, a.close_polygon), None, mine)
+    for button, kind in (("fg_strokes", "fg"), ("bg_strokes", "bg"), ("sp_strokes", "superpixel"),
+                         ("hidden_strokes", "hidden")):
+        wire_(c[button].click, event(r_canvas, strokes(kind)), [editor], mine)
+    wire_(c["accept"].click, event(r_both, lambda tab: a.accept(tab)), None, [*everything, *mine])
+    wire_(c["accept_new"].click, event(r_both, lambda tab, name, cat: a.accept(tab, "new", name, cat)),
+          [name_tb, cat_num], [*everything, *mine])
+
+
+def api(tabs: Any, cfg: h.AppConfig, user_errors: Callable) -> None:
+    """The assists for scripts: each returns the pending proposal (mask as COCO RLE) or, on accept, the
+    scene summary. Each client has its own tab and proposal."""
+
+    def assist_grabcut(box: list[float], positive: list[list[float]], negative: list[list[float]],
+                       request: gr.Request) -> dict:
+        """GrabCut from box [x0, y0, x1, y1] with positive / negative clicks [[x, y], ...]: a visible part."""
+        with tabs.use(request) as tab:
+            return a.run_grabcut(tab, box, positive, negative)
+
+    def assist_superpixels(positive: list[list[float]], negative: list[list[float]], request: gr.Request) -> dict:
+        """Superpixels under the positive clicks added to the pending visible proposal, under the negative removed."""
+        with tabs.use(request) as tab:
+            return a.run_superpixels(tab, positive, negative)
+
+    def assist_hidden_brush(instance_id: int, points: list[list[float]], radius: float, mode: str,
+                            request: gr.Request) -> dict:
+        """A brush stroke through points, clipped to the objects in front of the instance ('add' or 'remove')."""
+        with tabs.use(request) as tab:
+            return a.hidden_brush(tab, points, radius, mode, instance_id)
+
+    def assist_hidden_polygon(instance_id: int, points: list[list[float]], mode: str, request: gr.Request) -> dict:
+        """A filled polygon clipped to the objects in front of the instance ('add' or 'remove')."""
+        with tabs.use(request) as tab:
+            return a.hidden_polygon(tab, points, mode, instance_id)
+
+    def assist_complete(instance_id: int, method: str, box: list[float] | None, request: gr.Request) -> dict:
+        """A completion proposal of the instance's amodal mask: 'hull', 'mirror' or 'model' (on box)."""
+        with tabs.use(request) as tab:
+            return a.complete(cfg, tab, method, instance_id, box or None)
+
+    def assist_accept(accept_as: str, name: str, request: gr.Request) -> dict:
+        """Apply the pending proposal as one undoable edit: 'visible' (the selected instance's visible part),
+        'new' (a new instance named name) or 'amodal'; returns the scene summary."""
+        with tabs.use(request) as tab:
+            return a.accept(tab, accept_as or None, name or "object")
+
+    def assist_clear(request: gr.Request) -> dict:
+        """Drop the pending proposal and clicks."""
+        with tabs.use(request) as tab:
+            a.clear(tab)
+            return a.proposal_summary(tab)
+
+    def open_image(image_id: int | None, index: int | None, request: gr.Request) -> dict:
+        """Make an image of the app's dataset the current one, by image id or by index (give one, the other
+        None); returns its scene summary."""
+        with tabs.use(request) as tab:
+            return a.open_image(tab, image_id, index)
+
+    def select_instance(instance_id: int, request: gr.Request) -> dict:
+        """Select an instance of the scene being edited by its id (what 'visible' accepts apply to)."""
+        with tabs.use(request) as tab:
+            return h.select_instance(cfg, tab, instance_id, "annotation")
+
+    for fn in (open_image, select_instance, assist_grabcut, assist_superpixels, assist_hidden_brush, assist_hidden_polygon, assist_complete,
+               assist_accept, assist_clear):
+        gr.api(user_errors(fn, cfg), api_name=fn.__name__)

@@ -1,0 +1,536 @@
+"""Annotation assists that work on any photograph: masks from a box and a few clicks, with no learned weights
+where none are needed, and amodal completion of an occluded object's hidden part.
+
+Visible part: `grabcut` (OpenCV's GrabCut from a box, refined by positive / negative strokes or clicks) and
+the superpixel brush (`superpixels`, computed once per image and cached, `superpixel_stroke`).
+Hidden part: strokes and polygons clipped to the objects in front (`occluders`, `paint_hidden`), since the
+hidden part of an object can only lie under them, and completion proposals to accept or correct: the convex
+hull of the visible part (`hull_proposal`), its mirror image about a symmetry axis (`mirror_proposal`) and a
+model's RoI heads on the user's box (`BoxCompleter`). Every proposal keeps the visible part as it is and adds
+hidden pixels under the occluders only.
+
+Scene edits (`set_visible_part`, `add_visible_instance`) are plain functions of an `AmodalScene`, so the app
+runs them as ordinary undoable edits. `simulated_click` is the standard simulated annotator of interactive
+segmentation (NoC@85 / NoC@90), used by ``bench/annotation_bench.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+from scipy.signal import fftconvolve
+from skimage.segmentation import slic
+
+from .scene import AmodalScene, Instance
+
+GRABCUT_ITERATIONS = 5
+# A click is a small disk of hard labels for GrabCut (pixels), as a click marks a spot, not a single pixel.
+CLICK_RADIUS = 3
+# Superpixels: about one per SUPERPIXEL_AREA pixels (a 640 x 480 photograph: about 1,200).
+SUPERPIXEL_AREA = 256
+SUPERPIXEL_CACHE = 8
+
+
+# ----- small geometry helpers --------------------------------------------------------------------------
+
+
+def disk(shape: tuple[int, int], x: float, y: float, radius: float) -> np.ndarray:
+    """Boolean mask of the pixels whose centre lies within ``radius`` of pixel (x, y)."""
+    out = np.zeros(shape, np.uint8)
+    cv2.circle(out, (int(round(x)), int(round(y))), max(int(round(radius)), 0), 1, thickness=-1)
+    return out.astype(bool)
+
+
+def clicks_mask(shape: tuple[int, int], points: Sequence[Sequence[float]], radius: float = CLICK_RADIUS) -> np.ndarray:
+    """Union of `disk` around each (x, y) point."""
+    out = np.zeros(shape, bool)
+    for x, y in points:
+        out |= disk(shape, x, y, radius)
+    return out
+
+
+def polygon_mask(shape: tuple[int, int], points: Sequence[Sequence[float]]) -> np.ndarray:
+    """A filled polygon of (x, y) vertices (pixel centres), as OpenCV rasterises it."""
+    if len(points) < 3:
+        raise ValueError(f"a polygon needs at least 3 points, got {len(points)}")
+    out = np.zeros(shape, np.uint8)
+    cv2.fillPoly(out, [np.round(np.asarray(points, np.float64)).astype(np.int32)], 1)
+    return out.astype(bool)
+
+
+def _check_box(box: Sequence[float], shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) with inclusive pixel corners, in either order, clipped to the image; at least 2 px a side."""
+    if len(box) != 4:
+        raise ValueError(f"a box is [x0, y0, x1, y1], got {list(box)}")
+    H, W = shape
+    x0, x1 = sorted((int(round(box[0])), int(round(box[2]))))
+    y0, y1 = sorted((int(round(box[1])), int(round(box[3]))))
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, W - 1), min(y1, H - 1)
+    if x1 - x0 < 1 or y1 - y0 < 1:
+        raise ValueError(f"the box {list(box)} has no area inside the {W}x{H} image")
+    return x0, y0, x1, y1
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = np.stack([arr] * 3, axis=-1)
+    if arr.ndim != 3 or arr.shape[2] < 3:
+        raise ValueError(f"expected an RGB image (H, W, 3), got shape {arr.shape}")
+    return np.ascontiguousarray(arr[:, :, :3].astype(np.uint8, copy=False))
+
+
+# ----- visible part: GrabCut ---------------------------------------------------------------------------
+
+
+def grabcut(
+    image: np.ndarray,
+    box: Sequence[float],
+    foreground: np.ndarray | None = None,
+    background: np.ndarray | None = None,
+    iterations: int = GRABCUT_ITERATIONS,
+) -> np.ndarray:
+    """The object in ``box`` ([x0, y0, x1, y1], inclusive corners) by GrabCut: inside the box probably object,
+    outside certainly background; ``foreground`` / ``background`` (boolean masks: strokes, or `clicks_mask`
+    of clicks) are hard labels. A foreground stroke outside the box widens the box to include it.
+
+    GrabCut runs on the box grown by a margin (its colour model of the background needs some), not on the
+    whole photograph, so a click costs the same on a large image. Deterministic (OpenCV's RNG is seeded).
+    """
+    rgb = _rgb(image)
+    shape = rgb.shape[:2]
+    fg = np.zeros(shape, bool) if foreground is None else np.asarray(foreground, bool)
+    bg = np.zeros(shape, bool) if background is None else np.asarray(background, bool)
+    if fg.shape != shape or bg.shape != shape:
+        raise ValueError(f"strokes must be {shape[0]}x{shape[1]} masks, got {fg.shape} and {bg.shape}")
+    x0, y0, x1, y1 = _check_box(box, shape)
+    if fg.any():
+        ys, xs = np.nonzero(fg)
+        x0, y0, x1, y1 = min(x0, int(xs.min())), min(y0, int(ys.min())), max(x1, int(xs.max())), max(y1, int(ys.max()))
+    H, W = shape
+    margin = max(8, (max(x1 - x0, y1 - y0) + 1) // 4)
+    cx0, cy0, cx1, cy1 = max(x0 - margin, 0), max(y0 - margin, 0), min(x1 + margin + 1, W), min(y1 + margin + 1, H)
+    mask = np.full((cy1 - cy0, cx1 - cx0), cv2.GC_BGD, np.uint8)
+    mask[y0 - cy0 : y1 - cy0 + 1, x0 - cx0 : x1 - cx0 + 1] = cv2.GC_PR_FGD
+    mask[bg[cy0:cy1, cx0:cx1]] = cv2.GC_BGD
+    mask[fg[cy0:cy1, cx0:cx1]] = cv2.GC_FGD
+    out = np.zeros(shape, bool)
+    if not (mask == cv2.GC_PR_FGD).any() and not (mask == cv2.GC_FGD).any():
+        return out
+    crop = np.ascontiguousarray(rgb[cy0:cy1, cx0:cx1, ::-1])
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)
+    try:
+        # OpenCV takes no rectangle with GC_INIT_WITH_MASK; its type stubs require one.
+        cv2.grabCut(crop, mask, None, bgd, fgd, int(iterations), cv2.GC_INIT_WITH_MASK)  # type: ignore[call-overload]
+    except cv2.error:
+        # GrabCut needs samples of both colour models; with none of one (a box over the whole image) the
+        # box and the strokes are the best answer there is, and the mask still holds them.
+        pass
+    return _paste(out, (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD), cx0, cy0)
+
+
+def _paste(frame: np.ndarray, crop: np.ndarray, x0: int, y0: int) -> np.ndarray:
+    frame[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
+    return frame
+
+
+# ----- visible part: superpixels -----------------------------------------------------------------------
+
+
+class SuperpixelCache:
+    """SLIC superpixel labels per image content, computed once (as an interactive model caches its image
+    embedding), the ``size`` most recently used kept. Safe to share between threads."""
+
+    def __init__(self, size: int = SUPERPIXEL_CACHE, area: int = SUPERPIXEL_AREA) -> None:
+        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._size, self.area = size, area
+        self._lock = threading.Lock()
+
+    def labels(self, image: np.ndarray) -> np.ndarray:
+        rgb = _rgb(image)
+        key = hashlib.sha1(rgb.tobytes()).hexdigest() + str(rgb.shape)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        labels = superpixels(rgb, self.area)
+        labels.setflags(write=False)
+        with self._lock:
+            self._items[key] = labels
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return labels
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def superpixels(image: np.ndarray, area: int = SUPERPIXEL_AREA) -> np.ndarray:
+    """SLIC labels (int32, H x W, 0..n-1) with about one superpixel per ``area`` pixels."""
+    rgb = _rgb(image)
+    n = max(int(rgb.shape[0] * rgb.shape[1] / max(area, 1)), 1)
+    labels = slic(rgb, n_segments=n, compactness=10.0, start_label=0, enforce_connectivity=True, channel_axis=-1)
+    return labels.astype(np.int32)
+
+
+def superpixel_stroke(labels: np.ndarray, stroke: np.ndarray) -> np.ndarray:
+    """Every superpixel the stroke touches, whole."""
+    stroke = np.asarray(stroke, bool)
+    if stroke.shape != labels.shape:
+        raise ValueError(f"the stroke is {stroke.shape}, the superpixels {labels.shape}")
+    touched = np.zeros(int(labels.max()) + 1, bool)
+    touched[np.unique(labels[stroke])] = True
+    return touched[labels]
+
+
+# ----- hidden part: clipped to the occluders -----------------------------------------------------------
+
+
+def occluders(scene: AmodalScene, instance_id: int) -> np.ndarray:
+    """Pixels covered by the objects in front of the instance: the only place its hidden part can be."""
+    return scene.front_union(instance_id)
+
+
+def paint_hidden(scene: AmodalScene, instance_id: int, stroke: np.ndarray, mode: str = "add") -> np.ndarray:
+    """The instance's amodal mask with ``stroke`` (a brush stroke or a filled polygon) added (``add``) or
+    removed (``remove``) only where objects in front cover it: its visible part never changes."""
+    if mode not in ("add", "remove"):
+        raise ValueError(f"mode must be 'add' or 'remove', got {mode!r}")
+    inst = scene.get(instance_id)
+    stroke = np.asarray(stroke, bool)
+    if stroke.shape != scene.shape:
+        raise ValueError(f"the stroke is {stroke.shape}, the image {scene.shape}")
+    clipped = stroke & occluders(scene, instance_id)
+    return inst.amodal | clipped if mode == "add" else inst.amodal & ~clipped
+
+
+def auto_radius(mask: np.ndarray, x: int, y: int, positive: bool, keep: np.ndarray | None = None) -> float:
+    """A brush radius sized by the click, for a hidden-part dab: adding, the distance from (x, y) to the mask
+    (the dab just reaches it, filling the gap the click is in the middle of); removing, the distance to the
+    nearest pixel that stays, outside the mask or in ``keep`` (the visible part). At least 1 pixel."""
+    mask = np.asarray(mask, bool)
+    stays = ~mask if keep is None else ~mask | np.asarray(keep, bool)
+    target = mask if positive else stays
+    if not target.any():
+        return 1.0
+    dist = cv2.distanceTransform((~target).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return max(float(dist[int(y), int(x)]), 1.0)
+
+
+def _limited(scene: AmodalScene, instance_id: int, shape_mask: np.ndarray) -> np.ndarray:
+    """Amodal proposal: the visible part, plus ``shape_mask`` where objects in front cover it."""
+    return scene.visible(instance_id) | (shape_mask & occluders(scene, instance_id))
+
+
+def hull_proposal(scene: AmodalScene, instance_id: int) -> np.ndarray:
+    """Amodal proposal: the visible part's convex hull, limited to the objects in front."""
+    visible = scene.visible(instance_id)
+    if not visible.any():
+        raise ValueError(f"instance {instance_id} has no visible part to complete")
+    points = cv2.findNonZero(visible.astype(np.uint8))
+    hull = np.zeros(scene.shape, np.uint8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(points), 1)
+    return _limited(scene, instance_id, hull.astype(bool))
+
+
+@dataclass(frozen=True)
+class MirrorAxis:
+    """A symmetry axis: the line ``x cos(angle) + y sin(angle) = offset`` (pixel centres, degrees)."""
+
+    angle: float
+    offset: float
+
+
+# Candidate axis directions, every 3 degrees (0 and 90 included: upright objects are the common case).
+MIRROR_ANGLES = tuple(range(0, 180, 3))
+# A reflection may land this share of the visible area on pixels known to be background (rasterisation).
+MIRROR_TOLERANCE = 0.05
+# A pixel of the reflection on the background costs this many pixels of overlap with the visible part.
+MIRROR_WRONG_WEIGHT = 16.0
+# Share of the hidden pixels along the visible part that the reflection must reach.
+MIRROR_EDGE_REACHED = 0.5
+
+
+def mirror_axis(visible: np.ndarray, hidden_region: np.ndarray, angles: Sequence[float] = MIRROR_ANGLES) -> MirrorAxis | None:
+    """The symmetry axis that best explains the visible part, None when no reflection adds hidden pixels.
+
+    For a symmetric object the visible part reflected about the true axis lands inside the object, so on
+    visible or hidden pixels only, never on the background around it. Among the axes whose reflection does
+    that (up to `MIRROR_TOLERANCE`) and adds hidden pixels, the one whose reflection overlaps the visible
+    part most wins (an axis far away would satisfy the rule by dropping the whole reflection under a large
+    occluder; overlapping what is seen rules that out). Reflections are counted for every offset at once, as
+    correlations along the axis' normal (FFT), in the frame rotated by each candidate angle; large objects
+    are searched at a reduced scale, then the best angle's offset again at full scale."""
+    visible = np.asarray(visible, bool)
+    if not visible.any():
+        return None
+    hidden_region = np.asarray(hidden_region, bool) & ~visible
+    ys, xs = np.nonzero(visible | hidden_region)
+    span = float(np.hypot(ys.max() - ys.min(), xs.max() - xs.min()))
+    scale = min(1.0, MIRROR_SEARCH_SIZE / max(span, 1.0))
+    best = None
+    for angle in angles:
+        found = _best_offset(visible, hidden_region, float(angle), scale)
+        if found is not None and (best is None or found[0] > best[0]):
+            best = found
+    if best is None:
+        return None
+    if scale < 1.0:
+        best = _best_offset(visible, hidden_region, best[1], 1.0) or best
+    return MirrorAxis(angle=best[1], offset=best[2])
+
+
+# Longest side (pixels) of the frame the axis directions are searched in.
+MIRROR_SEARCH_SIZE = 128
+
+
+def _best_offset(visible: np.ndarray, hidden_region: np.ndarray, angle: float, scale: float
+                 ) -> tuple[float, float, float] | None:
+    """(score, angle, offset) of the best axis of direction ``angle``, at ``scale`` (offset in full-scale
+    pixels), None when no offset qualifies."""
+    known = visible | hidden_region
+    ys, xs = np.nonzero(known)
+    cy, cx = (ys.min() + ys.max()) / 2.0, (xs.min() + xs.max()) / 2.0
+    half = int(np.ceil(scale * np.hypot(ys.max() - ys.min(), xs.max() - xs.min()) / 2.0)) + 2
+    size = 2 * half + 1
+    theta = np.deg2rad(angle)
+    nx, ny = np.cos(theta), np.sin(theta)
+    # The rotated frame: row = position along the normal, column = along the axis, (half, half) at the
+    # centre (cx, cy); output (col, row) reads input (x, y) = centre + ((row - half) n + (col - half) t) / scale.
+    k = 1.0 / scale
+    M = np.array([[-ny * k, nx * k, cx + half * k * (ny - nx)],
+                  [nx * k, ny * k, cy - half * k * (nx + ny)]])
+
+    def rot(mask: np.ndarray) -> np.ndarray:
+        return cv2.warpAffine(mask.astype(np.uint8), M, (size, size), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(np.float32)
+
+    v, h = rot(visible), rot(hidden_region)
+    free = rot(np.ones(visible.shape, bool)) - rot(known)  # inside the image and known not to be the object
+    # Hidden pixels next to the visible part: an object rarely ends exactly where its occluder begins, so
+    # a reflection should reach under the occluder there.
+    edge = rot(hidden_region & cv2.dilate(visible.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool))
+    area, edge_area = float(v.sum()), float(edge.sum())
+    # For the axis at row c (reflection r -> 2c - r), each count is a convolution along the rows at s = 2c.
+    overlap = fftconvolve(v, v, axes=0).sum(axis=1)
+    added = fftconvolve(v, h, axes=0).sum(axis=1)
+    wrong = fftconvolve(v, free, axes=0).sum(axis=1)
+    reached = fftconvolve(v, edge, axes=0).sum(axis=1) if edge_area else np.zeros_like(added)
+    ok = ((wrong <= MIRROR_TOLERANCE * area + 0.5) & (added >= max(MIRROR_TOLERANCE * area, 1.0))
+          & (reached >= MIRROR_EDGE_REACHED * edge_area))
+    if not ok.any():
+        return None
+    score = np.where(ok, overlap - MIRROR_WRONG_WEIGHT * wrong, -np.inf)
+    s = int(np.argmax(score))
+    return float(score[s]) / scale**2, angle, float(cx * nx + cy * ny + (s / 2.0 - half) * k)
+
+
+def reflect(mask: np.ndarray, axis: MirrorAxis, where: np.ndarray | None = None) -> np.ndarray:
+    """``mask`` reflected about ``axis``, evaluated at each pixel of ``where`` (default: everywhere) by
+    looking up its mirror pixel (nearest), so the reflection has no holes."""
+    H, W = mask.shape
+    where = np.ones(mask.shape, bool) if where is None else where
+    ys, xs = np.nonzero(where)
+    theta = np.deg2rad(axis.angle)
+    nx, ny = np.cos(theta), np.sin(theta)
+    d = 2.0 * (xs * nx + ys * ny - axis.offset)
+    # Rounded half away from zero only at exact ties, so a mirrored half-integer stays symmetric.
+    mx, my = np.floor(xs - d * nx + 0.5).astype(np.int64), np.floor(ys - d * ny + 0.5).astype(np.int64)
+    inside = (mx >= 0) & (mx < W) & (my >= 0) & (my < H)
+    out = np.zeros(mask.shape, bool)
+    out[ys[inside], xs[inside]] = mask[my[inside], mx[inside]]
+    return out
+
+
+def mirror_proposal(scene: AmodalScene, instance_id: int) -> tuple[np.ndarray, MirrorAxis]:
+    """Amodal proposal: the visible part mirrored about its symmetry axis (`mirror_axis`), limited to the
+    objects in front; and the axis. ValueError when no axis adds a hidden part."""
+    visible = scene.visible(instance_id)
+    if not visible.any():
+        raise ValueError(f"instance {instance_id} has no visible part to mirror")
+    hidden_region = occluders(scene, instance_id)
+    axis = mirror_axis(visible, hidden_region)
+    if axis is None:
+        raise ValueError(f"no symmetry axis of instance {instance_id}'s visible part reaches under the objects in front")
+    return visible | reflect(visible, axis, where=hidden_region & ~visible), axis
+
+
+# ----- hidden part: a model's RoI heads on the user's box ----------------------------------------------
+
+
+class BoxCompleter:
+    """A detection model's mask branch run on a box the user drew, as torchvision runs it on its own
+    detections: RoIAlign of the backbone's features over the box, the box head to choose the class (unless
+    given), then the mask head (the SLN's layering head). The backbone runs once per image (cached), so each
+    new box costs only the RoI heads.
+
+    ``predictor`` is a `semlayer.predict.Predictor` (its ``model``, ``kind``, ``K``, ``categories``)."""
+
+    def __init__(self, predictor: Any) -> None:
+        if predictor.kind == "maskrcnn_visible":
+            raise ValueError("a visible-only Mask R-CNN predicts no hidden part: load an SLN or an amodal model")
+        self.predictor = predictor
+        self._key: str | None = None
+        self._cache: tuple | None = None
+        self._lock = threading.Lock()
+
+    def _features(self, image: np.ndarray) -> tuple:
+        import torch
+
+        rgb = _rgb(image)
+        key = hashlib.sha1(rgb.tobytes()).hexdigest() + str(rgb.shape)
+        if key != self._key:
+            model = self.predictor.model
+            # A copy: the app hands read-only images, which torch.from_numpy warns about.
+            tensor = torch.tensor(rgb, device=self.predictor.device).permute(2, 0, 1).float().div_(255.0)
+            with torch.inference_mode():
+                images, _ = model.transform([tensor])
+                features = model.backbone(images.tensors)
+                glm = model.glm(features[model.glm_feature]).softmax(dim=1) if hasattr(model, "glm") else None
+            self._key, self._cache = key, (images.image_sizes, features, glm, rgb.shape[:2])
+        assert self._cache is not None  # set with self._key, just now or by an earlier call on this image
+        return self._cache
+
+    def amodal(self, image: np.ndarray, box: Sequence[float], category: int | None = None) -> tuple[np.ndarray, int]:
+        """(amodal mask of the object in ``box`` [x0, y0, x1, y1] (inclusive pixel corners), the category id
+        it was completed as: ``category``, else the box head's best class)."""
+        x0, y0, x1, y1 = _check_box(box, _rgb(image).shape[:2])
+        return self.amodal_in_frame(image, (x0, y0, x1 + 1.0, y1 + 1.0), category)
+
+    def amodal_in_frame(self, image: np.ndarray, box: Sequence[float], category: int | None = None
+                        ) -> tuple[np.ndarray, int]:
+        """`amodal` for a box in the detector's own convention (pixel edges, floats), as its detections have."""
+        import torch
+        from torchvision.models.detection.transform import resize_boxes
+        from torchvision.ops import roi_align
+
+        from .model.sln import paste_roi_maps
+
+        with self._lock, torch.inference_mode():
+            sizes, features, glm, (H, W) = self._features(image)
+            frame_box = torch.tensor([list(map(float, box))], dtype=torch.float32, device=self.predictor.device)
+            boxes = resize_boxes(frame_box, (H, W), sizes[0])
+            heads = self.predictor.model.roi_heads
+            cats = self.predictor.categories
+            if category is None:
+                logits, _ = heads.box_predictor(heads.box_head(heads.box_roi_pool(features, [boxes], sizes)))
+                label = int(logits[0, 1:].argmax()) + 1  # the best class other than background
+            else:
+                ids = [int(c["id"]) for c in cats]
+                if int(category) not in ids:
+                    raise ValueError(f"category {category} is not one of the model's {ids}")
+                label = ids.index(int(category)) + 1
+            labels = torch.tensor([label], device=self.predictor.device)
+            roi = heads.mask_roi_pool(features, [boxes], sizes)
+            if glm is not None:  # the SLN: the global layering probabilities join the mask features
+                glm_rois = roi_align(glm, [boxes], roi.shape[-2:], spatial_scale=heads.glm_scale,
+                                     sampling_ratio=heads.mask_roi_pool.sampling_ratio)
+                head_input = torch.cat([roi, glm_rois], dim=1).contiguous(memory_format=torch.channels_last)
+                layer_logits, _ = heads.mask_predictor(heads.mask_head(head_input), labels)
+                prob = 1.0 - layer_logits.softmax(dim=1)[:, :1]
+            else:
+                prob = heads.mask_predictor(heads.mask_head(roi))[:, label : label + 1].sigmoid()
+            pasted = paste_roi_maps(prob.float().cpu(), frame_box.cpu(), H, W)[0, 0].numpy()
+        return pasted > 0.5, int(cats[label - 1]["id"])
+
+
+def model_proposal(completer: BoxCompleter, image: np.ndarray, scene: AmodalScene, instance_id: int,
+                   box: Sequence[float]) -> np.ndarray:
+    """Amodal proposal: the model's amodal mask for ``box``, limited to the objects in front (the visible
+    part stays as annotated). The instance's category is used when the model knows it."""
+    inst = scene.get(instance_id)
+    known = {int(c["id"]) for c in completer.predictor.categories}
+    category = inst.category if inst.category is not None and int(inst.category) in known else None
+    mask, _ = completer.amodal(image, box, category)
+    return _limited(scene, instance_id, mask)
+
+
+# ----- scene edits -------------------------------------------------------------------------------------
+
+
+def set_visible_part(scene: AmodalScene, instance_id: int, visible: np.ndarray) -> None:
+    """Make ``visible`` the instance's visible part, keeping its hidden part: amodal = hidden part + visible.
+
+    Pixels of ``visible`` that objects in front cover cannot be visible (the painter's rule); they join the
+    hidden part. Pixels visible before and not in ``visible`` leave the object."""
+    inst = scene.get(instance_id)
+    visible = np.asarray(visible, bool)
+    if visible.shape != scene.shape:
+        raise ValueError(f"the visible mask is {visible.shape}, the image {scene.shape}")
+    if not visible.any():
+        raise ValueError("the visible mask is empty")
+    covered = scene.front_union(instance_id)
+    external = inst.external if inst.external is not None else np.zeros(scene.shape, bool)
+    amodal = (inst.amodal & (covered | external)) | visible
+    if not np.array_equal(amodal, inst.amodal):
+        inst.set_amodal(amodal)
+    if inst.external is not None:
+        inst.external = inst.external & ~visible
+        if not inst.external.any():
+            inst.external = None
+
+
+def add_visible_instance(scene: AmodalScene, visible: np.ndarray, name: str, category: int | None = None) -> int:
+    """A new instance whose visible part is exactly ``visible``: in front of every object it overlaps (a
+    pixel visible on it cannot be hidden by them) and behind the others, so that the objects which may hide
+    its hidden part stay in front of it. Returns its id."""
+    visible = np.asarray(visible, bool)
+    if visible.shape != scene.shape:
+        raise ValueError(f"the visible mask is {visible.shape}, the image {scene.shape}")
+    if not visible.any():
+        raise ValueError("the visible mask is empty")
+    overlapped = [inst.rank for inst in scene.instances if (inst.amodal & visible).any()]
+    inst = Instance(id=scene.next_instance_id(), amodal=visible, name=str(name).strip(), category=category)
+    scene.add(inst, rank=min(overlapped) if overlapped else None)
+    return inst.id
+
+
+# ----- the simulated annotator -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Click:
+    x: int
+    y: int
+    positive: bool
+
+
+def _centre(region: np.ndarray) -> tuple[int, int]:
+    """(x, y) of the region's pixel farthest from its boundary (the image frame counts as boundary);
+    the first in row-major order on ties."""
+    dist = cv2.distanceTransform(np.pad(region.astype(np.uint8), 1), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    return int(x), int(y)
+
+
+def simulated_click(target: np.ndarray, current: np.ndarray) -> Click | None:
+    """The standard simulated annotator's next click: at the centre (the point farthest from the boundary)
+    of the largest connected false-negative or false-positive region, positive on a false negative; with an
+    empty ``current`` that is the target's interior point farthest from its boundary. None when nothing is
+    wrong. Regions are 8-connected; on equal areas the false negative wins."""
+    target, current = np.asarray(target, bool), np.asarray(current, bool)
+    best: tuple[int, bool, np.ndarray] | None = None
+    for positive, error in ((True, target & ~current), (False, current & ~target)):
+        if not error.any():
+            continue
+        _, labels, stats, _ = cv2.connectedComponentsWithStats(error.astype(np.uint8), connectivity=8)
+        k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        area = int(stats[k, cv2.CC_STAT_AREA])
+        if best is None or area > best[0]:
+            best = (area, positive, labels == k)
+    if best is None:
+        return None
+    x, y = _centre(best[2])
+    return Click(x, y, best[1])
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = int(np.count_nonzero(a | b))
+    return 1.0 if union == 0 else int(np.count_nonzero(a & b)) / union
