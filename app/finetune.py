@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import math
 import os
 import signal
 import subprocess
@@ -18,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
+from semlayer.engine.checkpoint import read_checkpoint, save_checkpoint
 from semlayer.engine.config import load_config, validate_model_config
 from semlayer.io_utils import atomic_write_text
 from semlayer.resources import ROOT  # where train.py is: the checkout, or its copy in an installed wheel
@@ -52,16 +55,56 @@ def next_run_dir(workspace: Path) -> Path:
     return workspace / f"finetune-{n}"
 
 
-def finetune_config(train_config: Path, checkpoint_model: dict[str, Any] | None, out: Path) -> Path:
+def finetune_config(train_config: Path, checkpoint_model: dict[str, Any] | None, out: Path,
+                    class_agnostic: bool | None = None) -> Path:
     """The config a fine-tune runs with, written as ``out/finetune_config.yaml``: ``train_config``'s data
     and schedule with the ``model`` section of the checkpoint being fine-tuned (when it has one). Under
     another architecture ``--init`` would load only the weights that fit and silently start the rest
-    from scratch."""
+    from scratch. ``class_agnostic`` (when given) sets ``data.class_agnostic``, and one class for it."""
     config = load_config(train_config)
     if checkpoint_model is not None:
         source = f"the model section of the checkpoint being fine-tuned (with {train_config})"
         config["model"] = {**validate_model_config(dict(checkpoint_model), source), "init": None}
+    if class_agnostic is not None:
+        config["data"]["class_agnostic"] = bool(class_agnostic)
+        if class_agnostic:
+            config["model"]["num_classes"] = 1
     return atomic_write_text(Path(out) / "finetune_config.yaml", yaml.safe_dump(config, sort_keys=False))
+
+
+# Weights with one block of rows per class (background first): the box classifier and regressor, the
+# SLN's class-specific layering maps, the Mask R-CNN baselines' mask logits.
+PER_CLASS_WEIGHTS = (
+    "roi_heads.box_predictor.cls_score.", "roi_heads.box_predictor.bbox_pred.",
+    "roi_heads.mask_predictor.layer_logits.", "roi_heads.mask_predictor.mask_fcn_logits.",
+)  # fmt: skip
+
+
+def class_agnostic_checkpoint(checkpoint: Path, out: Path) -> Path:
+    """A one-class ("object") copy of a per-class checkpoint, written as ``out/init_class_agnostic.pt``, to
+    fine-tune on class-agnostic data (COCOA). Each per-class head keeps its background block and gets, as
+    its one object block, the mean of the class blocks; the classifier's object bias gains log(C), so its
+    object logit starts at a lower bound of the per-class model's log-probability of "any class"
+    (log-sum-exp >= mean + log C). Every other weight is kept as trained."""
+    ckpt = read_checkpoint(checkpoint)
+    config = ckpt["config"]
+    classes = int(config["model"]["num_classes"])
+    if classes == 1:
+        return Path(checkpoint)
+    state = dict(ckpt["model"])
+    for name, tensor in ckpt["model"].items():
+        if not name.startswith(PER_CLASS_WEIGHTS) or tensor.shape[0] % (classes + 1):
+            continue
+        blocks = tensor.reshape(classes + 1, tensor.shape[0] // (classes + 1), *tensor.shape[1:])
+        merged = torch.stack([blocks[0], blocks[1:].mean(0)])
+        if name == "roi_heads.box_predictor.cls_score.bias":
+            merged[1] += math.log(classes)
+        state[name] = merged.reshape(-1, *tensor.shape[1:]).contiguous()
+    model = {**config["model"], "num_classes": 1}
+    return save_checkpoint(Path(out) / "init_class_agnostic.pt", {
+        "model": state, "config": {**config, "model": model, "data": {**config.get("data", {}), "class_agnostic": True}},
+        "class_names": ["object"], "categories": [{"id": 1, "name": "object"}],
+    })  # fmt: skip
 
 
 def train_command(config: Path, init: Path, data: Path, images: Path, out: Path, max_iters: int) -> list[str]:
@@ -102,8 +145,9 @@ def end_jobs_on_exit() -> None:
 class FineTuneJob:
     """One background training process writing ``out/log.jsonl``."""
 
-    def __init__(self, command: list[str], out: Path, total: int | None = None) -> None:
+    def __init__(self, command: list[str], out: Path, total: int | None = None, note: str = "") -> None:
         self.command = list(command)
+        self.note = note  # how it trains (e.g. class-agnostic, and why), for the page
         self.total = total
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import logging
 import os
 import threading
@@ -21,13 +22,15 @@ import numpy as np
 from PIL import Image
 
 from semlayer import semdist, viz
+from semlayer.engine.config import load_config
 from semlayer.errors import SemlayerError
 from semlayer.images import read_image
+from semlayer.io_utils import atomic_write_json
 from semlayer.scene import MOVES, AmodalScene, Instance
 
-from .finetune import FineTuneJob, Progress, finetune_config, next_run_dir, train_command
+from .finetune import FineTuneJob, Progress, class_agnostic_checkpoint, finetune_config, next_run_dir, train_command
 from .model import Model, load_model
-from .session import ConflictError, EditSession, editable_copy
+from .session import ConflictError, EditSession, editable_copy, op_rename, op_set_category, op_set_stuff
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +174,8 @@ class Tab:
     pane: str = "overlay"  # the open tab over the image (level sets and G are drawn only while open)
     surface: bool = False  # draw the 3-D surface (only while its tab is open: it is the slow figure)
     figures: FigureCache = field(default_factory=FigureCache)
+    # What the mask editor on the page shows (see `editor_key`); strokes apply only to that object.
+    editor_shows: tuple | None = None
     assist: Any = None  # the assists' clicks and pending proposal on the current image (app.assists)
     # Held by each event of this tab from its action through its render (app.layout.Tabs.use).
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
@@ -189,17 +194,59 @@ _JOBS_LOCK = threading.Lock()
 # ----- opening data ----------------------------------------------------------------------------
 
 
+VIEW_SETTINGS = "view.json"  # the workspace folder's last show / view / opacity
+
+
+def load_view_settings(tab: Tab) -> None:
+    """Show, view and opacity as last chosen on this workspace (kept as they are when none was saved or the
+    file holds something else)."""
+    try:
+        saved = json.loads((tab.session.folder / VIEW_SETTINGS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if not isinstance(saved, dict):
+        return
+    if saved.get("show") in SHOWS and (saved["show"] == "annotation" or tab.checkpoint is not None):
+        tab.show = saved["show"]
+    if saved.get("view") in VIEWS:
+        tab.view = saved["view"]
+    if isinstance(saved.get("opacity"), (int, float)) and 0 <= saved["opacity"] <= 1:
+        tab.opacity = float(saved["opacity"])
+
+
+def save_view_settings(tab: Tab) -> None:
+    """Remember show / view / opacity for this workspace, so a reload or a new tab keeps them."""
+    atomic_write_json(tab.session.folder / VIEW_SETTINGS, {"show": tab.show, "view": tab.view, "opacity": tab.opacity})
+
+
+def set_view_setting(tab: Tab, name: str, value: Any) -> None:
+    """Set ``show``, ``view`` or ``opacity`` from the page (checked: it is client input) and remember it."""
+    choices = {"show": SHOWS, "view": VIEWS}
+    if name in choices and value not in choices[name]:
+        raise UserError(f"{name} must be one of {', '.join(choices[name])}, got {value!r}")
+    if name == "opacity":
+        value = float(value)
+        if not 0 <= value <= 1:
+            raise UserError(f"opacity must be between 0 and 1, got {value}")
+    setattr(tab, name, value)
+    save_view_settings(tab)
+
+
 def new_tab(cfg: AppConfig) -> Tab:
     """A tab on the configured dataset (resuming its saved edits), or on the uploads when there is none.
 
-    With a model, a dataset opens showing the model's prediction (the annotation is a click away)."""
+    A dataset opens on its annotation, or on the model's prediction when its first image has none;
+    what was last chosen on this workspace (show, view, opacity) wins."""
     if cfg.data is not None and cfg.images is not None:
         session = EditSession.open(cfg.workspace, cfg.data, cfg.images)
     else:
         session = open_uploads(cfg, cfg.checkpoint)
-    show = "prediction" if cfg.checkpoint is not None and session.source is not None else "annotation"
+    unannotated = len(session) > 0 and not len(session.scene)
+    show = "prediction" if cfg.checkpoint is not None and session.source is not None and unannotated else "annotation"
     checkpoint = None if cfg.checkpoint is None else str(cfg.checkpoint)
-    return Tab(session=session, checkpoint=checkpoint, show=show, figures=FigureCache(png_level=cfg.png_level))
+    tab = Tab(session=session, checkpoint=checkpoint, show=show, figures=FigureCache(png_level=cfg.png_level))
+    load_view_settings(tab)
+    return tab
 
 
 def open_uploads(cfg: AppConfig, checkpoint: str | os.PathLike | None) -> EditSession:
@@ -222,6 +269,16 @@ def switch_dataset(cfg: AppConfig, tab: Tab, data: str | None, images: str | Non
     folder = chosen(cfg, images, image_folder_choices(cfg), "image folder")
     tab.session = EditSession.open(cfg.workspace, source, folder)
     clear_selection(tab)
+    load_view_settings(tab)
+
+
+def step(tab: Tab, delta: int) -> None:
+    """The next (``delta`` 1) or previous (-1) image; at either end a message says so."""
+    target = tab.session.current + int(delta)
+    if not 0 <= target < len(tab.session):
+        where = "last" if delta > 0 else "first"
+        raise UserError(f"this is the {where} image ({tab.session.current + 1} of {len(tab.session)})")
+    go_to(tab, target)
 
 
 def go_to(tab: Tab, index: int) -> None:
@@ -362,6 +419,18 @@ def select_instance(cfg: AppConfig, tab: Tab, instance_id: int, which: str = "an
         raise UserError(f"this {which} has no instance {instance_id}") from None
     tab.selected, tab.selected_in, tab.last_click, tab.cycle = int(instance_id), which, None, 0
     return instance_summary(scene, int(instance_id), rates=occlude_rates(tab, figure_key(cfg, tab, which), scene))
+
+
+def select_next(cfg: AppConfig, tab: Tab) -> dict[str, Any] | None:
+    """Select the next instance, front to back, of the shown scene (the first one when none of it is
+    selected; after the last, the first again). Returns its summary, None when the scene is empty."""
+    which = shown_scene(tab)
+    scene = scene_for(cfg, tab, which)
+    order = [scene.instances[i].id for i in scene.front_to_back()]
+    if not order:
+        return None
+    at = order.index(tab.selected) if tab.selected_in == which and tab.selected in order else -1
+    return select_instance(cfg, tab, order[(at + 1) % len(order)], which)
 
 
 def shown_scene(tab: Tab) -> str:
@@ -798,9 +867,9 @@ def render(cfg: AppConfig, tab: Tab, parts: Sequence[str] = PARTS) -> dict[str, 
     ``view``: the image (`view_picture`); ``panes``: ``levels`` and ``global``, drawn only while their
     tab is open (None otherwise); ``inspector``: ``inspector`` text, ``panel``, ``layers``, ``heat`` and
     ``surface`` pictures (None with nothing selected; ``surface`` only while its tab is open), and the
-    selected annotation's ``name``, ``category``, ``stuff``; ``table``: the instance ``rows`` of the
-    `shown_scene` and a ``table_title``, the ``others`` to put the selection in front of, ``status``,
-    ``position``, ``model`` notice and ``show``."""
+    selected annotation's ``name``, ``category``, ``stuff`` and the ``others`` to put it in front of;
+    ``table``: the instance ``rows`` of the `shown_scene` and a ``table_title``, ``status``,
+    ``position``, ``model`` notice, and the ``show``, ``view_choice`` and ``opacity`` settings."""
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise ValueError(f"unknown page parts {sorted(unknown)}; expected some of {PARTS}")
@@ -823,6 +892,9 @@ def render(cfg: AppConfig, tab: Tab, parts: Sequence[str] = PARTS) -> dict[str, 
             name=inst.name if inst else "",
             category=inst.category if inst else None,
             stuff=bool(inst.is_stuff) if inst else False,
+            # The instances the selection can be put in front of: every other one.
+            others=[(f"{i.name or 'unnamed'} (#{i.id})", i.id) for i in sorted(tab.session.scene.instances, key=lambda i: i.rank)
+                    if inst is None or i.id != inst.id],
         )
     if "table" in parts:
         scene = tab.session.scene
@@ -833,13 +905,14 @@ def render(cfg: AppConfig, tab: Tab, parts: Sequence[str] = PARTS) -> dict[str, 
         out.update(
             rows=instance_rows(shown, occlude_rates(tab, figure_key(cfg, tab, listed), shown)),
             table_title=f"{listed}: instances, front first (click a row to select)",
-            others=[(f"{i.name or 'unnamed'} (#{i.id})", i.id) for i in sorted(scene.instances, key=lambda i: i.rank)],
             status=f"{last} · {len(undo_labels)} undo / {len(redo_labels)} redo · "
-            f"{len(tab.session.edited_indices())} edited image(s) · saved as revision {tab.session.revision} "
-            f"in workspace folder `{tab.session.folder.name}`" + "".join(f"  \n⚠ {n}" for n in tab.session.notices),
+            f"{len(tab.session.edited_indices())} edited image(s) · every edit is saved"
+            + "".join(f"  \n⚠ {n}" for n in tab.session.notices),
             position=f"image {tab.session.current + 1} of {len(tab.session)}: `{scene.file_name}`",
             model=model_notice(cfg, tab),
             show=tab.show,
+            view_choice=tab.view,
+            opacity=tab.opacity,
         )
     return out
 
@@ -901,33 +974,64 @@ def delete_selected(tab: Tab) -> None:
     clear_selection(tab)
 
 
+def _set_attributes(scene: AmodalScene, instance_id: int, name: str, category: int | None, is_stuff: bool) -> None:
+    op_rename(scene, instance_id, name)
+    op_set_category(scene, instance_id, category)
+    op_set_stuff(scene, instance_id, is_stuff)
+
+
 def set_attributes(tab: Tab, name: str, category: float | None, is_stuff: bool) -> None:
-    """Rename / set category / stuff flag of the selected instance (each changed field is one edit)."""
+    """Rename / set category / stuff flag of the selected instance: one edit (one undo step), labelled by
+    what changed."""
     inst = tab.session.scene.get(_editable_selection(tab))
     cat = None if category is None or (isinstance(category, float) and np.isnan(category)) else int(category)
-    if name != inst.name:
-        _edit(tab, "rename", inst.id, name)
-    if cat != inst.category:
-        _edit(tab, "set_category", inst.id, cat)
-    if bool(is_stuff) != inst.is_stuff:
-        _edit(tab, "set_stuff", inst.id, bool(is_stuff))
+    changed = [what for what, differs in (("name", name != inst.name), ("category", cat != inst.category),
+                                          ("stuff", bool(is_stuff) != inst.is_stuff)) if differs]  # fmt: skip
+    if changed:
+        label = f"set {' / '.join(changed)} of {inst.id}"
+        _edit(tab, "apply", label, _set_attributes, inst.id, name, cat, bool(is_stuff))
 
 
 EDITOR_COLOR = (255, 0, 255)
 BRUSH_MODES = ("add", "remove")
 
 
+def _editor_target(tab: Tab) -> Any:
+    """The annotation instance the editor is for: the selection, when it is an annotated one."""
+    if tab.selected is None or tab.selected_in != "annotation":
+        return None
+    return next((inst for inst in tab.session.scene.instances if inst.id == tab.selected), None)
+
+
+def editor_key(tab: Tab) -> tuple:
+    """What the editor's picture depends on: the image, and the selected object and its mask."""
+    inst = _editor_target(tab)
+    mask = None if inst is None else hash(np.packbits(inst.amodal).tobytes())
+    return (str(tab.session.folder), tab.session.current, None if inst is None else inst.id, mask)
+
+
+def editor_label(tab: Tab) -> str:
+    """The editor's title: which object the strokes go to."""
+    inst = _editor_target(tab)
+    if inst is None:
+        return "mask editor · nothing selected: strokes can become a new instance"
+    return f"mask editor · {inst.name or 'unnamed'} (#{inst.id}), its amodal mask tinted"
+
+
 def editor_value(tab: Tab) -> dict[str, Any]:
-    """ImageEditor value: the image with the selected amodal mask tinted, and no strokes yet.
+    """ImageEditor value: the image with the selected amodal mask tinted, and no strokes yet. Records what
+    it shows (`editor_key`), so strokes are applied to that object only.
 
     The current mask is shown in the background rather than handed over as a paintable layer: Gradio's
     editor does not reliably load layers given by the server, while the strokes it sends back are exact.
     """
     display = display_for(tab.session.scene.shape)  # a large photo is edited at the reduced resolution
     image = np.array(display_image(tab, display))
-    if tab.selected is not None and tab.selected_in == "annotation":
-        mask = display.sample(tab.session.scene.get(tab.selected).amodal)
+    inst = _editor_target(tab)
+    if inst is not None:
+        mask = display.sample(inst.amodal)
         image[mask] = (0.5 * image[mask] + 0.5 * np.array(EDITOR_COLOR)).astype(np.uint8)
+    tab.editor_shows = editor_key(tab)
     return {"background": image, "layers": [], "composite": None}
 
 
@@ -965,6 +1069,12 @@ def _as_rgba(layer: Any) -> np.ndarray:
 def apply_editor_mask(tab: Tab, value: Any, mode: str = "add") -> None:
     """Brush strokes added to (``add``) or removed from (``remove``) the selected amodal mask."""
     target = _editable_selection(tab)
+    if tab.editor_shows is not None and tab.editor_shows[:3] != editor_key(tab)[:3]:
+        shown = tab.editor_shows[2]
+        raise UserError(
+            f"the editor shows {'no object' if shown is None else f'#{shown}'} but #{target} is selected: "
+            "paint again on the selected object (the editor now shows it)"
+        )
     if mode not in BRUSH_MODES:
         raise UserError(f"brush mode must be one of {', '.join(BRUSH_MODES)}, got {mode!r}")
     current = tab.session.scene.get(target).amodal
@@ -994,6 +1104,45 @@ def export(tab: Tab, fmt: str) -> Path:
         raise UserError(str(err)) from None
 
 
+def export_notice(path: Path) -> str:
+    """What the page says under an exported file: for COCOA, which masks its one-polygon ``segmentation``
+    cannot hold (several pieces, holes) and how many pixels it loses; the exact masks are in ``amodal_mask``."""
+    from semlayer.formats.cocoa import polygon_losses
+
+    text = f"exported `{Path(path).name}`"
+    if not Path(path).name.endswith(".cocoa.json"):
+        return text
+    losses = polygon_losses(json.loads(Path(path).read_text(encoding="utf-8")))
+    if not losses:
+        return text + " · every mask is exactly its COCOA polygon"
+    missed = sum(loss.missed for loss in losses)
+    total = sum(loss.area for loss in losses)
+    images = len({loss.image_id for loss in losses})
+    return (
+        text + f" · **{len(losses)} mask(s) in {images} image(s) are in several pieces or have holes**: COCOA's "
+        f"one `segmentation` polygon misses {missed:,} of their {total:,} pixels (and adds "
+        f"{sum(loss.extra for loss in losses):,}). The exact masks are in each region's `amodal_mask` "
+        "(semlayer reads it; tools that read only `segmentation` get the polygon)."
+    )
+
+
+def training_classes(tab: Tab, model_classes: int) -> tuple[bool, str]:
+    """Whether a fine-tune on this dataset trains one class-agnostic "object" class, and why, in words.
+
+    COCOA has no categories: class-agnostic, the per-class model's heads merged into one
+    (`class_agnostic_checkpoint`). COCOA-cls, D2SA and KINS name a category per object: trained per
+    category, unless the model itself is class-agnostic (its head is kept) or an edited object has none."""
+    categories = tab.session.annset.categories
+    if not categories:
+        return True, "class-agnostic (the data has no categories)"
+    edited = [tab.session.scene_at(i) for i in tab.session.edited_indices()]
+    if any(inst.category is None for scene in edited for inst in scene.instances):
+        return True, "class-agnostic (an edited object has no category)"
+    if model_classes == 1:
+        return True, "class-agnostic (the model is)"
+    return False, f"per category ({len(categories)} categories)"
+
+
 def start_finetune(cfg: AppConfig, tab: Tab, command: list[str] | None = None) -> FineTuneJob:
     """Export the corrected dataset (COCOA) and start train.py --init on it in the background. One fine-tune
     at a time on the whole server: each takes the machine's cores (and any number of crafted datasets
@@ -1015,15 +1164,26 @@ def _start_finetune(cfg: AppConfig, tab: Tab, command: list[str] | None) -> Fine
         raise UserError("no model is loaded: start the app with --checkpoint CKPT to fine-tune it")
     if cfg.train_config is None:
         raise UserError("no training config: start the app with --train-config CONFIG")
+    if not tab.session.edited_indices():
+        raise UserError("nothing to fine-tune on: no image of this dataset is corrected yet (fix a mask, an order "
+                        "or a name first; the fine-tune learns from the corrections)")  # fmt: skip
     data = export(tab, "cocoa")
     images = tab.session.image_dir or tab.session.folder / "images"
     out = next_run_dir(tab.session.folder)
+    note = ""
     if command is None:
         # The architecture is the model's own: --train-config gives the data and schedule around it.
         own = getattr(model_for(tab).predictor, "config", None)
-        config = finetune_config(cfg.train_config, None if own is None else own["model"], out)
-        command = train_command(config, Path(tab.checkpoint), data, images, out, cfg.finetune_iters)
-    _JOBS[tab.session.folder] = FineTuneJob(command, out, total=cfg.finetune_iters)
+        model_cfg = None if own is None else own["model"]
+        classes = int((model_cfg or load_config(cfg.train_config)["model"])["num_classes"])
+        agnostic, note = training_classes(tab, classes)
+        init = Path(tab.checkpoint)
+        if agnostic and classes > 1:
+            init = class_agnostic_checkpoint(init, out)
+            note += f": the model's {classes} class heads merged into one"
+        config = finetune_config(cfg.train_config, model_cfg, out, class_agnostic=agnostic)
+        command = train_command(config, init, data, images, out, cfg.finetune_iters)
+    _JOBS[tab.session.folder] = FineTuneJob(command, out, total=cfg.finetune_iters, note=note)
     return _JOBS[tab.session.folder]
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import gradio as gr
+from PIL import Image
 
 from semlayer.errors import SemlayerError
 from semlayer.scene import MOVES
@@ -104,6 +105,34 @@ def user_errors(fn: Callable, cfg: h.AppConfig) -> Callable:
     return wrapper
 
 
+# Keys -> the button (elem_id) they press; the page's own buttons, so a key does exactly what its button does.
+SHORTCUTS = {
+    "ArrowLeft": ("key-prev", "←", "previous image"), "ArrowRight": ("key-next", "→", "next image"),
+    "f": ("key-forward", "F", "forward"), "b": ("key-backward", "B", "backward"),
+    "F": ("key-front", "Shift+F", "to front"), "B": ("key-back", "Shift+B", "to back"),
+    "n": ("key-cycle", "N", "next object (front to back)"),
+    "ctrl+z": ("key-undo", "Ctrl+Z", "undo"), "ctrl+y": ("key-redo", "Ctrl+Y, Ctrl+Shift+Z", "redo"),
+}  # fmt: skip
+SHORTCUTS_HELP = "| key | does |\n|---|---|\n" + "\n".join(
+    f"| {label} | {what} |" for _, label, what in SHORTCUTS.values()
+) + "\n\nNot while typing in a box."
+SHORTCUTS_JS = """() => {
+  const keys = %s;
+  document.addEventListener("keydown", (e) => {
+    const t = e.target;
+    if (t && (t.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(t.tagName))) return;
+    if (e.altKey || e.metaKey) return;
+    let key = e.key;
+    if (e.ctrlKey) key = "ctrl+" + (e.shiftKey && key.toLowerCase() === "z" ? "y" : key.toLowerCase());
+    const id = keys[key];
+    const button = id && document.getElementById(id);
+    if (!button) return;
+    e.preventDefault();
+    button.click();
+  });
+}""" % {k: v[0] for k, v in SHORTCUTS.items()}
+
+
 def build(cfg: h.AppConfig) -> gr.Blocks:
     """The whole page plus the /predict, /select, /export, /move, /undo, /redo endpoints."""
     tabs = Tabs(cfg)
@@ -137,9 +166,9 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
                                     elem_id="show")  # fmt: skip
                     opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="opacity")
                 with gr.Row():
-                    prev_btn = gr.Button("◀ previous image", size="sm")
+                    prev_btn = gr.Button("◀ previous image", size="sm", elem_id="key-prev")
                     position = gr.Markdown(elem_id="position")
-                    next_btn = gr.Button("next image ▶", size="sm")
+                    next_btn = gr.Button("next image ▶", size="sm", elem_id="key-next")
                 with gr.Accordion("Load: upload, examples, dataset", open=False):
                     with gr.Row():
                         upload = gr.File(label="upload an image (it is predicted)", file_types=["image"], type="filepath",
@@ -174,17 +203,20 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
                     label="instances (front first; click a row to select)", elem_id="instance-table", max_height=260,
                 )  # fmt: skip
                 with gr.Row():
-                    fwd_btn = gr.Button("forward", size="sm")
-                    back_btn = gr.Button("backward", size="sm")
-                    front_btn = gr.Button("to front", size="sm")
-                    bottom_btn = gr.Button("to back", size="sm")
+                    fwd_btn = gr.Button("forward", size="sm", elem_id="key-forward")
+                    back_btn = gr.Button("backward", size="sm", elem_id="key-backward")
+                    front_btn = gr.Button("to front", size="sm", elem_id="key-front")
+                    bottom_btn = gr.Button("to back", size="sm", elem_id="key-back")
                 with gr.Row():
                     behind_dd = gr.Dropdown(label="put the selected one in front of", choices=[], scale=3)
                     infront_btn = gr.Button("put in front", size="sm", scale=1)
                 with gr.Row():
-                    undo_btn = gr.Button("↶ undo", size="sm")
-                    redo_btn = gr.Button("↷ redo", size="sm")
+                    cycle_btn = gr.Button("next object", size="sm", elem_id="key-cycle")
+                    undo_btn = gr.Button("↶ undo", size="sm", elem_id="key-undo")
+                    redo_btn = gr.Button("↷ redo", size="sm", elem_id="key-redo")
                 status_md = gr.Markdown(elem_id="status")
+                with gr.Accordion("Keyboard shortcuts", open=False, elem_id="shortcuts-help"):
+                    gr.Markdown(SHORTCUTS_HELP)
                 with gr.Accordion("Edit the selected instance", open=False):
                     with gr.Row():
                         name_tb = gr.Textbox(label="name")
@@ -197,10 +229,10 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
                         label="amodal mask editor (selected mask tinted; the eraser undoes strokes)", type="numpy", format="png",
                         brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed", default_size=8),
                         eraser=gr.Eraser(default_size=8), transforms=(), sources=(),
-                        layers=False,
+                        layers=False, elem_id="mask-editor",
                     )  # fmt: skip
                     with gr.Row():
-                        load_mask_btn = gr.Button("show selected mask in editor", size="sm")
+                        load_mask_btn = gr.Button("clear strokes", size="sm")
                         brush_mode = gr.Radio(
                             [("strokes add to the mask", "add"), ("strokes remove from the mask", "remove")],
                             value="add", show_label=False,
@@ -215,6 +247,7 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
                         coco_btn = gr.Button("export COCO-style JSON", size="sm")
                         kins_btn = gr.Button("export KINS JSON", size="sm")
                     export_file = gr.File(label="download", interactive=False, height=90)
+                    export_md = gr.Markdown("", elem_id="export-status")
                     with gr.Row():
                         tune_btn = gr.Button("fine-tune on corrected data", size="sm", variant="primary")
                         cancel_btn = gr.Button("cancel fine-tune", size="sm", variant="stop")
@@ -222,14 +255,15 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
                     timer = gr.Timer(1.0, active=False)
 
         everything = [main_img, levels_img, global_img, insp_md, panel_img, layers_img, heat_img, surf_img, table,
-                      behind_dd, status_md, name_tb, cat_num, stuff_cb, position, model_md, show]  # fmt: skip
+                      behind_dd, status_md, name_tb, cat_num, stuff_cb, position, model_md, show, view, opacity,
+                      editor]  # fmt: skip
 
         # ----- renderers: what the handlers render, by part, as component -> value -----
         components = {
             "view": main_img, "levels": levels_img, "global": global_img, "inspector": insp_md, "panel": panel_img,
             "layers": layers_img, "heat": heat_img, "surface": surf_img, "others": behind_dd,
             "status": status_md, "name": name_tb, "category": cat_num, "stuff": stuff_cb, "position": position,
-            "model": model_md, "show": show,
+            "model": model_md, "show": show, "view_choice": view, "opacity": opacity,
         }  # fmt: skip
 
         def page_value(name: str, value: Any) -> Any:
@@ -237,9 +271,15 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
                 return png_file(value)
             if name == "others":  # the choices change with the scene; nothing chosen yet
                 return gr.Dropdown(choices=value, value=None)
-            if name == "show":
+            if name in ("show", "view_choice"):
                 return gr.Radio(value=value)
             return value
+
+        def editor_page_value(tab: h.Tab) -> gr.ImageEditor:
+            """The editor showing the selected object, named in its label."""
+            value = h.editor_value(tab)
+            return gr.ImageEditor(value={**value, "background": Image.fromarray(value["background"])},
+                                  label=h.editor_label(tab))  # fmt: skip
 
         def renderer(*parts: str) -> Callable[[h.Tab], dict]:
             """Only the parts an event changes are drawn and sent (figures come from the tab's cache)."""
@@ -249,6 +289,9 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
                 out = {components[k]: page_value(k, v) for k, v in values.items() if k not in ("rows", "table_title")}
                 if "rows" in values:
                     out[table] = gr.Dataframe(value=values["rows"], label=values["table_title"])
+                if "inspector" in parts and h.editor_key(tab) != tab.editor_shows:
+                    # The editor always shows (and names) the selected object; strokes go to what it shows.
+                    out[editor] = editor_page_value(tab)
                 if "panes" in parts:  # say whose: with show "both" they are the annotation's
                     which = h.shown_scene(tab)
                     out[levels_img] = gr.Image(value=out[levels_img], label=f"sem-dist level sets: {which}")
@@ -314,10 +357,15 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
             event(r_gallery), None, [gallery], api_visibility="private"
         )
         demo.unload(tabs.drop)
+        demo.load(None, None, None, js=SHORTCUTS_JS)
 
         def on_upload(tab: h.Tab, path: str | None) -> None:
             if path:
                 h.predict_upload(cfg, tab, security.uploaded_file(path))
+
+        def r_uploaded(tab: h.Tab) -> dict:
+            # The file box is emptied, so the next image can be dropped straight in.
+            return {**r_all(tab), upload: None}
 
         def on_example(tab: h.Tab, evt: gr.SelectData) -> None:
             if not isinstance(evt.index, int) or not 0 <= evt.index < len(cfg.examples):
@@ -328,9 +376,9 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
             h.switch_dataset(cfg, tab, data, images)
 
         def step(delta: int) -> Callable[[h.Tab], None]:
-            return lambda tab: h.go_to(tab, min(max(tab.session.current + delta, 0), len(tab.session) - 1))
+            return lambda tab: h.step(tab, delta)
 
-        wire(upload.upload, event(r_all, on_upload), [upload], everything)
+        wire(upload.upload, event(r_uploaded, on_upload), [upload], [*everything, upload])
         wire(examples.select, event(r_all, on_example, select=True), None, everything)
         wire(open_btn.click, event(r_all, on_open), [data_tb, images_tb], everything).then(
             event(r_gallery), None, [gallery], api_visibility="private"
@@ -351,12 +399,15 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
         def set_field(name: str) -> Callable[[h.Tab, Any], None]:
             return lambda tab, value: setattr(tab, name, value)
 
+        def set_setting(name: str) -> Callable[[h.Tab, Any], None]:
+            return lambda tab, value: h.set_view_setting(tab, name, value)
+
         wire(main_img.select, event(r_selection, on_click, select=True), None, everything)
         wire(table.select, event(r_selection, on_row, select=True), None, everything)
         # `input`, not `change`: only the user's own changes; the page sets `show` itself after an upload.
-        wire(view.input, event(r_view, set_field("view")), [view], [main_img])
-        wire(opacity.release, event(r_view, set_field("opacity")), [opacity], [main_img])
-        wire(show.input, event(r_all, set_field("show")), [show], everything)
+        wire(view.input, event(r_view, set_setting("view")), [view], [main_img])
+        wire(opacity.release, event(r_view, set_setting("opacity")), [opacity], [main_img])
+        wire(show.input, event(r_all, set_setting("show")), [show], everything)
         for pane_tab, pane in zip((overlay_tab, levels_tab, global_tab), h.PANES):
             wire(pane_tab.select, event(r_layers, functools.partial(set_field("pane"), value=pane)), None,
                  [levels_img, global_img])  # fmt: skip
@@ -368,18 +419,22 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
         for btn, where in zip((fwd_btn, back_btn, front_btn, bottom_btn), MOVES):
             wire(btn.click, event(r_all, functools.partial(h.reorder, where=where)), None, everything)
         wire(infront_btn.click, event(r_all, h.put_in_front), [behind_dd], everything)
+        wire(cycle_btn.click, event(r_selection, lambda tab: h.select_next(cfg, tab)), None, everything)
         wire(undo_btn.click, event(r_all, h.undo), None, everything)
         wire(redo_btn.click, event(r_all, h.redo), None, everything)
         wire(attrs_btn.click, event(r_all, h.set_attributes), [name_tb, cat_num, stuff_cb], everything)
         wire(delete_btn.click, event(r_all, h.delete_selected), None, everything)
-        wire(load_mask_btn.click, event(lambda t: {editor: h.editor_value(t)}), None, [editor])
+        def r_editor(tab: h.Tab) -> dict:
+            return {editor: editor_page_value(tab)}
+
+        wire(load_mask_btn.click, event(r_editor), None, [editor])
 
         def r_edited(tab: h.Tab) -> dict:
-            # Show the result in the editor too, with the applied strokes cleared.
-            return {**r_all(tab), editor: h.editor_value(tab)}
+            tab.editor_shows = None  # the strokes are used: the editor gets its picture again, without them
+            return r_all(tab)
 
-        wire(apply_mask_btn.click, event(r_edited, h.apply_editor_mask), [editor, brush_mode], [*everything, editor])
-        wire(add_btn.click, event(r_edited, h.add_from_editor), [editor, name_tb, cat_num, stuff_cb], [*everything, editor])
+        wire(apply_mask_btn.click, event(r_edited, h.apply_editor_mask), [editor, brush_mode], everything)
+        wire(add_btn.click, event(r_edited, h.add_from_editor), [editor, name_tb, cat_num, stuff_cb], everything)
         assist_layout.wire(assist_controls, cfg, event, wire, r_all, everything, editor, name_tb, cat_num)
 
         # ----- export and fine-tune -----
@@ -390,11 +445,12 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
             return run
 
         def r_export(tab: h.Tab) -> dict:
-            return {export_file: None if tab.last_export is None else str(tab.last_export)}
+            if tab.last_export is None:
+                return {export_file: None, export_md: ""}
+            return {export_file: str(tab.last_export), export_md: h.export_notice(tab.last_export)}
 
-        wire(cocoa_btn.click, event(r_export, exporter("cocoa")), None, [export_file])
-        wire(coco_btn.click, event(r_export, exporter("coco")), None, [export_file])
-        wire(kins_btn.click, event(r_export, exporter("kins")), None, [export_file])
+        for btn, fmt in ((cocoa_btn, "cocoa"), (coco_btn, "coco"), (kins_btn, "kins")):
+            wire(btn.click, event(r_export, exporter(fmt)), None, [export_file, export_md])
 
         def r_tune(tab: h.Tab) -> dict:
             progress = h.finetune_status(tab)
@@ -404,6 +460,7 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
             text += f" / {progress.total}" if progress.total else ""
             text += f" · loss {progress.loss:.4f}" if progress.loss is not None else ""
             text += f" · {progress.message}" if progress.message else ""
+            text += f" · training {tab.job.note}" if tab.job is not None and tab.job.note else ""
             out = {tune_md: security.public_text(cfg, text), timer: gr.Timer(active=progress.state == "running")}
             if progress.state == "done":
                 out[tune_md] = security.public_text(cfg, text + f" · now using `{progress.checkpoint}`")

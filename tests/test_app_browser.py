@@ -188,6 +188,7 @@ def test_reorder_two_instances_and_export(page, app):
         page.get_by_role("button", name="export COCOA JSON").click()
         page.locator('a[download$=".cocoa.json"]').first.click()
     exported = json.loads(Path(download.value.path()).read_text())
+    wait_text(page, "export-status", "exported annotations.corrected.cocoa.json · every mask is exactly its COCOA polygon")
     regions = exported["annotations"][0]["regions"]
     by_order = {r["order"]: r for r in regions}
     assert by_order[1]["name"] == scene.get(second).name and by_order[2]["name"] == scene.get(first).name
@@ -206,28 +207,78 @@ def test_reorder_two_instances_and_export(page, app):
     assert overlap_order(kins.scenes[0])  # the scene has overlaps, the reordered pair among them
 
 
-def test_paint_strokes_onto_the_selected_mask(page, app):
-    _, cfg, scene = app
-    target = scene.order_ids()[0]
-    click_pixel(page, scene, *visible_pixel(scene, target))
-    wait_text(page, "inspector", f"(#{target})")
+def test_keyboard_shortcuts_do_what_their_buttons_do(page, app):
+    """Issue 19: keys for the frequent actions, listed in a help panel, ignored while typing in a box."""
+    _, _, scene = app
+    page.get_by_text("Keyboard shortcuts").click()
+    help_text = page.locator("#shortcuts-help").inner_text()
+    assert "Ctrl+Z" in help_text and "next object" in help_text
+    first, second = scene.order_ids()[:2]
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press("n")  # the front-most object
+    wait_text(page, "inspector", f"(#{first}) · annotation")
+    page.keyboard.press("n")
+    wait_text(page, "inspector", f"(#{second}) · annotation")
+    page.keyboard.press("b")
+    wait_text(page, "status", f"last edit: move {second} backward")
+    page.keyboard.press("Shift+F")
+    wait_text(page, "status", f"last edit: move {second} front")
+    page.keyboard.press("Control+z")
+    wait_text(page, "status", f"last edit: move {second} backward · 1 undo / 1 redo")
+    page.keyboard.press("Control+Shift+Z")
+    wait_text(page, "status", f"last edit: move {second} front · 2 undo / 0 redo")
     page.get_by_text("Edit the selected instance").click()
-    page.get_by_role("button", name="show selected mask in editor").click()
-    page.wait_for_timeout(1500)
-    canvas = page.locator("canvas").first
+    page.get_by_label("name").first.fill("nnn")  # typed into a box: not a shortcut
+    assert page.get_by_label("name").first.input_value() == "nnn"
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press("ArrowRight")
+    wait_text(page, "position", "image 2 of 2")
+    page.keyboard.press("ArrowLeft")
+    wait_text(page, "position", "image 1 of 2")
+
+
+def editor_shows(page, scene, instance_id, timeout=30_000):
+    """Wait until the mask editor names the instance; returns its canvas."""
+    inst = scene.get(instance_id)
+    wait_text(page, "mask-editor", f"{inst.name} (#{inst.id})", timeout)
+    return page.locator("#mask-editor canvas").first
+
+
+def paint(page, canvas, y):
+    """One brush stroke across the editor's canvas at height fraction ``y``."""
+    canvas.scroll_into_view_if_needed()
     box = canvas.bounding_box()
-    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.1)
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * y)
     page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.1, steps=10)
+    page.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * y, steps=10)
     page.mouse.up()
+
+
+def test_the_editor_follows_and_names_the_selection(page, app):
+    """Issue 19, bug 1: the editor names the selected object, follows a new selection without a button, and
+    strokes painted while #B is selected go to #B, whatever the editor showed before."""
+    _, cfg, scene = app
+    first, target = scene.order_ids()[:2]
+    click_pixel(page, scene, *visible_pixel(scene, first))
+    wait_text(page, "inspector", f"(#{first})")
+    page.get_by_text("Edit the selected instance").click()
+    editor_shows(page, scene, first)
+    page.locator("#instance-table").get_by_role("row").nth(2).get_by_role("gridcell").nth(2).click()  # rank 2
+    wait_text(page, "inspector", f"(#{target}) · annotation")
+    canvas = editor_shows(page, scene, target)
+    page.wait_for_timeout(1500)
+    paint(page, canvas, 0.1)
     page.get_by_role("button", name="apply strokes to selected").click()
     wait_text(page, "status", f"last edit: edit mask of {target}")
     folder = next(cfg.workspace.glob("annotations-*"))
     saved = json.loads((folder / "scenes" / "00000.json").read_text())
     from app.session import decode_rle
 
-    area = int(decode_rle(saved["state"]["instances"][str(target)]["amodal"]).sum())
-    assert area > scene.get(target).area  # the stroke (drawn above the objects) was added
+    masks = {int(k): decode_rle(v["amodal"]) for k, v in saved["state"]["instances"].items()}
+    assert np.array_equal(masks[first], scene.get(first).amodal)  # untouched
+    added = masks[target] & ~scene.get(target).amodal
+    rows = np.flatnonzero(added.any(axis=1))
+    assert rows.min() < scene.height * 0.2  # the stroke (drawn above the objects), on the target
 
 
 def test_grabcut_assist_from_a_box_becomes_a_new_instance_and_the_hidden_brush_paints_under_the_front(
@@ -313,7 +364,9 @@ def test_demo_opens_on_the_prediction_and_inspects_an_occluded_object(browser, t
             notice.get_by_text("No model loaded").wait_for(timeout=20_000)
         else:
             notice.get_by_text(checkpoint.name).wait_for(timeout=20_000)
-            assert page.locator("#show input[value=prediction]").is_checked()  # the demo opens on the prediction
+            assert page.locator("#show input[value=annotation]").is_checked()  # the demo opens on its annotation
+            page.locator("#show").get_by_text("prediction").click()
+            wait_text(page, "instance-table", "prediction:")
             image = read_image(DEMO_IMAGES / annotation.file_name)
             predicted = load_model(checkpoint).predict(image, annotation.image, cfg.score_thr)
             if most_occluded(predicted, minimum=0.05) is not None:
@@ -338,7 +391,9 @@ def test_demo_opens_on_the_prediction_and_inspects_an_occluded_object(browser, t
         demo.close()
 
 
-def test_an_uploaded_image_is_predicted(browser, tmp_path):
+def test_show_survives_a_reload_and_uploads_follow_one_another(browser, tmp_path):
+    """Issue 19, bug 5: a reload keeps "show"; a second upload needs no clearing; "next" on the last image
+    says so."""
     data = synth.write_dataset(tmp_path / "data", 1, seed=4, size=64, max_instances=2, progress=False)
     ckpt = tmp_path / "fake.pt"
     ckpt.write_bytes(b"fake")
@@ -347,13 +402,22 @@ def test_an_uploaded_image_is_predicted(browser, tmp_path):
     demo, url = launch(cfg)
     context, page = open_page(browser, url)
     try:
-        assert page.locator("#show input[value=prediction]").is_checked()
+        assert page.locator("#show input[value=annotation]").is_checked()  # the file annotates this image
+        page.locator("#show").get_by_text("prediction").click()
         wait_text(page, "instance-table", "prediction:")
+        page.reload()
+        page.locator("#main-image img").first.wait_for(timeout=30_000)
+        wait_text(page, "instance-table", "prediction:")
+        assert page.locator("#show input[value=prediction]").is_checked()
         photo = tmp_path / "photo.png"
         Image.fromarray(np.full((48, 64, 3), 120, np.uint8)).save(photo)
         page.get_by_text("Load: upload, examples, dataset").click()
         page.locator("#upload input[type=file]").set_input_files(str(photo))
         wait_text(page, "position", "upload_00001.png")
+        page.locator("#upload input[type=file]").set_input_files(str(photo), timeout=20_000)
+        wait_text(page, "position", "image 2 of 2: upload_00002.png")
+        page.get_by_role("button", name="next image").click()
+        page.get_by_text("this is the last image (2 of 2)").first.wait_for(timeout=20_000)
         # The upload is a new editable scene holding the model's prediction (two instances, scored).
         assert page.locator("#show input[value=annotation]").is_checked()
         table = page.locator("#instance-table")
@@ -400,7 +464,7 @@ def test_a_cocoa_file_is_fixed_exported_validated_and_fine_tuned(browser, tmp_pa
         page.get_by_role("button", name="Open dataset").click()
         scene = formats.load(data).scenes[0]
         wait_text(page, "position", f"image 1 of 2: {scene.file_name}", timeout=30_000)
-        page.locator("#show").get_by_text("annotation").click()  # edits happen on the annotation
+        assert page.locator("#show input[value=annotation]").is_checked()  # a file opens on its annotation
         wait_text(page, "instance-table", "annotation:")
 
         # The depth order: the back-most instance goes in front of the front-most one it overlaps.
@@ -415,9 +479,7 @@ def test_a_cocoa_file_is_fixed_exported_validated_and_fine_tuned(browser, tmp_pa
 
         # The amodal mask: a brush stroke across the middle of the image is added to the selected instance.
         page.get_by_text("Edit the selected instance").click()
-        page.get_by_role("button", name="show selected mask in editor").click()
-        page.wait_for_timeout(1500)
-        canvas = page.locator("canvas").first
+        canvas = editor_shows(page, scene, back.id)
         canvas.scroll_into_view_if_needed()
         box = canvas.bounding_box()
         page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.5)

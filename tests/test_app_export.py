@@ -214,3 +214,31 @@ def test_a_file_session_holds_scenes_index_first_and_exports_every_one(tmp_path,
         assert_same_scene(exported.scenes[k], s.scene_at(k))
     assert_same_scene(exported.scenes[1], plain.scenes[1])
     assert exported.scenes[2].order_ids() != plain.scenes[2].order_ids()
+
+
+def test_a_cocoa_export_says_how_many_pixels_its_polygons_lose(dataset, tmp_path):
+    """COCOA's `segmentation` is one flat polygon: a mask in two pieces keeps only the larger one there."""
+    from app import handlers as h
+    from semlayer.formats.cocoa import polygon_losses
+
+    path, images, _ = dataset
+    session = EditSession.open(tmp_path / "ws", path, images)
+    tab = h.Tab(session=session)
+    exported = h.export(tab, "cocoa")
+    assert h.export_notice(exported) == "exported `annotations.corrected.cocoa.json` · every mask is exactly its COCOA polygon"
+    target = session.scene.order_ids()[0]
+    height, width = session.scene.shape
+    piece = np.zeros((height, width), bool)
+    piece[height - 6 : height - 1, width - 6 : width - 1] = True  # 25 px apart from the rest
+    session.set_amodal(target, session.scene.get(target).amodal | piece)
+    mask = session.scene.get(target).amodal
+    exported = h.export(tab, "cocoa")
+    losses = polygon_losses(json.loads(exported.read_text()))
+    assert [(loss.area, loss.missed, loss.extra) for loss in losses] == [(int(mask.sum()), 25, 0)]
+    assert h.export_notice(exported) == (
+        "exported `annotations.corrected.cocoa.json` · **1 mask(s) in 1 image(s) are in several pieces or have "
+        f"holes**: COCOA's one `segmentation` polygon misses 25 of their {int(mask.sum()):,} pixels (and adds 0). "
+        "The exact masks are in each region's `amodal_mask` (semlayer reads it; tools that read only "
+        "`segmentation` get the polygon)."
+    )
+    assert h.export_notice(h.export(tab, "coco")) == "exported `annotations.corrected.coco.json`"  # polygons or RLE: exact

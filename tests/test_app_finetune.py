@@ -1,6 +1,7 @@
 """A short real fine-tune launched from the app on CPU: train.py --init on the exported corrections, then
 the new checkpoint becomes the tab's model (through the real Predictor)."""
 
+import json
 import subprocess
 import sys
 import time
@@ -60,3 +61,71 @@ def test_finetune_from_the_app_loads_the_new_checkpoint(base):
     assert load_config(job.out / "finetune_config.yaml")["train"] == load_config(CONFIG)["train"]
     assert "0 missing, 0 unexpected, 0 shape-mismatched" in (job.out / "stderr.txt").read_text()
     assert h.prediction(cfg, tab).shape == tab.session.scene.shape  # the new model predicts the current image
+
+
+def cocoa_without_categories(root, data):
+    """The synthetic file as COCOA proper: no categories, no category_id (class-agnostic data)."""
+    obj = json.loads(data.read_text())
+    obj.pop("categories")
+    for ann in obj["annotations"]:
+        for region in ann["regions"]:
+            region.pop("category_id")
+    path = root / "cocoa.json"
+    path.write_text(json.dumps(obj))
+    return path
+
+
+def test_a_per_class_model_fine_tunes_on_class_agnostic_cocoa_with_its_heads_merged(base):
+    root, data = base
+    data = cocoa_without_categories(root, data)
+    cfg = h.AppConfig(
+        workspace=root / "ws-cocoa", data=data, images=root / "data" / "images", checkpoint=root / "base" / "last.pt",
+        train_config=CONFIG, finetune_iters=1,
+    )  # fmt: skip
+    tab = h.Tab(session=EditSession.open(cfg.workspace, data, cfg.images), checkpoint=str(cfg.checkpoint))
+    with pytest.raises(h.UserError, match="nothing to fine-tune on"):
+        h.start_finetune(cfg, tab)
+    tab.session.move(tab.session.scene.order_ids()[0], "back")
+    job = h.start_finetune(cfg, tab)
+    assert job.note == "class-agnostic (the data has no categories): the model's 8 class heads merged into one"
+    assert job.command[job.command.index("--init") + 1] == str(job.out / "init_class_agnostic.pt")
+    deadline = time.time() + 300
+    while (progress := h.finetune_status(tab)).state == "running" and time.time() < deadline:
+        time.sleep(0.5)
+    assert progress.state == "done", (progress, (job.out / "stderr.txt").read_text()[-2000:])
+    _, tuned, names = load_checkpoint(job.out / "last.pt")
+    assert tuned["model"]["num_classes"] == 1 and tuned["data"]["class_agnostic"] and names == ["object"]
+    # Every weight came from the given model (the class heads merged), none started afresh.
+    assert "0 missing, 0 unexpected, 0 shape-mismatched" in (job.out / "stderr.txt").read_text()
+
+
+def test_merged_class_heads_keep_the_background_and_average_the_classes(tmp_path):
+    import math
+
+    import torch
+
+    from app.finetune import class_agnostic_checkpoint
+    from semlayer.engine.checkpoint import read_checkpoint, save_checkpoint
+    from semlayer.model import build_model
+    from semlayer.model.build import load_init_weights
+
+    config = load_config(CONFIG)  # 8 classes, class-specific layering maps
+    torch.manual_seed(0)
+    state = build_model(config).state_dict()
+    ckpt = save_checkpoint(tmp_path / "per_class.pt", {"model": state, "config": config, "class_names": list("abcdefgh")})
+    merged = read_checkpoint(class_agnostic_checkpoint(ckpt, tmp_path))
+    K = config["model"]["K"]
+    w, b = state["roi_heads.box_predictor.cls_score.weight"], state["roi_heads.box_predictor.cls_score.bias"]
+    new_w, new_b = merged["model"]["roi_heads.box_predictor.cls_score.weight"], merged["model"]["roi_heads.box_predictor.cls_score.bias"]
+    assert torch.equal(new_w[0], w[0]) and torch.allclose(new_w[1], w[1:].mean(0))
+    assert torch.allclose(new_b, torch.stack([b[0], b[1:].mean() + math.log(8)]))
+    box = state["roi_heads.box_predictor.bbox_pred.weight"].view(9, 4, -1)
+    assert torch.allclose(merged["model"]["roi_heads.box_predictor.bbox_pred.weight"], torch.cat([box[0], box[1:].mean(0)]))
+    logits = state["roi_heads.mask_predictor.layer_logits.weight"]
+    layers = logits.view(9, K + 1, *logits.shape[1:])
+    assert torch.allclose(merged["model"]["roi_heads.mask_predictor.layer_logits.weight"], torch.cat([layers[0], layers[1:].mean(0)]))
+    # It is exactly a one-class model's state: every tensor loads.
+    one = {**config, "model": {**config["model"], "num_classes": 1}, "data": {**config["data"], "class_agnostic": True}}
+    report = load_init_weights(build_model(one), tmp_path / "init_class_agnostic.pt")
+    assert report == {"missing": [], "unexpected": [], "mismatched": []}
+    assert merged["class_names"] == ["object"]

@@ -228,7 +228,7 @@ def test_editor_edits_masks_exactly(cfg, tab):
     assert np.array_equal(inst.amodal, rect(50, 0, 58, 5))
     h.set_attributes(tab, "cap", float("nan"), True)
     assert (inst.name, inst.category, inst.is_stuff) == ("cap", None, True)
-    assert tab.session.history()[0][-3:] == ["rename 4 to 'cap'", "set category of 4 to None", "set stuff of 4 to True"]
+    assert tab.session.history()[0][-1] == "set name / category / stuff of 4"
     h.delete_selected(tab)
     assert [i.id for i in tab.session.scene.instances] == [1, 2, 3] and tab.selected is None
 
@@ -358,6 +358,10 @@ def test_finetune_from_the_app_cancel_and_failure(cfg, model_tab, tmp_path, monk
     cfg.train_config = tmp_path / "tiny.yaml"
     exported = {}
     monkeypatch.setattr(h, "export", lambda t, fmt: exported.setdefault(fmt, tmp_path / "exp.json"))
+    with pytest.raises(h.UserError, match="nothing to fine-tune on: no image of this dataset is corrected yet"):
+        h.start_finetune(cfg, tab)
+    assert exported == {} and tab.job is None
+    tab.session.move(2, "back")
     job = h.start_finetune(cfg, tab, [sys.executable, str(script), "1000", "0.05", "--out", str(tab.session.folder / "finetune-1")])
     assert exported == {"cocoa": tmp_path / "exp.json"} and job.out.name == "finetune-1"
     with pytest.raises(h.UserError, match="already running"):
@@ -484,13 +488,20 @@ def test_prefetch_draws_every_shown_instance_for_the_first_click(cfg, tab, monke
     assert len(heat_maps) == 1  # the first instance's figures were finished, then it stopped
 
 
-def test_a_dataset_opens_on_the_prediction_when_there_is_a_model(tmp_path, images, model_tab):
+def test_a_dataset_opens_on_its_annotation_or_on_the_prediction_where_it_has_none(tmp_path, images, model_tab):
     data = tmp_path / "set.json"
     data.write_text(json.dumps(formats.to_cocoa(scenes())))
     no_model = h.AppConfig(workspace=tmp_path / "ws2", data=data, images=images)
     tab = h.new_tab(no_model)
     assert tab.show == "annotation" and h.model_notice(no_model, tab).startswith("**No model loaded**")
     cfg = h.AppConfig(workspace=tmp_path / "ws2", data=data, images=images, checkpoint=Path(model_tab.checkpoint))
+    annotated, annotated_cfg = h.new_tab(cfg), cfg
+    assert annotated.show == "annotation"  # the file annotates its first image: that is what opens
+    unannotated = scenes()
+    unannotated.scenes[0] = AmodalScene(unannotated.scenes[0].image, [], annotation={"id": 11})
+    data = tmp_path / "unannotated.json"
+    data.write_text(json.dumps(formats.to_cocoa(unannotated)))
+    cfg = h.AppConfig(workspace=tmp_path / "ws3", data=data, images=images, checkpoint=Path(model_tab.checkpoint))
     tab = h.new_tab(cfg)
     assert tab.show == "prediction" and h.shown_scene(tab) == "prediction"
     assert h.model_notice(cfg, tab) == "model `fake.pt` · its prediction of this image: 2 instance(s) with score ≥ 0.5"
@@ -499,9 +510,98 @@ def test_a_dataset_opens_on_the_prediction_when_there_is_a_model(tmp_path, image
     assert table["table_title"].startswith("prediction: ") and table["show"] == "prediction"
     assert h.select_instance(cfg, tab, 2, "prediction")["score"] == 0.7 and tab.selected_in == "prediction"
     # The script API selects in the edited scene whatever the page shows.
-    assert h.select_at(cfg, tab, 20, 20, which="annotation")["name"] == "a"
+    annotated.show = "prediction"
+    assert h.select_at(annotated_cfg, annotated, 20, 20, which="annotation")["name"] == "a"
     with pytest.raises(h.UserError, match="select in 'annotation' or 'prediction'"):
-        h.select_at(cfg, tab, 20, 20, which="both")
+        h.select_at(annotated_cfg, annotated, 20, 20, which="both")
+
+
+def test_the_editor_names_the_selected_object_and_strokes_go_only_to_what_it_shows(cfg, tab):
+    h.select_at(cfg, tab, 12, 12)  # b (#1)
+    assert h.editor_label(tab) == "mask editor · b (#1), its amodal mask tinted"
+    h.editor_value(tab)
+    h.select_instance(cfg, tab, 2)  # a (#2), while the editor still shows b
+    assert h.editor_key(tab) != tab.editor_shows  # the page sends the editor again on this
+    assert h.editor_label(tab) == "mask editor · a (#2), its amodal mask tinted"
+    with pytest.raises(h.UserError, match=r"the editor shows #1 but #2 is selected"):
+        h.apply_editor_mask(tab, strokes((0, 0, 12, 12)), "add")
+    assert np.array_equal(tab.session.scene.get(2).amodal, rect(15, 15, 25, 25))
+    assert np.array_equal(tab.session.scene.get(1).amodal, rect(10, 10, 30, 30))
+    value = h.editor_value(tab)  # now showing a: its mask tinted, and the strokes go to it
+    assert np.array_equal(np.any(value["background"] != h.current_image(tab), axis=2), rect(15, 15, 25, 25))
+    h.apply_editor_mask(tab, strokes((0, 0, 12, 12)), "add")
+    assert np.array_equal(tab.session.scene.get(2).amodal, rect(15, 15, 25, 25) | rect(0, 0, 12, 12))
+    h.clear_selection(tab)
+    assert h.editor_label(tab) == "mask editor · nothing selected: strokes can become a new instance"
+
+
+def test_a_name_category_and_stuff_save_is_one_undo_step(cfg, tab):
+    h.select_instance(cfg, tab, 1)
+    h.set_attributes(tab, "bottle", 7.0, True)
+    inst = tab.session.scene.get(1)
+    assert (inst.name, inst.category, inst.is_stuff) == ("bottle", 7, True)
+    assert tab.session.history() == (["set name / category / stuff of 1"], [])
+    h.set_attributes(tab, "bottle", 7.0, True)  # nothing changed: no edit
+    assert len(tab.session.history()[0]) == 1
+    assert h.undo(tab) == "set name / category / stuff of 1"
+    inst = tab.session.scene.get(1)
+    assert (inst.name, inst.category, inst.is_stuff) == ("b", None, False)
+    h.set_attributes(tab, "b", 3.0, False)
+    assert tab.session.history()[0] == ["set category of 1"]
+
+
+def test_next_on_the_last_image_and_previous_on_the_first_say_so(tab):
+    with pytest.raises(h.UserError, match=r"this is the first image \(1 of 2\)"):
+        h.step(tab, -1)
+    h.step(tab, 1)
+    assert tab.session.current == 1
+    with pytest.raises(h.UserError, match=r"this is the last image \(2 of 2\)"):
+        h.step(tab, 1)
+    assert tab.session.current == 1
+
+
+def test_put_in_front_lists_every_object_but_the_selected_one(cfg, tab):
+    assert [v for _, v in h.render(cfg, tab, ["inspector"])["others"]] == [2, 1, 3]
+    h.select_instance(cfg, tab, 1)
+    others = h.render(cfg, tab, ["inspector"])["others"]
+    assert others == [("a (#2)", 2), ("c (#3)", 3)]
+
+
+def test_show_view_and_opacity_are_remembered_per_workspace(cfg, model_tab, tmp_path):
+    tab = model_tab
+    h.set_view_setting(tab, "show", "prediction")
+    h.set_view_setting(tab, "view", "occluded")
+    h.set_view_setting(tab, "opacity", 0.8)
+    with pytest.raises(h.UserError, match="show must be one of annotation, prediction, both, got 'x'"):
+        h.set_view_setting(tab, "show", "x")
+    with pytest.raises(h.UserError, match="opacity must be between 0 and 1, got 2.0"):
+        h.set_view_setting(tab, "opacity", 2)
+    # A reload (a new tab on the same workspace) comes back to them.
+    again = h.Tab(session=EditSession(tab.session.folder, scenes(), tab.session.image_dir), checkpoint=tab.checkpoint)
+    h.load_view_settings(again)
+    assert (again.show, again.view, again.opacity) == ("prediction", "occluded", 0.8)
+    table = h.render(cfg, again, ["table"])
+    assert (table["show"], table["view_choice"], table["opacity"]) == ("prediction", "occluded", 0.8)
+    # Without a model there is no prediction to come back to; another workspace keeps its own.
+    bare = h.Tab(session=EditSession(tab.session.folder, scenes(), tab.session.image_dir))
+    h.load_view_settings(bare)
+    assert (bare.show, bare.view) == ("annotation", "occluded")
+    other = h.Tab(session=EditSession(tmp_path / "ws" / "other", scenes(), tab.session.image_dir))
+    h.load_view_settings(other)
+    assert (other.show, other.view, other.opacity) == ("annotation", "amodal", 0.5)
+
+
+def test_the_status_line_speaks_to_annotators(cfg, tab):
+    h.select_instance(cfg, tab, 1)
+    h.reorder(tab, "back")
+    status = h.render(cfg, tab, ["table"])["status"]
+    assert status == "last edit: move 1 back · 1 undo / 0 redo · 1 edited image(s) · every edit is saved"
+
+
+def test_next_object_cycles_front_to_back(cfg, tab):
+    assert [h.select_next(cfg, tab)["id"] for _ in range(4)] == [2, 1, 3, 2]  # a, b, c (ranks 1, 2, 3), a again
+    h.step(tab, 1)
+    assert h.select_next(cfg, tab)["id"] == 1
 
 
 # ----- large photos, and what the caches hold ----------------------------------------------------------

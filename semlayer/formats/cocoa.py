@@ -8,6 +8,7 @@ carries the exact mask as RLE under ``amodal_mask``, which this reader prefers (
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -19,7 +20,7 @@ from ._base import (
     is_flag, is_int, is_number, join,
     parse_categories, parse_polygon, parse_rle, record, records, split_known, take,
 )
-from .masks import encode_rle, mask_to_polygon, polygons_to_mask
+from .masks import encode_rle, mask_to_polygon, polygons_to_mask, rle_to_mask
 from .stream import Streamed, materialize
 
 REGION_KEYS = frozenset({
@@ -151,6 +152,33 @@ def single_polygon(inst_polygons: list | None, amodal: np.ndarray) -> tuple[list
         # COCOA loaders, which reject an empty list; ``amodal_mask`` then carries any pixels.
         return [0.0] * 6, not amodal.any()
     return list(polygon), bool(np.array_equal(polygons_to_mask([polygon], *amodal.shape), amodal))
+
+
+@dataclass(frozen=True)
+class PolygonLoss:
+    """A region whose ``segmentation`` polygon is not its mask: pixels of the mask the polygon misses, and
+    pixels the polygon adds (holes it fills)."""
+
+    image_id: int
+    region: int
+    area: int
+    missed: int
+    extra: int
+
+
+def polygon_losses(obj: dict[str, Any]) -> list[PolygonLoss]:
+    """Every region of a COCOA JSON object (as `to_cocoa` writes it) that also carries ``amodal_mask``: the
+    mask one flat polygon could not describe, with what the polygon alone loses."""
+    out = []
+    for ann in obj.get("annotations", []):
+        for n, region in enumerate(ann.get("regions", [])):
+            if "amodal_mask" not in region:
+                continue
+            exact = rle_to_mask(region["amodal_mask"]).astype(bool)
+            polygon = polygons_to_mask([region["segmentation"]], *exact.shape)
+            out.append(PolygonLoss(int(ann["image_id"]), n, int(exact.sum()), int((exact & ~polygon).sum()),
+                                   int((polygon & ~exact).sum())))  # fmt: skip
+    return out
 
 
 def to_cocoa(annset: AnnotationSet) -> dict[str, Any]:
