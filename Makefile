@@ -25,9 +25,10 @@ browser:
 app: $(STAMP)
 	$(PY) -m app
 
-# Lint (ruff) and type checks (mypy), configured in pyproject.toml; `make test` runs them first.
+# Lint and format checks (ruff) and type checks (mypy), configured in pyproject.toml; `make test` runs them first.
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
 test: $(STAMP) browser lint

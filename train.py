@@ -20,8 +20,11 @@ from pathlib import Path
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Train the Semantic Layering Network (or a Mask R-CNN baseline).")
     p.add_argument("--config", required=True, help="YAML training configuration (configs/*.yaml)")
-    p.add_argument("--data", help="training annotation file (COCOA, COCO-style amodal or KINS); "
-                                  "default: the config's data, else its synthetic set")
+    p.add_argument(
+        "--data",
+        help="training annotation file (COCOA, COCO-style amodal or KINS); "
+        "default: the config's data, else its synthetic set",
+    )
     p.add_argument("--images", help="image folder of --data")
     p.add_argument("--val-data", help="validation annotation file")
     p.add_argument("--val-images", help="image folder of --val-data")
@@ -31,13 +34,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, help="base learning rate (overrides train.lr)")
     p.add_argument("--init", help="fine-tune from this checkpoint (or a plain state_dict file)")
     p.add_argument("--resume", action="store_true", help="continue OUT/last.pt")
-    p.add_argument("--stop-at", type=int, help="stop after this iteration, as an interruption would (the learning "
-                   "rate schedule still spans --max-iters; continue with --resume)")
+    p.add_argument(
+        "--stop-at",
+        type=int,
+        help="stop after this iteration, as an interruption would (the learning "
+        "rate schedule still spans --max-iters; continue with --resume)",
+    )
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--seed", type=int, help="random seed (overrides train.seed)")
     p.add_argument("--workers", type=int, help="data loader worker processes (overrides data.workers)")
-    p.add_argument("--threads", type=int, help="CPU threads per process (default: the cores split between "
-                                               "the local processes)")
+    p.add_argument(
+        "--threads", type=int, help="CPU threads per process (default: the cores split between the local processes)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 

@@ -20,17 +20,34 @@ def controls(cfg: h.AppConfig) -> dict[str, Any]:
             "where objects in front of the selected instance cover it (hatched), so its visible outline never "
             "moves; **completions** propose its hidden part. *Accept* makes the proposal one undoable edit."
         )
-        c["canvas"] = gr.Image(type="filepath", format="png", interactive=False, elem_id="assist-image",
-                               label="assist image (proposal in cyan; click to add box corners and clicks)")
+        c["canvas"] = gr.Image(
+            type="filepath",
+            format="png",
+            interactive=False,
+            elem_id="assist-image",
+            label="assist image (proposal in cyan; click to add box corners and clicks)",
+        )
         with gr.Row():
-            c["tool"] = gr.Radio([("GrabCut", "grabcut"), ("superpixel brush", "superpixel"),
-                                  ("hidden-part brush", "hidden_brush"), ("hidden-part polygon", "hidden_polygon")],
-                                 value="grabcut", label="assist", elem_id="assist-tool")
-            c["does"] = gr.Radio([("box corner", "box"), ("object / add (+)", "positive"),
-                                  ("background / remove (−)", "negative")], value="box", label="a click is",
-                                 elem_id="assist-click")
-        c["radius"] = gr.Slider(0, 64, value=0, step=1,
-                                label="hidden-part brush radius (pixels; 0: each dab sized by where you click)")
+            c["tool"] = gr.Radio(
+                [
+                    ("GrabCut", "grabcut"),
+                    ("superpixel brush", "superpixel"),
+                    ("hidden-part brush", "hidden_brush"),
+                    ("hidden-part polygon", "hidden_polygon"),
+                ],
+                value="grabcut",
+                label="assist",
+                elem_id="assist-tool",
+            )
+            c["does"] = gr.Radio(
+                [("box corner", "box"), ("object / add (+)", "positive"), ("background / remove (−)", "negative")],
+                value="box",
+                label="a click is",
+                elem_id="assist-click",
+            )
+        c["radius"] = gr.Slider(
+            0, 64, value=0, step=1, label="hidden-part brush radius (pixels; 0: each dab sized by where you click)"
+        )
         with gr.Row():
             c["hull"] = gr.Button("hull completion", size="sm")
             c["mirror"] = gr.Button("mirror completion", size="sm")
@@ -53,16 +70,28 @@ def controls(cfg: h.AppConfig) -> dict[str, Any]:
 def status(tab: h.Tab) -> str:
     st = a.state(tab)
     if st.proposal is None:
-        hint = {"grabcut": "draw a box: two 'box corner' clicks", "superpixel": "click superpixels to add or remove",
-                "hidden_brush": "select an occluded instance, then paint its hidden part",
-                "hidden_polygon": "click vertices, then 'fill polygon'"}[st.tool]
+        hint = {
+            "grabcut": "draw a box: two 'box corner' clicks",
+            "superpixel": "click superpixels to add or remove",
+            "hidden_brush": "select an occluded instance, then paint its hidden part",
+            "hidden_polygon": "click vertices, then 'fill polygon'",
+        }[st.tool]
         return f"no proposal · {hint}"
     what = f"amodal mask of #{st.instance}" if st.kind == "amodal" else "visible part"
     return f"proposal: **{what}** from {st.label} · {int(st.proposal.sum())} pixels · accept or correct it"
 
 
-def wire(c: dict[str, Any], cfg: h.AppConfig, event: Callable, wire_: Callable, r_all: Callable,
-         everything: list, editor: Any, name_tb: Any, cat_num: Any) -> None:
+def wire(
+    c: dict[str, Any],
+    cfg: h.AppConfig,
+    event: Callable,
+    wire_: Callable,
+    r_all: Callable,
+    everything: list,
+    editor: Any,
+    name_tb: Any,
+    cat_num: Any,
+) -> None:
     """Connect the panel with the page's own `event` wrapper (tab lock, messages, conflicts)."""
     from .layout import png_file
 
@@ -108,20 +137,29 @@ def wire(c: dict[str, Any], cfg: h.AppConfig, event: Callable, wire_: Callable, 
     for name in a.COMPLETIONS:
         wire_(c[name].click, event(r_canvas, lambda tab, m=name: a.complete(cfg, tab, m)), None, mine)
     wire_(c["close"].click, event(r_canvas, a.close_polygon), None, mine)
-    for button, kind in (("fg_strokes", "fg"), ("bg_strokes", "bg"), ("sp_strokes", "superpixel"),
-                         ("hidden_strokes", "hidden")):
+    for button, kind in (
+        ("fg_strokes", "fg"),
+        ("bg_strokes", "bg"),
+        ("sp_strokes", "superpixel"),
+        ("hidden_strokes", "hidden"),
+    ):
         wire_(c[button].click, event(r_canvas, strokes(kind)), [editor], mine)
     wire_(c["accept"].click, event(r_both, lambda tab: a.accept(tab)), None, [*everything, *mine])
-    wire_(c["accept_new"].click, event(r_both, lambda tab, name, cat: a.accept(tab, "new", name, cat)),
-          [name_tb, cat_num], [*everything, *mine])
+    wire_(
+        c["accept_new"].click,
+        event(r_both, lambda tab, name, cat: a.accept(tab, "new", name, cat)),
+        [name_tb, cat_num],
+        [*everything, *mine],
+    )
 
 
 def api(tabs: Any, cfg: h.AppConfig, user_errors: Callable) -> None:
     """The assists for scripts: each returns the pending proposal (mask as COCO RLE) or, on accept, the
     scene summary. Each client has its own tab and proposal."""
 
-    def assist_grabcut(box: list[float], positive: list[list[float]], negative: list[list[float]],
-                       request: gr.Request) -> dict:
+    def assist_grabcut(
+        box: list[float], positive: list[list[float]], negative: list[list[float]], request: gr.Request
+    ) -> dict:
         """GrabCut from box [x0, y0, x1, y1] with positive / negative clicks [[x, y], ...]: a visible part."""
         with tabs.use(request) as tab:
             return a.run_grabcut(tab, box, positive, negative)
@@ -131,8 +169,9 @@ def api(tabs: Any, cfg: h.AppConfig, user_errors: Callable) -> None:
         with tabs.use(request) as tab:
             return a.run_superpixels(tab, positive, negative)
 
-    def assist_hidden_brush(instance_id: int, points: list[list[float]], radius: float, mode: str,
-                            request: gr.Request) -> dict:
+    def assist_hidden_brush(
+        instance_id: int, points: list[list[float]], radius: float, mode: str, request: gr.Request
+    ) -> dict:
         """A brush stroke through points, clipped to the objects in front of the instance ('add' or 'remove')."""
         with tabs.use(request) as tab:
             return a.hidden_brush(tab, points, radius, mode, instance_id)
@@ -170,6 +209,15 @@ def api(tabs: Any, cfg: h.AppConfig, user_errors: Callable) -> None:
         with tabs.use(request) as tab:
             return h.select_instance(cfg, tab, instance_id, "annotation")
 
-    for fn in (open_image, select_instance, assist_grabcut, assist_superpixels, assist_hidden_brush, assist_hidden_polygon, assist_complete,
-               assist_accept, assist_clear):
+    for fn in (
+        open_image,
+        select_instance,
+        assist_grabcut,
+        assist_superpixels,
+        assist_hidden_brush,
+        assist_hidden_polygon,
+        assist_complete,
+        assist_accept,
+        assist_clear,
+    ):
         gr.api(user_errors(fn, cfg), api_name=fn.__name__)

@@ -96,8 +96,13 @@ def proposal_summary(tab: h.Tab) -> dict[str, Any]:
     st = state(tab)
     if st.proposal is None:
         return {"kind": None, "instance": None, "label": "", "area": 0, "mask": None}
-    return {"kind": st.kind, "instance": st.instance, "label": st.label, "area": int(st.proposal.sum()),
-            "mask": encode_rle(st.proposal)}
+    return {
+        "kind": st.kind,
+        "instance": st.instance,
+        "label": st.label,
+        "area": int(st.proposal.sum()),
+        "mask": encode_rle(st.proposal),
+    }
 
 
 def open_image(tab: h.Tab, image_id: int | None = None, index: int | None = None) -> dict[str, Any]:
@@ -116,8 +121,14 @@ def open_image(tab: h.Tab, image_id: int | None = None, index: int | None = None
 # ----- visible part ----------------------------------------------------------------------------
 
 
-def run_grabcut(tab: h.Tab, box: Sequence[float], positive=(), negative=(), foreground: np.ndarray | None = None,
-                background: np.ndarray | None = None) -> dict[str, Any]:
+def run_grabcut(
+    tab: h.Tab,
+    box: Sequence[float],
+    positive=(),
+    negative=(),
+    foreground: np.ndarray | None = None,
+    background: np.ndarray | None = None,
+) -> dict[str, Any]:
     """GrabCut from ``box`` [x0, y0, x1, y1] and positive / negative clicks (and strokes): the proposal."""
     image = h.current_image(tab)
     st = state(tab)
@@ -134,8 +145,9 @@ def run_grabcut(tab: h.Tab, box: Sequence[float], positive=(), negative=(), fore
     return proposal_summary(tab)
 
 
-def run_superpixels(tab: h.Tab, positive=(), negative=(), stroke: np.ndarray | None = None,
-                    mode: str = "add") -> dict[str, Any]:
+def run_superpixels(
+    tab: h.Tab, positive=(), negative=(), stroke: np.ndarray | None = None, mode: str = "add"
+) -> dict[str, Any]:
     """The superpixel brush: the superpixels under the positive clicks (and a stroke) added to the pending
     visible proposal, those under the negative clicks removed."""
     image = h.current_image(tab)
@@ -172,8 +184,13 @@ def _paint_hidden(tab: h.Tab, instance_id: int, stroke: np.ndarray, mode: str, l
     return proposal_summary(tab)
 
 
-def hidden_brush(tab: h.Tab, points: Sequence[Sequence[float]], radius: float = DEFAULT_RADIUS, mode: str = "add",
-                 instance_id: int | None = None) -> dict[str, Any]:
+def hidden_brush(
+    tab: h.Tab,
+    points: Sequence[Sequence[float]],
+    radius: float = DEFAULT_RADIUS,
+    mode: str = "add",
+    instance_id: int | None = None,
+) -> dict[str, Any]:
     """A brush stroke through ``points`` (one point: a dab), clipped to the objects in front of the instance.
     ``radius`` 0 sizes a dab by where it is (`semlayer.assist.auto_radius`)."""
     target = _instance(tab, instance_id)
@@ -185,8 +202,9 @@ def hidden_brush(tab: h.Tab, points: Sequence[Sequence[float]], radius: float = 
     if float(radius) == 0:
         if len(pts) != 1:
             raise h.UserError("radius 0 (sized by the click) is for a single dab, not a stroke")
-        radius = assist.auto_radius(_amodal_base(tab, target), *pts[0], mode == "add",
-                                    keep=tab.session.scene.visible(target))
+        radius = assist.auto_radius(
+            _amodal_base(tab, target), *pts[0], mode == "add", keep=tab.session.scene.visible(target)
+        )
     canvas = np.zeros(tab.session.scene.shape, np.uint8)
     r = int(round(float(radius)))
     for a, b in zip(pts, pts[1:]):
@@ -195,8 +213,9 @@ def hidden_brush(tab: h.Tab, points: Sequence[Sequence[float]], radius: float = 
     return _paint_hidden(tab, target, stroke, mode, "hidden-part brush")
 
 
-def hidden_polygon(tab: h.Tab, points: Sequence[Sequence[float]], mode: str = "add",
-                   instance_id: int | None = None) -> dict[str, Any]:
+def hidden_polygon(
+    tab: h.Tab, points: Sequence[Sequence[float]], mode: str = "add", instance_id: int | None = None
+) -> dict[str, Any]:
     """A filled polygon clipped to the objects in front of the instance."""
     target = _instance(tab, instance_id)
     pts = _points(tab, points, "points")
@@ -212,8 +231,9 @@ def hidden_stroke(tab: h.Tab, stroke: np.ndarray, mode: str = "add") -> dict[str
     return _paint_hidden(tab, _instance(tab, None), stroke, mode, "hidden-part brush")
 
 
-def complete(cfg: h.AppConfig, tab: h.Tab, method: str, instance_id: int | None = None,
-             box: Sequence[float] | None = None) -> dict[str, Any]:
+def complete(
+    cfg: h.AppConfig, tab: h.Tab, method: str, instance_id: int | None = None, box: Sequence[float] | None = None
+) -> dict[str, Any]:
     """A completion proposal of the instance's amodal mask: ``hull``, ``mirror`` or ``model`` (the loaded
     model's RoI heads on ``box``, default the box drawn on the canvas, else the instance's amodal box)."""
     if method not in COMPLETIONS:
@@ -270,8 +290,10 @@ def accept(tab: h.Tab, as_: str | None = None, name: str = "object", category: f
     if as_ not in ACCEPT_AS:
         raise h.UserError(f"accept as one of {', '.join(ACCEPT_AS)}, got {as_!r}")
     if (as_ == "amodal") != (st.kind == "amodal"):
-        raise h.UserError(f"the proposal is {'an amodal mask' if st.kind == 'amodal' else 'a visible part'}: "
-                          f"it cannot be accepted as {as_!r}")
+        raise h.UserError(
+            f"the proposal is {'an amodal mask' if st.kind == 'amodal' else 'a visible part'}: "
+            f"it cannot be accepted as {as_!r}"
+        )
     mask, label = st.proposal, st.label
     # Through the session's `apply`: one undoable, autosaved edit, as every other edit of the page.
     if as_ == "amodal":
@@ -281,8 +303,9 @@ def accept(tab: h.Tab, as_: str | None = None, name: str = "object", category: f
         h._edit(tab, "apply", f"{label}: visible part of {target}", assist.set_visible_part, target, mask)
     else:
         cat = None if category is None or (isinstance(category, float) and np.isnan(category)) else int(category)
-        new_id = h._edit(tab, "apply", f"{label}: new {name!r}", assist.add_visible_instance, mask,
-                         str(name or "object"), cat)
+        new_id = h._edit(
+            tab, "apply", f"{label}: new {name!r}", assist.add_visible_instance, mask, str(name or "object"), cat
+        )
         tab.selected, tab.selected_in = new_id, "annotation"
     clear(tab)
     return h.scene_summary(tab)
@@ -309,8 +332,9 @@ def canvas(tab: h.Tab, tool: str = "grabcut") -> np.ndarray:
     scale = h.display_scale(scene.shape)
     out = np.ascontiguousarray(h.enlarge(image, scale))
     if st.proposal is not None:
-        contours, _ = cv2.findContours(h.enlarge(st.proposal.astype(np.uint8), scale), cv2.RETR_LIST,
-                                       cv2.CHAIN_APPROX_NONE)
+        contours, _ = cv2.findContours(
+            h.enlarge(st.proposal.astype(np.uint8), scale), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE
+        )
         cv2.drawContours(out, contours, -1, (255, 255, 255), 1)
 
     def at(p: tuple[int, int]) -> tuple[int, int]:

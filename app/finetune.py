@@ -55,8 +55,9 @@ def next_run_dir(workspace: Path) -> Path:
     return workspace / f"finetune-{n}"
 
 
-def finetune_config(train_config: Path, checkpoint_model: dict[str, Any] | None, out: Path,
-                    class_agnostic: bool | None = None) -> Path:
+def finetune_config(
+    train_config: Path, checkpoint_model: dict[str, Any] | None, out: Path, class_agnostic: bool | None = None
+) -> Path:
     """The config a fine-tune runs with, written as ``out/finetune_config.yaml``: ``train_config``'s data
     and schedule with the ``model`` section of the checkpoint being fine-tuned (when it has one). Under
     another architecture ``--init`` would load only the weights that fit and silently start the rest

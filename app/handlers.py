@@ -362,7 +362,12 @@ def predict_upload(cfg: AppConfig, tab: Tab, path: str | os.PathLike) -> dict[st
     if tab.session.folder == uploads.folder:
         uploads = tab.session  # the tab's own, with its undo history
     index = len(uploads)
-    record = {"id": index + 1, "file_name": f"upload_{index + 1:05d}.png", "height": image.shape[0], "width": image.shape[1]}
+    record = {
+        "id": index + 1,
+        "file_name": f"upload_{index + 1:05d}.png",
+        "height": image.shape[0],
+        "width": image.shape[1],
+    }
     # Predicted before the tab moves to the uploads: a failed prediction leaves the tab where it was. The
     # uploads edit their scene: a copy of the cached prediction, the one place the app copies one.
     scene = model.predict(image, record, cfg.score_thr).copy()
@@ -616,7 +621,10 @@ class Display:
         """The image pixel (x, y) a click on display pixel (dx, dy) means."""
         x, y = int(dx) // self.up, int(dy) // self.up
         if self.down > 1:
-            x, y = min(x * self.down + self.down // 2, self.width - 1), min(y * self.down + self.down // 2, self.height - 1)
+            x, y = (
+                min(x * self.down + self.down // 2, self.width - 1),
+                min(y * self.down + self.down // 2, self.height - 1),
+            )
         return x, y
 
     def sample(self, mask: np.ndarray) -> np.ndarray:
@@ -645,8 +653,10 @@ def display_image(tab: Tab, display: Display) -> np.ndarray:
     if display.down == 1:
         return image
     h, w = display.reduced
-    return tab.figures.value(("display image", str(tab.session.image_path())),
-                             lambda: cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA))
+    return tab.figures.value(
+        ("display image", str(tab.session.image_path())),
+        lambda: cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA),
+    )
 
 
 def display_scene(cfg: AppConfig, tab: Tab, which: str, display: Display) -> AmodalScene:
@@ -659,9 +669,16 @@ def display_scene(cfg: AppConfig, tab: Tab, which: str, display: Display) -> Amo
     def reduce() -> AmodalScene:
         h, w = display.reduced
         instances = [
-            Instance(inst.id, display.sample(inst.amodal), rank=inst.rank, name=inst.name, category=inst.category,
-                     is_stuff=inst.is_stuff, score=inst.score,
-                     external=None if inst.external is None else display.sample(inst.external))
+            Instance(
+                inst.id,
+                display.sample(inst.amodal),
+                rank=inst.rank,
+                name=inst.name,
+                category=inst.category,
+                is_stuff=inst.is_stuff,
+                score=inst.score,
+                external=None if inst.external is None else display.sample(inst.external),
+            )
             for inst in scene.instances
         ]
         return AmodalScene({**scene.image, "height": h, "width": w}, instances)
@@ -682,8 +699,13 @@ def view_picture(cfg: AppConfig, tab: Tab) -> Picture:
     # In "both" the prediction is the right half.
     half = display.reduced[1] * display.up
     offset = (half if tab.selected_in == "prediction" and tab.show == "both" else 0, 0)
-    return tab.figures.only("outlined view", (*key, tab.selected_in, tab.selected), lambda: viz.selection_outline(
-        view.pixels, display_scene(cfg, tab, tab.selected_in, display), tab.selected, display.up, offset))
+    return tab.figures.only(
+        "outlined view",
+        (*key, tab.selected_in, tab.selected),
+        lambda: viz.selection_outline(
+            view.pixels, display_scene(cfg, tab, tab.selected_in, display), tab.selected, display.up, offset
+        ),
+    )
 
 
 def click_to_pixel(tab: Tab, dx: int, dy: int) -> tuple[int, int]:
@@ -726,7 +748,8 @@ def render_global(cfg: AppConfig, tab: Tab) -> np.ndarray:
             K = _K(cfg, tab, "prediction")
             share = semdist.layering_agreement(G, [inst.amodal for inst in _shown(cfg, tab).instances], K)
             note = "the network's own (global layering module)" + (
-                "" if share is None else f"\nits instances' overlap count agrees on {share:.0%} of object pixels")
+                "" if share is None else f"\nits instances' overlap count agrees on {share:.0%} of object pixels"
+            )
             return viz.global_layering_figure(image, G, K=K, note=note)
     return viz.global_layering_figure(image, _shown(cfg, tab), K=cfg.K)
 
@@ -893,8 +916,11 @@ def render(cfg: AppConfig, tab: Tab, parts: Sequence[str] = PARTS) -> dict[str, 
             category=inst.category if inst else None,
             stuff=bool(inst.is_stuff) if inst else False,
             # The instances the selection can be put in front of: every other one.
-            others=[(f"{i.name or 'unnamed'} (#{i.id})", i.id) for i in sorted(tab.session.scene.instances, key=lambda i: i.rank)
-                    if inst is None or i.id != inst.id],
+            others=[
+                (f"{i.name or 'unnamed'} (#{i.id})", i.id)
+                for i in sorted(tab.session.scene.instances, key=lambda i: i.rank)
+                if inst is None or i.id != inst.id
+            ],
         )
     if "table" in parts:
         scene = tab.session.scene

@@ -113,9 +113,11 @@ SHORTCUTS = {
     "n": ("key-cycle", "N", "next object (front to back)"),
     "ctrl+z": ("key-undo", "Ctrl+Z", "undo"), "ctrl+y": ("key-redo", "Ctrl+Y, Ctrl+Shift+Z", "redo"),
 }  # fmt: skip
-SHORTCUTS_HELP = "| key | does |\n|---|---|\n" + "\n".join(
-    f"| {label} | {what} |" for _, label, what in SHORTCUTS.values()
-) + "\n\nNot while typing in a box."
+SHORTCUTS_HELP = (
+    "| key | does |\n|---|---|\n"
+    + "\n".join(f"| {label} | {what} |" for _, label, what in SHORTCUTS.values())
+    + "\n\nNot while typing in a box."
+)
 SHORTCUTS_JS = """() => {
   const keys = %s;
   document.addEventListener("keydown", (e) => {
@@ -154,7 +156,9 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
                 # Level sets and G are matplotlib figures (slow): drawn only while their tab is open.
                 with gr.Tabs():
                     with gr.Tab("Depth overlay") as overlay_tab:
-                        main_img = figure(label="instances coloured by depth rank (click to select)", elem_id="main-image")
+                        main_img = figure(
+                            label="instances coloured by depth rank (click to select)", elem_id="main-image"
+                        )
                     with gr.Tab("Level sets") as levels_tab:
                         levels_img = figure(label="sem-dist level sets", elem_id="levels-image")
                     with gr.Tab("Global layering") as global_tab:
@@ -171,20 +175,31 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
                     next_btn = gr.Button("next image ▶", size="sm", elem_id="key-next")
                 with gr.Accordion("Load: upload, examples, dataset", open=False):
                     with gr.Row():
-                        upload = gr.File(label="upload an image (it is predicted)", file_types=["image"], type="filepath",
-                                       elem_id="upload")
+                        upload = gr.File(
+                            label="upload an image (it is predicted)",
+                            file_types=["image"],
+                            type="filepath",
+                            elem_id="upload",
+                        )
                         examples = gr.Gallery(
                             value=[str(p) for p in cfg.examples], label="examples (click one)", columns=4, height=160,
                             allow_preview=False, format="png", visible=bool(cfg.examples),
                         )  # fmt: skip
                     # Datasets by name among the files under --data-root (no root: no choice, only --data).
                     datasets, folders = security.dataset_choices(cfg), security.image_folder_choices(cfg)
-                    data_name, images_name = security.relative_name(cfg, cfg.data), security.relative_name(cfg, cfg.images)
+                    data_name, images_name = (
+                        security.relative_name(cfg, cfg.data),
+                        security.relative_name(cfg, cfg.images),
+                    )
                     with gr.Row(visible=cfg.data_root is not None):
-                        data_tb = gr.Dropdown(datasets, label="annotation file (COCOA, COCO-style amodal, KINS)",
-                                              value=data_name if data_name in datasets else None)
-                        images_tb = gr.Dropdown(folders, label="image folder",
-                                                value=images_name if images_name in folders else None)
+                        data_tb = gr.Dropdown(
+                            datasets,
+                            label="annotation file (COCOA, COCO-style amodal, KINS)",
+                            value=data_name if data_name in datasets else None,
+                        )
+                        images_tb = gr.Dropdown(
+                            folders, label="image folder", value=images_name if images_name in folders else None
+                        )
                         open_btn = gr.Button("Open dataset")
                     gallery = gr.Gallery(label="dataset", columns=8, height=180, allow_preview=False, format="png")
             # ----- right: inspector, table, edits -----
@@ -413,7 +428,12 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
                  [levels_img, global_img])  # fmt: skip
         # The 3-D surface is the slowest figure: drawn only while its tab is open.
         wire(surf_tab.select, event(r_inspector, lambda tab: setattr(tab, "surface", True)), None, everything)
-        wire(heat_tab.select, event(lambda t: {surf_img: None}, lambda tab: setattr(tab, "surface", False)), None, [surf_img])
+        wire(
+            heat_tab.select,
+            event(lambda t: {surf_img: None}, lambda tab: setattr(tab, "surface", False)),
+            None,
+            [surf_img],
+        )
 
         # ----- editing -----
         for btn, where in zip((fwd_btn, back_btn, front_btn, bottom_btn), MOVES):
@@ -424,6 +444,7 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
         wire(redo_btn.click, event(r_all, h.redo), None, everything)
         wire(attrs_btn.click, event(r_all, h.set_attributes), [name_tb, cat_num, stuff_cb], everything)
         wire(delete_btn.click, event(r_all, h.delete_selected), None, everything)
+
         def r_editor(tab: h.Tab) -> dict:
             return {editor: editor_page_value(tab)}
 

@@ -29,7 +29,9 @@ MAX_UPLOAD = "50mb"
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="semlayer-app", description=__doc__)
-    p.add_argument("--checkpoint", type=Path, help=f"model checkpoint (default: {_shown(DEFAULT_CHECKPOINT)} if present)")
+    p.add_argument(
+        "--checkpoint", type=Path, help=f"model checkpoint (default: {_shown(DEFAULT_CHECKPOINT)} if present)"
+    )
     p.add_argument("--data", type=Path, help="annotation file to open (COCOA, COCO-style amodal, KINS)")
     p.add_argument("--images", type=Path, help="image folder of --data")
     p.add_argument("--data-root", type=Path, help="folder whose annotation files and image folders the page may open "
@@ -37,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace", type=Path, default=DEFAULT_WORKSPACE, help="where edits and exports are saved")
     p.add_argument("--train-config", type=Path, help="data and schedule for fine-tuning from the page; the architecture "
                    "is the checkpoint's own (default: configs/tiny_synth.yaml)")  # fmt: skip
-    p.add_argument("--score-thr", type=float, default=0.5, help="predicted instances shown from this score on (default 0.5)")
+    p.add_argument(
+        "--score-thr", type=float, default=0.5, help="predicted instances shown from this score on (default 0.5)"
+    )
     p.add_argument("--finetune-iters", type=int, default=300, help="iterations of a fine-tune started from the page")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860)
@@ -78,7 +82,11 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
     if not 0.0 <= args.score_thr <= 1.0:
         raise ConfigError(f"--score-thr must be in [0, 1], got {args.score_thr}")
     train_config = args.train_config or (DEFAULT_TRAIN_CONFIG if DEFAULT_TRAIN_CONFIG.is_file() else None)
-    examples = sorted(p for p in DEMO_IMAGES.glob("*") if p.suffix.lower() in EXAMPLE_SUFFIXES)[:8] if DEMO_IMAGES.is_dir() else []
+    examples = (
+        sorted(p for p in DEMO_IMAGES.glob("*") if p.suffix.lower() in EXAMPLE_SUFFIXES)[:8]
+        if DEMO_IMAGES.is_dir()
+        else []
+    )
     return AppConfig(
         workspace=args.workspace.resolve(),
         data=None if data is None else data.resolve(),
@@ -99,8 +107,13 @@ def parse_auth(text: str | None) -> tuple[str, str] | None:
     return None if text is None else parse_credential(text, "--auth")
 
 
-def launch(cfg: AppConfig, host: str = "127.0.0.1", port: int | None = None,
-           logins: list[tuple[str, str]] | None = None, **options: Any) -> tuple[Any, str]:
+def launch(
+    cfg: AppConfig,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    logins: list[tuple[str, str]] | None = None,
+    **options: Any,
+) -> tuple[Any, str]:
     """Build the page and serve it: only `allowed_paths`, behind `FileGuard`, with the logins given.
     Returns the Blocks and the local URL (``options`` go to ``launch``, e.g. ``prevent_thread_lock``)."""
     from app.layout import build  # Gradio is slow to import: only once the input is known to be good

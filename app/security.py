@@ -60,7 +60,9 @@ def credentials(auth: str | None, auth_file: Path | None, env: Mapping[str, str]
         try:
             lines = Path(auth_file).read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as err:
-            raise ConfigError(f"--auth-file {auth_file}: not readable ({getattr(err, 'strerror', None) or err})") from None
+            raise ConfigError(
+                f"--auth-file {auth_file}: not readable ({getattr(err, 'strerror', None) or err})"
+            ) from None
         for n, line in enumerate(lines, 1):
             if line.strip() and not line.lstrip().startswith("#"):
                 found.append(parse_credential(line, f"--auth-file {auth_file} line {n}"))
@@ -79,8 +81,10 @@ def check_exposure(host: str, logins: list[tuple[str, str]], insecure: bool) -> 
             f"--host {host} makes the app reachable from other machines: give --auth-file FILE (or --auth, or "
             f"${AUTH_ENV}), or --insecure to serve without a login"
         )
-    return (f"--insecure: anyone who can reach {host} can read the dataset's images and annotations, edit them, "
-            "upload images and start fine-tunes")
+    return (
+        f"--insecure: anyone who can reach {host} can read the dataset's images and annotations, edit them, "
+        "upload images and start fine-tunes"
+    )
 
 
 # ----- choosing datasets ------------------------------------------------------------------------
@@ -124,8 +128,10 @@ def chosen(cfg: AppConfig, name: Any, choices: Iterable[str], what: str) -> Path
     """The file or folder a client chose, by name, among ``choices`` (listed by the server): the client's text
     is only compared, never joined into a path."""
     if cfg.data_root is None:
-        raise UserError("opening other datasets is off: start the app with --data-root FOLDER to choose among "
-                        "the annotation files there")
+        raise UserError(
+            "opening other datasets is off: start the app with --data-root FOLDER to choose among "
+            "the annotation files there"
+        )
     for choice in choices:
         if choice == name:
             return cfg.data_root if choice == "." else cfg.data_root / choice
@@ -201,8 +207,10 @@ class FileGuard:
             raw = scope.get("path", "")
             at = raw.find(FILE_ROUTE)
             if at >= 0:
-                requested = unquote(raw[at + len(FILE_ROUTE):])
-                if not requested.startswith(("http://", "https://")) and not servable(self.cfg, requested, _gradio_folders()):
+                requested = unquote(raw[at + len(FILE_ROUTE) :])
+                if not requested.startswith(("http://", "https://")) and not servable(
+                    self.cfg, requested, _gradio_folders()
+                ):
                     await _forbidden(send)
                     return
         await self.app(scope, receive, send)
@@ -254,8 +262,14 @@ def public_text(cfg: AppConfig, text: str) -> str:
     """``text`` for a client: paths under the data root, the image folder, the workspace, the app's folder, the
     working folder or the temp folder relative to them, and any other absolute path cut to its last part."""
     roots: list[tuple[Path, str]] = []
-    for root, label in ((cfg.data_root, ""), (cfg.images, ""), (cfg.workspace, "workspace/"),
-                        (ROOT, ""), (Path.cwd(), ""), (Path(tempfile.gettempdir()), "")):
+    for root, label in (
+        (cfg.data_root, ""),
+        (cfg.images, ""),
+        (cfg.workspace, "workspace/"),
+        (ROOT, ""),
+        (Path.cwd(), ""),
+        (Path(tempfile.gettempdir()), ""),
+    ):
         if root is not None:
             roots.append((Path(os.path.abspath(root)), label))
             roots.append((Path(os.path.realpath(root)), label))

@@ -297,8 +297,13 @@ def _relative(text: str, root: Path) -> str:
 
 
 def _check_rle(value: Any, file: str, path: str, shape: tuple[int, int] | None) -> tuple[int, int]:
-    if not (isinstance(value, dict) and isinstance(value.get("counts"), str) and isinstance(value.get("size"), list)
-            and len(value["size"]) == 2 and all(isinstance(v, int) and v > 0 for v in value["size"])):
+    if not (
+        isinstance(value, dict)
+        and isinstance(value.get("counts"), str)
+        and isinstance(value.get("size"), list)
+        and len(value["size"]) == 2
+        and all(isinstance(v, int) and v > 0 for v in value["size"])
+    ):
         raise FormatError(file, path, "a COCO RLE {size: [h, w], counts: str}")
     size = (value["size"][0], value["size"][1])
     if shape is not None and size != tuple(shape):
@@ -306,8 +311,14 @@ def _check_rle(value: Any, file: str, path: str, shape: tuple[int, int] | None) 
     return size
 
 
-INSTANCE_FIELDS = {"name": (str,), "category": (int, type(None)), "is_stuff": (bool,), "score": (int, float, type(None)),
-                   "polygons": (list, type(None)), "extra": (dict,)}
+INSTANCE_FIELDS = {
+    "name": (str,),
+    "category": (int, type(None)),
+    "is_stuff": (bool,),
+    "score": (int, float, type(None)),
+    "polygons": (list, type(None)),
+    "extra": (dict,),
+}
 
 
 def check_state(state: Any, file: str, path: str, shape: tuple[int, int] | None, patch: bool = False) -> None:
@@ -345,7 +356,9 @@ def check_scene_record(rec: dict[str, Any], file: str, shape: tuple[int, int] | 
     size, so a damaged or foreign file is refused when read rather than failing later in the page."""
     if added:
         image = rec.get("image")
-        if not (isinstance(image, dict) and all(isinstance(image.get(k), int) and image[k] > 0 for k in ("height", "width"))):
+        if not (
+            isinstance(image, dict) and all(isinstance(image.get(k), int) and image[k] > 0 for k in ("height", "width"))
+        ):
             raise FormatError(file, "image", "an image record with integer height and width")
         if not isinstance(rec.get("annotation"), dict):
             raise FormatError(file, "annotation", "an object")
@@ -371,7 +384,7 @@ def earlier_versions(folder: Path, source: Path) -> list[str]:
     stem = source.stem
     notices = []
     for other in sorted(folder.parent.glob(f"{stem}-*")):
-        if other == folder or not (other / "scenes").is_dir() or not other.name[len(stem) + 1:].isalnum():
+        if other == folder or not (other / "scenes").is_dir() or not other.name[len(stem) + 1 :].isalnum():
             continue
         if not any((other / "scenes").glob("*.json")):
             continue
@@ -662,7 +675,9 @@ class EditSession:
             # The scene files are on disk (reopening finishes the count); only the list of uploads needs this.
             if any(self._slots[k].added for k in range(len(self._slots))):
                 self._unsaved.add(index)
-            raise SaveError(f"could not save the session file ({err.strerror or err}); saved with your next edit") from None
+            raise SaveError(
+                f"could not save the session file ({err.strerror or err}); saved with your next edit"
+            ) from None
 
     def _save_position(self) -> None:
         """Remember the current scene; not an edit, so it never conflicts and keeps the revision."""
@@ -768,7 +783,9 @@ class EditSession:
             try:
                 atomic_write_bytes(image_path, image_png)
             except OSError as err:
-                raise SaveError(f"could not save the uploaded image ({err.strerror or err}); nothing was added") from None
+                raise SaveError(
+                    f"could not save the uploaded image ({err.strerror or err}); nothing was added"
+                ) from None
             slot = _SceneSlot(base=base, added=True, live=scene)
             self._slots.append(slot)
             slot.state = self._state(index)
@@ -820,8 +837,10 @@ class EditSession:
             raise
         if after == before:
             return result
-        if after["ids"] != before["ids"] or after["ranks"] != before["ranks"] or any(
-            before["instances"].get(k, {}).get("amodal") != v["amodal"] for k, v in after["instances"].items()
+        if (
+            after["ids"] != before["ids"]
+            or after["ranks"] != before["ranks"]
+            or any(before["instances"].get(k, {}).get("amodal") != v["amodal"] for k, v in after["instances"].items())
         ):
             # Dense predictions describe the old masks and order; views fall back to the encoded maps.
             for inst in scene.instances:
@@ -943,8 +962,10 @@ class EditSession:
         try:
             data = self.source.read_bytes()
         except OSError as err:
-            raise SourceChangedError(f"{self.source.name} cannot be read any more ({err.strerror}); restore it to "
-                                     "export COCOA merged into it, or export COCO-style or KINS JSON") from None
+            raise SourceChangedError(
+                f"{self.source.name} cannot be read any more ({err.strerror}); restore it to "
+                "export COCOA merged into it, or export COCO-style or KINS JSON"
+            ) from None
         if hashlib.sha256(data).hexdigest() != self.source_sha256:
             raise SourceChangedError(
                 f"{self.source.name} changed on disk since it was opened, so these edits (of its earlier version) "

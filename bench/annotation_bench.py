@@ -117,8 +117,9 @@ def visible_methods(image: np.ndarray, target: np.ndarray, radius: float, sp_cac
 
     def grabcut_step(mask: np.ndarray, click: assist.Click) -> np.ndarray:
         clicks[click.positive].append((click.x, click.y))
-        return assist.grabcut(image, box, assist.clicks_mask(target.shape, clicks[True]),
-                              assist.clicks_mask(target.shape, clicks[False]))
+        return assist.grabcut(
+            image, box, assist.clicks_mask(target.shape, clicks[True]), assist.clicks_mask(target.shape, clicks[False])
+        )
 
     labels = sp_cache.labels(image)
 
@@ -139,8 +140,14 @@ def formats_bbox(mask: np.ndarray) -> list[float]:
     return mask_bbox(mask)
 
 
-def amodal_methods(image: np.ndarray, scene: AmodalScene, instance_id: int, target: np.ndarray, radius: float,
-                   completer: assist.BoxCompleter | None):
+def amodal_methods(
+    image: np.ndarray,
+    scene: AmodalScene,
+    instance_id: int,
+    target: np.ndarray,
+    radius: float,
+    completer: assist.BoxCompleter | None,
+):
     """(start, cost, step) of each amodal method for one object; ``scene`` has its amodal mask set to its
     visible part."""
     visible = scene.get(instance_id).amodal
@@ -241,13 +248,19 @@ def api_amodal_methods(api: AppAnnotator, shape: tuple[int, int], instance_id: i
     def visible() -> np.ndarray:
         # The whole image removed, clipped to the objects in front: the visible part, as a pending proposal.
         api.call("/assist_clear")
-        return api.proposal("/assist_hidden_polygon", instance_id, [[0, 0], [W - 1, 0], [W - 1, H - 1], [0, H - 1]],
-                            "remove")
+        return api.proposal(
+            "/assist_hidden_polygon", instance_id, [[0, 0], [W - 1, 0], [W - 1, H - 1], [0, H - 1]], "remove"
+        )
 
     def dab(size: float) -> Step:
         def step(mask: np.ndarray, click: assist.Click) -> np.ndarray:
-            return api.proposal("/assist_hidden_brush", instance_id, [[int(click.x), int(click.y)]], size,
-                                "add" if click.positive else "remove")
+            return api.proposal(
+                "/assist_hidden_brush",
+                instance_id,
+                [[int(click.x), int(click.y)]],
+                size,
+                "add" if click.positive else "remove",
+            )
 
         return step
 
@@ -273,8 +286,10 @@ def run(args: argparse.Namespace) -> dict:
     if not args.api:
         return _run(args, None)
     if args.superpixel_area != assist.SUPERPIXEL_AREA:
-        raise SemlayerError(f"--api: the app's superpixels are of {assist.SUPERPIXEL_AREA} pixels, "
-                            f"not --superpixel-area {args.superpixel_area}")
+        raise SemlayerError(
+            f"--api: the app's superpixels are of {assist.SUPERPIXEL_AREA} pixels, "
+            f"not --superpixel-area {args.superpixel_area}"
+        )
     with app_annotator(args) as api:
         return _run(args, api)
 
@@ -345,19 +360,25 @@ def _run(args: argparse.Namespace, api: AppAnnotator | None) -> dict:
 
 
 def table(out: dict) -> str:
-    lines = ["| method | task | objects | brush radius | NoC@85 | NoC@90 | NoC@85 / brush | NoC@90 / brush | "
-             "seconds per object (median) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | task | objects | brush radius | NoC@85 | NoC@90 | NoC@85 / brush | NoC@90 / brush | "
+        "seconds per object (median) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for task in ("visible", "amodal"):
         base = out.get("brush", {}).get(task)
         for name, tasks in out.items():
             r = tasks.get(task)
             if r is None:
                 continue
-            ratio = ["—", "—"] if not base else [
-                f"{r[k] / base[k]:.2f}" if base[k] else "—" for k in ("noc85", "noc90")]
+            ratio = (
+                ["—", "—"] if not base else [f"{r[k] / base[k]:.2f}" if base[k] else "—" for k in ("noc85", "noc90")]
+            )
             radius = "—" if r["radius"] is None else f"{r['radius']:g}"
-            lines.append(f"| {name} | {task} | {r['objects']} | {radius} | {r['noc85']:.2f} | {r['noc90']:.2f} | {ratio[0]} | "
-                         f"{ratio[1]} | {r['seconds']:.4f} |")
+            lines.append(
+                f"| {name} | {task} | {r['objects']} | {radius} | {r['noc85']:.2f} | {r['noc90']:.2f} | {ratio[0]} | "
+                f"{ratio[1]} | {r['seconds']:.4f} |"
+            )
     return "\n".join(lines)
 
 
@@ -368,13 +389,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", required=True, help="where to write the results")
     p.add_argument("--checkpoint", default=None, help="model for the 'model' proposal (default: the shipped one)")
     p.add_argument("--no-model", action="store_true", help="leave the 'model' proposal out")
-    p.add_argument("--brush-radius", type=float, nargs="+", default=[4.0, 8.0, 16.0],
-                   help="brush radii to try, pixels (default 4 8 16); each method is reported at its best")
-    p.add_argument("--superpixel-area", type=int, default=assist.SUPERPIXEL_AREA,
-                   help=f"pixels per superpixel (default {assist.SUPERPIXEL_AREA})")
+    p.add_argument(
+        "--brush-radius",
+        type=float,
+        nargs="+",
+        default=[4.0, 8.0, 16.0],
+        help="brush radii to try, pixels (default 4 8 16); each method is reported at its best",
+    )
+    p.add_argument(
+        "--superpixel-area",
+        type=int,
+        default=assist.SUPERPIXEL_AREA,
+        help=f"pixels per superpixel (default {assist.SUPERPIXEL_AREA})",
+    )
     p.add_argument("--max-objects", type=int, default=0, help="stop after this many objects (0: all)")
-    p.add_argument("--api", action="store_true",
-                   help="the assists through the app's script API (gradio_client), model proposal left out")
+    p.add_argument(
+        "--api",
+        action="store_true",
+        help="the assists through the app's script API (gradio_client), model proposal left out",
+    )
     p.add_argument("--url", default=None, help="with --api: the running app serving --data (default: start one)")
     p.add_argument("--auth", default=None, help="with --url: USER:PASSWORD of the app's login")
     args = p.parse_args(argv)

@@ -109,7 +109,9 @@ def clicks(cfg: h.AppConfig, tab: h.Tab, which: str, fresh: str = "") -> list[fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="model (default: the shipped one)")
-    parser.add_argument("--image-id", type=int, default=README_IMAGE_ID, help="demo image to use (default: the README's)")
+    parser.add_argument(
+        "--image-id", type=int, default=README_IMAGE_ID, help="demo image to use (default: the README's)"
+    )
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args()
@@ -171,12 +173,17 @@ def run(args: argparse.Namespace, workspace: Path) -> None:
         for pane in ("levels", "global"):
             tab.figures.clear()
             tab.pane = pane
-            add(f"open {'level sets' if pane == 'levels' else 'G'}", [timed(lambda: write(h.render(cfg, tab, ("panes",))))])
+            add(
+                f"open {'level sets' if pane == 'levels' else 'G'}",
+                [timed(lambda: write(h.render(cfg, tab, ("panes",))))],
+            )
         tab.pane = "overlay"
 
     base = statistics.median(rows["inference"])
-    print(f"app on demo image {args.image_id} ({scene.width}x{scene.height}, {len(scene)} annotated instances, "
-          f"{len(predicted)} predicted at score >= {cfg.score_thr}); model {args.checkpoint}")
+    print(
+        f"app on demo image {args.image_id} ({scene.width}x{scene.height}, {len(scene)} annotated instances, "
+        f"{len(predicted)} predicted at score >= {cfg.score_thr}); model {args.checkpoint}"
+    )
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.repeats} repeats, medians")
     print(f"{'operation':<20} {'ms':>8} {'ratio':>7} {'target':>7}  n")
     for name, values in rows.items():

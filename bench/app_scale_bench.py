@@ -100,9 +100,18 @@ def write_photo(folder: Path, width: int, height: int, instances: int) -> Path:
     image = cv2.resize(layout.render(), (width, height), interpolation=cv2.INTER_LINEAR)
     cv2.imwrite(str(folder / "photo.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
     small = layout.to_scene(1)
-    scene = AmodalScene({"id": 1, "file_name": "photo.jpg", "height": height, "width": width}, [
-        Instance(inst.id, cv2.resize(inst.amodal.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
-                 .astype(bool), rank=inst.rank, name=inst.name) for inst in small.instances])
+    scene = AmodalScene(
+        {"id": 1, "file_name": "photo.jpg", "height": height, "width": width},
+        [
+            Instance(
+                inst.id,
+                cv2.resize(inst.amodal.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).astype(bool),
+                rank=inst.rank,
+                name=inst.name,
+            )
+            for inst in small.instances
+        ],
+    )
     formats.save(AnnotationSet([scene], format="cocoa"), path, format="cocoa")
     return path
 
@@ -145,8 +154,9 @@ def child(mode: str, data: Path) -> None:
 
 
 def run(mode: str, data: Path) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", mode, str(data)], capture_output=True, text=True,
-                          cwd=ROOT, check=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", mode, str(data)], capture_output=True, text=True, cwd=ROOT, check=True
+    )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -167,8 +177,10 @@ def main() -> None:
     width, height = (int(v) for v in args.photo.split("x"))
     photo = write_photo(args.work / "photo", width, height, args.instances)
     regions = sum(len(a["regions"]) for a in json.loads(data.read_text())["annotations"])
-    print(f"{args.images} images, {regions} regions, {data.stat().st_size / 1e6:.0f} MB of COCOA JSON; "
-          f"medians of {args.repeats} fresh processes")
+    print(
+        f"{args.images} images, {regions} regions, {data.stat().st_size / 1e6:.0f} MB of COCOA JSON; "
+        f"medians of {args.repeats} fresh processes"
+    )
     rows = {}
     for mode, path in (("index-first", data), ("decode-all", data), ("photo", photo)):
         runs = [run(mode, path) for _ in range(args.repeats)]
@@ -177,11 +189,17 @@ def main() -> None:
     new, old = rows["index-first"], rows["decode-all"]
     print("| step | s | peak RSS MB |\n|---|---|---|")
     print(f"| open {args.images} images, first image: index first | {new['first_s']:.2f} | {new['peak_mb']:.0f} |")
-    print(f"| open {args.images} images, first image: decode all (baseline) | {old['first_s']:.2f} | {old['peak_mb']:.0f} |")
-    print(f"| ratio baseline / index first | {old['first_s'] / new['first_s']:.1f} | {old['peak_mb'] / new['peak_mb']:.2f} |")
+    print(
+        f"| open {args.images} images, first image: decode all (baseline) | {old['first_s']:.2f} | {old['peak_mb']:.0f} |"
+    )
+    print(
+        f"| ratio baseline / index first | {old['first_s'] / new['first_s']:.1f} | {old['peak_mb'] / new['peak_mb']:.2f} |"
+    )
     ph = rows["photo"]
-    print(f"| {args.photo} photo, {int(ph['instances'])} instances ({int(ph['predicted'])} predicted): open | "
-          f"{ph['first_s']:.2f} | |")
+    print(
+        f"| {args.photo} photo, {int(ph['instances'])} instances ({int(ph['predicted'])} predicted): open | "
+        f"{ph['first_s']:.2f} | |"
+    )
     print(f"| the photo: click + inspector | {ph['click_s']:.2f} | {ph['peak_mb']:.0f} |")
     print(f"(RSS after imports: {new['imports_mb']:.0f} MB)")
 

@@ -32,9 +32,17 @@ from semlayer.predict import predict_files  # noqa: E402
 from semlayer.synth import write_dataset  # noqa: E402
 
 COLUMNS = [
-    ("amodal AP", "amodal_AP"), ("AP50", "amodal_AP50"), ("AP75", "amodal_AP75"), ("AR100", "amodal_AR100"),
-    ("visible AP", "visible_AP"), ("AP none", "AP_none"), ("AP partial", "AP_partial"), ("AP heavy", "AP_heavy"),
-    ("mIoU amodal", "miou_amodal"), ("mIoU occluded", "miou_occluded"), ("order acc", "order_acc"),
+    ("amodal AP", "amodal_AP"),
+    ("AP50", "amodal_AP50"),
+    ("AP75", "amodal_AP75"),
+    ("AR100", "amodal_AR100"),
+    ("visible AP", "visible_AP"),
+    ("AP none", "AP_none"),
+    ("AP partial", "AP_partial"),
+    ("AP heavy", "AP_heavy"),
+    ("mIoU amodal", "miou_amodal"),
+    ("mIoU occluded", "miou_occluded"),
+    ("order acc", "order_acc"),
     ("order acc, both found", "order_acc_matched"),
     ("occlusion F1", "occlusion_f1"),
 ]
@@ -48,10 +56,14 @@ def main() -> None:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--work", type=Path, default=Path("/tmp/semlayer_compare"))
     p.add_argument("--score-thr", type=float, default=0.5)
-    p.add_argument("--class-agnostic", action="store_true",
-                   help="ignore categories in AP and matching (detection and ordering apart from classification)")
-    p.add_argument("--resamples", type=int, default=0,
-                   help="paired bootstrap of the first model against each other one (0: none)")
+    p.add_argument(
+        "--class-agnostic",
+        action="store_true",
+        help="ignore categories in AP and matching (detection and ordering apart from classification)",
+    )
+    p.add_argument(
+        "--resamples", type=int, default=0, help="paired bootstrap of the first model against each other one (0: none)"
+    )
     args = p.parse_args()
     torch.set_num_threads(1)
 
@@ -66,11 +78,14 @@ def main() -> None:
         out = args.work / f"pred_{name.replace(' ', '_')}.json"
         predict_files(ckpt, [test_dir / "images"], out, fmt="cocoa", score_thr=args.score_thr)
         files[name] = out
-        rows[name] = evaluate(gt, formats.load(out), gt_file=str(gt_path), pred_file=str(out),
-                              class_agnostic=args.class_agnostic or None)
+        rows[name] = evaluate(
+            gt, formats.load(out), gt_file=str(gt_path), pred_file=str(out), class_agnostic=args.class_agnostic or None
+        )
 
-    print(f"test set: {len(gt)} synthetic images, seed {args.seed}, {sum(len(s) for s in gt)} objects; "
-          f"score threshold {args.score_thr}{'; class-agnostic' if args.class_agnostic else ''}")
+    print(
+        f"test set: {len(gt)} synthetic images, seed {args.seed}, {sum(len(s) for s in gt)} objects; "
+        f"score threshold {args.score_thr}{'; class-agnostic' if args.class_agnostic else ''}"
+    )
     print("| model | " + " | ".join(c for c, _ in COLUMNS) + " |")
     print("|---|" + "---|" * len(COLUMNS))
     for name, m in rows.items():
@@ -83,12 +98,19 @@ def main() -> None:
         print("| against | metric | difference | 95 % interval | resamples ahead |")
         print("|---|---|---|---|---|")
         for other in names[1:]:
-            result = paired_bootstrap(gt, first, formats.load(files[other]), resamples=args.resamples,
-                                      class_agnostic=args.class_agnostic or None)
+            result = paired_bootstrap(
+                gt,
+                first,
+                formats.load(files[other]),
+                resamples=args.resamples,
+                class_agnostic=args.class_agnostic or None,
+            )
             for metric in ("amodal_AP", "amodal_AP50", "amodal_AP75", "miou_occluded", "order_acc"):
                 r = result[metric]
-                print(f"| {other} | {metric} | {r['diff']:+.3f} | [{r['low']:+.3f}, {r['high']:+.3f}] | "
-                      f"{r['share_ahead']:.1%} |")
+                print(
+                    f"| {other} | {metric} | {r['diff']:+.3f} | [{r['low']:+.3f}, {r['high']:+.3f}] | "
+                    f"{r['share_ahead']:.1%} |"
+                )
 
 
 if __name__ == "__main__":

@@ -70,8 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=None, help="iterations per model (default 300; 3 with --tiny)")
     p.add_argument("--heldout", type=int, default=None, help="held-out scenes to predict (default 50; 2 with --tiny)")
     p.add_argument("--out", default=None, help="run folder (default: a temporary one)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads (default: 1 with --tiny, as OpenMP threads spin against a shared machine's jobs)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads (default: 1 with --tiny, as OpenMP threads spin against a shared machine's jobs)",
+    )
     args = p.parse_args(argv)
     if args.threads or args.tiny:
         torch.set_num_threads(args.threads or 1)
@@ -82,8 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     iters = args.iters or (3 if args.tiny else 300)
     out = Path(args.out or tempfile.mkdtemp(prefix="gpu_check_"))
     cuda = args.device == "cuda"
-    print(f"device {torch.cuda.get_device_name() if cuda else 'cpu'}, {iters} iterations per model, "
-          f"{'tiny network, 96 px' if args.tiny else 'ResNet-50-FPN, 800 px, AMP'}; runs in {out}")
+    print(
+        f"device {torch.cuda.get_device_name() if cuda else 'cpu'}, {iters} iterations per model, "
+        f"{'tiny network, 96 px' if args.tiny else 'ResNet-50-FPN, 800 px, AMP'}; runs in {out}"
+    )
 
     timing: dict[str, tuple[float, float | None]] = {}
     for kind, name in KINDS.items():
@@ -98,21 +104,38 @@ def main(argv: list[str] | None = None) -> int:
     print(f"SLN / Mask R-CNN  {ratio:.2f}x s/iter")
 
     size = 96 if args.tiny else 800
-    heldout = write_dataset(out / "heldout", num_images=args.heldout or (2 if args.tiny else 50), seed=12345,
-                            size=size, progress=False)
+    heldout = write_dataset(
+        out / "heldout", num_images=args.heldout or (2 if args.tiny else 50), seed=12345, size=size, progress=False
+    )
     pred = out / "heldout_pred.json"
-    report = predict_files(out / "sln" / "last.pt", [out / "heldout" / "images"], pred, fmt="results",
-                           score_thr=0.05, device=args.device, progress=False)
+    report = predict_files(
+        out / "sln" / "last.pt",
+        [out / "heldout" / "images"],
+        pred,
+        fmt="results",
+        score_thr=0.05,
+        device=args.device,
+        progress=False,
+    )
     print(f"predicted {report.num_images} held-out scenes, {report.num_instances} instances")
     gt, predictions = formats.load(heldout), formats.load(pred)
     default = evaluate(gt, predictions, gt_file=str(heldout), pred_file=str(pred))
-    print(f"default protocol: amodal AP {default['amodal_AP']:.3f}, AP50 {default['amodal_AP50']:.3f}, "
-          f"order accuracy {default['order_acc']:.3f}")
+    print(
+        f"default protocol: amodal AP {default['amodal_AP']:.3f}, AP50 {default['amodal_AP50']:.3f}, "
+        f"order accuracy {default['order_acc']:.3f}"
+    )
     official = official_cocoa_evaluate(gt, predictions, gt_file=str(heldout), pred_file=str(pred))
     print(format_official_table(official))
-    summary = {"device": args.device, "tiny": args.tiny, "iterations": iters,
-               "s_per_iter": {k: t for k, (t, _) in timing.items()}, "ratio": ratio,
-               "peak_gib": {k: m for k, (_, m) in timing.items()}, "default": default, "cocoa_official": official}
+    summary = {
+        "device": args.device,
+        "tiny": args.tiny,
+        "iterations": iters,
+        "s_per_iter": {k: t for k, (t, _) in timing.items()},
+        "ratio": ratio,
+        "peak_gib": {k: m for k, (_, m) in timing.items()},
+        "default": default,
+        "cocoa_official": official,
+    }
     (out / "gpu_check.json").write_text(json.dumps(summary, indent=2))
     print(f"wrote {out / 'gpu_check.json'}")
     return 0

@@ -44,8 +44,14 @@ SIZE = 256
 
 def predictor(config: dict, kind: str, detections: int, state: dict | None, semdist: bool = True) -> Predictor:
     """A predictor whose model returns exactly ``detections`` boxes per image."""
-    model_cfg = dict(config["model"], kind=kind, box_score_thresh=0.0, box_nms_thresh=1.0,
-                     box_detections_per_img=detections, init=None)
+    model_cfg = dict(
+        config["model"],
+        kind=kind,
+        box_score_thresh=0.0,
+        box_nms_thresh=1.0,
+        box_detections_per_img=detections,
+        init=None,
+    )
     cfg = {**config, "model": model_cfg}
     torch.manual_seed(0)
     model = build_model(cfg)
@@ -58,7 +64,8 @@ def predictor(config: dict, kind: str, detections: int, state: dict | None, semd
 def channels_last_mask_branch(pred: Predictor) -> Predictor:
     """The baseline's mask head (and so its upsampling, which reads the head's output) in channels-last."""
     pred.model.roi_heads.mask_head.register_forward_pre_hook(
-        lambda module, args: (args[0].contiguous(memory_format=torch.channels_last),))
+        lambda module, args: (args[0].contiguous(memory_format=torch.channels_last),)
+    )
     return pred
 
 
@@ -85,16 +92,21 @@ def main() -> None:
         config, state, source = ckpt["config"], ckpt["model"], str(ckpt_path)
     else:
         config, state, source = load_config(ROOT / "configs" / "tiny_synth.yaml"), None, "random weights"
-    print(f"SLN-tiny ({source}) vs maskrcnn_amodal (random weights), {SIZE}x{SIZE} synthetic scenes, "
-          f"torch {torch.__version__}, {args.threads} thread(s), median of {args.repeats}")
-    print(f"{'dets':>4} {'objects':>7} {'model':>15} {'network ms':>10} {'post ms':>8} {'total ms':>8} "
-          f"{'post share':>10}")
+    print(
+        f"SLN-tiny ({source}) vs maskrcnn_amodal (random weights), {SIZE}x{SIZE} synthetic scenes, "
+        f"torch {torch.__version__}, {args.threads} thread(s), median of {args.repeats}"
+    )
+    print(
+        f"{'dets':>4} {'objects':>7} {'model':>15} {'network ms':>10} {'post ms':>8} {'total ms':>8} {'post share':>10}"
+    )
     for n in (10, 50):
         image, gt = generate_scene(np.random.default_rng(n), size=SIZE, max_instances=n, min_instances=n)
-        preds = {"SLN": predictor(config, "sln", n, state),
-                 "SLN, no maps": predictor(config, "sln", n, state, semdist=False),
-                 "Mask R-CNN": predictor(config, "maskrcnn_amodal", n, None),
-                 "Mask R-CNN, CL": channels_last_mask_branch(predictor(config, "maskrcnn_amodal", n, None))}
+        preds = {
+            "SLN": predictor(config, "sln", n, state),
+            "SLN, no maps": predictor(config, "sln", n, state, semdist=False),
+            "Mask R-CNN": predictor(config, "maskrcnn_amodal", n, None),
+            "Mask R-CNN, CL": channels_last_mask_branch(predictor(config, "maskrcnn_amodal", n, None)),
+        }
         times: dict[str, list[tuple[float, float]]] = {name: [] for name in preds}
         for rep in range(args.repeats + 2):
             for name, pred in preds.items():
@@ -109,16 +121,21 @@ def main() -> None:
             post = statistics.median(r[1] for r in rows)
             total = statistics.median(r[0] + r[1] for r in rows)
             medians[name] = (net, post, total)
-            print(f"{n:>4} {len(gt):>7} {name:>15} {net * 1e3:>10.1f} {post * 1e3:>8.1f} {total * 1e3:>8.1f} "
-                  f"{post / total:>10.1%}")
+            print(
+                f"{n:>4} {len(gt):>7} {name:>15} {net * 1e3:>10.1f} {post * 1e3:>8.1f} {total * 1e3:>8.1f} "
+                f"{post / total:>10.1%}"
+            )
         for name, base_name, label, note in (
-                ("SLN", "Mask R-CNN", "ratio SLN/base", "(target total <= 1.25)"),
-                ("SLN, no maps", "Mask R-CNN", "no maps/base", "(target total <= 1.25)"),
-                ("SLN", "Mask R-CNN, CL", "SLN/CL base", "(the same layout on both)"),
-                ("SLN, no maps", "Mask R-CNN, CL", "no maps/CL base", "(the same layout on both)")):
+            ("SLN", "Mask R-CNN", "ratio SLN/base", "(target total <= 1.25)"),
+            ("SLN, no maps", "Mask R-CNN", "no maps/base", "(target total <= 1.25)"),
+            ("SLN", "Mask R-CNN, CL", "SLN/CL base", "(the same layout on both)"),
+            ("SLN, no maps", "Mask R-CNN, CL", "no maps/CL base", "(the same layout on both)"),
+        ):
             sln, base = medians[name], medians[base_name]
-            print(f"{n:>4} {'':>7} {label:>15} {sln[0] / base[0]:>10.2f} {sln[1] / base[1]:>8.2f} "
-                  f"{sln[2] / base[2]:>8.2f}   {note}")
+            print(
+                f"{n:>4} {'':>7} {label:>15} {sln[0] / base[0]:>10.2f} {sln[1] / base[1]:>8.2f} "
+                f"{sln[2] / base[2]:>8.2f}   {note}"
+            )
 
 
 if __name__ == "__main__":

@@ -37,9 +37,15 @@ def write_files(folder: Path, images: int, size: int, objects: int) -> tuple[Pat
         scene.image["file_name"] = f"{k + 1:06d}.png"
         gt.append(scene)
         moved = [np.roll(inst.amodal, 2, axis=1) for inst in scene.instances]
-        pred.append(AmodalScene(dict(scene.image), [
-            Instance(inst.id, mask, rank=inst.rank, category=inst.category, score=float(rng.uniform(0.3, 1.0)))
-            for inst, mask in zip(scene.instances, moved)]))
+        pred.append(
+            AmodalScene(
+                dict(scene.image),
+                [
+                    Instance(inst.id, mask, rank=inst.rank, category=inst.category, score=float(rng.uniform(0.3, 1.0)))
+                    for inst, mask in zip(scene.instances, moved)
+                ],
+            )
+        )
     gt_path, pred_path = folder / "gt.json", folder / "pred.json"
     categories = [{"id": c, "name": str(c)} for c in sorted({i.category for s in gt for i in s.instances})]
     formats.save(AnnotationSet(gt, categories, format="coco"), gt_path, format="coco")
@@ -71,15 +77,18 @@ def main() -> None:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         gt_path, pred_path, instances = write_files(Path(tmp), args.images, args.size, args.objects)
-        print(f"{args.images} images of {args.size}x{args.size}, {instances} instances; "
-              f"ground truth {gt_path.stat().st_size / 1e6:.1f} MB of JSON; median of {args.repeats}")
+        print(
+            f"{args.images} images of {args.size}x{args.size}, {instances} instances; "
+            f"ground truth {gt_path.stat().st_size / 1e6:.1f} MB of JSON; median of {args.repeats}"
+        )
         rows = {}
         for compact in (False, True):
             name = "compact" if compact else "dense"
             rows[name, "load"] = measure(lambda: formats.load(gt_path, compact=compact), args.repeats)
             rows[name, "evaluate"] = measure(
                 lambda: evaluate(formats.load(gt_path, compact=compact), formats.load(pred_path, compact=compact)),
-                args.repeats)
+                args.repeats,
+            )
         held = formats.load(gt_path, compact=True).scenes.nbytes / 1e6
         print(f"{'step':>9} {'scenes':>8} {'time s':>7} {'peak MB':>8}")
         for (name, step), (sec, peak) in rows.items():
@@ -87,8 +96,10 @@ def main() -> None:
         for step in ("load", "evaluate"):
             (dt, dm), (ct, cm) = rows["dense", step], rows["compact", step]
             print(f"{step:>9} {'ratio':>8} {dt / ct:>7.2f} {dm / cm:>8.1f}   (dense / compact)")
-        print(f"compact scenes hold {held:.1f} MB ({held * 1e6 / instances:.0f} bytes an instance); full-frame "
-              f"amodal masks alone would be {instances * args.size ** 2 / 1e6:.0f} MB")
+        print(
+            f"compact scenes hold {held:.1f} MB ({held * 1e6 / instances:.0f} bytes an instance); full-frame "
+            f"amodal masks alone would be {instances * args.size**2 / 1e6:.0f} MB"
+        )
 
 
 if __name__ == "__main__":

@@ -58,8 +58,16 @@ def kins_scene(seed: int, k: int, objects: int) -> tuple[AmodalScene, list]:
         for obj in layout.objects:
             polygon = [v + step * t if i % 2 == 0 else v for i, v in enumerate(obj.polygon)]
             rank = len(instances) + 1
-            instances.append(Instance(id=rank, amodal=rasterize(polygon, KINS_H, KINS_W), rank=rank, name=obj.name,
-                                      category=obj.category, polygons=[polygon]))
+            instances.append(
+                Instance(
+                    id=rank,
+                    amodal=rasterize(polygon, KINS_H, KINS_W),
+                    rank=rank,
+                    name=obj.name,
+                    category=obj.category,
+                    polygons=[polygon],
+                )
+            )
     image = {"id": k + 1, "file_name": f"synth_{k + 1:06d}.png", "height": KINS_H, "width": KINS_W}
     return AmodalScene(image, instances, {"id": k + 1, "author": "scale_bench"}), tiles
 
@@ -68,7 +76,7 @@ def render_kins(tiles: list) -> np.ndarray:
     canvas = np.zeros((KINS_H, KINS_W, 3), np.uint8)
     step = (KINS_W - KINS_H) // (KINS_TILES - 1)
     for t, layout in enumerate(tiles):
-        canvas[:, step * t: step * t + KINS_H] = layout.render()
+        canvas[:, step * t : step * t + KINS_H] = layout.render()
     return canvas
 
 
@@ -98,11 +106,13 @@ def write_set(folder: Path, n: int, side: int, objects: int, kins: bool, rendere
 def measure(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
     """(seconds, peak RSS MB) of a command run to completion in a child process of a fresh measuring process,
     so that getrusage's children maximum is this command's alone."""
-    probe = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
-             "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True); "
-             "dt = time.perf_counter() - t; "
-             "print(dt, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024); "
-             "sys.exit(r.returncode and print(r.stderr[-3000:], file=sys.stderr) or r.returncode)")
+    probe = (
+        "import resource, subprocess, sys, time; t = time.perf_counter(); "
+        "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True); "
+        "dt = time.perf_counter() - t; "
+        "print(dt, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024); "
+        "sys.exit(r.returncode and print(r.stderr[-3000:], file=sys.stderr) or r.returncode)"
+    )
     out = subprocess.run([sys.executable, "-c", probe, *cmd], cwd=ROOT, env=env, capture_output=True, text=True)
     if out.returncode not in (0, 1):  # validate exits 1 with violations: still a measured run
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr}")
@@ -120,9 +130,24 @@ def app_open(data: Path, images: Path, workspace: Path) -> tuple[float, float]:
     """Seconds until `python -m app` answers its page, and its peak RSS (VmHWM) by then."""
     port = free_port()
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "app", "--data", str(data), "--images", str(images),
-                             "--workspace", str(workspace), "--port", str(port)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "app",
+            "--data",
+            str(data),
+            "--images",
+            str(images),
+            "--workspace",
+            str(workspace),
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         while True:
             if proc.poll() is not None:
@@ -188,20 +213,29 @@ def main() -> None:
             if "validate" in args.steps:
                 steps.append(("validate", ["-m", "semlayer", "validate", str(data)]))
             if "convert" in args.steps:
-                steps += [(f"convert {to}", ["-m", "semlayer", "convert", str(data), str(folder / f"out.{to}.json"),
-                                             "--to", to]) for to in ("cocoa", "coco", "kins")]
+                steps += [
+                    (
+                        f"convert {to}",
+                        ["-m", "semlayer", "convert", str(data), str(folder / f"out.{to}.json"), "--to", to],
+                    )
+                    for to in ("cocoa", "coco", "kins")
+                ]
             if "evaluate" in args.steps:
                 steps.append(("evaluate", ["-m", "semlayer", "evaluate", "--gt", str(data), "--pred", str(data)]))
             for name, cmd in steps:
                 seconds, mb = measure(py + cmd)
-                print(f"| {label} | {name} | {n} | {instances} | {seconds:.1f} | {seconds * 1000 / n:.1f} | {mb:.0f} "
-                      f"| {load()} |", flush=True)
+                print(
+                    f"| {label} | {name} | {n} | {instances} | {seconds:.1f} | {seconds * 1000 / n:.1f} | {mb:.0f} "
+                    f"| {load()} |",
+                    flush=True,
+                )
                 if not kins:
                     rows.setdefault(name, []).append((n, seconds, mb))
             if args.app:
                 seconds, mb = app_open(data, folder / "images", folder / "workspace")
-                print(f"| {label} | app open | {n} | {instances} | {seconds:.1f} | - | {mb:.0f} | {load()} |",
-                      flush=True)
+                print(
+                    f"| {label} | app open | {n} | {instances} | {seconds:.1f} | - | {mb:.0f} | {load()} |", flush=True
+                )
                 if not kins:
                     rows.setdefault("app open", []).append((n, seconds, mb))
         if args.predict:
@@ -211,13 +245,20 @@ def main() -> None:
             one_thread = {**os.environ, "OMP_NUM_THREADS": "1"}
             base = ["-m", "semlayer", "predict", str(folder / "images"), "--workers", "1"]
             s1, m1 = measure(py + base + ["--out", str(folder / "p1.json")], one_thread)
-            s2, m2 = measure(py + ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"] + base
-                             + ["--out", str(folder / "p2.json")], one_thread)
+            s2, m2 = measure(
+                py
+                + ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+                + base
+                + ["--out", str(folder / "p2.json")],
+                one_thread,
+            )
             same = (folder / "p1.json").read_bytes() == (folder / "p2.json").read_bytes()
             size = f"{args.predict_side}x{args.predict_side}"
             for name, s, m in (("predict, 1 process", s1, m1), ("predict, torchrun 2 processes", s2, m2)):
-                print(f"| {size} | {name} | {args.predict} | - | {s:.1f} | {s * 1000 / args.predict:.1f} | {m:.0f} "
-                      f"| {load()} |")
+                print(
+                    f"| {size} | {name} | {args.predict} | - | {s:.1f} | {s * 1000 / args.predict:.1f} | {m:.0f} "
+                    f"| {load()} |"
+                )
             print(f"\npredict speed-up, 2 processes / 1: {s1 / s2:.2f} (target >= 1.6); files identical: {same}")
         print("\npeak RSS against images (least squares, MB per 1,000 images; flat = 0):")
         for name, values in rows.items():

@@ -71,7 +71,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
     cv2.setNumThreads(1)
-    print(f"sem-dist encode+decode vs N x K full-frame cv2.distanceTransform ({W}x{H}, K={K}, median of {args.repeats})")
+    print(
+        f"sem-dist encode+decode vs N x K full-frame cv2.distanceTransform ({W}x{H}, K={K}, median of {args.repeats})"
+    )
     print(f"{'instances':>9} {'ours ms':>9} {'baseline ms':>12} {'ratio':>7}")
     for n in (5, 20, 50):
         scene = random_scene(n, seed=n)

@@ -96,9 +96,24 @@ def ddp_worker(config_path: str, batch_size: int, steps: int, warmup: int) -> No
 
 def run_ddp(config_path: str, procs: int, threads: int, batch_size: int, steps: int, warmup: int) -> float:
     env = dict(os.environ, PYTHONPATH=str(ROOT), SEMLAYER_BENCH_THREADS=str(threads))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs),
-           __file__, "--ddp-worker", "--config", config_path, "--batch-size", str(batch_size),
-           "--steps", str(steps), "--warmup", str(warmup)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(procs),
+        __file__,
+        "--ddp-worker",
+        "--config",
+        config_path,
+        "--batch-size",
+        str(batch_size),
+        "--steps",
+        str(steps),
+        "--warmup",
+        str(warmup),
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env=env)
     if proc.returncode != 0:
@@ -136,8 +151,10 @@ def main() -> None:
     half = max(1, args.batch_size // 2)
     one = run_ddp(args.config, 1, args.threads, args.batch_size, args.steps, args.warmup)
     two = run_ddp(args.config, 2, max(1, args.threads // 2), half, args.steps, args.warmup)
-    print(f"DDP, global batch {args.batch_size}: 1 process {one:.3f} s/step ({args.batch_size / one:.1f} images/s), "
-          f"2 processes x {half} images {two:.3f} s/step ({2 * half / two:.1f} images/s)")
+    print(
+        f"DDP, global batch {args.batch_size}: 1 process {one:.3f} s/step ({args.batch_size / one:.1f} images/s), "
+        f"2 processes x {half} images {two:.3f} s/step ({2 * half / two:.1f} images/s)"
+    )
     print(f"DDP speed-up 2 processes / 1 process: {(2 * half / two) / (args.batch_size / one):.2f}")
 
 

@@ -258,7 +258,9 @@ MIRROR_WRONG_WEIGHT = 16.0
 MIRROR_EDGE_REACHED = 0.5
 
 
-def mirror_axis(visible: np.ndarray, hidden_region: np.ndarray, angles: Sequence[float] = MIRROR_ANGLES) -> MirrorAxis | None:
+def mirror_axis(
+    visible: np.ndarray, hidden_region: np.ndarray, angles: Sequence[float] = MIRROR_ANGLES
+) -> MirrorAxis | None:
     """The symmetry axis that best explains the visible part, None when no reflection adds hidden pixels.
 
     For a symmetric object the visible part reflected about the true axis lands inside the object, so on
@@ -291,8 +293,9 @@ def mirror_axis(visible: np.ndarray, hidden_region: np.ndarray, angles: Sequence
 MIRROR_SEARCH_SIZE = 128
 
 
-def _best_offset(visible: np.ndarray, hidden_region: np.ndarray, angle: float, scale: float
-                 ) -> tuple[float, float, float] | None:
+def _best_offset(
+    visible: np.ndarray, hidden_region: np.ndarray, angle: float, scale: float
+) -> tuple[float, float, float] | None:
     """(score, angle, offset) of the best axis of direction ``angle``, at ``scale`` (offset in full-scale
     pixels), None when no offset qualifies."""
     known = visible | hidden_region
@@ -305,12 +308,17 @@ def _best_offset(visible: np.ndarray, hidden_region: np.ndarray, angle: float, s
     # The rotated frame: row = position along the normal, column = along the axis, (half, half) at the
     # centre (cx, cy); output (col, row) reads input (x, y) = centre + ((row - half) n + (col - half) t) / scale.
     k = 1.0 / scale
-    M = np.array([[-ny * k, nx * k, cx + half * k * (ny - nx)],
-                  [nx * k, ny * k, cy - half * k * (nx + ny)]])
+    M = np.array([[-ny * k, nx * k, cx + half * k * (ny - nx)], [nx * k, ny * k, cy - half * k * (nx + ny)]])
 
     def rot(mask: np.ndarray) -> np.ndarray:
-        return cv2.warpAffine(mask.astype(np.uint8), M, (size, size), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(np.float32)
+        return cv2.warpAffine(
+            mask.astype(np.uint8),
+            M,
+            (size, size),
+            flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        ).astype(np.float32)
 
     v, h = rot(visible), rot(hidden_region)
     free = rot(np.ones(visible.shape, bool)) - rot(known)  # inside the image and known not to be the object
@@ -323,8 +331,11 @@ def _best_offset(visible: np.ndarray, hidden_region: np.ndarray, angle: float, s
     added = fftconvolve(v, h, axes=0).sum(axis=1)
     wrong = fftconvolve(v, free, axes=0).sum(axis=1)
     reached = fftconvolve(v, edge, axes=0).sum(axis=1) if edge_area else np.zeros_like(added)
-    ok = ((wrong <= MIRROR_TOLERANCE * area + 0.5) & (added >= max(MIRROR_TOLERANCE * area, 1.0))
-          & (reached >= MIRROR_EDGE_REACHED * edge_area))
+    ok = (
+        (wrong <= MIRROR_TOLERANCE * area + 0.5)
+        & (added >= max(MIRROR_TOLERANCE * area, 1.0))
+        & (reached >= MIRROR_EDGE_REACHED * edge_area)
+    )
     if not ok.any():
         return None
     score = np.where(ok, overlap - MIRROR_WRONG_WEIGHT * wrong, -np.inf)
@@ -358,7 +369,9 @@ def mirror_proposal(scene: AmodalScene, instance_id: int) -> tuple[np.ndarray, M
     hidden_region = occluders(scene, instance_id)
     axis = mirror_axis(visible, hidden_region)
     if axis is None:
-        raise ValueError(f"no symmetry axis of instance {instance_id}'s visible part reaches under the objects in front")
+        raise ValueError(
+            f"no symmetry axis of instance {instance_id}'s visible part reaches under the objects in front"
+        )
     return visible | reflect(visible, axis, where=hidden_region & ~visible), axis
 
 
@@ -404,8 +417,9 @@ class BoxCompleter:
         x0, y0, x1, y1 = _check_box(box, _rgb(image).shape[:2])
         return self.amodal_in_frame(image, (x0, y0, x1 + 1.0, y1 + 1.0), category)
 
-    def amodal_in_frame(self, image: np.ndarray, box: Sequence[float], category: int | None = None
-                        ) -> tuple[np.ndarray, int]:
+    def amodal_in_frame(
+        self, image: np.ndarray, box: Sequence[float], category: int | None = None
+    ) -> tuple[np.ndarray, int]:
         """`amodal` for a box in the detector's own convention (pixel edges, floats), as its detections have."""
         import torch
         from torchvision.models.detection.transform import resize_boxes
@@ -430,8 +444,13 @@ class BoxCompleter:
             labels = torch.tensor([label], device=self.predictor.device)
             roi = heads.mask_roi_pool(features, [boxes], sizes)
             if glm is not None:  # the SLN: the global layering probabilities join the mask features
-                glm_rois = roi_align(glm, [boxes], roi.shape[-2:], spatial_scale=heads.glm_scale,
-                                     sampling_ratio=heads.mask_roi_pool.sampling_ratio)
+                glm_rois = roi_align(
+                    glm,
+                    [boxes],
+                    roi.shape[-2:],
+                    spatial_scale=heads.glm_scale,
+                    sampling_ratio=heads.mask_roi_pool.sampling_ratio,
+                )
                 head_input = torch.cat([roi, glm_rois], dim=1).contiguous(memory_format=torch.channels_last)
                 layer_logits, _ = heads.mask_predictor(heads.mask_head(head_input), labels)
                 prob = 1.0 - layer_logits.softmax(dim=1)[:, :1]
@@ -441,8 +460,9 @@ class BoxCompleter:
         return pasted > 0.5, int(cats[label - 1]["id"])
 
 
-def model_proposal(completer: BoxCompleter, image: np.ndarray, scene: AmodalScene, instance_id: int,
-                   box: Sequence[float]) -> np.ndarray:
+def model_proposal(
+    completer: BoxCompleter, image: np.ndarray, scene: AmodalScene, instance_id: int, box: Sequence[float]
+) -> np.ndarray:
     """Amodal proposal: the model's amodal mask for ``box``, limited to the objects in front (the visible
     part stays as annotated). The instance's category is used when the model knows it."""
     inst = scene.get(instance_id)

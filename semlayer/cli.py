@@ -30,14 +30,18 @@ def _scene_for_image(annset: AnnotationSet, image_id: int, source: str) -> Amoda
     if not scenes:
         known = sorted({s.image_id for s in annset.scenes})
         preview = ", ".join(map(str, known[:10])) + (" ..." if len(known) > 10 else "")
-        raise UsageError(f"{source}: no annotation for image id {image_id} (image ids with annotations: {preview or 'none'})")
+        raise UsageError(
+            f"{source}: no annotation for image id {image_id} (image ids with annotations: {preview or 'none'})"
+        )
     return scenes[0]
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
     from .synth import write_dataset
 
-    path = write_dataset(args.out_dir, num_images=args.num_images, seed=args.seed, size=args.size, max_instances=args.max_instances)
+    path = write_dataset(
+        args.out_dir, num_images=args.num_images, seed=args.seed, size=args.size, max_instances=args.max_instances
+    )
     print(f"wrote {args.num_images} images and {path}")
     return 0
 
@@ -48,7 +52,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
     annset = formats.load(args.input, compact=True)  # masks as RLE; the writer decodes one scene at a time
     formats.save(annset, args.output, format=args.to)
     n = annset.num_instances()
-    print(f"read {args.input} ({annset.format}: {len(annset.scenes)} scenes, {n} instances); wrote {args.output} ({args.to})")
+    print(
+        f"read {args.input} ({annset.format}: {len(annset.scenes)} scenes, {n} instances); wrote {args.output} ({args.to})"
+    )
     return 0
 
 
@@ -112,8 +118,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import predict_files
 
     report = predict_files(
-        args.checkpoint, args.inputs, args.out, fmt=args.format, score_thr=args.score_thr, device=args.device,
-        workers=args.workers, batch_size=args.batch_size,
+        args.checkpoint,
+        args.inputs,
+        args.out,
+        fmt=args.format,
+        score_thr=args.score_thr,
+        device=args.device,
+        workers=args.workers,
+        batch_size=args.batch_size,
     )
     if not report.written:  # another process of a torchrun wrote the file and reports it
         return 0
@@ -153,11 +165,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
     gt = formats.load(args.gt, compact=True)
     pred = formats.load(args.pred, compact=True)
     baseline = formats.load(args.baseline, compact=True)
-    result = paired_bootstrap(gt, pred, baseline, resamples=args.resamples, seed=args.seed,
-                              confidence=args.confidence, gt_file=args.gt, pred_file=args.pred,
-                              baseline_file=args.baseline, class_agnostic=args.class_agnostic or None)
-    print(f"{args.pred} against {args.baseline}: paired bootstrap over the images of {args.gt}, "
-          f"{args.resamples} resamples (seed {args.seed})")
+    result = paired_bootstrap(
+        gt,
+        pred,
+        baseline,
+        resamples=args.resamples,
+        seed=args.seed,
+        confidence=args.confidence,
+        gt_file=args.gt,
+        pred_file=args.pred,
+        baseline_file=args.baseline,
+        class_agnostic=args.class_agnostic or None,
+    )
+    print(
+        f"{args.pred} against {args.baseline}: paired bootstrap over the images of {args.gt}, "
+        f"{args.resamples} resamples (seed {args.seed})"
+    )
     print(format_comparison(result, args.confidence))
     if args.json:
         atomic_write_json(args.json, result, indent=2)
@@ -196,7 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-instances", type=int, default=6)
     s.set_defaults(func=cmd_synth)
 
-    s = sub.add_parser("convert", help="convert any supported annotation file to COCOA native, COCO-style amodal or KINS 2020")
+    s = sub.add_parser(
+        "convert", help="convert any supported annotation file to COCOA native, COCO-style amodal or KINS 2020"
+    )
     s.add_argument("input", metavar="IN")
     s.add_argument("output", metavar="OUT")
     s.add_argument("--to", choices=["cocoa", "coco", "kins"], required=True)
@@ -238,13 +263,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gt", required=True)
     s.add_argument("--pred", required=True)
     s.add_argument("--json", default=None, help="also write the metrics as JSON")
-    s.add_argument("--protocol", choices=["default", "cocoa-official"], default="default",
-                   help="default: every semlayer metric; cocoa-official: COCOA's official amodalAPI numbers "
-                        "(class-agnostic, its occlusion buckets), under 'cocoa_official' in --json")
-    s.add_argument("--max-dets", type=int, choices=[100, 1000], default=1000,
-                   help="cocoa-official: detections per image for AP (amodalAPI's maxProp, default 1000)")
-    s.add_argument("--class-agnostic", action="store_true",
-                   help="ignore categories (default when either file has none, e.g. COCOA)")
+    s.add_argument(
+        "--protocol",
+        choices=["default", "cocoa-official"],
+        default="default",
+        help="default: every semlayer metric; cocoa-official: COCOA's official amodalAPI numbers "
+        "(class-agnostic, its occlusion buckets), under 'cocoa_official' in --json",
+    )
+    s.add_argument(
+        "--max-dets",
+        type=int,
+        choices=[100, 1000],
+        default=1000,
+        help="cocoa-official: detections per image for AP (amodalAPI's maxProp, default 1000)",
+    )
+    s.add_argument(
+        "--class-agnostic",
+        action="store_true",
+        help="ignore categories (default when either file has none, e.g. COCOA)",
+    )
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("compare", help="how sure is 'PRED beats BASELINE': a paired bootstrap over the test images")
@@ -255,8 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--confidence", type=float, default=0.95, help="interval coverage (default 0.95)")
     s.add_argument("--json", default=None, help="also write the comparison as JSON")
-    s.add_argument("--class-agnostic", action="store_true",
-                   help="ignore categories (default when a file has none, e.g. COCOA)")
+    s.add_argument(
+        "--class-agnostic", action="store_true", help="ignore categories (default when a file has none, e.g. COCOA)"
+    )
     s.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("export-model", help="strip a training checkpoint to what inference and fine-tuning need")

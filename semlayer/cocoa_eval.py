@@ -78,8 +78,9 @@ class _BucketEval(_SharedIoUEval):
     """``COCOeval`` whose ground-truth ignore flag is a bucket's filter (amodalAPI's ``_ignore``), with the
     IoU matrices shared between the buckets' runs."""
 
-    def __init__(self, coco_gt: COCO, coco_dt: COCO, keep: Callable[[dict[str, Any]], bool],
-                 cache: dict[tuple[int, int], Any]):
+    def __init__(
+        self, coco_gt: COCO, coco_dt: COCO, keep: Callable[[dict[str, Any]], bool], cache: dict[tuple[int, int], Any]
+    ):
         super().__init__(coco_gt, coco_dt, cache)
         self._keep = keep
 
@@ -105,8 +106,9 @@ def _gts(scene: AmodalScene) -> list[_Gt]:
     return out
 
 
-def _images(gt: AnnotationSet, pred: AnnotationSet, gt_file: str, pred_file: str,
-            progress: bool) -> tuple[list[_Image], list[float]]:
+def _images(
+    gt: AnnotationSet, pred: AnnotationSet, gt_file: str, pred_file: str, progress: bool
+) -> tuple[list[_Image], list[float]]:
     # By image id, as amodalAPI's image list is sorted: its accumulation breaks score ties between images in
     # that order.
     records = sorted(gt.image_records(), key=lambda r: _image_id(r, gt_file))
@@ -143,12 +145,30 @@ def _cocos(images: list[_Image]) -> tuple[COCO, COCO]:
     for im in images:
         for g in im.gts:
             # Ids start at 1: pycocotools' match tables use 0 for "unmatched".
-            gts.append({"id": len(gts) + 1, "image_id": im.eval_id, "category_id": _CATEGORY, "segmentation": g.rle,
-                        "area": float(mask_utils.area(g.rle)), "iscrowd": 0, "occlude_rate": g.occlude_rate,
-                        "is_stuff": g.is_stuff})
+            gts.append(
+                {
+                    "id": len(gts) + 1,
+                    "image_id": im.eval_id,
+                    "category_id": _CATEGORY,
+                    "segmentation": g.rle,
+                    "area": float(mask_utils.area(g.rle)),
+                    "iscrowd": 0,
+                    "occlude_rate": g.occlude_rate,
+                    "is_stuff": g.is_stuff,
+                }
+            )
         for rle, score in im.dets:
-            dts.append({"id": len(dts) + 1, "image_id": im.eval_id, "category_id": _CATEGORY, "segmentation": rle,
-                        "area": float(mask_utils.area(rle)), "iscrowd": 0, "score": score})
+            dts.append(
+                {
+                    "id": len(dts) + 1,
+                    "image_id": im.eval_id,
+                    "category_id": _CATEGORY,
+                    "segmentation": rle,
+                    "area": float(mask_utils.area(rle)),
+                    "iscrowd": 0,
+                    "score": score,
+                }
+            )
     return _coco(images, [_CATEGORY], gts), _coco(images, [_CATEGORY], dts)
 
 
@@ -162,8 +182,9 @@ def _keep(subset: str, bucket: str) -> Callable[[dict[str, Any]], bool]:
     return keep
 
 
-def _run(coco_gt: COCO, coco_dt: COCO, subset: str, bucket: str, max_dets: int,
-         cache: dict[tuple[int, int], Any]) -> COCOeval:
+def _run(
+    coco_gt: COCO, coco_dt: COCO, subset: str, bucket: str, max_dets: int, cache: dict[tuple[int, int], Any]
+) -> COCOeval:
     """One of amodalAPI's runs: one area range (all), one category, the bucket's ignore filter."""
     ev = _BucketEval(coco_gt, coco_dt, _keep(subset, bucket), cache)
     ev.params.catIds = [_CATEGORY]
@@ -182,9 +203,15 @@ def _key(stem: str, subset: str, bucket: str) -> str:
     return "_".join(parts)
 
 
-def official_cocoa_evaluate(gt: AnnotationSet, pred: AnnotationSet, *, max_dets: int = 1000,
-                            gt_file: str = "ground truth", pred_file: str = "predictions",
-                            progress: bool = False) -> dict[str, float | int]:
+def official_cocoa_evaluate(
+    gt: AnnotationSet,
+    pred: AnnotationSet,
+    *,
+    max_dets: int = 1000,
+    gt_file: str = "ground truth",
+    pred_file: str = "predictions",
+    progress: bool = False,
+) -> dict[str, float | int]:
     """COCOA's official numbers for ``pred`` against ``gt`` (any formats semlayer reads; COCOA and D2SA
     are what the protocol was made for). -1 where a bucket has no ground truth.
 
@@ -235,13 +262,17 @@ def format_official_table(metrics: Mapping[str, Any]) -> str:
     head = f"{'COCOA official':<16}" + "".join(f"{b:>16}" for b in OCCLUSION_RANGES)
     lines = [head, f"{'':<16}" + "".join(f"{'AP':>8}{ar:>8}" for _ in OCCLUSION_RANGES), "-" * len(head)]
     for subset in SUBSETS:
-        row = "".join(f"{cell(metrics[_key('AP', subset, b)]):>8}{cell(metrics[_key(ar, subset, b)]):>8}"
-                      for b in OCCLUSION_RANGES)
+        row = "".join(
+            f"{cell(metrics[_key('AP', subset, b)]):>8}{cell(metrics[_key(ar, subset, b)]):>8}"
+            for b in OCCLUSION_RANGES
+        )
         lines.append(f"{subset:<16}{row}")
     lines.append("")
     lines.append("  ".join(f"{k} {cell(metrics[k])}" for k in ("AP", "AP50", "AP75", "AR1", "AR10", "AR100")))
-    lines.append(f"images {metrics['num_images']}, GT instances {metrics['num_gt']}, "
-                 f"predicted instances {metrics['num_pred']}, up to {max_dets} detections per image")
+    lines.append(
+        f"images {metrics['num_images']}, GT instances {metrics['num_gt']}, "
+        f"predicted instances {metrics['num_pred']}, up to {max_dets} detections per image"
+    )
     return "\n".join(lines)
 
 

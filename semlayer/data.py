@@ -63,8 +63,13 @@ class AnnotationSource:
     label's original category id and name (checkpoints store it, so predictions get the ids back).
     """
 
-    def __init__(self, annotations: AnnotationSet, image_dir: str | Path, class_agnostic: bool = True,
-                 source_name: str = "annotations"):
+    def __init__(
+        self,
+        annotations: AnnotationSet,
+        image_dir: str | Path,
+        class_agnostic: bool = True,
+        source_name: str = "annotations",
+    ):
         self.annotations = annotations
         self.image_dir = Path(image_dir)
         self.source_name = source_name
@@ -74,8 +79,12 @@ class AnnotationSource:
             self._label: dict[int, int] = {}
         else:
             if not annotations.categories:
-                raise FormatError(source_name, "categories", "a non-empty category list for a per-class model "
-                                  "(set data.class_agnostic: true for class-agnostic data such as COCOA)")
+                raise FormatError(
+                    source_name,
+                    "categories",
+                    "a non-empty category list for a per-class model "
+                    "(set data.class_agnostic: true for class-agnostic data such as COCOA)",
+                )
             cats = sorted(annotations.categories, key=lambda c: int(c["id"]))
             self._label = {int(c["id"]): i + 1 for i, c in enumerate(cats)}
             self.categories = [{"id": int(c["id"]), "name": str(c.get("name", c["id"]))} for c in cats]
@@ -109,14 +118,24 @@ class SyntheticSource:
     generator's dataset for ``seed`` (the same as `semlayer.synth.generate` writes), and no image is kept
     in memory."""
 
-    def __init__(self, num_images: int, seed: int = 0, size: int = 256, max_instances: int = 6,
-                 min_instances: int = 1, class_agnostic: bool = True):
+    def __init__(
+        self,
+        num_images: int,
+        seed: int = 0,
+        size: int = 256,
+        max_instances: int = 6,
+        min_instances: int = 1,
+        class_agnostic: bool = True,
+    ):
         from .synth import CATEGORIES
 
         self.class_agnostic = bool(class_agnostic)
         # Synthetic category ids are 1..C, so a category id is its label.
-        self.categories = ([dict(AGNOSTIC_CATEGORY)] if self.class_agnostic
-                           else [{"id": int(c["id"]), "name": str(c["name"])} for c in CATEGORIES])
+        self.categories = (
+            [dict(AGNOSTIC_CATEGORY)]
+            if self.class_agnostic
+            else [{"id": int(c["id"]), "name": str(c["name"])} for c in CATEGORIES]
+        )
         self.class_names = [c["name"] for c in self.categories]
         self.num_images = int(num_images)
         self.seed = int(seed)
@@ -130,8 +149,13 @@ class SyntheticSource:
     def get(self, index: int) -> tuple[np.ndarray, AmodalScene]:
         from .synth import generate_scene, image_rng  # imported late: only synthetic runs need the generator
 
-        return generate_scene(image_rng(self.seed, index), size=self.size, max_instances=self.max_instances,
-                              min_instances=self.min_instances, image_id=index + 1)
+        return generate_scene(
+            image_rng(self.seed, index),
+            size=self.size,
+            max_instances=self.max_instances,
+            min_instances=self.min_instances,
+            image_id=index + 1,
+        )
 
     def label_of(self, instance: Instance, index: int, position: int) -> int:
         return 1 if self.class_agnostic else int(instance.category)
@@ -183,9 +207,17 @@ def transform_scene(image: np.ndarray, scene: AmodalScene, scale: float, flip: b
         amodal = geo(inst.amodal)
         if not amodal.any():
             continue
-        kept.append(Instance(id=inst.id, amodal=amodal, rank=inst.rank, name=inst.name, category=inst.category,
-                             is_stuff=inst.is_stuff,
-                             external=None if inst.external is None else geo(inst.external)))
+        kept.append(
+            Instance(
+                id=inst.id,
+                amodal=amodal,
+                rank=inst.rank,
+                name=inst.name,
+                category=inst.category,
+                is_stuff=inst.is_stuff,
+                external=None if inst.external is None else geo(inst.external),
+            )
+        )
     for inst, rank in zip(kept, renumber_ranks([k.rank for k in kept])):
         inst.rank = rank
     record = dict(scene.image, height=nh, width=nw)
@@ -226,8 +258,14 @@ class AmodalDataset(Dataset):
     resumed run sees exactly the samples an uninterrupted run would, whatever the worker processes do.
     """
 
-    def __init__(self, source: SceneSource, K: int = DEFAULT_K, tau: float = DEFAULT_TAU,
-                 augment: Augment | None = None, seed: int = 0):
+    def __init__(
+        self,
+        source: SceneSource,
+        K: int = DEFAULT_K,
+        tau: float = DEFAULT_TAU,
+        augment: Augment | None = None,
+        seed: int = 0,
+    ):
         self.source = source
         self.K = int(K)
         self.tau = float(tau)
@@ -274,8 +312,14 @@ def targets_to(targets: Sequence[Target], device: torch.device | str) -> list[Ta
     return [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
 
 
-def build_dataset(config: dict[str, Any], split: str, train: bool, annotations: str | None = None,
-                  images: str | None = None, loader: Callable[[str], AnnotationSet] | None = None) -> AmodalDataset:
+def build_dataset(
+    config: dict[str, Any],
+    split: str,
+    train: bool,
+    annotations: str | None = None,
+    images: str | None = None,
+    loader: Callable[[str], AnnotationSet] | None = None,
+) -> AmodalDataset:
     """The training (``split='train'``) or validation (``'val'``) dataset of a validated configuration.
 
     ``annotations``/``images`` (command-line overrides) take precedence over the config's files; with neither,
@@ -303,13 +347,21 @@ def build_dataset(config: dict[str, Any], split: str, train: bool, annotations: 
             # Compact: a whole real training set as RLE (decoded per sample), not as full-frame masks.
             def loader(path: str) -> AnnotationSet:  # a progress bar from the first (torchrun) process only
                 return load(path, compact=True, progress=os.environ.get("RANK", "0") == "0")
+
         annotation_set = loader(str(ann_path))
-        source: SceneSource = AnnotationSource(annotation_set, img_dir, bool(data_cfg["class_agnostic"]),
-                                               source_name=str(ann_path))
+        source: SceneSource = AnnotationSource(
+            annotation_set, img_dir, bool(data_cfg["class_agnostic"]), source_name=str(ann_path)
+        )
     else:
         syn = data_cfg["synthetic" if split == "train" else "val_synthetic"]
-        source = SyntheticSource(syn["num_images"], syn["seed"], syn["size"], syn["max_instances"],
-                                 syn["min_instances"], bool(data_cfg["class_agnostic"]))
+        source = SyntheticSource(
+            syn["num_images"],
+            syn["seed"],
+            syn["size"],
+            syn["max_instances"],
+            syn["min_instances"],
+            bool(data_cfg["class_agnostic"]),
+        )
     return AmodalDataset(source, int(model_cfg["K"]), float(model_cfg["tau"]), augment, seed=int(data_cfg["seed"]))
 
 

@@ -172,8 +172,12 @@ def warn_if_thresholded(scores: list[float], pred_file: str) -> bool:
     # All 1.0 is an annotation file used as predictions (no score stated), not a thresholded detector.
     if not scores or not THRESHOLDED_SCORE <= min(scores) < 1.0:
         return False
-    log.warning("%s: the lowest score is %.3f: these predictions look thresholded; AP needs the low-score "
-                "detections too (semlayer predict --score-thr 0.05)", pred_file, min(scores))
+    log.warning(
+        "%s: the lowest score is %.3f: these predictions look thresholded; AP needs the low-score "
+        "detections too (semlayer predict --score-thr 0.05)",
+        pred_file,
+        min(scores),
+    )
     return True
 
 
@@ -197,9 +201,15 @@ class _Prepared:
     unmatched_images: int
 
 
-def _prepare_units(gt: AnnotationSet, pred: AnnotationSet, gt_file: str, pred_file: str, progress: bool,
-                   class_agnostic: bool | None,
-                   gt_cache: dict[int, tuple[list[_Obj], list[tuple[int, int]]]] | None = None) -> _Prepared:
+def _prepare_units(
+    gt: AnnotationSet,
+    pred: AnnotationSet,
+    gt_file: str,
+    pred_file: str,
+    progress: bool,
+    class_agnostic: bool | None,
+    gt_cache: dict[int, tuple[list[_Obj], list[tuple[int, int]]]] | None = None,
+) -> _Prepared:
     """Every ground-truth scene as a `_Unit` against its image's predictions, masks as RLE. ``gt_cache``
     (ground-truth scene index -> its prepared objects and order pairs, read-only once made) lets several
     prediction sets against one ground truth (`paired_bootstrap`) encode the ground truth once; share it only
@@ -218,8 +228,9 @@ def _prepare_units(gt: AnnotationSet, pred: AnnotationSet, gt_file: str, pred_fi
     pred_scenes, unmatched_images = _assign_predictions(records, pred, gt_file)
 
     if unmatched_images:
-        log.warning("%s: ignored predictions for %d images that are not in the ground truth", pred_file,
-                    unmatched_images)
+        log.warning(
+            "%s: ignored predictions for %d images that are not in the ground truth", pred_file, unmatched_images
+        )
 
     units: list[_Unit] = []
     num_pred = 0
@@ -267,7 +278,8 @@ def _shape(record: dict[str, Any], file: str) -> tuple[int, int]:
 def _check_shape(scene: AmodalScene, shape: tuple[int, int], file: str) -> None:
     if scene.shape != shape:
         raise FormatError(
-            file, f"images[id={scene.image_id}]",
+            file,
+            f"images[id={scene.image_id}]",
             f"height {shape[0]} and width {shape[1]} as the ground-truth image, got {scene.height}x{scene.width}",
         )
 
@@ -308,7 +320,8 @@ def _prepare(scene: AmodalScene, group: int, per_category: bool, file: str, is_p
     for k, inst in enumerate(scene.instances):
         if per_category and inst.category is None:
             raise FormatError(
-                file, f"annotations[image_id={scene.image_id}, id={inst.id}].category_id",
+                file,
+                f"annotations[image_id={scene.image_id}, id={inst.id}].category_id",
                 "a category id: the ground truth has categories, so every instance needs one",
             )
         category = int(inst.category) if per_category else AGNOSTIC_CATEGORY
@@ -322,8 +335,18 @@ def _prepare(scene: AmodalScene, group: int, per_category: bool, file: str, is_p
         rate = (area - visible_area) / area if area else 0.0
         if is_pred and inst.stated_occlude_rate is not None:
             rate = inst.stated_occlude_rate
-        out.append(_Obj(amodal_rles[k], visible_rles[k], float(rate), int(inst.rank), category,
-                        bool(inst.is_stuff), score, group))
+        out.append(
+            _Obj(
+                amodal_rles[k],
+                visible_rles[k],
+                float(rate),
+                int(inst.rank),
+                category,
+                bool(inst.is_stuff),
+                score,
+                group,
+            )
+        )
     return out
 
 
@@ -365,8 +388,14 @@ def _records(units: list[_Unit], side: str, mask: str, area: str) -> list[dict[s
             else:
                 value = float(o.is_stuff)
             # pycocotools uses 0 in its match tables for "unmatched", so ids start at 1.
-            ann = {"id": len(anns) + 1, "image_id": u.eval_id, "category_id": o.category, "segmentation": rle,
-                   "area": value, "iscrowd": 0}
+            ann = {
+                "id": len(anns) + 1,
+                "image_id": u.eval_id,
+                "category_id": o.category,
+                "segmentation": rle,
+                "area": value,
+                "iscrowd": 0,
+            }
             if side == "preds":
                 ann["score"] = o.score
             anns.append(ann)
@@ -425,8 +454,11 @@ def _coco_metrics(units: list[_Unit], cat_ids: list[int], per_category: bool) ->
         "amodal_AR100": _summary(ev, "AR"),
     }
     ev = _run(units, cat_ids, per_category, "visible", "pixels", ALL_AREAS, {})
-    out.update(visible_AP=_summary(ev, "AP"), visible_AP50=_summary(ev, "AP", iou=0.5),
-               visible_AP75=_summary(ev, "AP", iou=0.75))
+    out.update(
+        visible_AP=_summary(ev, "AP"),
+        visible_AP50=_summary(ev, "AP", iou=0.5),
+        visible_AP75=_summary(ev, "AP", iou=0.75),
+    )
     # Buckets: GT 'area' := its occlude rate (or stuff flag) and a detection's 'area' := its predicted one, so
     # an unmatched detection is a false positive only in the bucket it claims to belong to.
     ev = _run(units, cat_ids, per_category, "amodal", "occlusion", OCCLUSION_BUCKETS, amodal_ious)
@@ -472,8 +504,12 @@ def _occluded_iou(g: _Obj, p: _Obj) -> float | None:
     if g_occ == 0:
         return None
     p_occ = _area(p.amodal_rle) - _area(p.visible_rle)
-    inter = (_area(g.amodal_rle, p.amodal_rle) - _area(g.visible_rle, p.amodal_rle)
-             - _area(g.amodal_rle, p.visible_rle) + _area(g.visible_rle, p.visible_rle))
+    inter = (
+        _area(g.amodal_rle, p.amodal_rle)
+        - _area(g.visible_rle, p.amodal_rle)
+        - _area(g.amodal_rle, p.visible_rle)
+        + _area(g.visible_rle, p.visible_rle)
+    )
     return inter / (g_occ + p_occ - inter)
 
 
@@ -569,11 +605,22 @@ def _matched_from_totals(t: _MatchedStats) -> dict[str, float | int]:
 # The metrics `paired_bootstrap` resamples: the amodal AP/AR family (from one pycocotools evaluation per
 # model, resampled at the per-image level) and every matched-pair rate.
 BOOTSTRAP_METRICS: tuple[str, ...] = (
-    "amodal_AP", "amodal_AP50", "amodal_AP75", "amodal_AR100", "miou_amodal", "miou_occluded", "order_acc",
-    "order_acc_matched", "occlusion_f1",
+    "amodal_AP",
+    "amodal_AP50",
+    "amodal_AP75",
+    "amodal_AR100",
+    "miou_amodal",
+    "miou_occluded",
+    "order_acc",
+    "order_acc_matched",
+    "occlusion_f1",
 )
-_BOOTSTRAP_AP = {"amodal_AP": ("AP", None, 100), "amodal_AP50": ("AP", 0.5, 100),
-                 "amodal_AP75": ("AP", 0.75, 100), "amodal_AR100": ("AR", None, 100)}
+_BOOTSTRAP_AP = {
+    "amodal_AP": ("AP", None, 100),
+    "amodal_AP50": ("AP", 0.5, 100),
+    "amodal_AP75": ("AP", 0.75, 100),
+    "amodal_AR100": ("AR", None, 100),
+}
 
 
 class _ResampledAP:
@@ -608,15 +655,21 @@ class _ResampledMatched:
     def __init__(self, units: list[_Unit], iou_match: float, per_category: bool):
         stats = [_unit_matched(u, iou_match, per_category) for u in units]
         self.full = _reduce_matched(stats)  # the test set itself, summed as `evaluate` sums it
-        self.table = np.array([[getattr(st, f) for f in _MATCHED_FIELDS] for st in stats], np.float64
-                              ).reshape(len(stats), len(_MATCHED_FIELDS))
+        self.table = np.array([[getattr(st, f) for f in _MATCHED_FIELDS] for st in stats], np.float64).reshape(
+            len(stats), len(_MATCHED_FIELDS)
+        )
         self.types = [type(getattr(_MatchedStats(), f)) for f in _MATCHED_FIELDS]
 
     def __call__(self, idx: np.ndarray) -> dict[str, float | int]:
         totals = np.bincount(idx, minlength=len(self.table)).astype(np.float64) @ self.table
-        return _matched_from_totals(_MatchedStats(**{
-            f: kind(round(v)) if kind is int else float(v) for f, kind, v in zip(_MATCHED_FIELDS, self.types, totals)
-        }))
+        return _matched_from_totals(
+            _MatchedStats(
+                **{
+                    f: kind(round(v)) if kind is int else float(v)
+                    for f, kind, v in zip(_MATCHED_FIELDS, self.types, totals)
+                }
+            )
+        )
 
 
 def paired_bootstrap(
@@ -657,8 +710,12 @@ def paired_bootstrap(
     sides, gt_cache = [], {}  # both sides read the same prepared ground truth
     for p, name in ((pred, pred_file), (baseline, baseline_file)):
         prep = _prepare_units(gt, p, gt_file, name, progress, class_agnostic, gt_cache)
-        sides.append((_ResampledAP(prep.units, prep.cat_ids, prep.per_category),
-                      _ResampledMatched(prep.units, float(iou_match), prep.per_category)))
+        sides.append(
+            (
+                _ResampledAP(prep.units, prep.cat_ids, prep.per_category),
+                _ResampledMatched(prep.units, float(iou_match), prep.per_category),
+            )
+        )
     n = sides[0][0].num_units
 
     def score(idx: np.ndarray) -> list[dict[str, float]]:
@@ -678,9 +735,15 @@ def paired_bootstrap(
     for c, m in enumerate(metrics):
         d = diffs[valid[:, c], c]
         a, b = full[0][m], full[1][m]
-        low, high = (np.percentile(d, [tail, 100.0 - tail]) if d.size else (NO_DATA, NO_DATA))
-        out[m] = {"pred": float(a), "baseline": float(b), "diff": float(a - b), "low": float(low),
-                  "high": float(high), "share_ahead": float(np.mean(d > 0)) if d.size else NO_DATA}
+        low, high = np.percentile(d, [tail, 100.0 - tail]) if d.size else (NO_DATA, NO_DATA)
+        out[m] = {
+            "pred": float(a),
+            "baseline": float(b),
+            "diff": float(a - b),
+            "low": float(low),
+            "high": float(high),
+            "share_ahead": float(np.mean(d > 0)) if d.size else NO_DATA,
+        }
     return out
 
 
@@ -689,34 +752,66 @@ def format_comparison(result: Mapping[str, Mapping[str, float]], confidence: flo
     head = f"{'metric':<20} {'pred':>7} {'baseline':>8} {'diff':>7}  {f'{confidence:.0%} interval':>18}  {'ahead':>6}"
     lines = [head, "-" * len(head)]
     for m, r in result.items():
-        lines.append(f"{m:<20} {r['pred']:>7.3f} {r['baseline']:>8.3f} {r['diff']:>+7.3f}  "
-                     f"[{r['low']:>+7.3f}, {r['high']:>+7.3f}]  {r['share_ahead']:>6.1%}")
+        lines.append(
+            f"{m:<20} {r['pred']:>7.3f} {r['baseline']:>8.3f} {r['diff']:>+7.3f}  "
+            f"[{r['low']:>+7.3f}, {r['high']:>+7.3f}]  {r['share_ahead']:>6.1%}"
+        )
     return "\n".join(lines)
 
 
 # ----- report ------------------------------------------------------------------------------------
 _SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
-    ("Amodal masks (COCO AP/AR, IoU .50:.95)", [
-        ("amodal_AP", "AP"), ("amodal_AP50", "AP50"), ("amodal_AP75", "AP75"), ("amodal_APs", "AP small"),
-        ("amodal_APm", "AP medium"), ("amodal_APl", "AP large"), ("amodal_AR1", "AR@1"),
-        ("amodal_AR10", "AR@10"), ("amodal_AR100", "AR@100"),
-    ]),
+    (
+        "Amodal masks (COCO AP/AR, IoU .50:.95)",
+        [
+            ("amodal_AP", "AP"),
+            ("amodal_AP50", "AP50"),
+            ("amodal_AP75", "AP75"),
+            ("amodal_APs", "AP small"),
+            ("amodal_APm", "AP medium"),
+            ("amodal_APl", "AP large"),
+            ("amodal_AR1", "AR@1"),
+            ("amodal_AR10", "AR@10"),
+            ("amodal_AR100", "AR@100"),
+        ],
+    ),
     ("Visible masks", [("visible_AP", "AP"), ("visible_AP50", "AP50"), ("visible_AP75", "AP75")]),
-    ("Amodal AP by ground-truth occlusion", [
-        ("AP_none", "none (<= 1e-5)"), ("AP_partial", "partial (<= 0.25)"), ("AP_heavy", "heavy (> 0.25)"),
-        ("AP_occluded", "occluded (>= 0.15)"), ("AP_things", "things"), ("AP_stuff", "stuff"),
-    ]),
-    ("Matched instances", [
-        ("miou_amodal", "mIoU amodal"), ("miou_occluded", "mIoU occluded part"),
-        ("order_acc", "depth-order accuracy"), ("order_pairs", "overlapping GT pairs"),
-        ("order_acc_matched", "depth-order accuracy, both found"), ("order_pairs_matched", "pairs with both found"),
-        ("occlusion_acc", "occlusion accuracy"), ("occlusion_precision", "occlusion precision"),
-        ("occlusion_recall", "occlusion recall"), ("occlusion_f1", "occlusion F1"),
-    ]),
-    ("Counts", [
-        ("num_images", "images"), ("num_gt", "GT instances"), ("num_pred", "predicted instances"),
-        ("num_matched", "matched pairs"), ("num_pred_unmatched_images", "predicted images not in GT"),
-    ]),
+    (
+        "Amodal AP by ground-truth occlusion",
+        [
+            ("AP_none", "none (<= 1e-5)"),
+            ("AP_partial", "partial (<= 0.25)"),
+            ("AP_heavy", "heavy (> 0.25)"),
+            ("AP_occluded", "occluded (>= 0.15)"),
+            ("AP_things", "things"),
+            ("AP_stuff", "stuff"),
+        ],
+    ),
+    (
+        "Matched instances",
+        [
+            ("miou_amodal", "mIoU amodal"),
+            ("miou_occluded", "mIoU occluded part"),
+            ("order_acc", "depth-order accuracy"),
+            ("order_pairs", "overlapping GT pairs"),
+            ("order_acc_matched", "depth-order accuracy, both found"),
+            ("order_pairs_matched", "pairs with both found"),
+            ("occlusion_acc", "occlusion accuracy"),
+            ("occlusion_precision", "occlusion precision"),
+            ("occlusion_recall", "occlusion recall"),
+            ("occlusion_f1", "occlusion F1"),
+        ],
+    ),
+    (
+        "Counts",
+        [
+            ("num_images", "images"),
+            ("num_gt", "GT instances"),
+            ("num_pred", "predicted instances"),
+            ("num_matched", "matched pairs"),
+            ("num_pred_unmatched_images", "predicted images not in GT"),
+        ],
+    ),
 ]
 
 
@@ -731,8 +826,7 @@ def _cell(value: Any) -> str:
 def format_table(metrics: Mapping[str, Any]) -> str:
     """A readable text table of ``evaluate``'s result (-1 shown as ``n/a``); unknown keys are listed last."""
     known = {key for _, rows in _SECTIONS for key, _ in rows}
-    sections = [(title, [(label, metrics[key]) for key, label in rows if key in metrics])
-                for title, rows in _SECTIONS]
+    sections = [(title, [(label, metrics[key]) for key, label in rows if key in metrics]) for title, rows in _SECTIONS]
     sections.append(("Other", [(key, value) for key, value in metrics.items() if key not in known]))
     sections = [(title, rows) for title, rows in sections if rows]
     width = max((len(label) for _, rows in sections for label, _ in rows), default=0)

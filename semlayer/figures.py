@@ -35,8 +35,14 @@ def render_readme_figures(
     written = []
     for name, figure in (
         ("level_sets.png", viz.level_set_figure(image, scene, maps=maps)),
-        ("semdist_surface.png", viz.semdist_surface(maps[focus], title=f"sem-dist surface of '{scene.instances[focus].name}'")),
-        ("semdist_heatmap.png", viz.semdist_heatmap(maps[focus], title=f"sem-dist map of '{scene.instances[focus].name}'")),
+        (
+            "semdist_surface.png",
+            viz.semdist_surface(maps[focus], title=f"sem-dist surface of '{scene.instances[focus].name}'"),
+        ),
+        (
+            "semdist_heatmap.png",
+            viz.semdist_heatmap(maps[focus], title=f"sem-dist map of '{scene.instances[focus].name}'"),
+        ),
         ("global_layers.png", viz.global_layering_figure(image, scene)),
         ("overlay.png", viz.overlay_by_rank(image, scene, view="amodal")),
     ):

@@ -31,7 +31,9 @@ class Ordering:
 def _as_constraints(pairs: Iterable[Constraint | tuple]) -> list[Constraint]:
     out = []
     for p in pairs:
-        out.append(p if isinstance(p, Constraint) else Constraint(int(p[0]), int(p[1]), float(p[2]) if len(p) > 2 else 1.0))
+        out.append(
+            p if isinstance(p, Constraint) else Constraint(int(p[0]), int(p[1]), float(p[2]) if len(p) > 2 else 1.0)
+        )
     return out
 
 
@@ -66,9 +68,7 @@ def ranks_from_constraints(
         key = (min(c.front, c.back), max(c.front, c.back))
         sign = 1.0 if c.front == key[0] else -1.0
         net[key] = net.get(key, 0.0) + sign * c.weight
-    merged = [
-        Constraint(a, b, w) if w > 0 else Constraint(b, a, -w) for (a, b), w in sorted(net.items()) if w != 0
-    ]
+    merged = [Constraint(a, b, w) if w > 0 else Constraint(b, a, -w) for (a, b), w in sorted(net.items()) if w != 0]
     merged.sort(key=lambda c: (-c.weight, c.front, c.back))
     adj: list[set[int]] = [set() for _ in range(n)]
     dropped = []
@@ -142,8 +142,9 @@ def cluster_pairs(clusters: Sequence[tuple[int, int] | None]) -> list[tuple[int,
     return pairs
 
 
-def constraints_from_overlap(visible: Sequence[np.ndarray], amodal: Sequence[np.ndarray],
-                             pairs: Iterable[tuple[int, int]] | None = None) -> list[Constraint]:
+def constraints_from_overlap(
+    visible: Sequence[np.ndarray], amodal: Sequence[np.ndarray], pairs: Iterable[tuple[int, int]] | None = None
+) -> list[Constraint]:
     """Order evidence from masks alone: i is in front of j when i's visible mask covers more of j's
     amodal mask than j's visible mask covers of i's (weight = the pixel difference). Over ``pairs``
     (index pairs) when given, else over every pair; either way only where the masks' boxes meet."""
@@ -186,8 +187,7 @@ def _union_box(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tu
     return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
 
 
-def _meeting(a: np.ndarray, a_box: Sequence[int], b: np.ndarray, b_box: Sequence[int]
-             ) -> tuple[np.ndarray, np.ndarray]:
+def _meeting(a: np.ndarray, a_box: Sequence[int], b: np.ndarray, b_box: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """Two full-frame masks cut to where their boxes meet (boxes that meet: see `box_pairs`)."""
     x0, y0 = max(a_box[0], b_box[0]), max(a_box[1], b_box[1])
     x1, y1 = min(a_box[2], b_box[2]), min(a_box[3], b_box[3])
@@ -200,7 +200,8 @@ def box_pairs(boxes: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
     if len(boxes) < 2:
         return []
     b = np.asarray(boxes, np.int64).reshape(len(boxes), 4)
-    meet = ((np.minimum(b[:, None, 2], b[None, :, 2]) > np.maximum(b[:, None, 0], b[None, :, 0]))
-            & (np.minimum(b[:, None, 3], b[None, :, 3]) > np.maximum(b[:, None, 1], b[None, :, 1])))
+    meet = (np.minimum(b[:, None, 2], b[None, :, 2]) > np.maximum(b[:, None, 0], b[None, :, 0])) & (
+        np.minimum(b[:, None, 3], b[None, :, 3]) > np.maximum(b[:, None, 1], b[None, :, 1])
+    )
     i, j = np.nonzero(np.triu(meet, k=1))
     return list(zip(i.tolist(), j.tolist()))

@@ -128,12 +128,15 @@ def _paste_geometry(maps: torch.Tensor, boxes: torch.Tensor) -> tuple[np.ndarray
     (R, C, M, M) with a 1-cell zero border, as float32 numpy channels-last (R, M+2, M+2, C) for OpenCV, and
     the boxes grown to match, as integers."""
     padded, scale = expand_masks(maps, padding=1)
-    return (np.ascontiguousarray(padded.permute(0, 2, 3, 1).numpy()),
-            expand_boxes(boxes, scale).to(dtype=torch.int64).tolist())
+    return (
+        np.ascontiguousarray(padded.permute(0, 2, 3, 1).numpy()),
+        expand_boxes(boxes, scale).to(dtype=torch.int64).tolist(),
+    )
 
 
-def _paste_in_box(padded: np.ndarray, box: Sequence[int], height: int, width: int
-                  ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+def _paste_in_box(
+    padded: np.ndarray, box: Sequence[int], height: int, width: int
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """One RoI's bordered maps (M+2, M+2, C) pasted (bilinear) into its grown integer ``box`` as
     ``paste_masks_in_image`` pastes a mask, and cut to the image: ``(crop (h, w, C), (x0, y0, x1, y1))``,
     channels last as OpenCV gives them. OpenCV's bilinear resize uses F.interpolate's half-pixel rule
@@ -169,8 +172,12 @@ def _overlap(a: np.ndarray, a_box: Sequence[int], b: np.ndarray, b_box: Sequence
     x1, y1 = min(a_box[2], b_box[2]), min(a_box[3], b_box[3])
     if x0 >= x1 or y0 >= y1:
         return 0
-    return int(np.count_nonzero(a[y0 - a_box[1] : y1 - a_box[1], x0 - a_box[0] : x1 - a_box[0]]
-                                & b[y0 - b_box[1] : y1 - b_box[1], x0 - b_box[0] : x1 - b_box[0]]))
+    return int(
+        np.count_nonzero(
+            a[y0 - a_box[1] : y1 - a_box[1], x0 - a_box[0] : x1 - a_box[0]]
+            & b[y0 - b_box[1] : y1 - b_box[1], x0 - b_box[0] : x1 - b_box[0]]
+        )
+    )
 
 
 def _full(crop: np.ndarray, box: Sequence[int], shape: tuple[int, int], fill: Any = 0) -> np.ndarray:
@@ -178,8 +185,9 @@ def _full(crop: np.ndarray, box: Sequence[int], shape: tuple[int, int], fill: An
     return _full_frames([crop], [box], shape, fill)[0]
 
 
-def _full_frames(crops: Sequence[np.ndarray], boxes: Sequence[Sequence[int]], shape: tuple[int, int],
-                 fill: Any = 0) -> list[np.ndarray]:
+def _full_frames(
+    crops: Sequence[np.ndarray], boxes: Sequence[Sequence[int]], shape: tuple[int, int], fill: Any = 0
+) -> list[np.ndarray]:
     """Crops placed in full frames of ``fill``, allocated as one block: one allocation instead of one per
     frame (at 50 detections `Predictor.scene` took 20.7 against 21.9 ms with separate frames)."""
     dtype = crops[0].dtype if crops else np.dtype(bool)
@@ -226,10 +234,19 @@ class Predictor:
     ``model`` share it.
     """
 
-    def __init__(self, checkpoint: str | os.PathLike | None = None, device: str | torch.device = "cpu", *,
-                 model: nn.Module | None = None, config: dict[str, Any] | None = None,
-                 class_names: Sequence[str] | None = None, categories: Sequence[dict[str, Any]] | None = None,
-                 mask_nms_thr: float = 0.5, min_external_fraction: float = 0.02, semdist: bool = True):
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike | None = None,
+        device: str | torch.device = "cpu",
+        *,
+        model: nn.Module | None = None,
+        config: dict[str, Any] | None = None,
+        class_names: Sequence[str] | None = None,
+        categories: Sequence[dict[str, Any]] | None = None,
+        mask_nms_thr: float = 0.5,
+        min_external_fraction: float = 0.02,
+        semdist: bool = True,
+    ):
         self.device = _device(device)
         what, noun = "class_names", "names"
         if model is not None:
@@ -253,15 +270,20 @@ class Predictor:
         else:
             path = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
             if checkpoint is None and not path.is_file():
-                raise FormatError(str(path), "", "the shipped demo checkpoint (not found; pass a checkpoint "
-                                  "file, e.g. --checkpoint runs/tiny/best.pt)")
+                raise FormatError(
+                    str(path),
+                    "",
+                    "the shipped demo checkpoint (not found; pass a checkpoint "
+                    "file, e.g. --checkpoint runs/tiny/best.pt)",
+                )
             if categories is not None or class_names is not None:
                 raise ConfigError("categories and class_names go with a model; a checkpoint has its own")
             self.model, self.config, cats = load_for_inference(path, self.device)
             model_cfg = {**defaults()["model"], **self.config["model"]}
         if len(cats) != int(model_cfg["num_classes"]):
-            raise ConfigError(f"{what}: expected {model_cfg['num_classes']} {noun} (model.num_classes), "
-                              f"got {len(cats)}")
+            raise ConfigError(
+                f"{what}: expected {model_cfg['num_classes']} {noun} (model.num_classes), got {len(cats)}"
+            )
         if not 0.0 <= mask_nms_thr <= 1.0:
             raise ConfigError(f"mask_nms_thr: expected a number in [0, 1], got {mask_nms_thr!r}")
         if not 0.0 <= min_external_fraction <= 1.0:
@@ -369,8 +391,7 @@ class Predictor:
             layers = _argmax_channels(pixels[1 : K + 1])
             layers[~amodal] = -1
             top = np.where(amodal, K - layers, 0).astype(np.float32)  # S at each level's top, 0 outside
-            per_pixel.update(layers=layers, top=top, front=np.where(amodal, layers, np.int8(127)),
-                             evidence=layers == 0)
+            per_pixel.update(layers=layers, top=top, front=np.where(amodal, layers, np.int8(127)), evidence=layers == 0)
             # The regression clamped into each pixel's predicted level, (K - 1 - layer) + [1 / tau, 1] (the
             # encoder's range of the distance part), so the map decodes to exactly these layers: level sets
             # drawn from it and the layer map never disagree; only the distance part comes from the regression.
@@ -379,12 +400,18 @@ class Predictor:
                 per_pixel["semdist"] = np.where(amodal, clamped, np.float32(0))
         for (d, crop, box), end, size in zip(found, ends, sizes):
             maps = {name: values[end - size : end].reshape(crop.shape[:2]) for name, values in per_pixel.items()}
-            det = _Detection(box, maps["amodal"], maps["evidence"], area=int(np.count_nonzero(maps["amodal"])),
-                             evidence_area=int(np.count_nonzero(maps["evidence"])))
+            det = _Detection(
+                box,
+                maps["amodal"],
+                maps["evidence"],
+                area=int(np.count_nonzero(maps["amodal"])),
+                evidence_area=int(np.count_nonzero(maps["evidence"])),
+            )
             if self.has_layers:
                 det.layers, det.semdist = maps["layers"], maps.get("semdist")
-                det.layer_map = SemDistMap.from_layers(maps["layers"], box, (H, W), K, values=maps["top"],
-                                                       front_key=maps["front"])
+                det.layer_map = SemDistMap.from_layers(
+                    maps["layers"], box, (H, W), K, values=maps["top"], front_key=maps["front"]
+                )
             self._dets[d] = det
 
     def _empty_detection(self) -> _Detection:
@@ -446,8 +473,9 @@ class Predictor:
         instances = []
         for k, (d, rank) in enumerate(zip(kept, ranks)):
             category, name = self._category(int(self._raw["labels"][d]))
-            instances.append(Instance(id=d + 1, amodal=amodal[k], rank=rank, name=name, category=category,
-                                      score=float(scores[d])))
+            instances.append(
+                Instance(id=d + 1, amodal=amodal[k], rank=rank, name=name, category=category, score=float(scores[d]))
+            )
         scene = AmodalScene(record, instances, annotation={"author": "semlayer.predict"})
         if self.has_layers:
             self._follow_order(scene, dets)
@@ -512,7 +540,10 @@ class Predictor:
         category, name = self._category(int(self._raw["labels"][d]))
         x0, y0, x1, y1 = (float(v) for v in self._raw["boxes"][d].tolist())
         return InstanceMaps(
-            id=d + 1, score=float(self._raw["scores"][d]), category=category, name=name,
+            id=d + 1,
+            score=float(self._raw["scores"][d]),
+            category=category,
+            name=name,
             box=(x0, y0, x1, y1),
             amodal=_full(det.amodal, det.box, shape),
             visible_evidence=_full(det.evidence, det.box, shape),
@@ -546,8 +577,10 @@ def list_images(inputs: Iterable[str | os.PathLike]) -> tuple[list[tuple[Path, s
         root = Path(item)
         if root.is_dir():
             files = sorted(
-                (p.relative_to(root).as_posix(), p) for p in root.rglob("*")
-                if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                (p.relative_to(root).as_posix(), p)
+                for p in root.rglob("*")
+                if p.suffix.lower() in IMAGE_EXTENSIONS
+                and p.is_file()
                 and not any(part.startswith(".") for part in p.relative_to(root).parts)
             )
             if not files:
@@ -585,9 +618,17 @@ def _as_list(batch: list) -> list:
     return batch
 
 
-def predict_files(checkpoint: str | os.PathLike | None, inputs: Sequence[str | os.PathLike],
-                  out: str | os.PathLike, fmt: str = "cocoa", score_thr: float = 0.5,
-                  device: str | torch.device = "cpu", progress: bool = True, workers: int = 0, batch_size: int = 4) -> PredictReport:
+def predict_files(
+    checkpoint: str | os.PathLike | None,
+    inputs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    fmt: str = "cocoa",
+    score_thr: float = 0.5,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    workers: int = 0,
+    batch_size: int = 4,
+) -> PredictReport:
     """Predict every image of ``inputs`` (files or folders) and write one annotation file ``out`` as
     ``fmt`` (``cocoa`` native with a ``score`` per region, ``coco``-style amodal, or a ``results`` list).
 
@@ -626,12 +667,14 @@ def predict_files(checkpoint: str | os.PathLike | None, inputs: Sequence[str | o
     try:
         predictor = Predictor(checkpoint, device=device, semdist=False)  # files hold no sem-dist maps
         mine = list(range(rank, len(files), world))
-        loader = DataLoader(Subset(_ImageFiles(files), mine), batch_size=batch_size, num_workers=workers,
-                            collate_fn=_as_list)
+        loader = DataLoader(
+            Subset(_ImageFiles(files), mine), batch_size=batch_size, num_workers=workers, collate_fn=_as_list
+        )
         records: list[tuple[int, bytes, int]] = []  # (file index, scene as RLE, instances)
         failed: list[tuple[int, str]] = []
-        with tqdm(total=len(files), desc="predict", unit="img", disable=not progress or rank != 0,
-                  dynamic_ncols=True) as bar:
+        with tqdm(
+            total=len(files), desc="predict", unit="img", disable=not progress or rank != 0, dynamic_ncols=True
+        ) as bar:
             for batch in loader:
                 for index, image, why in batch:
                     if image is None:

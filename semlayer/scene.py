@@ -97,7 +97,6 @@ class Instance:
             if not self.external.any():
                 self.external = None
 
-
     def drop_stated(self) -> None:
         self.stated_visible = None
         self.stated_occlude_rate = None

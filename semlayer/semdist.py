@@ -46,9 +46,15 @@ class SemDistMap:
     _front_key: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
-    def from_layers(cls, layers: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int],
-                    K: int = DEFAULT_K, values: np.ndarray | None = None, front_key: np.ndarray | None = None
-                    ) -> SemDistMap:
+    def from_layers(
+        cls,
+        layers: np.ndarray,
+        box: tuple[int, int, int, int],
+        shape: tuple[int, int],
+        K: int = DEFAULT_K,
+        values: np.ndarray | None = None,
+        front_key: np.ndarray | None = None,
+    ) -> SemDistMap:
         """The map whose layers are ``layers`` (an int8 crop, -1 outside) at the level centres' tops
         (S = K - layer): enough for masks and order votes when no distances are known. The map keeps
         ``layers`` as its decoded layers (no copy), so the caller must not modify them afterwards; so too
@@ -220,8 +226,10 @@ def pairwise_votes(a: SemDistMap, b: SemDistMap) -> tuple[int, int]:
     sb = (slice(y0 - by0, y1 - by0), slice(x0 - bx0, x1 - bx0))
     # a is in front of b at p iff both cover p and a's layer is lower: front_key(a) < layers(b) says
     # exactly that, since a's outside is 127 there and b's outside is -1.
-    return (int(np.count_nonzero(a.front_key()[sa] < b.layer_crop()[sb])),
-            int(np.count_nonzero(b.front_key()[sb] < a.layer_crop()[sa])))
+    return (
+        int(np.count_nonzero(a.front_key()[sa] < b.layer_crop()[sb])),
+        int(np.count_nonzero(b.front_key()[sb] < a.layer_crop()[sa])),
+    )
 
 
 def order_constraints(maps: Sequence[SemDistMap], weights: Sequence[float] | None = None) -> list[Constraint]:
@@ -245,9 +253,7 @@ def decode_ranks(maps: Sequence[SemDistMap], tie_break: Sequence[float] | None =
     return ranks_from_constraints(len(maps), order_constraints(maps), tie_break)
 
 
-def decode_scene(
-    maps: Sequence[SemDistMap], image: dict, template: Sequence[Instance] | None = None
-) -> AmodalScene:
+def decode_scene(maps: Sequence[SemDistMap], image: dict, template: Sequence[Instance] | None = None) -> AmodalScene:
     """An `AmodalScene` from sem-dist maps: amodal masks, ranks and the visible masks they encode.
 
     ``template`` (optional) supplies ids, names and categories per map."""
@@ -272,6 +278,8 @@ def decode_scene(
 
 def _check_params(K: int, tau: float) -> None:
     if int(K) != K or K < 2:
-        raise ValueError(f"K must be an integer >= 2 (one level for the visible part, at least one for occluded parts), got {K}")
+        raise ValueError(
+            f"K must be an integer >= 2 (one level for the visible part, at least one for occluded parts), got {K}"
+        )
     if not tau > 0:
         raise ValueError(f"tau must be > 0, got {tau}")

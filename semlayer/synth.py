@@ -151,8 +151,9 @@ def _object_texture(rng: np.random.Generator, origin: tuple[float, float], radiu
     else:  # same hue, another tone
         second = _hsv(hue, sat * rng.uniform(0.3, 0.7), val * rng.uniform(0.35, 0.6))
     period = radius * (1.0 if kind == "gradient" else rng.uniform(0.2, 0.45))
-    return Texture(kind, _hsv(hue, sat, val), second, rng.uniform(0, np.pi), max(period, 4.0), origin,
-                   int(rng.integers(2**31)))
+    return Texture(
+        kind, _hsv(hue, sat, val), second, rng.uniform(0, np.pi), max(period, 4.0), origin, int(rng.integers(2**31))
+    )
 
 
 def _background_texture(rng: np.random.Generator, size: int) -> Texture:
@@ -161,8 +162,9 @@ def _background_texture(rng: np.random.Generator, size: int) -> Texture:
     second = _hsv(hue + rng.uniform(-0.08, 0.08), sat, val * rng.uniform(0.65, 0.85))
     period = size * {"noise": 0.12, "wood": 0.08, "tiles": 0.15, "gradient": 0.6}[kind] * rng.uniform(0.7, 1.4)
     origin = (size * rng.random(), size * rng.random())
-    return Texture(kind, _hsv(hue, sat, val), second, rng.uniform(0, np.pi), period, origin,
-                   int(rng.integers(2**31)), grain=6.0)
+    return Texture(
+        kind, _hsv(hue, sat, val), second, rng.uniform(0, np.pi), period, origin, int(rng.integers(2**31)), grain=6.0
+    )
 
 
 # ----- shapes ----------------------------------------------------------------------------------
@@ -217,8 +219,9 @@ def _capsule(rng: np.random.Generator, r: float) -> np.ndarray:
 def _cross(rng: np.random.Generator, r: float) -> np.ndarray:
     a = r * rng.uniform(0.22, 0.38)
     h = r * rng.uniform(0.7, 1.0)  # horizontal arms may be shorter
-    return np.array([[a, -r], [a, -a], [h, -a], [h, a], [a, a], [a, r],
-                     [-a, r], [-a, a], [-h, a], [-h, -a], [-a, -a], [-a, -r]])
+    return np.array(
+        [[a, -r], [a, -a], [h, -a], [h, a], [a, a], [a, r], [-a, r], [-a, a], [-h, a], [-h, -a], [-a, -a], [-a, -r]]
+    )
 
 
 def _heart(rng: np.random.Generator, r: float) -> np.ndarray:
@@ -232,7 +235,14 @@ def _heart(rng: np.random.Generator, r: float) -> np.ndarray:
 
 
 SHAPES: dict[int, Callable[[np.random.Generator, float], np.ndarray]] = {
-    1: _disc, 2: _box, 3: _triangle, 4: _ring, 5: _star, 6: _capsule, 7: _cross, 8: _heart,
+    1: _disc,
+    2: _box,
+    3: _triangle,
+    4: _ring,
+    5: _star,
+    6: _capsule,
+    7: _cross,
+    8: _heart,
 }
 
 
@@ -300,11 +310,21 @@ class SynthLayout:
     def to_scene(self, image_id: int = 1) -> AmodalScene:
         """The annotation: instance ``k`` is the k-th object from the front (id = rank = k), the order
         COCOA lists regions in, so a scene read back from the written file is the same scene."""
-        image = {"id": int(image_id), "file_name": f"synth_{int(image_id):06d}.png",
-                 "height": self.size, "width": self.size}
+        image = {
+            "id": int(image_id),
+            "file_name": f"synth_{int(image_id):06d}.png",
+            "height": self.size,
+            "width": self.size,
+        }
         instances = [
-            Instance(id=rank, amodal=obj.mask.copy(), rank=rank, name=obj.name, category=obj.category,
-                     polygons=[list(obj.polygon)])
+            Instance(
+                id=rank,
+                amodal=obj.mask.copy(),
+                rank=rank,
+                name=obj.name,
+                category=obj.category,
+                polygons=[list(obj.polygon)],
+            )
             for rank, obj in enumerate(self.objects, start=1)
         ]
         return AmodalScene(image, instances, annotation={"id": int(image_id), "author": "semlayer.synth"})
@@ -314,8 +334,12 @@ def _grown_box(mask: np.ndarray, margin: int) -> tuple[int, int, int, int]:
     ys = np.flatnonzero(mask.any(axis=1))
     xs = np.flatnonzero(mask.any(axis=0))
     h, w = mask.shape
-    return (max(int(xs[0]) - margin, 0), max(int(ys[0]) - margin, 0),
-            min(int(xs[-1]) + 1 + margin, w), min(int(ys[-1]) + 1 + margin, h))
+    return (
+        max(int(xs[0]) - margin, 0),
+        max(int(ys[0]) - margin, 0),
+        min(int(xs[-1]) + 1 + margin, w),
+        min(int(ys[-1]) + 1 + margin, h),
+    )
 
 
 def _visible_ok(masks_front_to_back: list[np.ndarray]) -> bool:
@@ -397,8 +421,7 @@ def sample_layout(
                 f"{size}x{size} image; lower min_instances or raise size"
             )
         polygon, mask, depth, center, obj_radius = placed
-        obj = SynthObject(category, polygon, mask, _object_texture(rng, center, obj_radius),
-                          center, obj_radius, light)
+        obj = SynthObject(category, polygon, mask, _object_texture(rng, center, obj_radius), center, obj_radius, light)
         layout.objects.insert(depth, obj)
     return layout
 
@@ -421,7 +444,11 @@ def image_rng(seed: int, index: int) -> np.random.Generator:
 
 
 def generate(
-    num_images: int, seed: int, size: int = 256, max_instances: int = 6, min_instances: int = 1,
+    num_images: int,
+    seed: int,
+    size: int = 256,
+    max_instances: int = 6,
+    min_instances: int = 1,
     first_image_id: int = 1,
 ) -> Iterator[tuple[np.ndarray, AmodalScene]]:
     """Lazily yield ``(image, scene)`` for ``num_images`` images with ids ``first_image_id, ...``."""
@@ -438,8 +465,13 @@ def annotation_set(scenes: Iterable[AmodalScene]) -> AnnotationSet:
 
 
 def write_dataset(
-    out_dir: str | Path, num_images: int, seed: int, size: int = 256, max_instances: int = 6,
-    min_instances: int = 1, progress: bool = True,
+    out_dir: str | Path,
+    num_images: int,
+    seed: int,
+    size: int = 256,
+    max_instances: int = 6,
+    min_instances: int = 1,
+    progress: bool = True,
 ) -> Path:
     """Write ``OUT_DIR/images/synth_NNNNNN.png`` and ``OUT_DIR/annotations.json`` (COCOA native).
     Returns the annotation file's path. The scenes are kept as RLE (`formats.CompactScenes`) until the

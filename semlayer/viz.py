@@ -74,8 +74,12 @@ def _box(mask: np.ndarray, margin: int = 0) -> tuple[int, int, int, int] | None:
         return None
     xs = np.flatnonzero(mask.any(axis=0))
     h, w = mask.shape
-    return (max(int(xs[0]) - margin, 0), max(int(ys[0]) - margin, 0),
-            min(int(xs[-1]) + 1 + margin, w), min(int(ys[-1]) + 1 + margin, h))
+    return (
+        max(int(xs[0]) - margin, 0),
+        max(int(ys[0]) - margin, 0),
+        min(int(xs[-1]) + 1 + margin, w),
+        min(int(ys[-1]) + 1 + margin, h),
+    )
 
 
 def _hatch(box: tuple[int, int, int, int], period: int = 6, offset: int = 0) -> np.ndarray:
@@ -86,8 +90,15 @@ def _hatch(box: tuple[int, int, int, int], period: int = 6, offset: int = 0) -> 
     return (np.add.outer(np.arange(y0, y1), np.arange(x0, x1)) + offset) % period < max(period // 3, 1)
 
 
-def _fill(out: np.ndarray, parts: list, colors: Sequence[np.ndarray], alphas: Sequence[float], tint_visible: bool,
-          hatch_hidden: bool, period: int) -> None:
+def _fill(
+    out: np.ndarray,
+    parts: list,
+    colors: Sequence[np.ndarray],
+    alphas: Sequence[float],
+    tint_visible: bool,
+    hatch_hidden: bool,
+    period: int,
+) -> None:
     """Tint visible parts and hatch hidden ones, in place. ``parts`` are ``(index, box, visible crop,
     hidden crop)``, back to front. Tints go first (visible parts never overlap); the hatches go on top of
     everything, so a hidden part shows its own colour rather than the tint of what hides it, and each
@@ -118,8 +129,14 @@ def _contours(mask: np.ndarray, offset: tuple[int, int]) -> list[np.ndarray]:
     return [c[:, 0, :] for c in found]
 
 
-def _draw_outline(canvas: np.ndarray, points: np.ndarray, solid: np.ndarray | None, color: tuple[int, ...], thickness: int,
-                  dash: int = 4) -> None:
+def _draw_outline(
+    canvas: np.ndarray,
+    points: np.ndarray,
+    solid: np.ndarray | None,
+    color: tuple[int, ...],
+    thickness: int,
+    dash: int = 4,
+) -> None:
     """Closed outline; where ``solid`` (per point) is False the line is dashed. Hidden outline = dashed."""
     if solid is None or solid.all():
         cv2.polylines(canvas, [points.reshape(-1, 1, 2)], True, color, thickness, cv2.LINE_AA)
@@ -147,8 +164,14 @@ def _label_point(mask: np.ndarray) -> tuple[int, int] | None:
     return x0 + int(x), y0 + int(y)
 
 
-def _put_text(canvas: np.ndarray, text: str, org: tuple[int, int], scale: float, color: tuple[int, ...] = (255, 255, 255),
-              thickness: int = 1) -> None:
+def _put_text(
+    canvas: np.ndarray,
+    text: str,
+    org: tuple[int, int],
+    scale: float,
+    color: tuple[int, ...] = (255, 255, 255),
+    thickness: int = 1,
+) -> None:
     """Text with a dark halo, readable on any background."""
     cv2.putText(canvas, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
     cv2.putText(canvas, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, color, thickness, cv2.LINE_AA)
@@ -199,8 +222,15 @@ def overlay_by_rank(
             vis = visible[i][y0:y1, x0:x1]
             parts.append((i, box, vis, inst.amodal[y0:y1, x0:x1] & ~vis))
     fading = [alpha if selected is None or scene.instances[p[0]].id == selected else 0.3 * alpha for p in parts]
-    _fill(out, parts, [colors[scene.instances[p[0]].rank] for p in parts], fading,
-          tint_visible=view != "occluded", hatch_hidden=view != "visible", period=period)
+    _fill(
+        out,
+        parts,
+        [colors[scene.instances[p[0]].rank] for p in parts],
+        fading,
+        tint_visible=view != "occluded",
+        hatch_hidden=view != "visible",
+        period=period,
+    )
     canvas = np.clip(np.rint(out), 0, 255).astype(np.uint8)
     for i, (x0, y0, x1, y1), vis, occ in parts:
         inst = scene.instances[i]
@@ -222,8 +252,9 @@ def overlay_by_rank(
     return canvas
 
 
-def selection_outline(canvas: np.ndarray, scene: AmodalScene, instance_id: int, scale: int = 1,
-                      offset: tuple[int, int] = (0, 0)) -> np.ndarray:
+def selection_outline(
+    canvas: np.ndarray, scene: AmodalScene, instance_id: int, scale: int = 1, offset: tuple[int, int] = (0, 0)
+) -> np.ndarray:
     """A copy of ``canvas`` (a view of ``scene``, enlarged ``scale`` times, its top-left corner at pixel
     ``offset`` = (x, y) of the canvas) with the instance's whole outline drawn over it: its rank colour on
     a white halo, dashed where hidden. Only the instance's box is redrawn, so marking a selection costs
@@ -291,10 +322,23 @@ def _draw_legend(canvas: np.ndarray, scene: AmodalScene, colors: np.ndarray, mas
     for k, text in enumerate(texts):
         y = cy + pad + k * row
         if k < len(order):
-            cv2.rectangle(canvas, (cx + pad, y + 1), (cx + pad + swatch, y + swatch - 1),
-                          tuple(int(c) for c in colors[scene.instances[order[k]].rank]), -1)
-        cv2.putText(canvas, text, (cx + 2 * pad + swatch, y + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                    (255, 255, 255), 1, cv2.LINE_AA)
+            cv2.rectangle(
+                canvas,
+                (cx + pad, y + 1),
+                (cx + pad + swatch, y + swatch - 1),
+                tuple(int(c) for c in colors[scene.instances[order[k]].rank]),
+                -1,
+            )
+        cv2.putText(
+            canvas,
+            text,
+            (cx + 2 * pad + swatch, y + th + 1),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            (255, 255, 255),
+            1,
+            cv2.LINE_AA,
+        )
 
 
 # ----- one instance ------------------------------------------------------------------------------
@@ -332,8 +376,7 @@ def instance_panel(
     vis_u, occ_u = _nearest(vis, size), _nearest(occ, size)
     # This blend is the bulk of a click's and a reorder's redraw: the colours by a table look-up, the
     # stripes from a cache, and one OpenCV blend (base * (1 - w) + colour * w, rounded) for the rest.
-    weight = np.where(occ_u, np.where(_stripes(size, 8), np.float32(0.85), np.float32(0.2)),
-                      np.float32(0.45) * vis_u)
+    weight = np.where(occ_u, np.where(_stripes(size, 8), np.float32(0.85), np.float32(0.2)), np.float32(0.45) * vis_u)
     color = _PANEL_PALETTE[vis_u.view(np.uint8)]
     canvas = cv2.blendLinear(cv2.convertScaleAbs(base), color, 1 - weight, weight)  # base rounded to uint8
     # Outlines traced on the crop and drawn zoomed (as on the layer map): a fraction of the points of
@@ -361,8 +404,9 @@ def _with_caption(canvas: np.ndarray, caption: str, keys: list[tuple[str, tuple[
     x = 6
     for text, color in keys:
         cv2.rectangle(strip, (x, line + 3), (x + th, line + 3 + th), color, -1)
-        cv2.putText(strip, text, (x + th + 5, line + th + 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (230, 230, 230), 1,
-                    cv2.LINE_AA)
+        cv2.putText(
+            strip, text, (x + th + 5, line + th + 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (230, 230, 230), 1, cv2.LINE_AA
+        )
         x += th + 15 + cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0]
     return np.concatenate([canvas, strip], axis=0)
 
@@ -415,8 +459,9 @@ def _wrap(text: str, width: int, scale: float) -> list[str]:
     return lines
 
 
-def _key_strip(width: int, caption: str, keys: list[tuple[str, tuple[int, int, int]]],
-               notes: Sequence[str] = ()) -> np.ndarray:
+def _key_strip(
+    width: int, caption: str, keys: list[tuple[str, tuple[int, int, int]]], notes: Sequence[str] = ()
+) -> np.ndarray:
     """A dark strip as wide as a panel: the caption, colour keys, then notes, each wrapped to the width."""
     scale, pad = 0.42, 6
     font = cv2.FONT_HERSHEY_SIMPLEX
@@ -445,8 +490,9 @@ def _key_strip(width: int, caption: str, keys: list[tuple[str, tuple[int, int, i
     return strip
 
 
-def _layer_crop(scene_or_layers: AmodalScene | np.ndarray, instance_id: int | None, K: int
-                ) -> tuple[np.ndarray, tuple[int, int], tuple[int, int], str]:
+def _layer_crop(
+    scene_or_layers: AmodalScene | np.ndarray, instance_id: int | None, K: int
+) -> tuple[np.ndarray, tuple[int, int], tuple[int, int], str]:
     """The clipped layers (-1 outside) on the instance's box, the box's origin, the frame's (h, w) and a
     label for the caption."""
     if isinstance(scene_or_layers, AmodalScene):
@@ -534,8 +580,9 @@ def _lut(cmap: str) -> np.ndarray:
     return lut
 
 
-def semdist_heat_panel(sdm: SemDistMap, margin: int = 16, out_size: int = 320, cmap: str = "magma",
-                       title: str | None = None) -> np.ndarray:
+def semdist_heat_panel(
+    sdm: SemDistMap, margin: int = 16, out_size: int = 320, cmap: str = "magma", title: str | None = None
+) -> np.ndarray:
     """One instance's sem-dist map as a heat map with its integer level contours (cyan: ``S > 0`` dashed
     = amodal, ``S > k`` dotted, ``S > K-1`` solid = visible) and a colour bar 0 .. K, drawn with OpenCV.
 
@@ -552,8 +599,14 @@ def semdist_heat_panel(sdm: SemDistMap, margin: int = 16, out_size: int = 320, c
         solid = level == K - 1
         for points in _contours(crop > level, (0, 0)):
             pattern = None if solid else np.zeros(len(points), bool)
-            _draw_outline(canvas, _zoomed(points, zoom), pattern, (0, 255, 255), 2 if solid or level == 0 else 1,
-                          dash=max(1, round((6 if level == 0 else 3) / zoom)))
+            _draw_outline(
+                canvas,
+                _zoomed(points, zoom),
+                pattern,
+                (0, 255, 255),
+                2 if solid or level == 0 else 1,
+                dash=max(1, round((6 if level == 0 else 3) / zoom)),
+            )
     width = canvas.shape[1]
     bar_h, pad = 10, 6
     ramp = lut[np.linspace(0, 255, width - 2 * pad).round().astype(np.intp)]
@@ -563,8 +616,16 @@ def semdist_heat_panel(sdm: SemDistMap, margin: int = 16, out_size: int = 320, c
         x = pad + round(k / K * (width - 2 * pad - 1))
         text = str(k)
         (tw, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.38, 1)
-        cv2.putText(bar, text, (min(max(x - tw // 2, 0), width - tw), bar_h + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.38,
-                    (220, 220, 220), 1, cv2.LINE_AA)
+        cv2.putText(
+            bar,
+            text,
+            (min(max(x - tw // 2, 0), width - tw), bar_h + 14),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.38,
+            (220, 220, 220),
+            1,
+            cv2.LINE_AA,
+        )
     caption = title if title is not None else f"sem-dist map (K={K}): S = level + distance / tau"
     notes = [f"cyan: S > 0 amodal (dashed), S > {K - 1} visible (solid)"]
     return np.concatenate([canvas, _key_strip(width, caption, [], notes=notes), bar], axis=0)
@@ -586,7 +647,10 @@ def _image_figure(h: int, w: int, extra_width: float = 0.0, min_width: int = 480
 
 
 def level_set_figure(
-    image: np.ndarray, scene: AmodalScene, maps: Sequence[SemDistMap] | None = None, K: int = DEFAULT_K,
+    image: np.ndarray,
+    scene: AmodalScene,
+    maps: Sequence[SemDistMap] | None = None,
+    K: int = DEFAULT_K,
     tau: float = DEFAULT_TAU,
 ) -> np.ndarray:
     """The sem-dist level sets of every instance over the dimmed image (as the SLN paper draws them).
@@ -608,10 +672,20 @@ def level_set_figure(
     ax = fig.add_subplot()
     # Fills are composed in numpy (one image) rather than one matplotlib artist per region: cheaper.
     out = _dim(img, 0.6)
-    parts = [(i, maps[i].box, maps[i].values > maps[i].K - 1, (maps[i].values > 0) & (maps[i].values <= maps[i].K - 1))
-             for i in scene.front_to_back()[::-1] if maps[i].values.size]
-    _fill(out, parts, [colors[scene.instances[p[0]].rank] for p in parts], [0.4] * len(parts),
-          tint_visible=True, hatch_hidden=True, period=6)
+    parts = [
+        (i, maps[i].box, maps[i].values > maps[i].K - 1, (maps[i].values > 0) & (maps[i].values <= maps[i].K - 1))
+        for i in scene.front_to_back()[::-1]
+        if maps[i].values.size
+    ]
+    _fill(
+        out,
+        parts,
+        [colors[scene.instances[p[0]].rank] for p in parts],
+        [0.4] * len(parts),
+        tint_visible=True,
+        hatch_hidden=True,
+        period=6,
+    )
     ax.imshow(np.clip(out, 0, 255).astype(np.uint8), interpolation="nearest")
     k_max = max((m.K for m in maps), default=K)
     for i in scene.front_to_back()[::-1]:
@@ -628,35 +702,69 @@ def level_set_figure(
             style = "--" if level == 0 else ("-" if level == m.K - 1 else ":")
             width = 2.0 if level == m.K - 1 else 1.3
             if (values > level).any():
-                ax.contour(xs, ys, (values > level).astype(np.float32), levels=[0.5], colors=[color],
-                           linestyles=style, linewidths=width)
+                ax.contour(
+                    xs,
+                    ys,
+                    (values > level).astype(np.float32),
+                    levels=[0.5],
+                    colors=[color],
+                    linestyles=style,
+                    linewidths=width,
+                )
     for i, inst in enumerate(scene.instances):
         point = _label_point(maps[i].visible()) or _label_point(maps[i].amodal())
         if point is not None:
-            ax.text(point[0], point[1], str(inst.rank), color="white", fontsize=9, fontweight="bold",
-                    ha="center", va="center",
-                    bbox={"boxstyle": "round,pad=0.15", "fc": tuple(colors[inst.rank] / 255.0), "ec": "none",
-                          "alpha": 0.85})
+            ax.text(
+                point[0],
+                point[1],
+                str(inst.rank),
+                color="white",
+                fontsize=9,
+                fontweight="bold",
+                ha="center",
+                va="center",
+                bbox={
+                    "boxstyle": "round,pad=0.15",
+                    "fc": tuple(colors[inst.rank] / 255.0),
+                    "ec": "none",
+                    "alpha": 0.85,
+                },
+            )
     ax.set_xlim(-0.5, w - 0.5)
     ax.set_ylim(h - 0.5, -0.5)
     ax.set_axis_off()
     ax.set_title(f"sem-dist level sets (K={k_max}{tau_text})", fontsize=10)
     handles = [
         Line2D([], [], color="0.2", ls="-", lw=2.0, label=f"visible: S > {k_max - 1}"),
-        *[Line2D([], [], color="0.2", ls=":", lw=1.3, label=f"layer ≤ {k_max - 1 - k}: S > {k}")
-          for k in range(k_max - 2, 0, -1)],
+        *[
+            Line2D([], [], color="0.2", ls=":", lw=1.3, label=f"layer ≤ {k_max - 1 - k}: S > {k}")
+            for k in range(k_max - 2, 0, -1)
+        ],
         Line2D([], [], color="0.2", ls="--", lw=1.3, label="amodal: S > 0"),
         Patch(facecolor="white", edgecolor="0.2", hatch="////", label="occluded part"),
     ]
-    handles += [Patch(color=tuple(colors[scene.instances[i].rank] / 255.0),
-                      label=f"{scene.instances[i].rank}: {_instance_label(scene, i)}") for i in scene.front_to_back()]
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7.5, frameon=False,
-              handlelength=2.2, borderaxespad=0.0)
+    handles += [
+        Patch(
+            color=tuple(colors[scene.instances[i].rank] / 255.0),
+            label=f"{scene.instances[i].rank}: {_instance_label(scene, i)}",
+        )
+        for i in scene.front_to_back()
+    ]
+    ax.legend(
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        fontsize=7.5,
+        frameon=False,
+        handlelength=2.2,
+        borderaxespad=0.0,
+    )
     return _render(fig)
 
 
-def global_layering_figure(image: np.ndarray, scene_or_G: AmodalScene | np.ndarray, K: int = DEFAULT_K,
-                           note: str = "") -> np.ndarray:
+def global_layering_figure(
+    image: np.ndarray, scene_or_G: AmodalScene | np.ndarray, K: int = DEFAULT_K, note: str = ""
+) -> np.ndarray:
     """The global layering map G (how many objects claim each pixel, capped at K) over the dimmed image,
     with a discrete colorbar 0 .. K; ``note`` is a second title line (e.g. where the map comes from)."""
     if isinstance(scene_or_G, AmodalScene):
@@ -715,8 +823,15 @@ def semdist_heatmap(sdm: SemDistMap, margin: int = 8, title: str | None = None, 
     xs, ys = np.arange(x0 - 1, x1 + 1), np.arange(y0 - 1, y1 + 1)
     for level in range(sdm.K):
         if (padded > level).any():
-            ax.contour(xs, ys, (padded > level).astype(np.float32), levels=[0.5], colors=["cyan"],
-                       linestyles="--" if level == 0 else ("-" if level == sdm.K - 1 else ":"), linewidths=1.4)
+            ax.contour(
+                xs,
+                ys,
+                (padded > level).astype(np.float32),
+                levels=[0.5],
+                colors=["cyan"],
+                linestyles="--" if level == 0 else ("-" if level == sdm.K - 1 else ":"),
+                linewidths=1.4,
+            )
     ax.set_xlim(x0 - 0.5, x1 - 0.5)
     ax.set_ylim(y1 - 0.5, y0 - 0.5)
     bar = fig.colorbar(im, ax=ax, ticks=np.arange(sdm.K + 1), fraction=0.06, pad=0.03)
@@ -727,8 +842,13 @@ def semdist_heatmap(sdm: SemDistMap, margin: int = 8, title: str | None = None, 
 
 
 def semdist_surface(
-    sdm: SemDistMap, margin: int = 4, title: str | None = None, elev: float = 38.0, azim: float = -62.0,
-    max_grid: int = 120, cmap: str = "magma",
+    sdm: SemDistMap,
+    margin: int = 4,
+    title: str | None = None,
+    elev: float = 38.0,
+    azim: float = -62.0,
+    max_grid: int = 120,
+    cmap: str = "magma",
 ) -> np.ndarray:
     """One instance's sem-dist map as a 3-D surface: each level is a terrace (visible part on top,
     occluded parts lower, the outside at 0), each terrace rising from its edges over ``tau`` pixels.
@@ -739,8 +859,9 @@ def semdist_surface(
     xs, ys = np.meshgrid(np.arange(x0, x1, step), np.arange(y0, y1, step))
     fig = Figure(figsize=(5.6, 4.6), dpi=100)
     ax = fig.add_subplot(projection="3d")
-    ax.plot_surface(xs, ys, z, cmap=cmap, vmin=0, vmax=sdm.K, rstride=1, cstride=1, linewidth=0,
-                    antialiased=False, shade=True)
+    ax.plot_surface(
+        xs, ys, z, cmap=cmap, vmin=0, vmax=sdm.K, rstride=1, cstride=1, linewidth=0, antialiased=False, shade=True
+    )
     ax.set_zlim(0, sdm.K)
     ax.set_zticks(np.arange(sdm.K + 1))
     ax.set_xlim(x0, x1 - 1)

@@ -16,14 +16,24 @@ def load_bench():
 
 
 def without_seconds(out):
-    return {name: {task: {k: v for k, v in row.items() if k != "seconds"} for task, row in tasks.items()}
-            for name, tasks in out.items()}
+    return {
+        name: {task: {k: v for k, v in row.items() if k != "seconds"} for task, row in tasks.items()}
+        for name, tasks in out.items()
+    }
 
 
 def test_api_mode_gives_the_library_modes_clicks(tmp_path, monkeypatch):
     bench = load_bench()
-    common = ["--data", str(DEMO / "annotations.json"), "--images", str(DEMO / "images"), "--max-objects", "2",
-              "--brush-radius", "8"]
+    common = [
+        "--data",
+        str(DEMO / "annotations.json"),
+        "--images",
+        str(DEMO / "images"),
+        "--max-objects",
+        "2",
+        "--brush-radius",
+        "8",
+    ]
     assert bench.main([*common, "--no-model", "--json", str(tmp_path / "library.json")]) == 0
     calls = []
     call = bench.AppAnnotator.call
@@ -37,9 +47,25 @@ def test_api_mode_gives_the_library_modes_clicks(tmp_path, monkeypatch):
     library = json.loads((tmp_path / "library.json").read_text())
     api = json.loads((tmp_path / "api.json").read_text())
     assert without_seconds(api) == without_seconds(library)
-    assert set(api) == {"brush", "grabcut", "superpixel", "clipped_brush", "auto_brush", "hull", "hull+auto", "mirror",
-                        "mirror+auto"}
+    assert set(api) == {
+        "brush",
+        "grabcut",
+        "superpixel",
+        "clipped_brush",
+        "auto_brush",
+        "hull",
+        "hull+auto",
+        "mirror",
+        "mirror+auto",
+    }
     assert api["grabcut"]["visible"]["objects"] == 2 and api["hull"]["amodal"]["objects"] >= 1
     # The assisted methods' masks came from the app's endpoints.
-    assert {"/open_image", "/assist_grabcut", "/assist_superpixels", "/assist_hidden_polygon", "/assist_hidden_brush",
-            "/assist_complete", "/assist_clear"} <= set(calls)
+    assert {
+        "/open_image",
+        "/assist_grabcut",
+        "/assist_superpixels",
+        "/assist_hidden_polygon",
+        "/assist_hidden_brush",
+        "/assist_complete",
+        "/assist_clear",
+    } <= set(calls)

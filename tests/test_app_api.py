@@ -59,10 +59,24 @@ def client(app_url):
 
 def test_endpoints_are_exactly_the_script_api(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert names == {"/predict", "/select", "/export", "/move", "/undo", "/redo", "/scene", "/open_image",
-                     "/select_instance", "/assist_grabcut",
-                     "/assist_superpixels", "/assist_hidden_brush", "/assist_hidden_polygon", "/assist_complete",
-                     "/assist_accept", "/assist_clear"}
+    assert names == {
+        "/predict",
+        "/select",
+        "/export",
+        "/move",
+        "/undo",
+        "/redo",
+        "/scene",
+        "/open_image",
+        "/select_instance",
+        "/assist_grabcut",
+        "/assist_superpixels",
+        "/assist_hidden_brush",
+        "/assist_hidden_polygon",
+        "/assist_complete",
+        "/assist_accept",
+        "/assist_clear",
+    }
 
 
 def test_select_move_undo_redo(client, app_url):
@@ -158,10 +172,12 @@ def test_open_image_by_id_or_index_and_select_instance_by_id(app_url):
     assert [d["id"] for d in opened["instances"]] == scenes[1].order_ids()
     opened = client.predict(scenes[0].image_id, None, api_name="/open_image")
     assert (opened["image"]["index"], opened["image"]["file_name"]) == (0, scenes[0].file_name)
-    for args, message in (((999, None), "this dataset has no image with id 999"),
-                          ((None, 5), "scene index 5 is outside 0..1"),
-                          ((None, None), "give exactly one of image_id and index"),
-                          ((scenes[0].image_id, 0), "give exactly one of image_id and index")):
+    for args, message in (
+        ((999, None), "this dataset has no image with id 999"),
+        ((None, 5), "scene index 5 is outside 0..1"),
+        ((None, None), "give exactly one of image_id and index"),
+        ((scenes[0].image_id, 0), "give exactly one of image_id and index"),
+    ):
         with pytest.raises(AppError, match=message):
             client.predict(*args, api_name="/open_image")
     back = opened["instances"][-1]  # as edited by the tests before: the rank the app gives

@@ -29,9 +29,13 @@ def tab(tmp_path):
     image[15:45, 10:40] = (220, 40, 50)
     image[10:50, 30:60] = (30, 30, 200)  # the front box, drawn over the square
     cv2.imwrite(str(folder / "one.png"), image[:, :, ::-1])
-    scene = AmodalScene({"id": 1, "file_name": "one.png", "height": H, "width": W},
-                        [Instance(1, rect(30, 10, 60, 50), rank=1, name="front"),
-                         Instance(2, rect(10, 15, 40, 45), rank=2, name="square")])
+    scene = AmodalScene(
+        {"id": 1, "file_name": "one.png", "height": H, "width": W},
+        [
+            Instance(1, rect(30, 10, 60, 50), rank=1, name="front"),
+            Instance(2, rect(10, 15, 40, 45), rank=2, name="square"),
+        ],
+    )
     return h.Tab(session=EditSession(tmp_path / "ws" / "set", AnnotationSet(scenes=[scene]), folder))
 
 
@@ -84,7 +88,9 @@ def test_auto_sized_dab_reaches_the_mask(tab):
     tab.session.set_amodal(2, rect(10, 15, 30, 45))
     a.hidden_brush(tab, [[50, 30]], radius=0, mode="add")
     assert assist.auto_radius(rect(10, 15, 30, 45), 50, 30, True) == pytest.approx(21.0)
-    assert np.array_equal(a.state(tab).proposal, rect(10, 15, 30, 45) | (assist.disk((H, W), 50, 30, 21) & rect(30, 10, 60, 50)))
+    assert np.array_equal(
+        a.state(tab).proposal, rect(10, 15, 30, 45) | (assist.disk((H, W), 50, 30, 21) & rect(30, 10, 60, 50))
+    )
     with pytest.raises(h.UserError, match="for a single dab"):
         a.hidden_brush(tab, [[50, 30], [52, 30]], radius=0)
 
@@ -147,7 +153,9 @@ def test_model_completion_in_the_app_is_the_librarys_on_the_same_box(tmp_path):
 
     if not DEFAULT_CHECKPOINT.is_file():
         pytest.skip("the shipped checkpoint is not in this checkout")
-    cfg = h.AppConfig(workspace=tmp_path / "ws", data=DEMO_ANNOTATIONS, images=DEMO_IMAGES, checkpoint=DEFAULT_CHECKPOINT)
+    cfg = h.AppConfig(
+        workspace=tmp_path / "ws", data=DEMO_ANNOTATIONS, images=DEMO_IMAGES, checkpoint=DEFAULT_CHECKPOINT
+    )
     tab = h.new_tab(cfg)
     scene = tab.session.scene
     occluded = [inst.id for inst in scene.instances if scene.occluded(inst.id).any()]

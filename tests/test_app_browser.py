@@ -188,7 +188,9 @@ def test_reorder_two_instances_and_export(page, app):
         page.get_by_role("button", name="export COCOA JSON").click()
         page.locator('a[download$=".cocoa.json"]').first.click()
     exported = json.loads(Path(download.value.path()).read_text())
-    wait_text(page, "export-status", "exported annotations.corrected.cocoa.json · every mask is exactly its COCOA polygon")
+    wait_text(
+        page, "export-status", "exported annotations.corrected.cocoa.json · every mask is exactly its COCOA polygon"
+    )
     regions = exported["annotations"][0]["regions"]
     by_order = {r["order"]: r for r in regions}
     assert by_order[1]["name"] == scene.get(second).name and by_order[2]["name"] == scene.get(first).name
@@ -200,8 +202,10 @@ def test_reorder_two_instances_and_export(page, app):
     assert kins.format == "kins2020"
 
     def overlap_order(s):  # (front box, back box) of every overlapping pair: what KINS keeps of the order
-        return sorted((tuple(s.instances[f].bbox()), tuple(s.instances[b].bbox()))
-                      for f, b in overlapping_pairs(s.ranks(), [i.amodal for i in s.instances]))
+        return sorted(
+            (tuple(s.instances[f].bbox()), tuple(s.instances[b].bbox()))
+            for f, b in overlapping_pairs(s.ranks(), [i.amodal for i in s.instances])
+        )
 
     assert overlap_order(kins.scenes[0]) == overlap_order(formats.from_dict(exported).scenes[0])
     assert overlap_order(kins.scenes[0])  # the scene has overlaps, the reordered pair among them
@@ -282,7 +286,8 @@ def test_the_editor_follows_and_names_the_selection(page, app):
 
 
 def test_grabcut_assist_from_a_box_becomes_a_new_instance_and_the_hidden_brush_paints_under_the_front(
-        page, app, tmp_path):
+    page, app, tmp_path
+):
     _, cfg, scene = app
     target = scene.get(scene.order_ids()[-1])  # the back-most: something hides part of it
     page.get_by_text("Assists: GrabCut, superpixels, hidden part").click()
@@ -334,8 +339,11 @@ def most_occluded(scene, minimum=0.0):
         return cv2.distanceTransform(scene.visible(instance_id).astype(np.uint8), cv2.DIST_L2, 3).max() >= 3
 
     rates = scene.occlude_rates()
-    candidates = [i for i, inst in enumerate(scene.instances)
-                  if rates[i] > minimum and scene.occluders(inst.id) and clickable(inst.id)]
+    candidates = [
+        i
+        for i, inst in enumerate(scene.instances)
+        if rates[i] > minimum and scene.occluders(inst.id) and clickable(inst.id)
+    ]
     return scene.instances[max(candidates, key=lambda i: rates[i])] if candidates else None
 
 
@@ -508,7 +516,9 @@ def test_a_cocoa_file_is_fixed_exported_validated_and_fine_tuned(browser, tmp_pa
         assert polygon_area(fixed, scene.height, scene.width) > back.area  # and the mask fix
         # pycocotools reads every region as COCOA's loaders do: visible + invisible = the amodal polygon.
         for region in record["regions"]:
-            amodal = mask_utils.decode(mask_utils.frPyObjects([region["segmentation"]], scene.height, scene.width))[..., 0]
+            amodal = mask_utils.decode(mask_utils.frPyObjects([region["segmentation"]], scene.height, scene.width))[
+                ..., 0
+            ]
             if "visible_mask" in region:
                 visible, hidden = (mask_utils.decode(region[k]) for k in ("visible_mask", "invisible_mask"))
                 assert np.array_equal(visible | hidden, amodal) and not (visible & hidden).any()
@@ -539,9 +549,14 @@ def test_a_large_photo_is_shown_reduced_and_a_click_selects_at_full_resolution(b
     masks[0][300:1500, 400:2000] = True  # wall, behind
     masks[1][900:1800, 1500:2900] = True  # table, in front of the wall
     masks[2][996:1005, 2397:2406] = True  # a 9 x 9 px speck on the table, in front: 3 x 3 display pixels
-    scene = AmodalScene({"id": 1, "file_name": "photo.jpg", "height": BH, "width": BW}, [
-        Instance(1, masks[0], rank=3, name="wall"), Instance(2, masks[1], rank=2, name="table"),
-        Instance(3, masks[2], rank=1, name="speck")])
+    scene = AmodalScene(
+        {"id": 1, "file_name": "photo.jpg", "height": BH, "width": BW},
+        [
+            Instance(1, masks[0], rank=3, name="wall"),
+            Instance(2, masks[1], rank=2, name="table"),
+            Instance(3, masks[2], rank=1, name="speck"),
+        ],
+    )
     data = folder / "photo.json"
     formats.save(AnnotationSet([scene]), data, format="cocoa")
     demo, url = launch(AppConfig(workspace=tmp_path / "ws", data=data, images=folder))

@@ -27,7 +27,10 @@ def dataset(tmp_path_factory):
 
 def by_rank(scene):
     vis = scene.visible_masks()
-    return [(inst.rank, inst.name, inst.amodal, vis[i]) for i, inst in sorted(enumerate(scene.instances), key=lambda p: p[1].rank)]
+    return [
+        (inst.rank, inst.name, inst.amodal, vis[i])
+        for i, inst in sorted(enumerate(scene.instances), key=lambda p: p[1].rank)
+    ]
 
 
 def assert_same_scene(a, b, names=True):
@@ -165,8 +168,11 @@ def test_exports_with_external_occlusion_validate(tmp_path, dataset):
     position = uploads.scene.index_of(hidden_id)
     # KINS files are not held to the painter's rule (separate amodal and visible passes), so their report
     # has no external-occlusion note; the stated visible mask still carries the occlusion back.
-    for fmt, where in (("cocoa", f"annotations[0].regions[{rank - 1}]"), ("coco", f"annotations[{position}]"),
-                       ("kins", None)):
+    for fmt, where in (
+        ("cocoa", f"annotations[0].regions[{rank - 1}]"),
+        ("coco", f"annotations[{position}]"),
+        ("kins", None),
+    ):
         out = uploads.export(fmt)
         report = formats.validation_report(out)
         assert report.violations == [] and report.external == ([(where, 6)] if where else [])
@@ -225,7 +231,10 @@ def test_a_cocoa_export_says_how_many_pixels_its_polygons_lose(dataset, tmp_path
     session = EditSession.open(tmp_path / "ws", path, images)
     tab = h.Tab(session=session)
     exported = h.export(tab, "cocoa")
-    assert h.export_notice(exported) == "exported `annotations.corrected.cocoa.json` · every mask is exactly its COCOA polygon"
+    assert (
+        h.export_notice(exported)
+        == "exported `annotations.corrected.cocoa.json` · every mask is exactly its COCOA polygon"
+    )
     target = session.scene.order_ids()[0]
     height, width = session.scene.shape
     piece = np.zeros((height, width), bool)
@@ -241,4 +250,6 @@ def test_a_cocoa_export_says_how_many_pixels_its_polygons_lose(dataset, tmp_path
         "The exact masks are in each region's `amodal_mask` (semlayer reads it; tools that read only "
         "`segmentation` get the polygon)."
     )
-    assert h.export_notice(h.export(tab, "coco")) == "exported `annotations.corrected.coco.json`"  # polygons or RLE: exact
+    assert (
+        h.export_notice(h.export(tab, "coco")) == "exported `annotations.corrected.coco.json`"
+    )  # polygons or RLE: exact

@@ -46,7 +46,9 @@ def test_finetune_from_the_app_loads_the_new_checkpoint(base):
     tab.session.move(tab.session.scene.order_ids()[0], "back")
     job = h.start_finetune(cfg, tab)
     assert job.out == tab.session.folder / "finetune-1"
-    assert job.command[job.command.index("--data") + 1] == str(tab.session.folder / "exports" / "annotations.corrected.cocoa.json")
+    assert job.command[job.command.index("--data") + 1] == str(
+        tab.session.folder / "exports" / "annotations.corrected.cocoa.json"
+    )
     deadline = time.time() + 300
     while (progress := h.finetune_status(tab)).state == "running" and time.time() < deadline:
         time.sleep(0.5)
@@ -112,18 +114,27 @@ def test_merged_class_heads_keep_the_background_and_average_the_classes(tmp_path
     config = load_config(CONFIG)  # 8 classes, class-specific layering maps
     torch.manual_seed(0)
     state = build_model(config).state_dict()
-    ckpt = save_checkpoint(tmp_path / "per_class.pt", {"model": state, "config": config, "class_names": list("abcdefgh")})
+    ckpt = save_checkpoint(
+        tmp_path / "per_class.pt", {"model": state, "config": config, "class_names": list("abcdefgh")}
+    )
     merged = read_checkpoint(class_agnostic_checkpoint(ckpt, tmp_path))
     K = config["model"]["K"]
     w, b = state["roi_heads.box_predictor.cls_score.weight"], state["roi_heads.box_predictor.cls_score.bias"]
-    new_w, new_b = merged["model"]["roi_heads.box_predictor.cls_score.weight"], merged["model"]["roi_heads.box_predictor.cls_score.bias"]
+    new_w, new_b = (
+        merged["model"]["roi_heads.box_predictor.cls_score.weight"],
+        merged["model"]["roi_heads.box_predictor.cls_score.bias"],
+    )
     assert torch.equal(new_w[0], w[0]) and torch.allclose(new_w[1], w[1:].mean(0))
     assert torch.allclose(new_b, torch.stack([b[0], b[1:].mean() + math.log(8)]))
     box = state["roi_heads.box_predictor.bbox_pred.weight"].view(9, 4, -1)
-    assert torch.allclose(merged["model"]["roi_heads.box_predictor.bbox_pred.weight"], torch.cat([box[0], box[1:].mean(0)]))
+    assert torch.allclose(
+        merged["model"]["roi_heads.box_predictor.bbox_pred.weight"], torch.cat([box[0], box[1:].mean(0)])
+    )
     logits = state["roi_heads.mask_predictor.layer_logits.weight"]
     layers = logits.view(9, K + 1, *logits.shape[1:])
-    assert torch.allclose(merged["model"]["roi_heads.mask_predictor.layer_logits.weight"], torch.cat([layers[0], layers[1:].mean(0)]))
+    assert torch.allclose(
+        merged["model"]["roi_heads.mask_predictor.layer_logits.weight"], torch.cat([layers[0], layers[1:].mean(0)])
+    )
     # It is exactly a one-class model's state: every tensor loads.
     one = {**config, "model": {**config["model"], "num_classes": 1}, "data": {**config["data"], "class_agnostic": True}}
     report = load_init_weights(build_model(one), tmp_path / "init_class_agnostic.pt")

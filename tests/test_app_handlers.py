@@ -38,7 +38,9 @@ def scenes():
         ],
         annotation={"id": 11},
     )
-    s2 = AmodalScene({"id": 2, "file_name": "two.png", "height": H, "width": W}, [Instance(1, rect(0, 0, 5, 5), name="d")])
+    s2 = AmodalScene(
+        {"id": 2, "file_name": "two.png", "height": H, "width": W}, [Instance(1, rect(0, 0, 5, 5), name="d")]
+    )
     return AnnotationSet(scenes=[s1, s2])
 
 
@@ -245,8 +247,10 @@ def test_a_predicted_global_map_is_titled_with_its_agreement_with_the_instances(
     # Boxes of (H/2 x W/2) and (3H/4 x 3W/4) overlapping on (H/4 x W/4): the map is right off the overlap only.
     union = (H // 2) * (W // 2) + (H - H // 4) * (W - W // 4) - (H // 2 - H // 4) * (W // 2 - W // 4)
     share = 1 - (H // 2 - H // 4) * (W // 2 - W // 4) / union
-    assert notes == ["the network's own (global layering module)\n"
-                     f"its instances' overlap count agrees on {share:.0%} of object pixels"]
+    assert notes == [
+        "the network's own (global layering module)\n"
+        f"its instances' overlap count agrees on {share:.0%} of object pixels"
+    ]
     tab.show = "annotation"  # an annotation's G is its instances' own: nothing to compare
     h.render_global(cfg, tab)
     assert notes[1:] == [None]
@@ -280,7 +284,14 @@ def test_prediction_views_and_uploads(cfg, model_tab, tmp_path):
     up = tmp_path / "up.png"
     cv2.imwrite(str(up), np.zeros((30, 50, 3), np.uint8))
     summary = h.predict_upload(cfg, tab, up)
-    assert summary["image"] == {"id": 1, "file_name": "upload_00001.png", "height": 30, "width": 50, "index": 0, "count": 1}
+    assert summary["image"] == {
+        "id": 1,
+        "file_name": "upload_00001.png",
+        "height": 30,
+        "width": 50,
+        "index": 0,
+        "count": 1,
+    }
     assert [(d["id"], d["score"], d["rank"]) for d in summary["instances"]] == [(1, 0.9, 1), (2, 0.7, 2)]
     assert tab.session.folder == cfg.workspace.resolve() / "uploads"
     assert (tab.session.folder / "images" / "upload_00001.png").is_file()
@@ -362,7 +373,9 @@ def test_finetune_from_the_app_cancel_and_failure(cfg, model_tab, tmp_path, monk
         h.start_finetune(cfg, tab)
     assert exported == {} and tab.job is None
     tab.session.move(2, "back")
-    job = h.start_finetune(cfg, tab, [sys.executable, str(script), "1000", "0.05", "--out", str(tab.session.folder / "finetune-1")])
+    job = h.start_finetune(
+        cfg, tab, [sys.executable, str(script), "1000", "0.05", "--out", str(tab.session.folder / "finetune-1")]
+    )
     assert exported == {"cocoa": tmp_path / "exp.json"} and job.out.name == "finetune-1"
     with pytest.raises(h.UserError, match="already running"):
         h.start_finetune(cfg, tab)
@@ -378,7 +391,6 @@ def test_finetune_from_the_app_cancel_and_failure(cfg, model_tab, tmp_path, monk
     h.start_finetune(cfg, tab, bad)
     failed = wait_for(tab.job, {"failed"})
     assert failed.message == "config tiny.yaml: no such file"
-
 
 
 def test_conflict_reloads_the_tab_and_tells_why(cfg, tab, images):
@@ -482,7 +494,9 @@ def test_prefetch_draws_every_shown_instance_for_the_first_click(cfg, tab, monke
     h.select_at(cfg, tab, 12, 12)
     h.reorder(tab, "back")
     heat_maps = counting(monkeypatch, viz, "semdist_heat_panel")
-    monkeypatch.setattr(viz, "instance_panel", lambda *a, **k: (tab.session.move(2, "back"), np.zeros((4, 4, 3), np.uint8))[1])
+    monkeypatch.setattr(
+        viz, "instance_panel", lambda *a, **k: (tab.session.move(2, "back"), np.zeros((4, 4, 3), np.uint8))[1]
+    )
     thread = h.prefetch(cfg, tab)
     thread.join()
     assert len(heat_maps) == 1  # the first instance's figures were finished, then it stopped
@@ -506,7 +520,10 @@ def test_a_dataset_opens_on_its_annotation_or_on_the_prediction_where_it_has_non
     assert tab.show == "prediction" and h.shown_scene(tab) == "prediction"
     assert h.model_notice(cfg, tab) == "model `fake.pt` · its prediction of this image: 2 instance(s) with score ≥ 0.5"
     table = h.render(cfg, tab, ("table",))
-    assert table["rows"] == [[1, 1, "object", "0.000", "0.90"], [2, 2, "object", "0.111", "0.70"]]  # 150 of 1350 px hidden
+    assert table["rows"] == [
+        [1, 1, "object", "0.000", "0.90"],
+        [2, 2, "object", "0.111", "0.70"],
+    ]  # 150 of 1350 px hidden
     assert table["table_title"].startswith("prediction: ") and table["show"] == "prediction"
     assert h.select_instance(cfg, tab, 2, "prediction")["score"] == 0.7 and tab.selected_in == "prediction"
     # The script API selects in the edited scene whatever the page shows.
@@ -614,8 +631,10 @@ def test_a_large_photo_is_shown_reduced_and_clicks_and_edits_map_to_full_resolut
     small[1000:1002, 1999:2000] = True  # 1 x 2 px: only the display pixels whose block centre it holds
     large = np.zeros((BH, BW), bool)
     large[100:1500, 200:3000] = True
-    scene = AmodalScene({"id": 1, "file_name": "big.png", "height": BH, "width": BW},
-                        [Instance(1, small, rank=1, name="speck"), Instance(2, large, rank=2, name="wall")])
+    scene = AmodalScene(
+        {"id": 1, "file_name": "big.png", "height": BH, "width": BW},
+        [Instance(1, small, rank=1, name="speck"), Instance(2, large, rank=2, name="wall")],
+    )
     tab = h.Tab(session=EditSession(tmp_path / "ws" / "big", AnnotationSet([scene]), folder))
     cfg = h.AppConfig(workspace=tmp_path / "ws")
     display = h.display_for((BH, BW))

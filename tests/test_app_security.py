@@ -60,18 +60,32 @@ class Page:
         """The event of the component with this label / elem_id (or the endpoint named ``api_name``)."""
         if api_name is not None:
             return next(d["id"] for d in self.config["dependencies"] if d.get("api_name") == api_name)
-        ids = {c["id"] for c in self.config["components"] if c.get("props", {}).get("value") == label
-               or c.get("props", {}).get("label") == label or (elem_id and c.get("props", {}).get("elem_id") == elem_id)}
-        return next(d["id"] for d in self.config["dependencies"] if any(t[0] in ids and t[1] == trigger for t in d["targets"]))
+        ids = {
+            c["id"]
+            for c in self.config["components"]
+            if c.get("props", {}).get("value") == label
+            or c.get("props", {}).get("label") == label
+            or (elem_id and c.get("props", {}).get("elem_id") == elem_id)
+        }
+        return next(
+            d["id"] for d in self.config["dependencies"] if any(t[0] in ids and t[1] == trigger for t in d["targets"])
+        )
 
     def load(self):
         """The page's load event (what a browser runs on opening or reloading the page)."""
-        return self.call(next(d["id"] for d in self.config["dependencies"] if any(t[1] == "load" for t in d["targets"])), [])
+        return self.call(
+            next(d["id"] for d in self.config["dependencies"] if any(t[1] == "load" for t in d["targets"])), []
+        )
 
     def call(self, fn_index, data, event_data=None):
         """Run an event as the page does; returns the output data (None when it failed)."""
-        body = {"data": data, "fn_index": fn_index, "session_hash": self.session_hash, "event_data": event_data,
-                "trigger_id": None}
+        body = {
+            "data": data,
+            "fn_index": fn_index,
+            "session_hash": self.session_hash,
+            "event_data": event_data,
+            "trigger_id": None,
+        }
         joined = self.http.post("gradio_api/queue/join", json=body)
         assert joined.status_code == 200, joined.text
         with self.http.stream("GET", "gradio_api/queue/data", params={"session_hash": self.session_hash}) as stream:
@@ -98,9 +112,17 @@ def png(path, value, size=(24, 32)):
 
 def cocoa(path, file_name, height=24, width=32):
     """A one-image COCOA file naming ``file_name`` (one region)."""
-    obj = {"images": [{"id": 1, "file_name": file_name, "height": height, "width": width}],
-           "annotations": [{"id": 1, "image_id": 1, "depth_constraint": "", "regions": [
-               {"order": 1, "name": "a", "isStuff": 0, "segmentation": [2, 2, 10, 2, 10, 10, 2, 10]}]}]}
+    obj = {
+        "images": [{"id": 1, "file_name": file_name, "height": height, "width": width}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "depth_constraint": "",
+                "regions": [{"order": 1, "name": "a", "isStuff": 0, "segmentation": [2, 2, 10, 2, 10, 10, 2, 10]}],
+            }
+        ],
+    }
     path.write_text(json.dumps(obj))
     return path
 
@@ -125,8 +147,14 @@ def served(tmp_path_factory):
     ckpt = root / "fake.pt"
     ckpt.write_bytes(b"fake")
     register_model(str(ckpt), Model(FakePredictor(), str(ckpt)))
-    cfg = AppConfig(workspace=root / "ws", data=home / "annotations.json", images=home / "images", checkpoint=ckpt,
-                    data_root=home, train_config=ROOT / "configs" / "tiny_synth.yaml")
+    cfg = AppConfig(
+        workspace=root / "ws",
+        data=home / "annotations.json",
+        images=home / "images",
+        checkpoint=ckpt,
+        data_root=home,
+        train_config=ROOT / "configs" / "tiny_synth.yaml",
+    )
     demo, url = launch(cfg, port=free_port(), prevent_thread_lock=True, quiet=True)
     yield {"url": url, "root": root, "home": home, "secret": secret, "cfg": cfg}
     demo.close()
@@ -159,14 +187,18 @@ def test_1_image_names_never_leave_their_folder(served, name):
     assert out is not None and page.warnings[-1].startswith("image ")
     assert "a file name" in page.warnings[-1] and str(served["root"]) not in page.warnings[-1]
     # The gallery event that follows the open (as the page chains it) lists nothing for the refused image.
-    gallery_fn = next(d["id"] for d in page.config["dependencies"] if d.get("trigger_after") == page.fn_index("Open dataset"))
+    gallery_fn = next(
+        d["id"] for d in page.config["dependencies"] if d.get("trigger_after") == page.fn_index("Open dataset")
+    )
     assert not page.call(gallery_fn, [])[0]
     for leaked in (served["secret"], ROOT / ".git" / "config"):
         assert fetch(served["url"], leaked).status_code == 403
 
 
 def test_1_open_dataset_is_off_without_a_data_root(served, tmp_path):
-    cfg = AppConfig(workspace=tmp_path / "ws", data=served["home"] / "annotations.json", images=served["home"] / "images")
+    cfg = AppConfig(
+        workspace=tmp_path / "ws", data=served["home"] / "annotations.json", images=served["home"] / "images"
+    )
     demo, url = launch(cfg, port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
         page = Page(url)
@@ -187,8 +219,12 @@ def test_2_predict_accepts_only_uploads(served, tmp_path):
     predict = page.fn_index(api_name="predict")
     before = sorted((served["root"] / "ws").rglob("upload_*.png"))
     answers = []
-    for value in ({"path": str(served["secret"])}, str(served["secret"]), {"path": "/no/such/file.png"},
-                  {"path": str(served["secret"]), "meta": {"_type": "gradio.FileData"}}):
+    for value in (
+        {"path": str(served["secret"])},
+        str(served["secret"]),
+        {"path": "/no/such/file.png"},
+        {"path": str(served["secret"]), "meta": {"_type": "gradio.FileData"}},
+    ):
         assert page.call(predict, [value]) is None
         answers.append(page.warnings[-1])
     # Whether the path exists is not told, and nothing was copied into the workspace. (With Gradio's upload
@@ -197,7 +233,9 @@ def test_2_predict_accepts_only_uploads(served, tmp_path):
     assert answers == [only, only, only, ""]
     assert sorted((served["root"] / "ws").rglob("upload_*.png")) == before
     # A real upload works.
-    summary = Client(served["url"], verbose=False).predict(handle_file(str(png(tmp_path / "p.png", 90))), api_name="/predict")
+    summary = Client(served["url"], verbose=False).predict(
+        handle_file(str(png(tmp_path / "p.png", 90))), api_name="/predict"
+    )
     assert (summary["image"]["height"], summary["image"]["width"]) == (24, 32)
 
 
@@ -213,27 +251,54 @@ def test_3_only_the_image_folder_assets_and_app_output_are_served(served):
     exported = Path(client.predict("cocoa", api_name="/export"))
     assert exported.is_file()
     ws_files = sorted(p for p in (served["root"] / "ws").rglob("*") if p.is_file())
-    served_ok = [home / "images" / "synth_000001.png", ROOT / "assets" / "demo" / "annotations.json",
-                 next(p for p in ws_files if p.parent.name == "exports")]
-    refused = [home / ".ssh" / "id_rsa", home / "annotations.json", home / "images" / ".env",
-               next(p for p in ws_files if p.name == "session.json"), next(p for p in ws_files if p.name == ".lock"),
-               ROOT / ".git" / "config", ROOT / "README.md"]
+    served_ok = [
+        home / "images" / "synth_000001.png",
+        ROOT / "assets" / "demo" / "annotations.json",
+        next(p for p in ws_files if p.parent.name == "exports"),
+    ]
+    refused = [
+        home / ".ssh" / "id_rsa",
+        home / "annotations.json",
+        home / "images" / ".env",
+        next(p for p in ws_files if p.name == "session.json"),
+        next(p for p in ws_files if p.name == ".lock"),
+        ROOT / ".git" / "config",
+        ROOT / "README.md",
+    ]
     assert [fetch(url, p).status_code for p in served_ok] == [200] * len(served_ok)
     assert [fetch(url, p).status_code for p in refused] == [403] * len(refused)
-    assert fetch(url, home / "images" / "synth_000001.png").content == (home / "images" / "synth_000001.png").read_bytes()
+    assert (
+        fetch(url, home / "images" / "synth_000001.png").content == (home / "images" / "synth_000001.png").read_bytes()
+    )
 
 
 # ----- 4. a non-loopback host without a login; the password in ps ----------------------------------------
 
 
 def test_4_a_wide_host_needs_a_login(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "app", "--host", "0.0.0.0", "--port", str(free_port()),
-                           "--workspace", str(tmp_path / "ws")], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "SEMLAYER_AUTH": ""})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(free_port()),
+            "--workspace",
+            str(tmp_path / "ws"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "SEMLAYER_AUTH": ""},
+    )
     assert proc.returncode == 2 and "Running on" not in proc.stdout
     assert proc.stderr.strip().splitlines()[-1] == (
         "error: --host 0.0.0.0 makes the app reachable from other machines: give --auth-file FILE (or --auth, or "
-        "$SEMLAYER_AUTH), or --insecure to serve without a login")
+        "$SEMLAYER_AUTH), or --insecure to serve without a login"
+    )
 
 
 def test_4_logins_from_a_file_and_the_environment(served, tmp_path):
@@ -243,7 +308,9 @@ def test_4_logins_from_a_file_and_the_environment(served, tmp_path):
     auth_file.write_text(f"# team\n{USER}:{PASSWORD}\n\nsecond:pw2\n")
     logins = credentials(None, auth_file, env={"SEMLAYER_AUTH": "third:pw3"})
     assert logins == [("third", "pw3"), (USER, PASSWORD), ("second", "pw2")]
-    cfg = AppConfig(workspace=tmp_path / "ws", data=served["home"] / "annotations.json", images=served["home"] / "images")
+    cfg = AppConfig(
+        workspace=tmp_path / "ws", data=served["home"] / "annotations.json", images=served["home"] / "images"
+    )
     demo, url = launch(cfg, port=free_port(), logins=logins, prevent_thread_lock=True, quiet=True)
     try:
         assert httpx.get(url + "config").status_code == 401
@@ -318,8 +385,9 @@ CHILD = textwrap.dedent("""
 
 @pytest.mark.parametrize("how", ["exit", signal.SIGINT, signal.SIGTERM])
 def test_7_fine_tunes_end_with_the_app(tmp_path, how):
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(ROOT), str(tmp_path / "run"), str(how)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(ROOT), str(tmp_path / "run"), str(how)], stdout=subprocess.PIPE, text=True
+    )
     pid = int(proc.stdout.readline())
     if how != "exit":
         proc.send_signal(how)
@@ -353,7 +421,9 @@ def test_7_idle_api_clients_are_forgotten(served, monkeypatch):
 
 
 def test_8_a_save_on_a_full_disk_keeps_the_edit_and_the_next_save_writes_it(served, monkeypatch, tmp_path):
-    cfg = AppConfig(workspace=tmp_path / "ws", data=served["home"] / "annotations.json", images=served["home"] / "images")
+    cfg = AppConfig(
+        workspace=tmp_path / "ws", data=served["home"] / "annotations.json", images=served["home"] / "images"
+    )
     demo, url = launch(cfg, port=free_port(), prevent_thread_lock=True, quiet=True)
     real = session_mod.atomic_write_json
     full = {"on": True}
@@ -367,8 +437,11 @@ def test_8_a_save_on_a_full_disk_keeps_the_edit_and_the_next_save_writes_it(serv
     try:
         client = Client(url, verbose=False)
         order = [d["id"] for d in client.predict(api_name="/scene")["instances"]]
-        with pytest.raises(AppError, match=r"could not save image 1 to the workspace \(No space left on device\); the "
-                                           "change is kept in this page and is saved with your next edit"):
+        with pytest.raises(
+            AppError,
+            match=r"could not save image 1 to the workspace \(No space left on device\); the "
+            "change is kept in this page and is saved with your next edit",
+        ):
             client.predict(order[0], "back", api_name="/move")
         assert [d["id"] for d in client.predict(api_name="/scene")["instances"]] == order[1:] + order[:1]  # kept
         full["on"] = False  # space freed
@@ -412,14 +485,17 @@ def test_9_export_refuses_a_changed_source_and_reopening_names_the_earlier_edits
     assert reopened.notices == [
         f"annotations.json has changed since it was last edited here: the edits of its earlier version are in the "
         f"workspace folder {earlier} (not applied to this version; export them from that version of the file, or "
-        "redo them here)"]
+        "redo them here)"
+    ]
 
 
 # ----- 11. two tabs: different images never conflict; the same image loses no update ---------------------
 
 
 def test_11_concurrent_tabs_on_different_and_same_images(served, tmp_path):
-    cfg = AppConfig(workspace=tmp_path / "ws", data=served["home"] / "annotations.json", images=served["home"] / "images")
+    cfg = AppConfig(
+        workspace=tmp_path / "ws", data=served["home"] / "annotations.json", images=served["home"] / "images"
+    )
     demo, url = launch(cfg, port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
         a, b, c = Page(url), Page(url), Page(url)
@@ -462,10 +538,13 @@ def test_13_no_absolute_server_path_in_config_status_or_errors(served, tmp_path)
         assert str(folder) + "/" not in loaded
     # A message naming server files names them relative to the data root or by their last part.
     assert page.call(page.fn_index("Open dataset"), ["escape.json", "images"]) is not None
-    assert page.warnings[-1] == ("image '../../secret/secret.png': a file name inside the images folder without "
-                                 "'..' or hidden (dot) parts, got '../../secret/secret.png'")
+    assert page.warnings[-1] == (
+        "image '../../secret/secret.png': a file name inside the images folder without "
+        "'..' or hidden (dot) parts, got '../../secret/secret.png'"
+    )
     from app.security import public_text
 
     cfg = served["cfg"]
     assert public_text(cfg, f"{cfg.images}/a.png and {cfg.workspace}/x-1/session.json, /srv/other/b.json") == (
-        "images/a.png and workspace/x-1/session.json, b.json")
+        "images/a.png and workspace/x-1/session.json, b.json"
+    )

@@ -33,7 +33,9 @@ def toy_set():
         ],
         annotation={"id": 70, "author": "tool"},
     )
-    s2 = AmodalScene({"id": 8, "height": 8, "width": 10, "file_name": "b.png"}, [Instance(1, rect(0, 0, 2, 2), name="dot")])
+    s2 = AmodalScene(
+        {"id": 8, "height": 8, "width": 10, "file_name": "b.png"}, [Instance(1, rect(0, 0, 2, 2), name="dot")]
+    )
     return AnnotationSet(scenes=[s1, s2])
 
 
@@ -202,13 +204,19 @@ def test_broken_workspace_files_are_set_aside_and_named(tmp_path):
     (ws / "session.json").write_text("{not json")
     s = EditSession(ws, toy_set(), tmp_path)
     assert (ws / "session.json.broken-1").read_text() == "{not json"  # kept, renamed
-    assert s.notices == [("workspace file ws/session.json.broken-1 was set aside: ws/session.json: a readable JSON "
-                          "file (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))")]
+    assert s.notices == [
+        (
+            "workspace file ws/session.json.broken-1 was set aside: ws/session.json: a readable JSON "
+            "file (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))"
+        )
+    ]
     s.move(1, "back")
     scene_file = ws / "scenes" / "00000.json"
     # Valid JSON of the wrong shape (finding 12): refused when read, by name and JSON path, not a KeyError later.
-    for broken, where in (({"state": {"ids": [1, 2], "ranks": [1]}, "undo": [], "redo": []}, "state.ranks: a list of 2 integer ranks"),
-                          ({"state": None, "undo": [], "redo": []}, "state: an object with ids, ranks and instances")):
+    for broken, where in (
+        ({"state": {"ids": [1, 2], "ranks": [1]}, "undo": [], "redo": []}, "state.ranks: a list of 2 integer ranks"),
+        ({"state": None, "undo": [], "redo": []}, "state: an object with ids, ranks and instances"),
+    ):
         scene_file.write_text(json.dumps(broken))
         again = EditSession(ws, toy_set(), tmp_path)
         assert again.scene.order_ids() == [1, 2] and again.history() == ([], [])  # the file's scene, usable
@@ -218,8 +226,10 @@ def test_broken_workspace_files_are_set_aside_and_named(tmp_path):
     rec = {"state": EditSession(ws, toy_set(), tmp_path)._state(0), "undo": [], "redo": []}
     rec["state"]["instances"]["1"]["amodal"]["size"] = [3, 3]
     scene_file.write_text(json.dumps(rec))
-    assert any("state.instances.1.amodal.size: [8, 10] (the image's height and width), got [3, 3]" in n
-               for n in EditSession(ws, toy_set(), tmp_path).notices)
+    assert any(
+        "state.instances.1.amodal.size: [8, 10] (the image's height and width), got [3, 3]" in n
+        for n in EditSession(ws, toy_set(), tmp_path).notices
+    )
 
 
 CHILD = r"""
@@ -273,9 +283,13 @@ def test_a_save_cut_off_between_its_two_files_is_finished_on_reopen(tmp_path):
 def test_browsing_keeps_only_recent_editable_copies_and_loses_no_edit(tmp_path):
     from app import session as session_mod
 
-    scenes = [AmodalScene({"id": i + 1, "height": 8, "width": 10, "file_name": f"s{i}.png"},
-                          [Instance(1, rect(0, 0, 4, 4), rank=1, name="a"), Instance(2, rect(2, 2, 8, 6), rank=2, name="b")])
-              for i in range(3 * session_mod.LIVE_SCENES)]
+    scenes = [
+        AmodalScene(
+            {"id": i + 1, "height": 8, "width": 10, "file_name": f"s{i}.png"},
+            [Instance(1, rect(0, 0, 4, 4), rank=1, name="a"), Instance(2, rect(2, 2, 8, 6), rank=2, name="b")],
+        )
+        for i in range(3 * session_mod.LIVE_SCENES)
+    ]
     s = EditSession(tmp_path / "ws", AnnotationSet(scenes=scenes), tmp_path)
     s.go_to(0)
     s.move(2, "front")

@@ -111,7 +111,9 @@ def test_semdist_heat_panel_colours_S_and_draws_its_levels(toy):
     cyan = np.all(canvas == (0, 255, 255), axis=2)
     assert cyan[:, : round(9 * zoom)].sum() == 0 and cyan.sum() > 4 * 20 * zoom  # the outline, nothing outside
     with pytest.raises(ValueError, match="empty"):
-        viz.semdist_heat_panel(encode_scene(AmodalScene({"id": 2, "height": 4, "width": 4}, [Instance(1, np.zeros((4, 4), bool))]))[0])
+        viz.semdist_heat_panel(
+            encode_scene(AmodalScene({"id": 2, "height": 4, "width": 4}, [Instance(1, np.zeros((4, 4), bool))]))[0]
+        )
 
 
 def test_selection_outline_redraws_only_the_instance_box(toy):

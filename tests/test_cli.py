@@ -25,7 +25,9 @@ def synth_dir(tmp_path_factory):
 
 def test_synth_writes_images_and_valid_cocoa(synth_dir, capsys):
     assert sorted(p.name for p in (synth_dir / "images").iterdir()) == [
-        "synth_000001.png", "synth_000002.png", "synth_000003.png"
+        "synth_000001.png",
+        "synth_000002.png",
+        "synth_000003.png",
     ]
     annset = formats.load(synth_dir / "annotations.json")
     assert annset.format == "cocoa" and len(annset) == 3
@@ -74,7 +76,8 @@ def test_validate_accepts_external_occlusion_and_names_visible_pixels_under_a_fr
         assert main(["validate", str(out)]) == 0
         assert capsys.readouterr().out.splitlines() == [
             f"{out}: note: 1 region with external occlusion (hidden by unannotated objects, 4 px in all): {path} (4 px)",
-            f"{out}: valid"]
+            f"{out}: valid",
+        ]
     # A visible pixel under the box in front is a contradiction.
     bad = json.loads((tmp_path / "external.cocoa.json").read_text())
     board = bad["annotations"][0]["regions"][1]
@@ -82,14 +85,19 @@ def test_validate_accepts_external_occlusion_and_names_visible_pixels_under_a_fr
     (tmp_path / "under.json").write_text(json.dumps(bad))
     assert main(["validate", str(tmp_path / "under.json")]) == 1
     captured = capsys.readouterr()
-    assert f"{tmp_path / 'under.json'}: annotations[0].regions[1].visible_mask: no visible pixel under the amodal mask " \
-           "of a region in front (painter's rule); 4 px visible under annotations[0].regions[0] (order 1)" in captured.out
+    assert (
+        f"{tmp_path / 'under.json'}: annotations[0].regions[1].visible_mask: no visible pixel under the amodal mask "
+        "of a region in front (painter's rule); 4 px visible under annotations[0].regions[0] (order 1)" in captured.out
+    )
     assert captured.err.strip().endswith("violation(s)")
 
 
 def test_encode_arrays(tmp_path):
     out = tmp_path / "toy.npz"
-    assert main(["encode", str(DATA / "cocoa_toy.json"), "--image-id", "7", "--out", str(out), "--K", "3", "--tau", "6"]) == 0
+    assert (
+        main(["encode", str(DATA / "cocoa_toy.json"), "--image-id", "7", "--out", str(out), "--K", "3", "--tau", "6"])
+        == 0
+    )
     z = np.load(out)
     assert z["semdist"].shape == (2, 8, 10) and z["semdist"].dtype == np.float32
     assert z["layers"].dtype == np.int8 and z["layers"][0, 0, 0] == -1 and z["layers"][1, 3, 3] == 1
@@ -102,20 +110,62 @@ def test_encode_arrays(tmp_path):
 
 def test_render_and_figures(synth_dir, tmp_path):
     out = tmp_path / "levels.png"
-    assert main(["render", str(synth_dir / "annotations.json"), "--image-id", "2", "--images", str(synth_dir / "images"),
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "render",
+                str(synth_dir / "annotations.json"),
+                "--image-id",
+                "2",
+                "--images",
+                str(synth_dir / "images"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert main(["figures", "--out", str(tmp_path / "figs"), "--data", str(synth_dir / "annotations.json"), "--image-id", "1"]) == 0
+    assert (
+        main(
+            [
+                "figures",
+                "--out",
+                str(tmp_path / "figs"),
+                "--data",
+                str(synth_dir / "annotations.json"),
+                "--image-id",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert {p.name for p in (tmp_path / "figs").iterdir()} == {
-        "level_sets.png", "semdist_surface.png", "semdist_heatmap.png", "global_layers.png", "overlay.png"
+        "level_sets.png",
+        "semdist_surface.png",
+        "semdist_heatmap.png",
+        "global_layers.png",
+        "overlay.png",
     }
 
 
 def test_bad_input_exits_2_without_traceback(tmp_path):
     (tmp_path / "empty.json").write_text("")
     proc = subprocess.run(
-        [sys.executable, "-m", "semlayer", "convert", str(tmp_path / "empty.json"), str(tmp_path / "o.json"), "--to", "coco"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "semlayer",
+            "convert",
+            str(tmp_path / "empty.json"),
+            str(tmp_path / "o.json"),
+            "--to",
+            "coco",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and str(tmp_path / "empty.json") in proc.stderr

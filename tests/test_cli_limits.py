@@ -43,25 +43,45 @@ def test_a_5000_digit_integer_is_one_line(tmp_path, capsys):
         one_line_exit_2(capsys, argv, f"{path}: JSON whose numbers Python can read; Exceeds the limit")
 
 
-@pytest.mark.parametrize("option, value, expected", [
-    ("--K", "0", "--K must be a positive number of depth levels, got 0"),
-    ("--tau", "0", "--tau must be a positive number of pixels, got 0.0"),
-    ("--tau", "nan", "--tau must be a positive number of pixels, got nan"),
-    ("--tau", "-inf", "--tau must be a positive number of pixels, got -inf"),
-])
+@pytest.mark.parametrize(
+    "option, value, expected",
+    [
+        ("--K", "0", "--K must be a positive number of depth levels, got 0"),
+        ("--tau", "0", "--tau must be a positive number of pixels, got 0.0"),
+        ("--tau", "nan", "--tau must be a positive number of pixels, got nan"),
+        ("--tau", "-inf", "--tau must be a positive number of pixels, got -inf"),
+    ],
+)
 def test_encode_and_render_levels_are_checked(tmp_path, capsys, option, value, expected):
     ann = toy(tmp_path)
-    one_line_exit_2(capsys, ["encode", str(ann), "--image-id", "7", "--out", str(tmp_path / "o.npz"), f"{option}={value}"],
-                    expected)
-    one_line_exit_2(capsys, ["render", str(ann), "--image-id", "7", "--images", str(tmp_path), "--out",
-                             str(tmp_path / "o.png"), f"{option}={value}"], expected)
+    one_line_exit_2(
+        capsys, ["encode", str(ann), "--image-id", "7", "--out", str(tmp_path / "o.npz"), f"{option}={value}"], expected
+    )
+    one_line_exit_2(
+        capsys,
+        [
+            "render",
+            str(ann),
+            "--image-id",
+            "7",
+            "--images",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "o.png"),
+            f"{option}={value}",
+        ],
+        expected,
+    )
 
 
 def test_render_an_image_smaller_than_its_annotation(tmp_path, capsys):
     ann = toy(tmp_path)
     Image.fromarray(np.zeros((4, 5, 3), np.uint8)).save(tmp_path / "toy_000007.jpg", format="PNG")
-    one_line_exit_2(capsys, ["render", str(ann), "--image-id", "7", "--images", str(tmp_path), "--out",
-                             str(tmp_path / "o.png")], "an image of height x width 8 x 10 as the annotation says, got 4 x 5")
+    one_line_exit_2(
+        capsys,
+        ["render", str(ann), "--image-id", "7", "--images", str(tmp_path), "--out", str(tmp_path / "o.png")],
+        "an image of height x width 8 x 10 as the annotation says, got 4 x 5",
+    )
 
 
 def test_render_refuses_an_image_name_outside_its_folder(tmp_path, capsys):
@@ -69,8 +89,11 @@ def test_render_refuses_an_image_name_outside_its_folder(tmp_path, capsys):
     Image.fromarray(np.zeros((8, 10, 3), np.uint8)).save(secret)
     ann = toy(tmp_path, lambda o: o["images"][0].update(file_name="../secret.png"))
     (tmp_path / "images").mkdir()
-    one_line_exit_2(capsys, ["render", str(ann), "--image-id", "7", "--images", str(tmp_path / "images"), "--out",
-                             str(tmp_path / "o.png")], "without '..' or hidden (dot) parts, got '../secret.png'")
+    one_line_exit_2(
+        capsys,
+        ["render", str(ann), "--image-id", "7", "--images", str(tmp_path / "images"), "--out", str(tmp_path / "o.png")],
+        "without '..' or hidden (dot) parts, got '../secret.png'",
+    )
     assert not (tmp_path / "o.png").exists()
 
 
@@ -80,8 +103,10 @@ def test_declared_sizes_are_capped_at_the_image_readers_pixel_cap(tmp_path, caps
     # 4 GiB per mask was asked for; now a violation, found without allocating anything like it.
     assert main(["validate", str(big)]) == 1
     out = capsys.readouterr().out
-    assert f"images[0]: an image of at most {MAX_PIXELS} pixels (height x width), the image reader's limit; " \
-           f"got {side} x {side}" in out
+    assert (
+        f"images[0]: an image of at most {MAX_PIXELS} pixels (height x width), the image reader's limit; "
+        f"got {side} x {side}" in out
+    )
     one_line_exit_2(capsys, ["convert", str(big), str(tmp_path / "o.json"), "--to", "coco"], "the image reader's limit")
     ok = toy(tmp_path, lambda o: o["images"][0].update(height=8, width=10), name="ok.json")
     assert main(["validate", str(ok)]) == 0
@@ -101,8 +126,10 @@ def test_instances_per_image_are_capped(tmp_path):
 
 def test_image_names_outside_the_folder_are_violations(tmp_path):
     def names(o):
-        o["images"] = [dict(o["images"][0], id=7 + k, file_name=n)
-                       for k, n in enumerate(["/etc/passwd", "../../x.png", "ok/a.png", ".git/config"])]
+        o["images"] = [
+            dict(o["images"][0], id=7 + k, file_name=n)
+            for k, n in enumerate(["/etc/passwd", "../../x.png", "ok/a.png", ".git/config"])
+        ]
 
     found = [str(v) for v in formats.validate(toy(tmp_path, names))]
     assert found == [
@@ -123,18 +150,28 @@ def test_validate_3000_overlapping_regions_takes_seconds(tmp_path):
     for k in range(3000):
         y, x = divmod(k, side)
         x0, y0 = x * step, y * step
-        regions.append({"order": k + 1, "name": f"r{k}", "isStuff": 0,
-                        "segmentation": [x0, y0, x0 + cell, y0, x0 + cell, y0 + cell, x0, y0 + cell]})
-    obj = {"images": [{"id": 1, "file_name": "a.png", "height": side * step + cell, "width": side * step + cell}],
-           "annotations": [{"id": 1, "image_id": 1, "depth_constraint": "", "regions": regions}]}
+        regions.append(
+            {
+                "order": k + 1,
+                "name": f"r{k}",
+                "isStuff": 0,
+                "segmentation": [x0, y0, x0 + cell, y0, x0 + cell, y0 + cell, x0, y0 + cell],
+            }
+        )
+    obj = {
+        "images": [{"id": 1, "file_name": "a.png", "height": side * step + cell, "width": side * step + cell}],
+        "annotations": [{"id": 1, "image_id": 1, "depth_constraint": "", "regions": regions}],
+    }
     path = tmp_path / "many.json"
     path.write_text(json.dumps(obj))
     start = time.perf_counter()
     violations = formats.validate(path)
     took = time.perf_counter() - start
     assert len(violations) == 2999  # every region but the front-most one
-    assert str(violations[0]).startswith("annotations[0].regions[1]: a visible_mask or invisible_mask (painter's "
-                                         "rule); without either the region is fully visible, but ")
+    assert str(violations[0]).startswith(
+        "annotations[0].regions[1]: a visible_mask or invisible_mask (painter's "
+        "rule); without either the region is fully visible, but "
+    )
     assert "under annotations[0].regions[0] (order 1)" in str(violations[0])
     assert took < 30, f"validate took {took:.1f} s"
 

@@ -72,7 +72,6 @@ def test_detection_matched_outside_the_bucket_is_ignored():
     assert m["AP_partial"] == m["AR100_partial"] == -1.0
 
 
-
 def test_bucket_edges_are_closed():
     rates = [1e-5, 0.25, 0.3, 0.0, float(np.nextafter(1e-5, 1))]
     gts = AnnotationSet([scene(k + 1, [(A, 1, {"rate": r})]) for k, r in enumerate(rates)])
@@ -87,8 +86,15 @@ def test_bucket_edges_are_closed():
 def test_no_ground_truth_in_a_bucket_gives_minus_one():
     gts = AnnotationSet([scene(1, [(A, 1, {"rate": 0.0})])])
     m = official_cocoa_evaluate(gts, AnnotationSet([dets(1, [(A, 0.9), (B, 0.5)])]))
-    for key in ("AP_partial", "AR100_partial", "AP_heavy", "AR100_heavy", "AP_stuff", "AR100_stuff",
-                "AR1000_stuff_none"):
+    for key in (
+        "AP_partial",
+        "AR100_partial",
+        "AP_heavy",
+        "AR100_heavy",
+        "AP_stuff",
+        "AR100_stuff",
+        "AR1000_stuff_none",
+    ):
         assert m[key] == -1.0, key
     assert m["AP"] == ONE and m["AP_things"] == ONE
 
@@ -143,8 +149,14 @@ def _plain_cocoeval(gt: AnnotationSet, pred: AnnotationSet) -> COCOeval:
         for s in scenes:
             for inst in s.instances:
                 rle = mask_utils.encode(np.asfortranarray(inst.amodal.astype(np.uint8)))
-                a = {"id": len(out) + 1, "image_id": s.image_id, "category_id": 1, "segmentation": rle,
-                     "area": float(inst.area), "iscrowd": 0}
+                a = {
+                    "id": len(out) + 1,
+                    "image_id": s.image_id,
+                    "category_id": 1,
+                    "segmentation": rle,
+                    "area": float(inst.area),
+                    "iscrowd": 0,
+                }
                 if scored:
                     a["score"] = inst.score
                 out.append(a)
@@ -152,8 +164,11 @@ def _plain_cocoeval(gt: AnnotationSet, pred: AnnotationSet) -> COCOeval:
 
     def coco(annotations):
         c = COCO()
-        c.dataset = {"images": [{"id": s.image_id, "height": s.height, "width": s.width} for s in gt.scenes],
-                     "categories": [{"id": 1}], "annotations": annotations}
+        c.dataset = {
+            "images": [{"id": s.image_id, "height": s.height, "width": s.width} for s in gt.scenes],
+            "categories": [{"id": 1}],
+            "annotations": annotations,
+        }
         with contextlib.redirect_stdout(io.StringIO()):
             c.createIndex()
         return c
@@ -173,14 +188,23 @@ def _random_sets(seed, n_images=6):
     gts, preds = [], []
     for image_id in range(1, n_images + 1):
         n = int(rng.integers(1, 6))
-        boxes = [(int(x), int(y), int(x + rng.integers(4, 15)), int(y + rng.integers(4, 15)))
-                 for x, y in rng.integers(0, 26, (n, 2))]
-        specs = [(b, k + 1, {"rate": float(rng.choice([0.0, 1e-5, 0.1, 0.25, 0.6])),
-                             "is_stuff": bool(rng.random() < 0.3)}) for k, b in enumerate(boxes)]
+        boxes = [
+            (int(x), int(y), int(x + rng.integers(4, 15)), int(y + rng.integers(4, 15)))
+            for x, y in rng.integers(0, 26, (n, 2))
+        ]
+        specs = [
+            (b, k + 1, {"rate": float(rng.choice([0.0, 1e-5, 0.1, 0.25, 0.6])), "is_stuff": bool(rng.random() < 0.3)})
+            for k, b in enumerate(boxes)
+        ]
         gts.append(scene(image_id, specs))
-        found = [(tuple(max(0, int(v + rng.integers(-2, 3))) for v in b), float(rng.random())) for b in boxes
-                 if rng.random() < 0.7]
-        extra = [((int(x), int(y), int(x) + 6, int(y) + 6), float(rng.random())) for x, y in rng.integers(0, 30, (3, 2))]
+        found = [
+            (tuple(max(0, int(v + rng.integers(-2, 3))) for v in b), float(rng.random()))
+            for b in boxes
+            if rng.random() < 0.7
+        ]
+        extra = [
+            ((int(x), int(y), int(x) + 6, int(y) + 6), float(rng.random())) for x, y in rng.integers(0, 30, (3, 2))
+        ]
         preds.append(dets(image_id, found + extra))
     return AnnotationSet(gts), AnnotationSet(preds)
 
@@ -190,8 +214,13 @@ def test_overall_numbers_equal_plain_pycocotools(seed):
     gt, pred = _random_sets(seed)
     m = official_cocoa_evaluate(gt, pred)
     ev = _plain_cocoeval(gt, pred)
-    for key, (kind, max_dets) in {"AP": ("precision", 1000), "AR1": ("recall", 1), "AR10": ("recall", 10),
-                                  "AR100": ("recall", 100), "AR1000": ("recall", 1000)}.items():
+    for key, (kind, max_dets) in {
+        "AP": ("precision", 1000),
+        "AR1": ("recall", 1),
+        "AR10": ("recall", 10),
+        "AR100": ("recall", 100),
+        "AR1000": ("recall", 1000),
+    }.items():
         s = ev.eval[kind][..., 0, ev.params.maxDets.index(max_dets)]
         assert m[key] == pytest.approx(float(s[s > -1].mean()), abs=1e-12), key
 
@@ -207,8 +236,9 @@ def _amodalapi_reference(gt: AnnotationSet, pred: AnnotationSet, stuff, low, hig
         ignore = [not ((stuff is None or g.is_stuff == stuff) and low <= g.stated_occlude_rate <= high) for g in gts]
         gorder = sorted(range(len(gts)), key=lambda i: ignore[i])
         dts = sorted(d_scene.instances, key=lambda d: -d.score)[:max_det]
-        ious = np.array([[(d.amodal & gts[g].amodal).sum() / (d.amodal | gts[g].amodal).sum() for g in gorder]
-                         for d in dts]).reshape(len(dts), len(gts))
+        ious = np.array(
+            [[(d.amodal & gts[g].amodal).sum() / (d.amodal | gts[g].amodal).sum() for g in gorder] for d in dts]
+        ).reshape(len(dts), len(gts))
         gig = np.array([ignore[g] for g in gorder], bool)
         dtm = np.zeros((len(thrs), len(dts)), bool)
         dig = np.zeros((len(thrs), len(dts)), bool)
@@ -251,8 +281,12 @@ def test_every_bucket_equals_a_direct_transcription_of_amodalapi(seed):
     gt, pred = _random_sets(seed)
     m = official_cocoa_evaluate(gt, pred)
     for subset, stuff in (("both", None), ("things", False), ("stuff", True)):
-        for bucket, (low, high) in (("all", (0, 1)), ("none", (0, 1e-5)), ("partial", (1e-5, 0.25)),
-                                    ("heavy", (0.25, 1))):
+        for bucket, (low, high) in (
+            ("all", (0, 1)),
+            ("none", (0, 1e-5)),
+            ("partial", (1e-5, 0.25)),
+            ("heavy", (0.25, 1)),
+        ):
             ap, ar = _amodalapi_reference(gt, pred, stuff, low, high)
             suffix = "".join(f"_{p}" for p, skip in ((subset, "both"), (bucket, "all")) if p != skip)
             assert m[f"AP{suffix}"] == pytest.approx(ap, abs=1e-12), (subset, bucket)
@@ -261,11 +295,22 @@ def test_every_bucket_equals_a_direct_transcription_of_amodalapi(seed):
 
 def test_stated_occlude_rate_is_read_from_the_file():
     # A COCOA region that states occlude_rate 0.5 though nothing in front covers it: the file's value decides.
-    gt = formats.from_dict({
-        "images": [{"id": 1, "height": H, "width": W, "file_name": "a.png"}],
-        "annotations": [{"id": 1, "image_id": 1, "depth_constraint": "", "size": 1, "regions": [
-            {"segmentation": [0, 0, 10, 0, 10, 10, 0, 10], "order": 1, "occlude_rate": 0.5, "isStuff": 0}]}],
-    })
+    gt = formats.from_dict(
+        {
+            "images": [{"id": 1, "height": H, "width": W, "file_name": "a.png"}],
+            "annotations": [
+                {
+                    "id": 1,
+                    "image_id": 1,
+                    "depth_constraint": "",
+                    "size": 1,
+                    "regions": [
+                        {"segmentation": [0, 0, 10, 0, 10, 10, 0, 10], "order": 1, "occlude_rate": 0.5, "isStuff": 0}
+                    ],
+                }
+            ],
+        }
+    )
     assert gt.scenes[0].instances[0].stated_occlude_rate == 0.5
     m = official_cocoa_evaluate(gt, gt)
     assert m["AR100_heavy"] == 1.0 and m["AR100_none"] == -1.0
@@ -292,11 +337,27 @@ def test_cli_protocol_cocoa_official(tmp_path, capsys):
     formats.save(gt, tmp_path / "gt.json", "cocoa")
     formats.save(pred, tmp_path / "pred.json", "results")
     out = tmp_path / "m.json"
-    assert main(["evaluate", "--gt", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "pred.json"),
-                 "--protocol", "cocoa-official", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--gt",
+                str(tmp_path / "gt.json"),
+                "--pred",
+                str(tmp_path / "pred.json"),
+                "--protocol",
+                "cocoa-official",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     written = json.loads(out.read_text())["cocoa_official"]
-    keys = ("AP AP50 AP75 AR1 AR10 AR100 AP_none AR100_none AP_partial AR100_partial AP_heavy AR100_heavy "
-            "AP_things AR100_things AP_stuff AR100_stuff").split()
+    keys = (
+        "AP AP50 AP75 AR1 AR10 AR100 AP_none AR100_none AP_partial AR100_partial AP_heavy AR100_heavy "
+        "AP_things AR100_things AP_stuff AR100_stuff"
+    ).split()
     assert set(keys) <= set(written)
     expected = official_cocoa_evaluate(formats.load(tmp_path / "gt.json"), formats.load(tmp_path / "pred.json"))
     assert written == pytest.approx(expected)

@@ -12,8 +12,14 @@ from semlayer import evaluate as ev
 from semlayer import formats
 from semlayer.cli import main
 from semlayer.errors import ConfigError
-from semlayer.evaluate import (BOOTSTRAP_METRICS, _prepare_units, _ResampledAP, _ResampledMatched, evaluate,
-                               paired_bootstrap)
+from semlayer.evaluate import (
+    BOOTSTRAP_METRICS,
+    _prepare_units,
+    _ResampledAP,
+    _ResampledMatched,
+    evaluate,
+    paired_bootstrap,
+)
 from semlayer.scene import AnnotationSet
 from test_evaluate import A, B, SPOT, scene
 
@@ -24,11 +30,13 @@ def make_set():
     """Three images of A over B: the predictions find both on image 1, only A on image 2 (plus a false
     positive), and both, in the wrong order, on image 3."""
     gt = AnnotationSet([scene(i, TWO) for i in (1, 2, 3)])
-    pred = AnnotationSet([
-        scene(1, [(A, 1, {"score": 0.9}), (B, 2, {"score": 0.8})]),
-        scene(2, [(A, 1, {"score": 0.7}), (SPOT, 2, {"score": 0.95})]),
-        scene(3, [(A, 2, {"score": 0.6}), (B, 1, {"score": 0.5})]),
-    ])
+    pred = AnnotationSet(
+        [
+            scene(1, [(A, 1, {"score": 0.9}), (B, 2, {"score": 0.8})]),
+            scene(2, [(A, 1, {"score": 0.7}), (SPOT, 2, {"score": 0.95})]),
+            scene(3, [(A, 2, {"score": 0.6}), (B, 1, {"score": 0.5})]),
+        ]
+    )
     return gt, pred
 
 
@@ -50,8 +58,10 @@ def test_a_resample_scores_exactly_as_the_test_set_it_stands_for(order):
     gt, pred = make_set()
     prep = _prepare_units(gt, pred, "gt", "pred", False, None)
     idx = np.array(order)
-    resampled = {**_ResampledAP(prep.units, prep.cat_ids, prep.per_category)(idx),
-                 **_ResampledMatched(prep.units, 0.5, prep.per_category)(idx)}
+    resampled = {
+        **_ResampledAP(prep.units, prep.cat_ids, prep.per_category)(idx),
+        **_ResampledMatched(prep.units, 0.5, prep.per_category)(idx),
+    }
     m = evaluate(duplicated(gt, order), duplicated(pred, order))
     assert {k: resampled[k] for k in BOOTSTRAP_METRICS} == {k: m[k] for k in BOOTSTRAP_METRICS}
 
@@ -94,8 +104,10 @@ def test_a_better_model_is_ahead_in_exactly_the_draws_that_show_it():
     assert r["order_acc"]["diff"] == 0.0 and r["order_acc"]["share_ahead"] == 0.0
     # The same seed, the same draws; another seed, others.
     assert paired_bootstrap(gt, pred, baseline, resamples=600, seed=3) == r
-    assert paired_bootstrap(gt, pred, baseline, resamples=600, seed=4)["amodal_AR100"]["share_ahead"] != \
-        r["amodal_AR100"]["share_ahead"]
+    assert (
+        paired_bootstrap(gt, pred, baseline, resamples=600, seed=4)["amodal_AR100"]["share_ahead"]
+        != r["amodal_AR100"]["share_ahead"]
+    )
 
 
 def test_bad_arguments_are_config_errors():
@@ -116,13 +128,27 @@ def test_compare_from_the_command_line(tmp_path, capsys):
         paths[name] = tmp_path / f"{name}.json"
         formats.save(aset, paths[name], "cocoa")
     out = tmp_path / "cmp.json"
-    argv = ["compare", "--gt", str(paths["gt"]), "--pred", str(paths["pred"]), "--baseline", str(paths["base"]),
-            "--resamples", "200", "--seed", "3", "--json", str(out)]
+    argv = [
+        "compare",
+        "--gt",
+        str(paths["gt"]),
+        "--pred",
+        str(paths["pred"]),
+        "--baseline",
+        str(paths["base"]),
+        "--resamples",
+        "200",
+        "--seed",
+        "3",
+        "--json",
+        str(out),
+    ]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "200 resamples (seed 3)" in text and "amodal_AR100" in text and "95% interval" in text
     saved = json.loads(out.read_text())
-    assert saved == paired_bootstrap(formats.load(paths["gt"]), formats.load(paths["pred"]),
-                                     formats.load(paths["base"]), resamples=200, seed=3)
+    assert saved == paired_bootstrap(
+        formats.load(paths["gt"]), formats.load(paths["pred"]), formats.load(paths["base"]), resamples=200, seed=3
+    )
     assert main(argv[:-2] + ["--resamples", "0"]) == 2
     assert "resamples must be a positive integer" in capsys.readouterr().err

@@ -88,8 +88,10 @@ def test_rescale_computes_distances_in_the_new_pixel_grid():
 
 def test_instances_that_vanish_are_dropped_and_ranks_renumbered():
     h, w = 40, 40
-    scene = AmodalScene({"id": 1, "height": h, "width": w},
-                        [Instance(1, rect(h, w, 1, 1, 2, 2), rank=1), Instance(2, rect(h, w, 5, 5, 30, 30), rank=2)])
+    scene = AmodalScene(
+        {"id": 1, "height": h, "width": w},
+        [Instance(1, rect(h, w, 1, 1, 2, 2), rank=1), Instance(2, rect(h, w, 5, 5, 30, 30), rank=2)],
+    )
     _, small = transform_scene(np.zeros((h, w, 3), np.uint8), scene, 0.25, flip=False)
     assert [i.id for i in small.instances] == [2] and small.ranks() == [1] and small.shape == (10, 10)
 

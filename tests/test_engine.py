@@ -32,18 +32,36 @@ ROOT = Path(__file__).resolve().parents[1]
 # The tiny network on 64 x 64 synthetic scenes: a few iterations take a fraction of a second.
 TINY = {
     "model": {
-        "representation_size": 32, "mask_head_channels": 8, "mask_head_convs": 1, "glm_channels": 8,
-        "glm_convs": 1, "fpn_channels": 16, "min_size": 64, "max_size": 64, "box_batch_size_per_image": 32,
-        "rpn_batch_size_per_image": 32, "rpn_pre_nms_top_n_train": 100, "rpn_post_nms_top_n_train": 50,
-        "rpn_pre_nms_top_n_test": 50, "rpn_post_nms_top_n_test": 20, "box_detections_per_img": 5,
+        "representation_size": 32,
+        "mask_head_channels": 8,
+        "mask_head_convs": 1,
+        "glm_channels": 8,
+        "glm_convs": 1,
+        "fpn_channels": 16,
+        "min_size": 64,
+        "max_size": 64,
+        "box_batch_size_per_image": 32,
+        "rpn_batch_size_per_image": 32,
+        "rpn_pre_nms_top_n_train": 100,
+        "rpn_post_nms_top_n_train": 50,
+        "rpn_pre_nms_top_n_test": 50,
+        "rpn_post_nms_top_n_test": 20,
+        "box_detections_per_img": 5,
     },
     "data": {
         "workers": 0,
         "synthetic": {"num_images": 6, "seed": 0, "size": 64, "max_instances": 3},
         "val_synthetic": {"num_images": 2, "seed": 1, "size": 64, "max_instances": 3},
     },
-    "train": {"batch_size": 2, "max_iters": 4, "lr": 0.01, "warmup_iters": 2, "log_every": 1, "val_every": 3,
-              "checkpoint_every": 100},
+    "train": {
+        "batch_size": 2,
+        "max_iters": 4,
+        "lr": 0.01,
+        "warmup_iters": 2,
+        "log_every": 1,
+        "val_every": 3,
+        "checkpoint_every": 100,
+    },
 }
 
 
@@ -163,8 +181,10 @@ def test_resume_continues_exactly(tmp_path, straight_run):
     oa, ob = read_checkpoint(out_a / "last.pt"), read_checkpoint(tmp_path / "b" / "last.pt")
     assert oa["scheduler"] == ob["scheduler"]
     assert oa["categories"] == ob["categories"] == [{"id": 1, "name": "object"}]
-    assert all(torch.equal(oa["optimizer"]["state"][k]["momentum_buffer"], ob["optimizer"]["state"][k]["momentum_buffer"])
-               for k in oa["optimizer"]["state"])
+    assert all(
+        torch.equal(oa["optimizer"]["state"][k]["momentum_buffer"], ob["optimizer"]["state"][k]["momentum_buffer"])
+        for k in oa["optimizer"]["state"]
+    )
     # The resumed log continues the first one; the training losses are those of the uninterrupted run.
     la = [r for r in records(out_a) if r["split"] == "train"]
     lb = [r for r in records(tmp_path / "b") if r["split"] == "train"]
@@ -192,8 +212,13 @@ def test_fine_tuning_on_other_categories_stores_the_new_datasets(tmp_path, strai
     out_a, _ = straight_run  # class-agnostic: category 1, "object"
     expected = [{"id": RENUMBERED[c["id"]], "name": c["name"].upper()} for c in synth.CATEGORIES]
     data = renumbered_dataset(tmp_path / "data")
-    result = train(tiny_config(num_classes=8, max_iters=2, val_every=2), tmp_path / "ft", init=str(out_a / "last.pt"),
-                   train_data=data, progress=False)
+    result = train(
+        tiny_config(num_classes=8, max_iters=2, val_every=2),
+        tmp_path / "ft",
+        init=str(out_a / "last.pt"),
+        train_data=data,
+        progress=False,
+    )
     assert result.iteration == 2
     ckpt = read_checkpoint(tmp_path / "ft" / "last.pt")
     assert ckpt["categories"] == expected and [c["id"] for c in expected] == [3, 5, 17, 20, 41, 64, 77, 90]
@@ -256,9 +281,22 @@ def test_two_process_ddp_on_cpu_ends_with_identical_weights(tmp_path):
     cfg["train"].update(max_iters=3, val_every=3)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
-         str(out), json.dumps(cfg)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(script),
+            str(out),
+            json.dumps(cfg),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     w0 = torch.load(out / "rank0.pt", weights_only=True)
@@ -268,8 +306,14 @@ def test_two_process_ddp_on_cpu_ends_with_identical_weights(tmp_path):
     init = torch.load(out / "last.pt", weights_only=True)
     assert init["iteration"] == 3 and len(init["rng"]) == 2  # every process's RNG state is kept
     # Only rank 0 wrote the outputs; the two shards of 3 images each made up the epoch.
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "curves.png", "last.pt", "log.jsonl",
-                                                     "rank0.pt", "rank1.pt"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "best.pt",
+        "curves.png",
+        "last.pt",
+        "log.jsonl",
+        "rank0.pt",
+        "rank1.pt",
+    ]
 
 
 def test_refitting_one_head_leaves_the_rest_of_the_network_bit_for_bit(tmp_path, straight_run):
@@ -286,11 +330,15 @@ def test_refitting_one_head_leaves_the_rest_of_the_network_bit_for_bit(tmp_path,
     for k, v in after.items():
         if k not in changed:
             assert torch.equal(v, before[k]), k
-    assert not torch.equal(after["roi_heads.mask_predictor.semdist.2.weight"],
-                           before["roi_heads.mask_predictor.semdist.2.weight"])
+    assert not torch.equal(
+        after["roi_heads.mask_predictor.semdist.2.weight"], before["roi_heads.mask_predictor.semdist.2.weight"]
+    )
     # So the detections, masks and layers of the two checkpoints agree; only the sem-dist maps differ.
     image = [torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(3))]
-    old_model, new_model = load_checkpoint(out_a / "last.pt", "cpu")[0], load_checkpoint(tmp_path / "refit" / "last.pt", "cpu")[0]
+    old_model, new_model = (
+        load_checkpoint(out_a / "last.pt", "cpu")[0],
+        load_checkpoint(tmp_path / "refit" / "last.pt", "cpu")[0],
+    )
     with torch.no_grad():
         old, new = old_model(image)[0], new_model(image)[0]
     assert old["boxes"].numel() > 0

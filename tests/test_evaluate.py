@@ -47,16 +47,43 @@ def test_ground_truth_scene_covers_every_bucket():
 
 
 def test_perfect_predictions_give_one_everywhere():
-    pred = pred_scene([(A, 1, {"score": 0.9}), (B, 2, {"score": 0.8}), (C, 3, {"score": 0.7}),
-                       (D, 4, {"score": 0.6, "is_stuff": True})])
+    pred = pred_scene(
+        [
+            (A, 1, {"score": 0.9}),
+            (B, 2, {"score": 0.8}),
+            (C, 3, {"score": 0.7}),
+            (D, 4, {"score": 0.6, "is_stuff": True}),
+        ]
+    )
     m = evaluate(AnnotationSet([gt_scene()]), AnnotationSet([pred]))
-    counts = {"order_pairs": 2, "order_pairs_matched": 2, "num_images": 1, "num_gt": 4, "num_pred": 4, "num_matched": 4,
-              "num_pred_unmatched_images": 0}
+    counts = {
+        "order_pairs": 2,
+        "order_pairs_matched": 2,
+        "num_images": 1,
+        "num_gt": 4,
+        "num_pred": 4,
+        "num_matched": 4,
+        "num_pred_unmatched_images": 0,
+    }
     # 4 objects: one detection per image recovers a quarter; APm/APl have no object of that size.
     special = {"amodal_AR1": 0.25, "amodal_APm": -1.0, "amodal_APl": -1.0}
     assert m == {key: counts.get(key, special.get(key, ONE)) for key in m}
-    for key in ("amodal_AP", "amodal_AP50", "amodal_AP75", "amodal_AR100", "visible_AP", "AP_none", "AP_partial",
-                "AP_heavy", "AP_things", "AP_stuff", "miou_amodal", "miou_occluded", "order_acc", "occlusion_f1"):
+    for key in (
+        "amodal_AP",
+        "amodal_AP50",
+        "amodal_AP75",
+        "amodal_AR100",
+        "visible_AP",
+        "AP_none",
+        "AP_partial",
+        "AP_heavy",
+        "AP_things",
+        "AP_stuff",
+        "miou_amodal",
+        "miou_occluded",
+        "order_acc",
+        "occlusion_f1",
+    ):
         assert key in m
     assert all(type(v) in (int, float) for v in m.values())
     assert json.loads(json.dumps(m)) == m
@@ -64,8 +91,14 @@ def test_perfect_predictions_give_one_everywhere():
 
 def test_swapping_every_pair_gives_order_accuracy_zero():
     # Reversed depth: C in front, then B, then A. Amodal masks are unchanged, visible ones are not.
-    pred = pred_scene([(A, 3, {"score": 0.9}), (B, 2, {"score": 0.8}), (C, 1, {"score": 0.7}),
-                       (D, 4, {"score": 0.6, "is_stuff": True})])
+    pred = pred_scene(
+        [
+            (A, 3, {"score": 0.9}),
+            (B, 2, {"score": 0.8}),
+            (C, 1, {"score": 0.7}),
+            (D, 4, {"score": 0.6, "is_stuff": True}),
+        ]
+    )
     m = evaluate(AnnotationSet([gt_scene()]), AnnotationSet([pred]))
     assert m["order_acc"] == 0.0 and m["order_pairs"] == 2
     assert m["order_acc_matched"] == 0.0 and m["order_pairs_matched"] == 2
@@ -79,9 +112,22 @@ def test_swapping_every_pair_gives_order_accuracy_zero():
 
 def test_no_predictions_give_zero():
     m = evaluate(AnnotationSet([gt_scene()]), AnnotationSet([]))
-    for key in ("amodal_AP", "amodal_AP50", "amodal_AR100", "visible_AP", "AP_none", "AP_partial", "AP_heavy",
-                "AP_things", "AP_stuff", "miou_amodal", "miou_occluded", "order_acc", "occlusion_acc",
-                "occlusion_f1"):
+    for key in (
+        "amodal_AP",
+        "amodal_AP50",
+        "amodal_AR100",
+        "visible_AP",
+        "AP_none",
+        "AP_partial",
+        "AP_heavy",
+        "AP_things",
+        "AP_stuff",
+        "miou_amodal",
+        "miou_occluded",
+        "order_acc",
+        "occlusion_acc",
+        "occlusion_f1",
+    ):
         assert m[key] == 0.0, key
     assert (m["order_pairs"], m["num_gt"], m["num_pred"], m["num_matched"]) == (2, 4, 0, 0)
     assert (m["order_acc_matched"], m["order_pairs_matched"]) == (-1.0, 0)  # no pair was found to be ordered
@@ -136,8 +182,11 @@ def test_per_category_evaluation():
     x, y, z = (0, 0, 10, 10), (20, 0, 30, 10), (0, 20, 10, 30)
     gt_specs = [(x, 1, {"category": 1}), (y, 2, {"category": 1}), (z, 3, {"category": 2})]
     # z's mask is found but labelled as a cup.
-    pred_specs = [(x, 1, {"category": 1, "score": 0.9}), (y, 2, {"category": 1, "score": 0.8}),
-                  (z, 3, {"category": 1, "score": 0.7})]
+    pred_specs = [
+        (x, 1, {"category": 1, "score": 0.9}),
+        (y, 2, {"category": 1, "score": 0.8}),
+        (z, 3, {"category": 1, "score": 0.7}),
+    ]
     pred = AnnotationSet([scene(1, pred_specs)], categories=cats)
     m = evaluate(AnnotationSet([scene(1, gt_specs)], categories=cats), pred)
     assert m["amodal_AP"] == 0.5  # cup 1.0, box 0.0
@@ -155,8 +204,11 @@ def test_prediction_without_category_against_categories_is_a_format_error():
     cats = [{"id": 1, "name": "cup"}]
     gt = AnnotationSet([scene(1, [(A, 1, {"category": 1})])], categories=cats)
     with pytest.raises(FormatError) as err:
-        evaluate(gt, AnnotationSet([scene(1, [(A, 1, {"score": 0.9}), (A, 2, {"score": 0.5, "category": 1})])]),
-                 pred_file="pred.json")
+        evaluate(
+            gt,
+            AnnotationSet([scene(1, [(A, 1, {"score": 0.9}), (A, 2, {"score": 0.5, "category": 1})])]),
+            pred_file="pred.json",
+        )
     assert err.value.file == "pred.json"
     assert err.value.json_path == "annotations[image_id=1, id=1].category_id"
 
@@ -175,11 +227,13 @@ def test_matching_is_greedy_by_score_and_uses_each_ground_truth_once():
 def test_several_ground_truth_scenes_per_image_and_image_assignment():
     # Two annotators of image 1 (BSDS): one drew A and B, the other only A.
     gt = AnnotationSet([scene(1, [(A, 1, {}), (B, 2, {})]), scene(1, [(A, 1, {})])])
-    pred = AnnotationSet([
-        # Named by file: the id 99 is the predictor's own numbering.
-        scene(99, [(A, 1, {"score": 0.9}), (B, 2, {"score": 0.95})], file_name="/elsewhere/im1.png"),
-        scene(5, [(SPOT, 1, {"score": 0.5})], file_name="other.png"),
-    ])
+    pred = AnnotationSet(
+        [
+            # Named by file: the id 99 is the predictor's own numbering.
+            scene(99, [(A, 1, {"score": 0.9}), (B, 2, {"score": 0.95})], file_name="/elsewhere/im1.png"),
+            scene(5, [(SPOT, 1, {"score": 0.5})], file_name="other.png"),
+        ]
+    )
     m = evaluate(gt, pred)
     # Both scenes see both predictions: B (TP), B (FP for the second annotator), A, A.
     assert m["amodal_AP"] == pytest.approx((34 + 67 * 0.75) / R)
@@ -193,7 +247,10 @@ def test_prediction_of_another_size_is_a_format_error():
     small = AmodalScene({"id": 1, "height": 20, "width": 40}, [Instance(1, np.ones((20, 40), bool), score=0.5)])
     with pytest.raises(FormatError) as err:
         evaluate(gt, AnnotationSet([small]), pred_file="pred.json")
-    assert err.value.json_path == "images[id=1]" and err.value.expected == "height 40 and width 40 as the ground-truth image, got 20x40"
+    assert (
+        err.value.json_path == "images[id=1]"
+        and err.value.expected == "height 40 and width 40 as the ground-truth image, got 20x40"
+    )
 
 
 @pytest.mark.parametrize("bad", [0, 1.5, "0.5"])
@@ -204,19 +261,21 @@ def test_iou_match_must_be_in_unit_interval(bad):
 
 def test_format_table():
     text = format_table({"amodal_AP": 0.5, "AP_heavy": -1.0, "order_pairs": 3, "extra_key": 0.25})
-    assert text == "\n".join([
-        "Amodal masks (COCO AP/AR, IoU .50:.95)",
-        "  AP                      0.500",
-        "",
-        "Amodal AP by ground-truth occlusion",
-        "  heavy (> 0.25)            n/a",
-        "",
-        "Matched instances",
-        "  overlapping GT pairs        3",
-        "",
-        "Other",
-        "  extra_key               0.250",
-    ])
+    assert text == "\n".join(
+        [
+            "Amodal masks (COCO AP/AR, IoU .50:.95)",
+            "  AP                      0.500",
+            "",
+            "Amodal AP by ground-truth occlusion",
+            "  heavy (> 0.25)            n/a",
+            "",
+            "Matched instances",
+            "  overlapping GT pairs        3",
+            "",
+            "Other",
+            "  extra_key               0.250",
+        ]
+    )
 
 
 def test_ground_truth_image_without_size_is_a_format_error():
@@ -241,11 +300,19 @@ def test_compactly_loaded_files_score_exactly_as_loaded_ones(tmp_path):
     from semlayer import formats
 
     gt = AnnotationSet([gt_scene(), scene(2, [(A, 2, {}), (B, 1, {})])])
-    pred = AnnotationSet([
-        pred_scene([((0, 0, 9, 10), 1, {"score": 0.9}), (B, 3, {"score": 0.8}), (C, 2, {"score": 0.7}),
-                    (SPOT, 4, {"score": 0.3})]),
-        scene(2, [(A, 1, {"score": 0.6}), (B, 2, {"score": 0.5})]),
-    ])
+    pred = AnnotationSet(
+        [
+            pred_scene(
+                [
+                    ((0, 0, 9, 10), 1, {"score": 0.9}),
+                    (B, 3, {"score": 0.8}),
+                    (C, 2, {"score": 0.7}),
+                    (SPOT, 4, {"score": 0.3}),
+                ]
+            ),
+            scene(2, [(A, 1, {"score": 0.6}), (B, 2, {"score": 0.5})]),
+        ]
+    )
     formats.save(gt, tmp_path / "gt.json", format="cocoa")
     formats.save(pred, tmp_path / "pred.json", format="results")
     dense = evaluate(formats.load(tmp_path / "gt.json"), formats.load(tmp_path / "pred.json"))
@@ -258,10 +325,22 @@ def test_compactly_loaded_files_score_exactly_as_loaded_ones(tmp_path):
 def test_kins2020_clusters_decide_which_pairs_are_scored():
     # Cluster 1 holds A, B and C (ico 1, 2, 3): its 3 pairs count, A-C too although A and C do not overlap;
     # D overlaps nothing. Predicted depth C, A, B: only A before B is right.
-    gt = AnnotationSet([scene(1, [(A, 1, {"cluster": (1, 1)}), (B, 2, {"cluster": (1, 2)}),
-                                  (C, 3, {"cluster": (1, 3)}), (D, 4, {"cluster": (0, 0)})])])
-    pred = AnnotationSet([scene(1, [(A, 2, {"score": 0.9}), (B, 3, {"score": 0.8}), (C, 1, {"score": 0.7}),
-                                    (D, 4, {"score": 0.6})])])
+    gt = AnnotationSet(
+        [
+            scene(
+                1,
+                [
+                    (A, 1, {"cluster": (1, 1)}),
+                    (B, 2, {"cluster": (1, 2)}),
+                    (C, 3, {"cluster": (1, 3)}),
+                    (D, 4, {"cluster": (0, 0)}),
+                ],
+            )
+        ]
+    )
+    pred = AnnotationSet(
+        [scene(1, [(A, 2, {"score": 0.9}), (B, 3, {"score": 0.8}), (C, 1, {"score": 0.7}), (D, 4, {"score": 0.6})])]
+    )
     m = evaluate(gt, pred)
     assert m["order_pairs"] == 3 and m["order_acc"] == pytest.approx(1 / 3)
     # Without clusters the same scene scores its 2 overlapping pairs (A-B right, B-C wrong).
@@ -292,8 +371,14 @@ def test_kins2020_file_clusters_reach_the_evaluator(tmp_path):
 def test_cocoa_depth_constraint_names_the_pairs_that_are_scored():
     # A-B and B-C overlap; the annotation states only "1-2" (A before B): one pair is scored, and right.
     gt_a = gt_scene()
-    pred = pred_scene([(A, 1, {"score": 0.9}), (B, 3, {"score": 0.8}), (C, 2, {"score": 0.7}),
-                       (D, 4, {"score": 0.6, "is_stuff": True})])  # B-C wrong
+    pred = pred_scene(
+        [
+            (A, 1, {"score": 0.9}),
+            (B, 3, {"score": 0.8}),
+            (C, 2, {"score": 0.7}),
+            (D, 4, {"score": 0.6, "is_stuff": True}),
+        ]
+    )  # B-C wrong
     gt_a.annotation = {"depth_constraint": "1-2"}
     m = evaluate(AnnotationSet([gt_a]), AnnotationSet([pred]))
     assert m["order_pairs"] == 1 and m["order_acc"] == 1.0

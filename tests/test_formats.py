@@ -55,13 +55,21 @@ def assert_same_scenes(a, b):
         for i, j in zip(sa.front_to_back(), sb.front_to_back()):
             ia, ib = sa.instances[i], sb.instances[j]
             assert (ia.rank, ia.name, ia.is_stuff, ia.category, ia.score, ia.extra) == (
-                ib.rank, ib.name, ib.is_stuff, ib.category, ib.score, ib.extra)
+                ib.rank,
+                ib.name,
+                ib.is_stuff,
+                ib.category,
+                ib.score,
+                ib.extra,
+            )
             assert np.array_equal(ia.amodal, ib.amodal) and np.array_equal(va[i], vb[j])
 
 
 # ----- the docs/formats.md toy scene in every format --------------------------------------------------------
-@pytest.mark.parametrize("name, fmt", [("cocoa_toy", "cocoa"), ("coco_toy", "coco"), ("kins2019_toy", "kins2019"),
-                                       ("kins2020_toy", "kins2020")])
+@pytest.mark.parametrize(
+    "name, fmt",
+    [("cocoa_toy", "cocoa"), ("coco_toy", "coco"), ("kins2019_toy", "kins2019"), ("kins2020_toy", "kins2020")],
+)
 def test_toy_scene_in_every_format(name, fmt):
     annset = formats.load(DATA / f"{name}.json")
     assert annset.format == fmt and len(annset) == 1
@@ -83,7 +91,14 @@ def test_cocoa_toy_fields():
     assert [i.name for i in scene.instances] == ["box", "board"]
     assert [i.id for i in scene.instances] == [1, 2]
     assert scene.instances[0].polygons == [[1.0, 1.0, 5.0, 1.0, 5.0, 5.0, 1.0, 5.0]]
-    assert scene.annotation == {"id": 1, "image_id": 7, "author": "tool", "url": "", "size": 2, "depth_constraint": "1-2"}
+    assert scene.annotation == {
+        "id": 1,
+        "image_id": 7,
+        "author": "tool",
+        "url": "",
+        "size": 2,
+        "depth_constraint": "1-2",
+    }
     assert scene.image["date_captured"] == "" and annset.categories == [] and annset.images == []
     assert formats.to_cocoa(annset) == fixture("cocoa_toy")
 
@@ -115,8 +130,13 @@ def test_kins2020_clusters_outrank_pixel_evidence():
     assert formats.from_dict(obj).scenes[0].ranks() == [1, 2]
     # A third, non-overlapping instance in no cluster goes by record order among the unordered.
     third = copy.deepcopy(obj["annotations"][0])
-    third.update(id=3, oco_id=0, ico_id=0, a_segm=[[0.0, 6.0, 2.0, 6.0, 2.0, 8.0, 0.0, 8.0]],
-                 i_segm=[[0.0, 6.0, 2.0, 6.0, 2.0, 8.0, 0.0, 8.0]])
+    third.update(
+        id=3,
+        oco_id=0,
+        ico_id=0,
+        a_segm=[[0.0, 6.0, 2.0, 6.0, 2.0, 8.0, 0.0, 8.0]],
+        i_segm=[[0.0, 6.0, 2.0, 6.0, 2.0, 8.0, 0.0, 8.0]],
+    )
     obj["annotations"].insert(0, third)
     assert formats.from_dict(obj).scenes[0].ranks() == [1, 2, 3]
 
@@ -143,8 +163,11 @@ def test_detection_rules():
     assert formats.detect({"annotations": [{"i_segm": []}]}) == "kins2020"
     assert formats.detect({"annotations": [{"inmodal_seg": {}}]}) == "kins2019"
     assert formats.detect({"annotations": [{"segmentation": []}]}) == "coco"
-    with pytest.raises(FormatError, match=r"^x.json: a JSON object with images and annotations, or a list of "
-                                          r"results; got the string 'hi'$"):
+    with pytest.raises(
+        FormatError,
+        match=r"^x.json: a JSON object with images and annotations, or a list of "
+        r"results; got the string 'hi'$",
+    ):
         formats.detect("hi", "x.json")
 
 
@@ -200,13 +223,21 @@ def test_kins_converts_to_cocoa_coco_and_kins():
 def kins_scene():
     """A overlaps B and C (B and C do not meet), D overlaps only C, E is alone; F and G form a second cluster."""
     h, w = 20, 30
-    boxes = {"A": (0, 0, 10, 10), "B": (8, 0, 14, 6), "C": (5, 8, 12, 14), "D": (10, 12, 16, 18),
-             "E": (20, 15, 25, 19), "F": (20, 0, 25, 5), "G": (22, 3, 28, 8)}
+    boxes = {
+        "A": (0, 0, 10, 10),
+        "B": (8, 0, 14, 6),
+        "C": (5, 8, 12, 14),
+        "D": (10, 12, 16, 18),
+        "E": (20, 15, 25, 19),
+        "F": (20, 0, 25, 5),
+        "G": (22, 3, 28, 8),
+    }
     ranks = {"A": 1, "F": 2, "B": 3, "G": 4, "C": 5, "D": 6, "E": 7}
-    insts = [Instance(k + 1, rect(h, w, *boxes[n]), rank=ranks[n], name="car", category=4)
-             for k, n in enumerate(boxes)]
-    return AnnotationSet([AmodalScene({"id": 3, "height": h, "width": w, "file_name": "k.png"}, insts)],
-                         categories=[{"id": 4, "name": "car"}])
+    insts = [Instance(k + 1, rect(h, w, *boxes[n]), rank=ranks[n], name="car", category=4) for k, n in enumerate(boxes)]
+    return AnnotationSet(
+        [AmodalScene({"id": 3, "height": h, "width": w, "file_name": "k.png"}, insts)],
+        categories=[{"id": 4, "name": "car"}],
+    )
 
 
 def test_kins_clusters_from_overlaps_and_order():
@@ -285,8 +316,14 @@ def test_cocoa_writer_fields_for_edited_masks():
     scene.instances[1].set_amodal(BOARD & ~rect(8, 10, 3, 3, 5, 5))  # the board becomes an L, no overlap
     region = formats.to_cocoa(AnnotationSet([scene]))["annotations"][0]["regions"][1]
     # traced along pixel edges, exact: no amodal_mask, no visible/invisible masks when unoccluded
-    assert region == {"order": 2, "name": "board", "isStuff": 0, "area": 20, "occlude_rate": 0,
-                      "segmentation": [5.0, 3.0, 5.0, 5.0, 3.0, 5.0, 3.0, 7.0, 9.0, 7.0, 9.0, 3.0]}
+    assert region == {
+        "order": 2,
+        "name": "board",
+        "isStuff": 0,
+        "area": 20,
+        "occlude_rate": 0,
+        "segmentation": [5.0, 3.0, 5.0, 5.0, 3.0, 5.0, 3.0, 7.0, 9.0, 7.0, 9.0, 3.0],
+    }
     assert formats.to_cocoa(AnnotationSet([scene]))["annotations"][0]["depth_constraint"] == ""
 
 
@@ -294,8 +331,10 @@ def test_multi_part_region_survives_every_round_trip():
     h, w = 12, 14
     parts = rect(h, w, 1, 1, 4, 4) | rect(h, w, 6, 2, 12, 9)
     parts[4:6, 8:10] = False  # a hole in the larger part
-    scene = AmodalScene({"id": 3, "height": h, "width": w, "file_name": "p.png"},
-                        [Instance(1, parts, rank=2, name="pair"), Instance(2, rect(h, w, 0, 0, 3, 3), rank=1)])
+    scene = AmodalScene(
+        {"id": 3, "height": h, "width": w, "file_name": "p.png"},
+        [Instance(1, parts, rank=2, name="pair"), Instance(2, rect(h, w, 0, 0, 3, 3), rank=1)],
+    )
     annset = AnnotationSet([scene])
     cocoa = formats.to_cocoa(annset)
     region = cocoa["annotations"][0]["regions"][1]
@@ -305,8 +344,12 @@ def test_multi_part_region_survives_every_round_trip():
     assert np.array_equal(mask_utils.decode(exact).astype(bool), parts)
     assert region["area"] == 47 and region["occlude_rate"] == 4 / 47
     assert formats.validate(cocoa) == []
-    for obj in (cocoa, formats.to_coco(annset), formats.to_coco(formats.from_dict(cocoa)),
-                formats.to_cocoa(formats.from_dict(formats.to_coco(annset)))):
+    for obj in (
+        cocoa,
+        formats.to_coco(annset),
+        formats.to_coco(formats.from_dict(cocoa)),
+        formats.to_cocoa(formats.from_dict(formats.to_coco(annset))),
+    ):
         assert_same_scenes(annset, formats.from_dict(json.loads(json.dumps(obj))))
     assert formats.to_cocoa(formats.from_dict(cocoa)) == cocoa
 
@@ -338,15 +381,18 @@ def test_external_occlusion_and_predictions_round_trip():
         report = formats.validation_report(obj)
         assert report.violations == [] and report.valid
         assert report.external == [(path, 4)]
-        assert report.notes == [f"1 region with external occlusion (hidden by unannotated objects, 4 px in all): "
-                                f"{path} (4 px)"]
+        assert report.notes == [
+            f"1 region with external occlusion (hidden by unannotated objects, 4 px in all): {path} (4 px)"
+        ]
 
 
 def test_results_writer_and_class_agnostic_categories():
     annset = formats.from_dict(fixture("cocoa_toy"))
     results = formats.to_results(annset)
     assert [(r["category_id"], r["score"], r["order"], r["area"], r["occlude_rate"]) for r in results] == [
-        (1, 1.0, 1, 1.0, 0.0), (1, 1.0, 2, 20 / 24, 4 / 24)]
+        (1, 1.0, 1, 1.0, 0.0),
+        (1, 1.0, 2, 20 / 24, 4 / 24),
+    ]
     assert results[1]["visible_mask"] == {"size": [8, 10], "counts": "m0260N20000005"}
     # instances without category next to categorised ones get a fresh "object" category
     mixed = formats.from_dict(fixture("coco_toy"))
@@ -411,8 +457,9 @@ def test_mask_helpers():
         m = np.zeros((9, 11), bool)
         for _ in range(3):
             x, y = rng.integers(0, 9), rng.integers(0, 7)
-            m[y:y + rng.integers(1, 4), x:x + rng.integers(1, 4)] = True
+            m[y : y + rng.integers(1, 4), x : x + rng.integers(1, 4)] = True
         from scipy import ndimage
+
         labels, n = ndimage.label(m)
         part = labels == 1 + np.argmax(ndimage.sum(m, labels, range(1, n + 1)))
         part = ndimage.binary_fill_holes(part)
@@ -424,7 +471,10 @@ def test_unreadable_files(tmp_path):
     cases = {
         "empty.json": ("", "a JSON document, got an empty file"),
         "blank.json": ("  \n", "a JSON document, got an empty file"),
-        "cut.json": ('{"images": [{"id": 7,\n "height": 8', "complete, valid JSON; Expecting ',' delimiter at line 2, column 13"),
+        "cut.json": (
+            '{"images": [{"id": 7,\n "height": 8',
+            "complete, valid JSON; Expecting ',' delimiter at line 2, column 13",
+        ),
         "text.json": ("hello", "complete, valid JSON; Expecting value at line 1, column 1"),
         "number.json": ("42", "a JSON object with images and annotations, or a list of results; got the number 42"),
         "latin1.json": (b'{"a": "\xe9"}', "UTF-8 encoded JSON (invalid continuation byte at byte 7)"),
@@ -446,73 +496,138 @@ def bad_cocoa(edit):
     return obj
 
 
-@pytest.mark.parametrize("edit, expected", [
-    (lambda o: o["annotations"][0]["regions"][1].update(visible_mask={"size": [10, 8], "counts": "m0260N20000005"}),
-     "annotations[0].regions[1].visible_mask.size: [8, 10] (the image's height and width), got [10, 8]"),
-    (lambda o: o["annotations"][0]["regions"][1]["segmentation"].append(4.0),
-     "annotations[0].regions[1].segmentation: a flat list of an even number (>= 6) of numbers, got a list of 9 numbers"),
-    (lambda o: o["annotations"][0]["regions"][0].update(segmentation=[[1.0, 1.0, 5.0, 1.0, 5.0, 5.0]]),
-     "annotations[0].regions[0].segmentation: a flat list of an even number (>= 6) of numbers, got a list of 1 items"),
-    (lambda o: o["annotations"][0]["regions"][0].update(order=0),
-     "annotations[0].regions[0].order: an integer >= 1 (the depth rank, 1 = front-most), got the number 0"),
-    (lambda o: o["annotations"][0]["regions"][0].pop("order"),
-     "annotations[0].regions[0].order: an integer >= 1 (the depth rank, 1 = front-most) (the key is missing)"),
-    (lambda o: o["images"].append(dict(o["images"][0])),
-     "images[1].id: a unique image id; images[0] has id 7 too"),
-    (lambda o: o["annotations"].append(copy.deepcopy(o["annotations"][0])),
-     "annotations[1].id: a unique id; annotations[0] has id 1 too"),
-    (lambda o: o["annotations"][0].update(image_id=9),
-     "annotations[0].image_id: the id of an entry in images; there is no image with id 9"),
-    (lambda o: o["annotations"][0]["regions"][1]["invisible_mask"].update(counts="k026"),
-     "annotations[0].regions[1].invisible_mask.counts: runs that add up to 8 x 10 = 80 pixels, got 35"),
-    (lambda o: o["annotations"][0]["regions"][1]["invisible_mask"].update(counts="k0260U~"),
-     "annotations[0].regions[1].invisible_mask.counts: a COCO compressed RLE string"),
-    (lambda o: o["annotations"][0]["regions"][0]["segmentation"].__setitem__(0, 1e9),
-     "annotations[0].regions[0].segmentation: polygon points with x in [-10, 20] and y in [-8, 16] "
-     "(the 8 x 10 image and one image size around it)"),
-    (lambda o: o["annotations"][0]["regions"][0]["segmentation"].__setitem__(1, 10**400),
-     "annotations[0].regions[0].segmentation: polygon points with x in [-10, 20] and y in [-8, 16] "
-     "(the 8 x 10 image and one image size around it)"),
-    (lambda o: o["annotations"][0]["regions"][1]["visible_mask"].update(counts=[10**400]),
-     "annotations[0].regions[1].visible_mask.counts: a COCO RLE string or a list of run lengths (integers from 0 "
-     "to 80), got a list of 1 items"),
-    (lambda o: o["images"][0].update(height="8"),
-     "images[0].height: an integer from 1 to 65535, got the string '8'"),
-    (lambda o: o.pop("images"), "images: a list of objects (the key is missing)"),
-    (lambda o: o["annotations"][0]["regions"].__setitem__(0, "box"),
-     "annotations[0].regions[0]: an object, got the string 'box'"),
-])
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (
+            lambda o: o["annotations"][0]["regions"][1].update(
+                visible_mask={"size": [10, 8], "counts": "m0260N20000005"}
+            ),
+            "annotations[0].regions[1].visible_mask.size: [8, 10] (the image's height and width), got [10, 8]",
+        ),
+        (
+            lambda o: o["annotations"][0]["regions"][1]["segmentation"].append(4.0),
+            "annotations[0].regions[1].segmentation: a flat list of an even number (>= 6) of numbers, got a list of 9 numbers",
+        ),
+        (
+            lambda o: o["annotations"][0]["regions"][0].update(segmentation=[[1.0, 1.0, 5.0, 1.0, 5.0, 5.0]]),
+            "annotations[0].regions[0].segmentation: a flat list of an even number (>= 6) of numbers, got a list of 1 items",
+        ),
+        (
+            lambda o: o["annotations"][0]["regions"][0].update(order=0),
+            "annotations[0].regions[0].order: an integer >= 1 (the depth rank, 1 = front-most), got the number 0",
+        ),
+        (
+            lambda o: o["annotations"][0]["regions"][0].pop("order"),
+            "annotations[0].regions[0].order: an integer >= 1 (the depth rank, 1 = front-most) (the key is missing)",
+        ),
+        (lambda o: o["images"].append(dict(o["images"][0])), "images[1].id: a unique image id; images[0] has id 7 too"),
+        (
+            lambda o: o["annotations"].append(copy.deepcopy(o["annotations"][0])),
+            "annotations[1].id: a unique id; annotations[0] has id 1 too",
+        ),
+        (
+            lambda o: o["annotations"][0].update(image_id=9),
+            "annotations[0].image_id: the id of an entry in images; there is no image with id 9",
+        ),
+        (
+            lambda o: o["annotations"][0]["regions"][1]["invisible_mask"].update(counts="k026"),
+            "annotations[0].regions[1].invisible_mask.counts: runs that add up to 8 x 10 = 80 pixels, got 35",
+        ),
+        (
+            lambda o: o["annotations"][0]["regions"][1]["invisible_mask"].update(counts="k0260U~"),
+            "annotations[0].regions[1].invisible_mask.counts: a COCO compressed RLE string",
+        ),
+        (
+            lambda o: o["annotations"][0]["regions"][0]["segmentation"].__setitem__(0, 1e9),
+            "annotations[0].regions[0].segmentation: polygon points with x in [-10, 20] and y in [-8, 16] "
+            "(the 8 x 10 image and one image size around it)",
+        ),
+        (
+            lambda o: o["annotations"][0]["regions"][0]["segmentation"].__setitem__(1, 10**400),
+            "annotations[0].regions[0].segmentation: polygon points with x in [-10, 20] and y in [-8, 16] "
+            "(the 8 x 10 image and one image size around it)",
+        ),
+        (
+            lambda o: o["annotations"][0]["regions"][1]["visible_mask"].update(counts=[10**400]),
+            "annotations[0].regions[1].visible_mask.counts: a COCO RLE string or a list of run lengths (integers from 0 "
+            "to 80), got a list of 1 items",
+        ),
+        (
+            lambda o: o["images"][0].update(height="8"),
+            "images[0].height: an integer from 1 to 65535, got the string '8'",
+        ),
+        (lambda o: o.pop("images"), "images: a list of objects (the key is missing)"),
+        (
+            lambda o: o["annotations"][0]["regions"].__setitem__(0, "box"),
+            "annotations[0].regions[0]: an object, got the string 'box'",
+        ),
+    ],
+)
 def test_bad_cocoa_input_has_a_precise_error(edit, expected):
     obj = bad_cocoa(edit)
     assert error_of(obj) == f"bad.json: {expected}"
     assert messages(obj) == [expected]  # validate reports the same, as one violation
 
 
-@pytest.mark.parametrize("name, edit, expected", [
-    ("coco_toy", lambda o: o["annotations"][0].update(category_id=5),
-     "annotations[0].category_id: the id of an entry in categories; there is no category with id 5"),
-    ("coco_toy", lambda o: o["annotations"][1].update(visible_mask=[3.0, 3.0, 9.0]),
-     "annotations[1].visible_mask: a flat list of an even number (>= 6) of numbers, got a list of 3 numbers"),
-    ("coco_toy", lambda o: o["annotations"][1].update(segmentation={"size": [8, 10], "counts": [27, 2, 6]}),
-     "annotations[1].segmentation.counts: runs that add up to 8 x 10 = 80 pixels, got 35"),
-    ("coco_toy", lambda o: o["annotations"][1]["amodal_region"].update(order=0),
-     "annotations[1].amodal_region.order: an integer >= 1 (the depth rank, 1 = front-most), got the number 0"),
-    ("coco_toy", lambda o: o["annotations"][1].update(iscrowd=2),
-     "annotations[1].iscrowd: 0 or 1 (or a boolean), got the number 2"),
-    ("kins2019_toy", lambda o: o["annotations"][1].pop("inmodal_seg"),
-     "annotations[1].inmodal_seg: a COCO RLE {size, counts} or a list of polygons (the key is missing)"),
-    ("kins2020_toy", lambda o: o["annotations"][1].update(oco_id=-1),
-     "annotations[1].oco_id: an integer >= 0 (0 = overlaps nothing), got the number -1"),
-    ("kins2020_toy", lambda o: o["annotations"][1].update(a_segm=[]),
-     "annotations[1].a_segm: a COCO RLE {size, counts} or a non-empty list of polygons (a flat list of an even "
-     "number (>= 6) of numbers each), got a list of 0 items"),
-    ("results_toy", lambda o: o[1].update(segmentation=[[1.0, 1.0, 5.0, 1.0, 5.0, 5.0]]),
-     "[1].segmentation: a COCO RLE {size, counts} (a results list has no image sizes, so masks must be RLE), "
-     "got a list of 1 items"),
-    ("results_toy", lambda o: o[1]["segmentation"].update(size=[8, 11]),
-     "[1].segmentation.size: [8, 10] (the image's height and width), got [8, 11]"),
-    ("results_toy", lambda o: o[0].pop("score"), "[0].score: a number (the detection score) (the key is missing)"),
-])
+@pytest.mark.parametrize(
+    "name, edit, expected",
+    [
+        (
+            "coco_toy",
+            lambda o: o["annotations"][0].update(category_id=5),
+            "annotations[0].category_id: the id of an entry in categories; there is no category with id 5",
+        ),
+        (
+            "coco_toy",
+            lambda o: o["annotations"][1].update(visible_mask=[3.0, 3.0, 9.0]),
+            "annotations[1].visible_mask: a flat list of an even number (>= 6) of numbers, got a list of 3 numbers",
+        ),
+        (
+            "coco_toy",
+            lambda o: o["annotations"][1].update(segmentation={"size": [8, 10], "counts": [27, 2, 6]}),
+            "annotations[1].segmentation.counts: runs that add up to 8 x 10 = 80 pixels, got 35",
+        ),
+        (
+            "coco_toy",
+            lambda o: o["annotations"][1]["amodal_region"].update(order=0),
+            "annotations[1].amodal_region.order: an integer >= 1 (the depth rank, 1 = front-most), got the number 0",
+        ),
+        (
+            "coco_toy",
+            lambda o: o["annotations"][1].update(iscrowd=2),
+            "annotations[1].iscrowd: 0 or 1 (or a boolean), got the number 2",
+        ),
+        (
+            "kins2019_toy",
+            lambda o: o["annotations"][1].pop("inmodal_seg"),
+            "annotations[1].inmodal_seg: a COCO RLE {size, counts} or a list of polygons (the key is missing)",
+        ),
+        (
+            "kins2020_toy",
+            lambda o: o["annotations"][1].update(oco_id=-1),
+            "annotations[1].oco_id: an integer >= 0 (0 = overlaps nothing), got the number -1",
+        ),
+        (
+            "kins2020_toy",
+            lambda o: o["annotations"][1].update(a_segm=[]),
+            "annotations[1].a_segm: a COCO RLE {size, counts} or a non-empty list of polygons (a flat list of an even "
+            "number (>= 6) of numbers each), got a list of 0 items",
+        ),
+        (
+            "results_toy",
+            lambda o: o[1].update(segmentation=[[1.0, 1.0, 5.0, 1.0, 5.0, 5.0]]),
+            "[1].segmentation: a COCO RLE {size, counts} (a results list has no image sizes, so masks must be RLE), "
+            "got a list of 1 items",
+        ),
+        (
+            "results_toy",
+            lambda o: o[1]["segmentation"].update(size=[8, 11]),
+            "[1].segmentation.size: [8, 10] (the image's height and width), got [8, 11]",
+        ),
+        ("results_toy", lambda o: o[0].pop("score"), "[0].score: a number (the detection score) (the key is missing)"),
+    ],
+)
 def test_bad_input_in_other_formats(name, edit, expected):
     obj = fixture(name)
     edit(obj)
@@ -524,8 +639,10 @@ def test_kins_and_coco_duplicates_and_missing_images():
     obj = fixture("kins2020_toy")
     obj["annotations"][1]["id"] = 1
     obj["annotations"][0]["image_id"] = 8
-    assert messages(obj) == ["annotations[1].id: a unique id; annotations[0] has id 1 too",
-                             "annotations[0].image_id: the id of an entry in images; there is no image with id 8"]
+    assert messages(obj) == [
+        "annotations[1].id: a unique id; annotations[0] has id 1 too",
+        "annotations[0].image_id: the id of an entry in images; there is no image with id 8",
+    ]
     assert error_of(obj) == "bad.json: annotations[1].id: a unique id; annotations[0] has id 1 too"
 
 
@@ -533,9 +650,9 @@ def test_kins_and_coco_duplicates_and_missing_images():
 def test_validate_reports_every_invariant():
     obj = fixture("bsds_toy")
     first, second = obj["annotations"]
-    first["regions"][1]["occlude_rate"] = 0.3                        # occlude_rate off
+    first["regions"][1]["occlude_rate"] = 0.3  # occlude_rate off
     first["regions"][2]["visible_mask"] = encode_rle(rect(12, 14, 4, 5, 12, 11))  # overlaps the invisible part
-    second["regions"][1]["order"] = 1                                # duplicate order
+    second["regions"][1]["order"] = 1  # duplicate order
     second["depth_constraint"] = "1-2,2-3,3-1,2-1"
     assert messages(obj) == [
         "annotations[0].regions[1].occlude_rate: 0.25 (invisible 8 px / amodal 32 px), got 0.3",
@@ -561,12 +678,15 @@ def test_validate_depth_constraint_contradiction_and_syntax():
     obj = fixture("cocoa_toy")
     obj["annotations"][0]["depth_constraint"] = "2-1"
     assert messages(obj) == [
-        "annotations[0].depth_constraint: pairs that agree with the regions' orders; 2-1 puts order 2 in front of order 1"]
+        "annotations[0].depth_constraint: pairs that agree with the regions' orders; 2-1 puts order 2 in front of order 1"
+    ]
     obj["annotations"][0]["depth_constraint"] = "1-2,2-1"
     assert messages(obj)[-1] == "annotations[0].depth_constraint: pairs without a cycle; 1-2, 2-1 form a cycle"
     obj["annotations"][0]["depth_constraint"] = "1>2"
-    assert messages(obj) == ["annotations[0].depth_constraint: comma-separated pairs 'A-B' of region orders; depth "
-                             "constraint '1>2' is not of the form 'A-B' with integers A and B"]
+    assert messages(obj) == [
+        "annotations[0].depth_constraint: comma-separated pairs 'A-B' of region orders; depth "
+        "constraint '1>2' is not of the form 'A-B' with integers A and B"
+    ]
 
 
 def test_validate_collects_schema_problems_across_records():
@@ -620,8 +740,10 @@ def test_validate_accepts_external_occlusion_in_cocoa_and_coco_style_files():
     coco_board = lambda obj: obj["annotations"][1]  # noqa: E731
     coco = fixture("coco_toy")
     coco["annotations"][0]["amodal_region"] = {"name": "box", "order": 1}  # authoritative orders: rule checked
-    for obj, where, path in ((fixture("cocoa_toy"), None, "annotations[0].regions[1]"),
-                             (coco, coco_board, "annotations[1]")):
+    for obj, where, path in (
+        (fixture("cocoa_toy"), None, "annotations[0].regions[1]"),
+        (coco, coco_board, "annotations[1]"),
+    ):
         kw = {} if where is None else {"where": where}
         ext = with_board_masks(obj, BOARD_VISIBLE & ~CORNER, **kw)
         report = formats.validation_report(ext)
@@ -631,20 +753,28 @@ def test_validate_accepts_external_occlusion_in_cocoa_and_coco_style_files():
         np.testing.assert_array_equal(scene.visible(2), BOARD_VISIBLE & ~CORNER)
         # occlude_rate and invisible_mask still have to agree with the visible mask, external pixels included
         assert messages(with_board_masks(obj, BOARD_VISIBLE & ~CORNER, rate=4 / 24, **kw)) == [
-            f"{path}.occlude_rate: 0.3333333333333333 (invisible 8 px / amodal 24 px), got 0.16666666666666666"]
+            f"{path}.occlude_rate: 0.3333333333333333 (invisible 8 px / amodal 24 px), got 0.16666666666666666"
+        ]
         assert messages(with_board_masks(obj, BOARD_VISIBLE & ~CORNER, invisible=BOARD & BOX, **kw)) == [
             f"{path}: visible_mask and invisible_mask that partition the amodal mask; 4 px of the amodal mask in "
             "neither",
-            f"{path}.occlude_rate: 0.16666666666666666 (invisible 4 px / amodal 24 px), got 0.3333333333333333"]
+            f"{path}.occlude_rate: 0.16666666666666666 (invisible 4 px / amodal 24 px), got 0.3333333333333333",
+        ]
     backwards = with_board_masks(coco, BOARD_VISIBLE & ~CORNER, where=coco_board)
     backwards["annotations"].reverse()  # record order is not depth order
     assert formats.validation_report(backwards).external == [("annotations[0]", 4)]
     backwards["annotations"][0]["visible_mask"] = encode_rle(BOARD)
-    assert messages(backwards)[-1] == ("annotations[0].visible_mask: no visible pixel under the amodal mask of a "
-                                       "region in front (painter's rule); 4 px visible under annotations[1] (order 1)")
+    assert messages(backwards)[-1] == (
+        "annotations[0].visible_mask: no visible pixel under the amodal mask of a "
+        "region in front (painter's rule); 4 px visible under annotations[1] (order 1)"
+    )
     # orders inferred from the masks (no amodal_region.order): the rule is not checked, nothing is noted
-    assert formats.validation_report(with_board_masks(fixture("coco_toy"), BOARD_VISIBLE & ~CORNER,
-                                                      where=coco_board)).external == []
+    assert (
+        formats.validation_report(
+            with_board_masks(fixture("coco_toy"), BOARD_VISIBLE & ~CORNER, where=coco_board)
+        ).external
+        == []
+    )
 
 
 def test_validate_reports_visible_pixels_under_a_region_in_front():
@@ -652,25 +782,31 @@ def test_validate_reports_visible_pixels_under_a_region_in_front():
     # the board's visible mask claims the 4 px the box in front covers
     assert messages(with_board_masks(toy, BOARD, invisible=None, rate=0)) == [
         "annotations[0].regions[1].visible_mask: no visible pixel under the amodal mask of a region in front "
-        "(painter's rule); 4 px visible under annotations[0].regions[0] (order 1)"]
+        "(painter's rule); 4 px visible under annotations[0].regions[0] (order 1)"
+    ]
     # ... stated by an invisible mask alone (only the corner), or by no mask at all (fully visible)
     assert messages(with_board_masks(toy, None, invisible=CORNER, rate=4 / 24)) == [
         "annotations[0].regions[1].invisible_mask: every pixel of the amodal mask that a region in front covers "
-        "(painter's rule); 4 px missing, under annotations[0].regions[0] (order 1)"]
+        "(painter's rule); 4 px missing, under annotations[0].regions[0] (order 1)"
+    ]
     assert messages(with_board_masks(toy, None, invisible=None, rate=0)) == [
         "annotations[0].regions[1]: a visible_mask or invisible_mask (painter's rule); without either the region is "
-        "fully visible, but 4 px of its amodal mask lie under annotations[0].regions[0] (order 1)"]
+        "fully visible, but 4 px of its amodal mask lie under annotations[0].regions[0] (order 1)"
+    ]
     # under two regions in front: each is named with its share
     strip = rect(8, 10, 0, 3, 10, 5)
-    scene = AmodalScene({"id": 7, "height": 8, "width": 10, "file_name": "toy.jpg"}, [
-        Instance(1, BOX, rank=1), Instance(2, BOARD, rank=2), Instance(3, strip, rank=3)])
+    scene = AmodalScene(
+        {"id": 7, "height": 8, "width": 10, "file_name": "toy.jpg"},
+        [Instance(1, BOX, rank=1), Instance(2, BOARD, rank=2), Instance(3, strip, rank=3)],
+    )
     obj = formats.to_cocoa(AnnotationSet([scene]))
     assert formats.validate(obj) == []
     obj["annotations"][0]["regions"][2]["visible_mask"] = encode_rle(strip)
     assert messages(obj)[-1] == (
         "annotations[0].regions[2].visible_mask: no visible pixel under the amodal mask of a region in front "
         "(painter's rule); 16 px visible under annotations[0].regions[0] (order 1, 8 px), annotations[0].regions[1] "
-        "(order 2, 12 px)")
+        "(order 2, 12 px)"
+    )
 
 
 def test_external_occlusion_note_names_the_first_regions_and_counts_the_rest():
@@ -678,7 +814,8 @@ def test_external_occlusion_note_names_the_first_regions_and_counts_the_rest():
     assert report.valid and report.notes == [
         "7 regions with external occlusion (hidden by unannotated objects, 28 px in all): annotations[0].regions[1] "
         "(1 px), annotations[1].regions[1] (2 px), annotations[2].regions[1] (3 px), annotations[3].regions[1] (4 px), "
-        "annotations[4].regions[1] (5 px) and 2 more"]
+        "annotations[4].regions[1] (5 px) and 2 more"
+    ]
     assert formats.ValidationReport().notes == []
 
 
@@ -691,7 +828,10 @@ def test_degenerate_polygons_inside_a_list_are_kept_but_not_rasterised():
     board = scene.instances[1]
     assert np.array_equal(board.amodal, BOARD)
     assert board.polygons[1] == [0.0, 0.0, 2.0, 2.0]
-    assert formats.to_coco(formats.from_dict(obj))["annotations"][1]["segmentation"] == obj["annotations"][1]["segmentation"]
+    assert (
+        formats.to_coco(formats.from_dict(obj))["annotations"][1]["segmentation"]
+        == obj["annotations"][1]["segmentation"]
+    )
     obj["annotations"][1]["segmentation"] = [[0.0, 0.0, 2.0, 2.0]]
     assert error_of(obj) == (
         "bad.json: annotations[1].segmentation: at least one polygon of 3 or more points "
@@ -713,13 +853,18 @@ def assert_identical_scenes(dense, compact):
             assert np.array_equal(va, vb)
 
 
-@pytest.mark.parametrize("name", ["cocoa_toy", "bsds_toy", "coco_toy", "d2sa_toy", "kins2019_toy", "kins2020_toy",
-                                  "results_toy"])
+@pytest.mark.parametrize(
+    "name", ["cocoa_toy", "bsds_toy", "coco_toy", "d2sa_toy", "kins2019_toy", "kins2020_toy", "results_toy"]
+)
 def test_compact_load_decodes_the_scenes_load_gives(name):
     dense, compact = formats.load(DATA / f"{name}.json"), formats.load(DATA / f"{name}.json", compact=True)
     assert isinstance(compact.scenes, formats.CompactScenes)
-    assert (compact.format, compact.categories, compact.extra, compact.images) == \
-        (dense.format, dense.categories, dense.extra, dense.images)
+    assert (compact.format, compact.categories, compact.extra, compact.images) == (
+        dense.format,
+        dense.categories,
+        dense.extra,
+        dense.images,
+    )
     assert_identical_scenes(dense.scenes, compact.scenes)
     assert compact.scene_images() == dense.scene_images() == [s.image for s in dense.scenes]
     assert compact.image_records() == dense.image_records()
@@ -782,8 +927,13 @@ def test_compact_load_still_reports_a_bad_record_with_its_path(tmp_path):
 # ----- what COCOA's own tools expect ------------------------------------------------------------
 def test_results_read_cocoa_evaluators_camel_case_masks():
     amodal = encode_rle(BOARD)
-    item = {"image_id": 7, "segmentation": {"size": [8, 10], "counts": "k0440000000005"}, "score": 0.8,
-            "amodalMask": amodal, "invisibleMask": encode_rle(BOARD & BOX)}
+    item = {
+        "image_id": 7,
+        "segmentation": {"size": [8, 10], "counts": "k0440000000005"},
+        "score": 0.8,
+        "amodalMask": amodal,
+        "invisibleMask": encode_rle(BOARD & BOX),
+    }
     scene = formats.from_dict([item], "r.json").scenes[0]
     inst = scene.instances[0]
     assert np.array_equal(inst.amodal, BOARD)  # amodalMask wins over segmentation
@@ -805,7 +955,9 @@ def test_results_give_every_image_a_result_and_read_placeholders_as_empty_scenes
 
 
 def test_cocoa_writes_an_empty_mask_as_a_zero_area_flat_polygon():
-    scene = AmodalScene({"id": 7, "height": 8, "width": 10}, [Instance(1, BOX), Instance(2, np.zeros((8, 10), bool), rank=2)])
+    scene = AmodalScene(
+        {"id": 7, "height": 8, "width": 10}, [Instance(1, BOX), Instance(2, np.zeros((8, 10), bool), rank=2)]
+    )
     region = formats.to_cocoa(AnnotationSet([scene]))["annotations"][0]["regions"][1]
     assert region["segmentation"] == [0.0] * 6 and region["area"] == 0 and "amodal_mask" not in region
     assert mask_utils.area(mask_utils.frPyObjects([region["segmentation"]], 8, 10)).tolist() == [0]  # public loaders
@@ -819,9 +971,11 @@ def test_kins_visible_pixels_under_an_instance_in_front_are_noted_not_lost_silen
     obj["annotations"][1]["i_segm"] = [[4, 3, 9, 3, 9, 7, 3, 7, 3, 5, 4, 5]]  # 2 px more, under the box in front
     report = formats.validation_report(obj)
     assert report.valid and report.clipped == [("annotations[1]", 2)]
-    assert report.notes == ["1 region whose visible mask reaches under an instance in front (2 px in all; read as "
-                            "hidden, by the painter's rule under the order inferred from the masks): annotations[1] "
-                            "(2 px)"]
+    assert report.notes == [
+        "1 region whose visible mask reaches under an instance in front (2 px in all; read as "
+        "hidden, by the painter's rule under the order inferred from the masks): annotations[1] "
+        "(2 px)"
+    ]
     assert int(formats.from_dict(obj).scenes[0].visible_masks()[1].sum()) == 20
 
 
@@ -882,38 +1036,76 @@ STRIP = rect(8, 10, 0, 7, 3, 8)  # 3 px on the bottom row, outside every amodal 
 
 def pad_to(mask, h, w):
     out = np.zeros((h, w), bool)
-    out[:mask.shape[0], :mask.shape[1]] = mask
+    out[: mask.shape[0], : mask.shape[1]] = mask
     return out
 
 
-@pytest.mark.parametrize("name, where, key, value, expected", [
-    ("cocoa_toy", "annotations[0].regions[1]", "visible_mask", encode_rle(BOARD_VISIBLE | STRIP),
-     "annotations[0].regions[1]: visible_mask and invisible_mask that partition the amodal mask; 3 px outside the "
-     "amodal mask"),
-    ("coco_toy", "annotations[1]", "visible_mask", encode_rle(BOARD_VISIBLE | STRIP),
-     "annotations[1]: visible_mask and invisible_mask that partition the amodal mask; 3 px outside the amodal mask"),
-    ("d2sa_toy", "annotations[0]", "visible_mask", encode_rle(pad_to(BOARD_VISIBLE | STRIP, 10, 11)),
-     "annotations[0]: visible_mask and invisible_mask that partition the amodal mask; 3 px outside the amodal mask"),
-    ("kins2019_toy", "annotations[1]", "inmodal_seg", encode_rle(BOARD_VISIBLE | STRIP),
-     "annotations[1].inmodal_seg: a mask inside the amodal mask; 3 px outside"),
-    ("kins2020_toy", "annotations[1]", "i_segm",
-     [[5.0, 3.0, 9.0, 3.0, 9.0, 7.0, 3.0, 7.0, 3.0, 5.0, 5.0, 5.0], [0.0, 7.0, 3.0, 7.0, 3.0, 8.0, 0.0, 8.0]],
-     "annotations[1].i_segm: a mask inside the amodal mask; 3 px outside"),
-    ("results_toy", "[0]", "visible_mask", encode_rle(BOARD_VISIBLE | STRIP),
-     "[0].visible_mask: a mask inside the amodal mask; 3 px outside"),
-])
+@pytest.mark.parametrize(
+    "name, where, key, value, expected",
+    [
+        (
+            "cocoa_toy",
+            "annotations[0].regions[1]",
+            "visible_mask",
+            encode_rle(BOARD_VISIBLE | STRIP),
+            "annotations[0].regions[1]: visible_mask and invisible_mask that partition the amodal mask; 3 px outside the "
+            "amodal mask",
+        ),
+        (
+            "coco_toy",
+            "annotations[1]",
+            "visible_mask",
+            encode_rle(BOARD_VISIBLE | STRIP),
+            "annotations[1]: visible_mask and invisible_mask that partition the amodal mask; 3 px outside the amodal mask",
+        ),
+        (
+            "d2sa_toy",
+            "annotations[0]",
+            "visible_mask",
+            encode_rle(pad_to(BOARD_VISIBLE | STRIP, 10, 11)),
+            "annotations[0]: visible_mask and invisible_mask that partition the amodal mask; 3 px outside the amodal mask",
+        ),
+        (
+            "kins2019_toy",
+            "annotations[1]",
+            "inmodal_seg",
+            encode_rle(BOARD_VISIBLE | STRIP),
+            "annotations[1].inmodal_seg: a mask inside the amodal mask; 3 px outside",
+        ),
+        (
+            "kins2020_toy",
+            "annotations[1]",
+            "i_segm",
+            [[5.0, 3.0, 9.0, 3.0, 9.0, 7.0, 3.0, 7.0, 3.0, 5.0, 5.0, 5.0], [0.0, 7.0, 3.0, 7.0, 3.0, 8.0, 0.0, 8.0]],
+            "annotations[1].i_segm: a mask inside the amodal mask; 3 px outside",
+        ),
+        (
+            "results_toy",
+            "[0]",
+            "visible_mask",
+            encode_rle(BOARD_VISIBLE | STRIP),
+            "[0].visible_mask: a mask inside the amodal mask; 3 px outside",
+        ),
+    ],
+)
 def test_visible_pixels_outside_the_amodal_mask_are_reported_in_every_format_and_on_loading(
-        caplog, name, where, key, value, expected):
+    caplog, name, where, key, value, expected
+):
     obj = fixture(name)
     index = int(where.split("[")[-1].rstrip("]"))
-    record = obj["annotations"][0]["regions"][index] if name == "cocoa_toy" else (
-        obj[index] if name == "results_toy" else obj["annotations"][index])
+    record = (
+        obj["annotations"][0]["regions"][index]
+        if name == "cocoa_toy"
+        else (obj[index] if name == "results_toy" else obj["annotations"][index])
+    )
     record[key] = value
     assert messages(obj) == [expected]
     caplog.set_level(logging.WARNING, logger="semlayer.formats.api")
     scene = formats.from_dict(obj, "x.json").scenes[0]
-    dropped = ("x.json: 1 region whose visible mask reaches outside its amodal mask (3 px in all, dropped: a visible "
-               f"pixel is part of the amodal mask): {where}.{key} (3 px)")
+    dropped = (
+        "x.json: 1 region whose visible mask reaches outside its amodal mask (3 px in all, dropped: a visible "
+        f"pixel is part of the amodal mask): {where}.{key} (3 px)"
+    )
     assert dropped in caplog.messages
     board = next(i for i in scene.instances if i.area == 24)
     assert np.array_equal(scene.visible(board.id), BOARD_VISIBLE)  # the scene holds what lies inside
@@ -933,7 +1125,8 @@ def test_conversion_says_how_many_visible_pixels_it_dropped(tmp_path, caplog):
         f"{src}: 1 region whose visible mask reaches outside its amodal mask (3 px in all, dropped: a visible pixel is "
         "part of the amodal mask): annotations[1].i_segm (3 px)",
         f"{src}: 1 region whose visible mask reaches under an instance in front (2 px in all; read as hidden, by the "
-        "painter's rule): annotations[1] (2 px)"]
+        "painter's rule): annotations[1] (2 px)",
+    ]
 
 
 def unpadded(obj):
@@ -942,8 +1135,9 @@ def unpadded(obj):
     for ann in obj["annotations"]:
         for key in ("segmentation", "visible_mask", "invisible_mask"):
             if key in ann:
-                ann[key] = encode_rle(mask_utils.decode({"size": ann[key]["size"],
-                                                         "counts": ann[key]["counts"].encode()})[:8, :10])
+                ann[key] = encode_rle(
+                    mask_utils.decode({"size": ann[key]["size"], "counts": ann[key]["counts"].encode()})[:8, :10]
+                )
     return obj
 
 
@@ -965,14 +1159,16 @@ def test_d2sa_order_ties_are_valid_and_the_masks_order_the_tied_objects():
     both = with_board_masks(obj, BOARD_VISIBLE | rect(8, 10, 3, 3, 4, 4), where=board)
     assert messages(both) == [
         "annotations[0].visible_mask: no visible pixel under the amodal mask of a region in front (painter's rule); "
-        "1 px visible under annotations[1] (order 1, in front by the masks)"]
+        "1 px visible under annotations[1] (order 1, in front by the masks)"
+    ]
 
 
 PADDED_NOTE = (
     "5 masks larger than their image (padded, as D2SA pads objects that overflow the frame), read cropped to the "
     "image; 0 mask px beyond the image dropped: annotations[0].segmentation (10 x 11, 0 px beyond), "
     "annotations[0].visible_mask (10 x 11, 0 px beyond), annotations[0].invisible_mask (10 x 11, 0 px beyond), "
-    "annotations[1].segmentation (9 x 10, 0 px beyond), annotations[1].visible_mask (9 x 10, 0 px beyond)")
+    "annotations[1].segmentation (9 x 10, 0 px beyond), annotations[1].visible_mask (9 x 10, 0 px beyond)"
+)
 
 
 def test_d2sa_padded_masks_are_cropped_to_the_image_and_the_repair_reported(caplog):
@@ -996,15 +1192,22 @@ def test_d2sa_padded_masks_are_cropped_to_the_image_and_the_repair_reported(capl
     report = formats.validation_report(obj)
     cut = report.repairs[0]
     assert report.violations == [] and (cut.kind, cut.json_path, cut.px, cut.detail) == (
-        "padded", "annotations[0].segmentation", 12, "10 x 11")
+        "padded",
+        "annotations[0].segmentation",
+        12,
+        "10 x 11",
+    )
     assert np.array_equal(formats.from_dict(obj).scenes[0].instances[0].amodal, rect(8, 10, 3, 3, 9, 8))
     # Padding is read up to twice the image's size; a mask smaller than its image is refused as before.
     obj["annotations"][0]["segmentation"]["size"] = [17, 10]
-    assert error_of(obj) == ("bad.json: annotations[0].segmentation.size: [8, 10] (the image's height and width), "
-                             "or a mask padded to at most [16, 20], got [17, 10]")
+    assert error_of(obj) == (
+        "bad.json: annotations[0].segmentation.size: [8, 10] (the image's height and width), "
+        "or a mask padded to at most [16, 20], got [17, 10]"
+    )
     obj["annotations"][0]["segmentation"]["size"] = [7, 10]
-    assert error_of(obj) == ("bad.json: annotations[0].segmentation.size: [8, 10] (the image's height and width), "
-                             "got [7, 10]")
+    assert error_of(obj) == (
+        "bad.json: annotations[0].segmentation.size: [8, 10] (the image's height and width), got [7, 10]"
+    )
 
 
 def test_occl_depth_never_overrides_the_masks_and_disagreements_are_noted():
@@ -1027,7 +1230,8 @@ def test_occl_depth_never_overrides_the_masks_and_disagreements_are_noted():
         assert report.notes[-1] == (
             "1 overlapping pair where the object in front has the smaller occl_depth (kept as the masks, or "
             "amodal_region.order, put them; occl_depth, whose direction D2SA does not document, is read as larger "
-            "= nearer the front and only breaks ties): annotations[1] over annotations[0] (occl_depth 0 over 1)")
+            "= nearer the front and only breaks ties): annotations[1] over annotations[0] (occl_depth 0 over 1)"
+        )
     # Where the masks say nothing (no visible masks), the larger occl_depth goes in front.
     for ann in obj["annotations"]:
         ann.pop("visible_mask")
@@ -1041,8 +1245,17 @@ def test_kins_lone_instances_are_0_0_read_written_and_derived():
     obj = fixture("kins2020_toy")
     lone = copy.deepcopy(obj["annotations"][0])  # a car that overlaps nothing, as KINS 2020 states one
     square = [[0.0, 6.0, 2.0, 6.0, 2.0, 8.0, 0.0, 8.0]]
-    lone.update(id=3, a_segm=square, i_segm=square, a_bbox=[0.0, 6.0, 2.0, 2.0], i_bbox=[0.0, 6.0, 2.0, 2.0],
-                a_area=4, i_area=4, oco_id=0, ico_id=0)
+    lone.update(
+        id=3,
+        a_segm=square,
+        i_segm=square,
+        a_bbox=[0.0, 6.0, 2.0, 2.0],
+        i_bbox=[0.0, 6.0, 2.0, 2.0],
+        a_area=4,
+        i_area=4,
+        oco_id=0,
+        ico_id=0,
+    )
     obj["annotations"].append(lone)
     annset = formats.from_dict(obj)
     scene = annset.scenes[0]

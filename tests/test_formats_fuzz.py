@@ -13,14 +13,42 @@ from semlayer.errors import FormatError
 from semlayer.scene import AnnotationSet
 
 DATA = Path(__file__).parent / "data"
-FIXTURES = {name: json.loads((DATA / f"{name}.json").read_text()) for name in
-            ("cocoa_toy", "bsds_toy", "coco_toy", "kins2019_toy", "kins2020_toy", "results_toy")}
+FIXTURES = {
+    name: json.loads((DATA / f"{name}.json").read_text())
+    for name in ("cocoa_toy", "bsds_toy", "coco_toy", "kins2019_toy", "kins2020_toy", "results_toy")
+}
 EXAMPLES = int(os.environ.get("SEMLAYER_FUZZ_EXAMPLES", "150"))
 
 # Values of every JSON type, plus the numbers that break naive code (0, negatives, huge, fractional).
-ODD_VALUES = [None, True, False, 0, 1, -1, 2, 7, 1.5, -0.5, 2**40, 10**400, 1e300, float("nan"), float("inf"), "",
-              "x", "1-2,2-1", "0", [], [0], [1.0, 2.0, 3.0], [[]], {}, {"size": [8, 10], "counts": "0"},
-              {"size": [8, 10], "counts": [80]}, {"size": "x"}]
+ODD_VALUES = [
+    None,
+    True,
+    False,
+    0,
+    1,
+    -1,
+    2,
+    7,
+    1.5,
+    -0.5,
+    2**40,
+    10**400,
+    1e300,
+    float("nan"),
+    float("inf"),
+    "",
+    "x",
+    "1-2,2-1",
+    "0",
+    [],
+    [0],
+    [1.0, 2.0, 3.0],
+    [[]],
+    {},
+    {"size": [8, 10], "counts": "0"},
+    {"size": [8, 10], "counts": [80]},
+    {"size": "x"},
+]
 
 
 def _containers(obj, path=()):

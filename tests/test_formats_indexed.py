@@ -25,8 +25,12 @@ FILES = sorted(DATA.glob("*_toy.json")) + [Path(__file__).parents[1] / "assets" 
 def test_indexed_scenes_are_the_loaded_ones(path):
     full, lazy = formats.load(path), load_indexed(path)
     assert isinstance(lazy.scenes, IndexedScenes)
-    assert (lazy.format, lazy.categories, lazy.extra, lazy.images) == (full.format, full.categories, full.extra,
-                                                                        full.images)
+    assert (lazy.format, lazy.categories, lazy.extra, lazy.images) == (
+        full.format,
+        full.categories,
+        full.extra,
+        full.images,
+    )
     assert len(lazy) == len(full) and lazy.scene_images() == full.scene_images()
     for a, b in zip(full.scenes, lazy.scenes):
         assert (a.image, a.annotation) == (b.image, b.annotation)

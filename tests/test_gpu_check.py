@@ -15,8 +15,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_gpu_check_runs_its_steps_on_the_cpu(tmp_path):
     out = tmp_path / "check"
     env = {**os.environ, "PYTHON": sys.executable}
-    proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), "--device", "cpu", "--tiny", "--out", str(out)],
-                          capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        ["bash", str(ROOT / "bench" / "gpu_check.sh"), "--device", "cpu", "--tiny", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((out / "gpu_check.json").read_text())
     times = summary["s_per_iter"]
@@ -36,7 +41,8 @@ def test_gpu_check_runs_its_steps_on_the_cpu(tmp_path):
 
 def test_gpu_check_without_cuda_says_so():
     env = {**os.environ, "PYTHON": sys.executable, "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh")], capture_output=True, text=True, env=env,
-                          timeout=300)
+    proc = subprocess.run(
+        ["bash", str(ROOT / "bench" / "gpu_check.sh")], capture_output=True, text=True, env=env, timeout=300
+    )
     assert proc.returncode == 2
     assert "no CUDA device" in proc.stderr

@@ -14,11 +14,24 @@ from semlayer.model import build_model, load_init_weights
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DATASETS = ("cocoa", "cocoa_cls", "d2sa", "kins")
-SMALL = {"representation_size": 64, "mask_head_channels": 16, "mask_head_convs": 1, "glm_channels": 8,
-         "glm_convs": 1, "fpn_channels": 16, "min_size": 96, "max_size": 96, "box_batch_size_per_image": 64,
-         "rpn_batch_size_per_image": 64, "rpn_pre_nms_top_n_train": 200, "rpn_post_nms_top_n_train": 100,
-         "rpn_pre_nms_top_n_test": 100, "rpn_post_nms_top_n_test": 50, "box_detections_per_img": 10,
-         "box_score_thresh": 0.0}
+SMALL = {
+    "representation_size": 64,
+    "mask_head_channels": 16,
+    "mask_head_convs": 1,
+    "glm_channels": 8,
+    "glm_convs": 1,
+    "fpn_channels": 16,
+    "min_size": 96,
+    "max_size": 96,
+    "box_batch_size_per_image": 64,
+    "rpn_batch_size_per_image": 64,
+    "rpn_pre_nms_top_n_train": 200,
+    "rpn_post_nms_top_n_train": 100,
+    "rpn_pre_nms_top_n_test": 100,
+    "rpn_post_nms_top_n_test": 50,
+    "box_detections_per_img": 10,
+    "box_score_thresh": 0.0,
+}
 
 
 def test_imagenet_resnet50_weights_fill_the_whole_backbone(tmp_path):
@@ -41,14 +54,20 @@ def test_a_foreign_file_that_fills_less_than_the_backbone_is_an_error(tmp_path):
     model = build_model({"model": {**SMALL, "backbone": "resnet50_fpn"}})
     foreign = tmp_path / "foreign.pth"
     torch.save({"encoder.conv1.weight": torch.zeros(64, 3, 7, 7), "head.weight": torch.zeros(3)}, foreign)
-    with pytest.raises(ConfigError, match=r"foreign.pth fills 0 of the \d+ backbone tensors \(backbone.body\); "
-                                          r"not loaded: backbone.body.conv1.weight, "):
+    with pytest.raises(
+        ConfigError,
+        match=r"foreign.pth fills 0 of the \d+ backbone tensors \(backbone.body\); "
+        r"not loaded: backbone.body.conv1.weight, ",
+    ):
         load_init_weights(model, foreign)
     # ResNet-18 weights: the right names, the wrong shapes from layer1 on.
     small = tmp_path / "resnet18.pth"
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), small)
-    with pytest.raises(ConfigError, match=r"resnet18.pth fills [1-9]\d* of the \d+ backbone tensors.*"
-                                          r"backbone.body.layer1.0.conv1.weight"):
+    with pytest.raises(
+        ConfigError,
+        match=r"resnet18.pth fills [1-9]\d* of the \d+ backbone tensors.*"
+        r"backbone.body.layer1.0.conv1.weight",
+    ):
         load_init_weights(model, small)
 
 
@@ -58,10 +77,14 @@ def batch():
     return collate([ds[0], ds[1]])
 
 
-@pytest.mark.parametrize("switches, absent", [({"glm": False}, {"loss_global_layers"}),
-                                              ({"semdist_head": False}, {"loss_semdist"}),
-                                              ({"glm": False, "semdist_head": False},
-                                               {"loss_global_layers", "loss_semdist"})])
+@pytest.mark.parametrize(
+    "switches, absent",
+    [
+        ({"glm": False}, {"loss_global_layers"}),
+        ({"semdist_head": False}, {"loss_semdist"}),
+        ({"glm": False, "semdist_head": False}, {"loss_global_layers", "loss_semdist"}),
+    ],
+)
 def test_ablations_build_train_a_step_and_predict(switches, absent, batch):
     torch.manual_seed(0)
     model = build_model({"model": {**SMALL, **switches}})
@@ -70,8 +93,15 @@ def test_ablations_build_train_a_step_and_predict(switches, absent, batch):
     images, targets = batch
     model.train()
     losses = model(images, targets)
-    full = {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_layers",
-            "loss_semdist", "loss_global_layers"}
+    full = {
+        "loss_objectness",
+        "loss_rpn_box_reg",
+        "loss_classifier",
+        "loss_box_reg",
+        "loss_layers",
+        "loss_semdist",
+        "loss_global_layers",
+    }
     assert set(losses) == full - absent
     before = [p.detach().clone() for p in model.parameters()]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -103,8 +133,9 @@ def test_gpu_configs_use_the_standard_recipe(dataset, depth):
     assert model["num_classes"] == {"cocoa": 1, "d2sa": 1, "cocoa_cls": 80, "kins": 8}[dataset]
 
 
-@pytest.mark.parametrize("name, switches", [("cocoa_r50_no_glm", {"glm": False}),
-                                            ("cocoa_r50_no_semdist", {"semdist_head": False})])
+@pytest.mark.parametrize(
+    "name, switches", [("cocoa_r50_no_glm", {"glm": False}), ("cocoa_r50_no_semdist", {"semdist_head": False})]
+)
 def test_ablation_configs_differ_from_their_recipe_by_the_switch_alone(name, switches):
     cfg, base = load_config(CONFIGS / f"{name}.yaml"), load_config(CONFIGS / "cocoa_r50.yaml")
     assert {k: v for k, v in cfg["model"].items() if base["model"][k] != v} == switches
@@ -125,13 +156,24 @@ def test_an_ablated_model_trains_with_the_trainer_and_predicts_a_scene(tmp_path)
     from semlayer.predict import Predictor
     from semlayer.synth import generate
 
-    cfg = validate_config({
-        "model": {**SMALL, "min_size": 64, "max_size": 64, "glm": False, "semdist_head": False},
-        "data": {"workers": 0, "synthetic": {"num_images": 4, "size": 64, "max_instances": 3},
-                 "val_synthetic": {"num_images": 2, "size": 64, "max_instances": 3}},
-        "train": {"batch_size": 2, "max_iters": 2, "warmup_iters": 1, "log_every": 1, "val_every": 2,
-                  "checkpoint_every": 100},
-    })
+    cfg = validate_config(
+        {
+            "model": {**SMALL, "min_size": 64, "max_size": 64, "glm": False, "semdist_head": False},
+            "data": {
+                "workers": 0,
+                "synthetic": {"num_images": 4, "size": 64, "max_instances": 3},
+                "val_synthetic": {"num_images": 2, "size": 64, "max_instances": 3},
+            },
+            "train": {
+                "batch_size": 2,
+                "max_iters": 2,
+                "warmup_iters": 1,
+                "log_every": 1,
+                "val_every": 2,
+                "checkpoint_every": 100,
+            },
+        }
+    )
     train(cfg, tmp_path, device="cpu", progress=False)
     model, config, _ = load_checkpoint(tmp_path / "last.pt", "cpu")
     assert model.glm is None and model.roi_heads.mask_predictor.semdist is None

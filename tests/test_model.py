@@ -128,16 +128,18 @@ def test_class_specific_layering_keeps_each_rois_label_maps(batch):
         head(torch.zeros(2, 16, 14, 14))
 
 
-@pytest.mark.parametrize("num_classes,kernel,rois,resolution",
-                         [(1, 3, 5, 28), (4, 3, 5, 28), (4, 1, 3, 28), (4, 3, 0, 28), (4, 3, 5, 14)])
+@pytest.mark.parametrize(
+    "num_classes,kernel,rois,resolution", [(1, 3, 5, 28), (4, 3, 5, 28), (4, 1, 3, 28), (4, 3, 0, 28), (4, 3, 5, 14)]
+)
 def test_layering_head_computes_its_layers_as_written(num_classes, kernel, rois, resolution):
     """The head's fast paths (channels-last, only each RoI's own class's logits, the first sem-dist layer
     applied to features and probabilities separately) give what its modules give applied plainly; at
     ``semdist_resolution`` 14 the sem-dist layers read the 14 x 14 features and pooled probabilities."""
     torch.manual_seed(0)
     K = 3
-    head = LayeringPredictor(16, K, semdist_kernel=kernel, num_classes=num_classes,
-                             semdist_resolution=resolution).eval()
+    head = LayeringPredictor(
+        16, K, semdist_kernel=kernel, num_classes=num_classes, semdist_resolution=resolution
+    ).eval()
     for m in head.modules():  # weights away from their near-zero start, so a mix-up would show
         if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
             torch.nn.init.normal_(m.weight)
@@ -176,8 +178,12 @@ def test_visible_baseline_trains_on_visible_boxes_and_drops_hidden_instances():
 
     masks = torch.zeros(2, 6, 6, dtype=torch.uint8)
     masks[0, 1:3, 1:4] = 1
-    t = {"boxes": torch.tensor([[0.0, 0, 6, 6], [1, 1, 5, 5]]), "labels": torch.tensor([1, 2]),
-         "visible_boxes": torch.tensor([[1.0, 1, 4, 3], [0, 0, 0, 0]]), "visible_masks": masks}
+    t = {
+        "boxes": torch.tensor([[0.0, 0, 6, 6], [1, 1, 5, 5]]),
+        "labels": torch.tensor([1, 2]),
+        "visible_boxes": torch.tensor([[1.0, 1, 4, 3], [0, 0, 0, 0]]),
+        "visible_masks": masks,
+    }
     v = _visible_targets(t)
     assert v["boxes"].tolist() == [[1, 1, 4, 3]] and v["labels"].tolist() == [1]
     assert torch.equal(v["masks"], masks[:1])
@@ -205,9 +211,13 @@ def test_init_weights_skips_what_does_not_fit(tmp_path):
     torch.save(state, path)
     target = build_model(small_config(kind="sln"))
     report = load_init_weights(target, path)
-    assert report["unexpected"] == ["roi_heads.mask_predictor.conv5_mask.bias", "roi_heads.mask_predictor.conv5_mask.weight",
-                                    "roi_heads.mask_predictor.mask_fcn_logits.bias",
-                                    "roi_heads.mask_predictor.mask_fcn_logits.weight", "some.unknown.weight"]
+    assert report["unexpected"] == [
+        "roi_heads.mask_predictor.conv5_mask.bias",
+        "roi_heads.mask_predictor.conv5_mask.weight",
+        "roi_heads.mask_predictor.mask_fcn_logits.bias",
+        "roi_heads.mask_predictor.mask_fcn_logits.weight",
+        "some.unknown.weight",
+    ]
     # The SLN mask head sees K + 1 more input channels than Mask R-CNN's.
     assert report["mismatched"] == ["roi_heads.mask_head.0.0.weight"]
     assert "glm.logits.weight" in report["missing"] and "roi_heads.mask_head.0.0.weight" in report["missing"]
@@ -234,8 +244,12 @@ def test_resnet_configs_build_without_downloading():
     model = build_model({"model": {"backbone": "resnet50_fpn", "num_classes": 80}})
     names = set(model.state_dict())
     # torchvision's Mask R-CNN parameter names, so its COCO weights load by name.
-    assert {"backbone.body.layer4.2.conv3.weight", "backbone.fpn.inner_blocks.0.0.weight",
-            "rpn.head.conv.0.0.weight", "roi_heads.box_head.fc6.weight"} <= names
+    assert {
+        "backbone.body.layer4.2.conv3.weight",
+        "backbone.fpn.inner_blocks.0.0.weight",
+        "rpn.head.conv.0.0.weight",
+        "roi_heads.box_head.fc6.weight",
+    } <= names
     assert model.roi_heads.box_predictor.cls_score.out_features == 81
 
 
@@ -243,8 +257,7 @@ def test_overfitting_one_image_drives_the_losses_down():
     torch.manual_seed(0)
     ds = AmodalDataset(SyntheticSource(1, seed=3, size=96, max_instances=3, min_instances=2), augment=Augment(96, 96))
     images, targets = collate([ds[0]])
-    model = build_model(small_config(representation_size=128, mask_head_channels=32, glm_channels=16,
-                                     fpn_channels=32))
+    model = build_model(small_config(representation_size=128, mask_head_channels=32, glm_channels=16, fpn_channels=32))
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
     first = None

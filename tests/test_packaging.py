@@ -23,8 +23,20 @@ from semlayer.predict import DEFAULT_CHECKPOINT
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-COPY_IGNORE = shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache",
-                                     ".mypy_cache", ".ruff_cache", ".hypothesis", "runs", "workspace", "baselines")
+COPY_IGNORE = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "build",
+    "*.egg-info",
+    "__pycache__",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".hypothesis",
+    "runs",
+    "workspace",
+    "baselines",
+)
 
 
 def api_example() -> str:
@@ -43,28 +55,45 @@ def test_the_version_is_written_in_one_place_and_the_citation_follows_it():
     assert citation["version"] == semlayer.__version__
     assert citation["preferred-citation"]["identifiers"][1]["value"] == "arXiv:1905.12898"
     assert [a["family-names"] for a in citation["preferred-citation"]["authors"]] == [
-        "Zhang", "Chen", "Xie", "Yu", "Gao"]
+        "Zhang",
+        "Chen",
+        "Xie",
+        "Yu",
+        "Gao",
+    ]
 
 
 def test_a_checkpoint_records_its_format_and_the_version_that_wrote_it(tmp_path):
     path = save_checkpoint(tmp_path / "c.pt", {"model": {}, "config": {}, "class_names": ["a"], "version": 99})
     ckpt = read_checkpoint(path)
     # The writer's own format number wins over anything passed in the state.
-    assert (ckpt["format"], ckpt["version"], ckpt["semlayer_version"]) == ("semlayer-checkpoint", VERSION,
-                                                                           semlayer.__version__)
+    assert (ckpt["format"], ckpt["version"], ckpt["semlayer_version"]) == (
+        "semlayer-checkpoint",
+        VERSION,
+        semlayer.__version__,
+    )
 
 
 def test_a_checkpoint_of_a_newer_format_is_refused_naming_who_wrote_it(tmp_path):
     path = tmp_path / "newer.pt"
-    torch.save({"format": "semlayer-checkpoint", "version": VERSION + 1, "semlayer_version": "7.0.0",
-                "model": {}, "config": {}, "class_names": []}, path)
+    torch.save(
+        {
+            "format": "semlayer-checkpoint",
+            "version": VERSION + 1,
+            "semlayer_version": "7.0.0",
+            "model": {},
+            "config": {},
+            "class_names": [],
+        },
+        path,
+    )
     with pytest.raises(FormatError) as err:
         read_checkpoint(path)
     assert str(err.value) == (
         f"{path}: version: checkpoint format {VERSION} or older; this file has format {VERSION + 1}, written by "
-        f"semlayer 7.0.0, and this is semlayer {semlayer.__version__}: upgrade semlayer to load it")
-    torch.save({"format": "semlayer-checkpoint", "version": "2", "model": {}, "config": {}, "class_names": []},
-               path)
+        f"semlayer 7.0.0, and this is semlayer {semlayer.__version__}: upgrade semlayer to load it"
+    )
+    torch.save({"format": "semlayer-checkpoint", "version": "2", "model": {}, "config": {}, "class_names": []}, path)
     with pytest.raises(FormatError, match=r"version: a checkpoint format number \(an integer >= 1\), got '2'"):
         read_checkpoint(path)
 
@@ -87,9 +116,12 @@ def tracked_text_files() -> list[Path]:
 
 def test_nothing_in_the_repository_refers_to_files_outside_it():
     outside = re.compile(r"\.\./shared|" + "/work" + r"/|" + "shared/" + r"(DESIGN|FORMATS)\.md")
-    hits = [f"{p.relative_to(ROOT)}:{i}: {line.strip()}"
-            for p in tracked_text_files() for i, line in enumerate(p.read_text(errors="replace").splitlines(), 1)
-            if outside.search(line)]
+    hits = [
+        f"{p.relative_to(ROOT)}:{i}: {line.strip()}"
+        for p in tracked_text_files()
+        for i, line in enumerate(p.read_text(errors="replace").splitlines(), 1)
+        if outside.search(line)
+    ]
     assert hits == []
     assert (ROOT / "docs" / "design.md").is_file()
     assert "(design.md)" in (ROOT / "docs" / "development.md").read_text()
@@ -98,8 +130,11 @@ def test_nothing_in_the_repository_refers_to_files_outside_it():
 def test_the_wheel_lists_every_package_of_the_tree():
     """setuptools takes the explicit package list of pyproject.toml; a new subpackage must be added there."""
     listed = set(PYPROJECT["tool"]["setuptools"]["packages"])
-    on_disk = {".".join(p.parent.relative_to(ROOT).parts) for top in ("semlayer", "app")
-               for p in (ROOT / top).rglob("__init__.py")}
+    on_disk = {
+        ".".join(p.parent.relative_to(ROOT).parts)
+        for top in ("semlayer", "app")
+        for p in (ROOT / top).rglob("__init__.py")
+    }
     assert on_disk <= listed, sorted(on_disk - listed)
 
 
@@ -108,15 +143,16 @@ def test_make_test_runs_the_lint_and_type_checks_first():
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^test: .*\blint\b", makefile, re.M)
     lint = re.search(r"^lint:.*\n((?:\t.*\n)+)", makefile, re.M).group(1)
-    assert "-m ruff check ." in lint and "-m mypy" in lint
+    assert "-m ruff check ." in lint and "-m ruff format --check ." in lint and "-m mypy" in lint
 
 
 def test_ruff_is_clean_on_the_whole_tree():
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent))
     if ruff is None:
         pytest.skip("ruff is not installed in this environment (make installs it)")
-    out = subprocess.run([ruff, "check", "--no-cache", "."], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stdout + out.stderr
+    for check in (["check", "--no-cache", "."], ["format", "--check", "--no-cache", "."]):
+        out = subprocess.run([ruff, *check], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stdout + out.stderr
 
 
 # ----- installed with pip into a fresh virtual environment -----------------------------------------------------
@@ -125,16 +161,31 @@ def make_venv(path: Path) -> Path:
     the checkout: what `pip install` puts into it is what runs."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True, timeout=120)
     python = path / "bin" / "python"
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     Path(site, "_shared_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     return python
 
 
 def pip_install(python: Path, *args: str) -> None:
     # --no-index: nothing is downloaded; --ignore-installed: never touch another environment's copy.
-    cmd = [str(python), "-m", "pip", "install", "--no-index", "--no-deps", "--no-build-isolation",
-           "--ignore-installed", "--disable-pip-version-check", "-q", *args]
+    cmd = [
+        str(python),
+        "-m",
+        "pip",
+        "install",
+        "--no-index",
+        "--no-deps",
+        "--no-build-isolation",
+        "--ignore-installed",
+        "--disable-pip-version-check",
+        "-q",
+        *args,
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
 
@@ -164,8 +215,14 @@ def test_pip_install_gives_working_commands_and_api(tmp_path, sources):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
 
-    where = run([str(python), "-c", "import semlayer, semlayer.resources as r; print(semlayer.__file__); "
-                 "print(r.CHECKOUT); print(r.ASSETS)"], elsewhere)
+    where = run(
+        [
+            str(python),
+            "-c",
+            "import semlayer, semlayer.resources as r; print(semlayer.__file__); print(r.CHECKOUT); print(r.ASSETS)",
+        ],
+        elsewhere,
+    )
     assert where.returncode == 0, where.stderr
     module, checkout, assets = where.stdout.split("\n")[:3]
     site = str(python.parent.parent)
@@ -188,11 +245,17 @@ def test_pip_install_gives_working_commands_and_api(tmp_path, sources):
     app_help = run([str(bin_dir / "semlayer-app"), "--help"], elsewhere)
     assert app_help.returncode == 0 and app_help.stdout.startswith("usage: semlayer-app ")
     # The app's defaults are the bundled demo data, model and fine-tuning config, and train.py is there.
-    defaults = run([str(python), "-c", "import app.main as m, app.finetune as f, app.security as s; "
-                    "c = m.config_from_args(m.build_parser().parse_args([])); "
-                    "print(c.data, c.checkpoint, c.train_config, (f.ROOT / 'train.py').is_file(), c.workspace, "
-                    "s.allowed_paths(c)[1])"],
-                   elsewhere)
+    defaults = run(
+        [
+            str(python),
+            "-c",
+            "import app.main as m, app.finetune as f, app.security as s; "
+            "c = m.config_from_args(m.build_parser().parse_args([])); "
+            "print(c.data, c.checkpoint, c.train_config, (f.ROOT / 'train.py').is_file(), c.workspace, "
+            "s.allowed_paths(c)[1])",
+        ],
+        elsewhere,
+    )
     assert defaults.returncode == 0, defaults.stderr
     data, checkpoint, train_config, has_train, workspace, served = defaults.stdout.split()
     assert data.endswith("semlayer/_bundled/assets/demo/annotations.json") and data.startswith(site)
@@ -212,8 +275,9 @@ def test_editable_install_runs_the_checkout(tmp_path, sources):
     pip_install(python, "-e", str(sources))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    where = run([str(python), "-c", "import semlayer, semlayer.resources as r; print(semlayer.__file__, r.ASSETS)"],
-                elsewhere)
+    where = run(
+        [str(python), "-c", "import semlayer, semlayer.resources as r; print(semlayer.__file__, r.ASSETS)"], elsewhere
+    )
     assert where.returncode == 0, where.stderr
     assert where.stdout.split() == [str(sources / "semlayer" / "__init__.py"), str(sources / "assets")]
     help_ = run([str(python.parent / "semlayer"), "--version"], elsewhere)

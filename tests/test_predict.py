@@ -168,9 +168,15 @@ def test_labels_map_back_to_the_dataset_category_ids_and_names():
     assert pred.categories == CATEGORY_MAP and pred.class_names == ["car", "cat", "toothbrush"]
     pred.set_image(image(96, 96))
     assert [(i.id, i.category, i.name) for i in pred.scene(0.5).instances] == [
-        (1, 90, "toothbrush"), (2, 3, "car"), (3, 17, "cat")]
+        (1, 90, "toothbrush"),
+        (2, 3, "car"),
+        (3, 17, "cat"),
+    ]
     assert [(m.category, m.name) for m in map(pred.instance_maps, (1, 2, 3))] == [
-        (90, "toothbrush"), (3, "car"), (17, "cat")]
+        (90, "toothbrush"),
+        (3, "car"),
+        (17, "cat"),
+    ]
     # Class names alone (and old checkpoints) mean ids 1..C.
     by_names = fake_predictor(dets, class_names=("car", "cat", "toothbrush"))
     assert by_names.categories == [{"id": 1, "name": "car"}, {"id": 2, "name": "cat"}, {"id": 3, "name": "toothbrush"}]
@@ -254,8 +260,12 @@ def test_bad_calls_are_clear_errors(monkeypatch, tmp_path):
     with pytest.raises(ConfigError, match=r"categories: expected 2 categories \(model.num_classes\), got 3"):
         Predictor(model=FakeNet([]), config={"model": {"num_classes": 2}}, categories=CATEGORY_MAP)
     with pytest.raises(ConfigError, match="give class_names or categories, not both"):
-        Predictor(model=FakeNet([]), config={"model": {"num_classes": 1}}, class_names=["a"],
-                  categories=[{"id": 4, "name": "a"}])
+        Predictor(
+            model=FakeNet([]),
+            config={"model": {"num_classes": 1}},
+            class_names=["a"],
+            categories=[{"id": 4, "name": "a"}],
+        )
     with pytest.raises(FormatError, match=r"Predictor: categories\[1\].id: a unique category id; 3 comes twice"):
         fake_predictor([], categories=[{"id": 3, "name": "a"}, {"id": 3, "name": "b"}])
     with pytest.raises(FormatError, match=r"categories\[0\].id: an integer category id, got '3'"):
@@ -274,7 +284,9 @@ def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     model = build_model(config)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, {"model": model.state_dict(), "config": config, "class_names": [c["name"] for c in CATEGORIES]})
+    save_checkpoint(
+        path, {"model": model.state_dict(), "config": config, "class_names": [c["name"] for c in CATEGORIES]}
+    )
     return path
 
 
@@ -286,8 +298,15 @@ def categorized_checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     model = build_model(config)
     path = tmp_path_factory.mktemp("ckpt") / "tiny3.pt"
-    save_checkpoint(path, {"model": model.state_dict(), "config": config,
-                           "class_names": [c["name"] for c in CATEGORY_MAP], "categories": CATEGORY_MAP})
+    save_checkpoint(
+        path,
+        {
+            "model": model.state_dict(),
+            "config": config,
+            "class_names": [c["name"] for c in CATEGORY_MAP],
+            "categories": CATEGORY_MAP,
+        },
+    )
     return path
 
 
@@ -376,8 +395,14 @@ def test_predict_files_writes_valid_files_and_skips_unreadable_images(tmp_path, 
     (folder / "notes.txt").write_text("not an image either, and not listed")
     Image.fromarray(synth_image[:40]).save(tmp_path / "single.png")
     out = tmp_path / f"pred.{fmt}.json"
-    report = predict_files(checkpoint, [folder, tmp_path / "single.png", tmp_path / "missing.png"], out,
-                           fmt=fmt, score_thr=0.0, progress=False)
+    report = predict_files(
+        checkpoint,
+        [folder, tmp_path / "single.png", tmp_path / "missing.png"],
+        out,
+        fmt=fmt,
+        score_thr=0.0,
+        progress=False,
+    )
     assert [p for p, _ in report.skipped] == [str(folder / "broken.jpg"), str(tmp_path / "missing.png")]
     assert report.skipped[0][1].startswith("not a readable image (UnidentifiedImageError")
     assert report.skipped[1][1] == "an image file (not found)"
@@ -397,7 +422,9 @@ def test_predict_files_keeps_the_predicted_external_occlusion(monkeypatch, tmp_p
     """The file holds `Predictor.scene`'s visible masks (what the app shows and exports), external occlusion
     included, and it validates: occlusion by nothing detected is a note, not a violation."""
     live = fake_predictor(occlusion_dets())
-    monkeypatch.setattr(predict, "Predictor", lambda checkpoint, device="cpu", semdist=True: fake_predictor(occlusion_dets()))
+    monkeypatch.setattr(
+        predict, "Predictor", lambda checkpoint, device="cpu", semdist=True: fake_predictor(occlusion_dets())
+    )
     Image.fromarray(image(96, 96)).save(tmp_path / "x.png")
     out = tmp_path / f"pred.{fmt}.json"
     predict_files("fake.pt", [tmp_path / "x.png"], out, fmt=fmt, progress=False)
@@ -408,8 +435,11 @@ def test_predict_files_keeps_the_predicted_external_occlusion(monkeypatch, tmp_p
     report = formats.validation_report(out)
     assert report.violations == []
     if fmt != "results":  # a results list states no authoritative order, so the painter's rule is not checked
-        paths = ["annotations[0].regions[1]", "annotations[0].regions[2]"] if fmt == "cocoa" else [
-            "annotations[0]", "annotations[2]"]
+        paths = (
+            ["annotations[0].regions[1]", "annotations[0].regions[2]"]
+            if fmt == "cocoa"
+            else ["annotations[0]", "annotations[2]"]
+        )
         assert report.external == list(zip(paths, [64, 21]))
     scene = formats.load(out).scenes[0]
     assert sorted(scene.ranks()) == [1, 2, 3]
@@ -430,8 +460,11 @@ def test_predict_files_refuses_bad_options_before_running(tmp_path, checkpoint):
     with pytest.raises(ConfigError, match="score threshold"):
         predict_files(checkpoint, [tmp_path], out, score_thr=-0.1)
     (tmp_path / "bad.png").write_bytes(b"")
-    with pytest.raises(SemlayerError, match=r"no image could be read: .*bad.png: not a readable image.*; "
-                                            r".*typo.png: an image file \(not found\)"):
+    with pytest.raises(
+        SemlayerError,
+        match=r"no image could be read: .*bad.png: not a readable image.*; "
+        r".*typo.png: an image file \(not found\)",
+    ):
         predict_files(checkpoint, [tmp_path / "bad.png", tmp_path / "typo.png"], out, progress=False)
     assert not out.exists()
 
@@ -491,8 +524,9 @@ def written_categories(doc, fmt: str) -> dict[int, tuple[int, str | None]]:
 
 
 @pytest.mark.parametrize("fmt", ["coco", "cocoa", "results"])
-def test_predict_files_writes_the_dataset_category_ids(tmp_path, categorized_checkpoint, synth_image, cycled_labels,
-                                                       fmt):
+def test_predict_files_writes_the_dataset_category_ids(
+    tmp_path, categorized_checkpoint, synth_image, cycled_labels, fmt
+):
     Image.fromarray(synth_image).save(tmp_path / "a.png")
     out = tmp_path / f"pred.{fmt}.json"
     report = predict_files(categorized_checkpoint, [tmp_path / "a.png"], out, fmt=fmt, score_thr=0.0, progress=False)
@@ -503,7 +537,8 @@ def test_predict_files_writes_the_dataset_category_ids(tmp_path, categorized_che
     doc = json.loads(out.read_text())
     assert report.num_instances == len(scene) >= 6
     assert written_categories(doc, fmt) == {
-        rank: (c["id"], None if fmt == "results" else c["name"]) for rank, c in expected.items()}
+        rank: (c["id"], None if fmt == "results" else c["name"]) for rank, c in expected.items()
+    }
     if fmt != "results":
         assert doc["categories"] == CATEGORY_MAP
         assert formats.load(out).categories == CATEGORY_MAP
@@ -517,13 +552,15 @@ def test_checkpoints_without_categories_keep_ids_1_to_c(tmp_path, checkpoint, sy
     pred.set_image(synth_image)
     scene = pred.scene(0.0)
     assert [(i.category, i.name) for i in scene.instances] == [
-        ((i.id - 1) % 3 + 1, CATEGORIES[(i.id - 1) % 3]["name"]) for i in scene.instances]
+        ((i.id - 1) % 3 + 1, CATEGORIES[(i.id - 1) % 3]["name"]) for i in scene.instances
+    ]
     Image.fromarray(synth_image).save(tmp_path / "a.png")
     predict_files(checkpoint, [tmp_path / "a.png"], tmp_path / "pred.json", fmt="coco", score_thr=0.0, progress=False)
     doc = json.loads((tmp_path / "pred.json").read_text())
     assert doc["categories"] == synth_ids
     assert written_categories(doc, "coco") == {
-        i.rank: ((i.id - 1) % 3 + 1, CATEGORIES[(i.id - 1) % 3]["name"]) for i in scene.instances}
+        i.rank: ((i.id - 1) % 3 + 1, CATEGORIES[(i.id - 1) % 3]["name"]) for i in scene.instances
+    }
     # The shipped demo model has no categories entry either: the synthetic ids 1..8.
     assert Predictor().categories == synth_ids
 
@@ -627,7 +664,9 @@ def test_predict_files_coco_and_results_outputs_evaluate_in_pycocotools(monkeypa
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    monkeypatch.setattr(predict, "Predictor", lambda checkpoint, device="cpu", semdist=True: fake_predictor(occlusion_dets()))
+    monkeypatch.setattr(
+        predict, "Predictor", lambda checkpoint, device="cpu", semdist=True: fake_predictor(occlusion_dets())
+    )
     Image.fromarray(image(96, 96)).save(tmp_path / "x.png")
     for fmt in ("coco", "results"):
         predict_files("fake.pt", [tmp_path / "x.png"], tmp_path / f"pred.{fmt}.json", fmt=fmt, progress=False)

@@ -32,10 +32,14 @@ WRITERS = {"cocoa": formats.to_cocoa, "coco": formats.to_coco, "kins": formats.t
 
 # sha256 (first 16 hex digits) of `semlayer convert`'s output before files were streamed (main at da230f1).
 BEFORE_STREAMING = {
-    ("annotations", "cocoa"): "d01c86c550db7bff", ("annotations", "coco"): "7fa5efd5676a5245",
-    ("annotations", "kins"): "9e1e479b825ebcc1", ("cocoa_toy", "cocoa"): "1bf015585d6e2eb1",
-    ("cocoa_toy", "coco"): "7a5dc11322e2cfc9", ("cocoa_toy", "kins"): "4bb2ad12da369289",
-    ("bsds_toy", "cocoa"): "46799cd21f8e6de8", ("bsds_toy", "coco"): "372c6e6a2bf044c8",
+    ("annotations", "cocoa"): "d01c86c550db7bff",
+    ("annotations", "coco"): "7fa5efd5676a5245",
+    ("annotations", "kins"): "9e1e479b825ebcc1",
+    ("cocoa_toy", "cocoa"): "1bf015585d6e2eb1",
+    ("cocoa_toy", "coco"): "7a5dc11322e2cfc9",
+    ("cocoa_toy", "kins"): "4bb2ad12da369289",
+    ("bsds_toy", "cocoa"): "46799cd21f8e6de8",
+    ("bsds_toy", "coco"): "372c6e6a2bf044c8",
 }
 
 
@@ -55,8 +59,14 @@ def test_save_streams_the_bytes_json_dumps_gives_the_whole_document(tmp_path, pa
 def test_convert_writes_what_it_wrote_before_streaming(tmp_path, name, fmt):
     source = DEMO / "annotations.json" if name == "annotations" else DATA / f"{name}.json"
     out = tmp_path / "out.json"
-    assert subprocess.run([sys.executable, "-m", "semlayer", "convert", str(source), str(out), "--to", fmt],
-                          cwd=ROOT, capture_output=True).returncode == 0
+    assert (
+        subprocess.run(
+            [sys.executable, "-m", "semlayer", "convert", str(source), str(out), "--to", fmt],
+            cwd=ROOT,
+            capture_output=True,
+        ).returncode
+        == 0
+    )
     assert hashlib.sha256(out.read_bytes()).hexdigest()[:16] == BEFORE_STREAMING[name, fmt]
 
 
@@ -151,9 +161,29 @@ def test_torchrun_sharded_predict_writes_the_single_process_file(tmp_path, many_
     report = predict_files(None, [images], single, fmt="cocoa", progress=False)
     sharded = tmp_path / "sharded.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "semlayer", "predict", str(images), "--out", str(sharded), "--workers", "1"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "semlayer",
+            "predict",
+            str(images),
+            "--out",
+            str(sharded),
+            "--workers",
+            "1",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert sharded.read_bytes() == single.read_bytes()
     assert [p for p, _ in report.skipped] == [str(images / "broken.png")]

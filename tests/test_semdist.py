@@ -159,16 +159,16 @@ def test_pairwise_votes_count_the_definition(seed, K):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 12), st.integers(0, 12), st.integers(0, 6), st.integers(0, 6)),
-                max_size=9))
+@given(st.lists(st.tuples(st.integers(0, 12), st.integers(0, 12), st.integers(0, 6), st.integers(0, 6)), max_size=9))
 def test_box_pairs_are_the_pairs_of_boxes_that_share_a_pixel(specs):
     boxes = [(x, y, x + w, y + h) for x, y, w, h in specs]  # exclusive ends; w or h 0 = an empty box
 
     def pixels(b):
         return {(x, y) for x in range(b[0], b[2]) for y in range(b[1], b[3])}
 
-    expected = [(i, j) for i in range(len(boxes)) for j in range(i + 1, len(boxes))
-                if pixels(boxes[i]) & pixels(boxes[j])]
+    expected = [
+        (i, j) for i in range(len(boxes)) for j in range(i + 1, len(boxes)) if pixels(boxes[i]) & pixels(boxes[j])
+    ]
     assert semdist.box_pairs(boxes) == expected
     # Boxes that only touch along an edge share no pixel.
     assert semdist.box_pairs([(0, 0, 5, 5), (5, 0, 8, 5), (4, 4, 6, 6)]) == [(0, 2), (1, 2)]

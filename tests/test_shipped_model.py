@@ -70,11 +70,29 @@ def test_predict_then_evaluate_from_the_cli(tmp_path, capsys):
     gt_doc["images"] = [im for im in gt_doc["images"] if im["id"] in keep]
     gt_doc["annotations"] = [a for a in gt_doc["annotations"] if a["image_id"] in keep]
     (tmp_path / "gt.json").write_text(json.dumps(gt_doc))
-    assert main(["evaluate", "--gt", str(tmp_path / "gt.json"), "--pred", str(out), "--json", str(tmp_path / "m.json")]) == 0
+    assert (
+        main(["evaluate", "--gt", str(tmp_path / "gt.json"), "--pred", str(out), "--json", str(tmp_path / "m.json")])
+        == 0
+    )
     metrics = json.loads((tmp_path / "m.json").read_text())
-    for key in ("amodal_AP", "amodal_AP50", "amodal_AP75", "amodal_AR100", "visible_AP", "AP_none", "AP_partial",
-                "AP_heavy", "miou_amodal", "miou_occluded", "order_acc", "order_pairs", "occlusion_f1",
-                "num_images", "num_gt", "num_pred"):
+    for key in (
+        "amodal_AP",
+        "amodal_AP50",
+        "amodal_AP75",
+        "amodal_AR100",
+        "visible_AP",
+        "AP_none",
+        "AP_partial",
+        "AP_heavy",
+        "miou_amodal",
+        "miou_occluded",
+        "order_acc",
+        "order_pairs",
+        "occlusion_f1",
+        "num_images",
+        "num_gt",
+        "num_pred",
+    ):
         assert isinstance(metrics[key], (int, float)), key
     assert metrics["num_images"] == 3 and metrics["num_gt"] == sum(len(s) for s in gt.scenes[:3])
     # A floor for the current, under-trained demo model (see its model card): what it finds on these

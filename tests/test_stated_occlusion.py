@@ -27,8 +27,16 @@ def gt():
 
 def results(b_visible, b_rate):
     """Both detections right; A (.9) says it is unoccluded, B (.8) states ``b_visible`` / ``b_rate``."""
-    recs = [{"image_id": 1, "category_id": 1, "segmentation": encode_rle(A), "score": 0.9,
-             "visible_mask": encode_rle(A), "occlude_rate": 0.0}]
+    recs = [
+        {
+            "image_id": 1,
+            "category_id": 1,
+            "segmentation": encode_rle(A),
+            "score": 0.9,
+            "visible_mask": encode_rle(A),
+            "occlude_rate": 0.0,
+        }
+    ]
     b = {"image_id": 1, "category_id": 1, "segmentation": encode_rle(B), "score": 0.8}
     if b_visible is not None:
         b["visible_mask"] = encode_rle(b_visible)

@@ -24,7 +24,14 @@ def scenes(layouts):
 
 def test_categories_are_stable_coco_records():
     assert [(c["id"], c["name"]) for c in synth.CATEGORIES] == [
-        (1, "disc"), (2, "box"), (3, "triangle"), (4, "ring"), (5, "star"), (6, "capsule"), (7, "cross"), (8, "heart"),
+        (1, "disc"),
+        (2, "box"),
+        (3, "triangle"),
+        (4, "ring"),
+        (5, "star"),
+        (6, "capsule"),
+        (7, "cross"),
+        (8, "heart"),
     ]
     assert all(c["supercategory"] == "shape" for c in synth.CATEGORIES)
     assert sorted(synth.SHAPES) == [c["id"] for c in synth.CATEGORIES]
@@ -80,7 +87,8 @@ def test_every_multi_object_scene_has_a_real_overlap(scenes):
             continue
         best = max(
             (a.amodal & b.amodal).sum() / min(a.area, b.area)
-            for k, a in enumerate(s.instances) for b in s.instances[k + 1 :]
+            for k, a in enumerate(s.instances)
+            for b in s.instances[k + 1 :]
         )
         assert best >= synth.MIN_OVERLAP_FRACTION, f"scene {s.image_id}: largest overlap {best:.3f}"
 
@@ -101,7 +109,9 @@ def test_each_instance_is_one_flat_polygon_that_rasterises_to_its_mask(scenes):
             rle = mask_utils.frPyObjects(inst.polygons, SIZE, SIZE)
             assert np.array_equal(mask_utils.decode(rle)[:, :, 0].astype(bool), inst.amodal)
             # Whole objects: nothing touches the frame.
-            assert not (inst.amodal[0].any() or inst.amodal[-1].any() or inst.amodal[:, 0].any() or inst.amodal[:, -1].any())
+            assert not (
+                inst.amodal[0].any() or inst.amodal[-1].any() or inst.amodal[:, 0].any() or inst.amodal[:, -1].any()
+            )
 
 
 def test_rings_have_an_open_hole(scenes):
@@ -145,7 +155,9 @@ def test_write_dataset_round_trips_through_cocoa(tmp_path):
     path = synth.write_dataset(tmp_path / "out", num_images=3, seed=2, size=96, progress=False)
     assert path == tmp_path / "out" / "annotations.json"
     assert sorted(p.name for p in (tmp_path / "out" / "images").iterdir()) == [
-        "synth_000001.png", "synth_000002.png", "synth_000003.png",
+        "synth_000001.png",
+        "synth_000002.png",
+        "synth_000003.png",
     ]
     assert formats.validate(path) == []
     loaded = formats.load(path)

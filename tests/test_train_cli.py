@@ -13,9 +13,18 @@ import train as train_cli  # noqa: E402  (the top-level script, imported to call
 
 TINY = {
     "model": {
-        "representation_size": 32, "mask_head_channels": 8, "mask_head_convs": 1, "glm_channels": 8,
-        "glm_convs": 1, "fpn_channels": 16, "min_size": 64, "max_size": 64, "box_batch_size_per_image": 32,
-        "rpn_batch_size_per_image": 32, "rpn_pre_nms_top_n_train": 100, "rpn_post_nms_top_n_train": 50,
+        "representation_size": 32,
+        "mask_head_channels": 8,
+        "mask_head_convs": 1,
+        "glm_channels": 8,
+        "glm_convs": 1,
+        "fpn_channels": 16,
+        "min_size": 64,
+        "max_size": 64,
+        "box_batch_size_per_image": 32,
+        "rpn_batch_size_per_image": 32,
+        "rpn_pre_nms_top_n_train": 100,
+        "rpn_post_nms_top_n_train": 50,
     },
     "data": {
         "workers": 0,
@@ -32,8 +41,13 @@ def write_config(path, cfg=TINY):
 
 
 def run(*args):
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), "--threads", "1", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--threads", "1", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_cli_trains_writes_outputs_and_resumes(tmp_path):
@@ -75,8 +89,9 @@ def test_bad_input_exits_2_with_a_message(tmp_path, capsys, monkeypatch, config_
             write_config(cfg)
         else:
             cfg.write_text(config_text)
-    status = train_cli.main(["--config", str(cfg), "--out", str(tmp_path / "out"), "--no-progress", "--threads", "1",
-                             *args])
+    status = train_cli.main(
+        ["--config", str(cfg), "--out", str(tmp_path / "out"), "--no-progress", "--threads", "1", *args]
+    )
     err = capsys.readouterr().err
     assert status == 2
     assert message in err and err.startswith("error: ")
@@ -88,8 +103,20 @@ def test_unreadable_data_exits_2_without_traceback(tmp_path, capsys):
     images.mkdir()
     ann = tmp_path / "ann.json"
     ann.write_text("{not json")
-    status = train_cli.main(["--config", str(cfg), "--out", str(tmp_path / "out"), "--data", str(ann),
-                             "--images", str(images), "--threads", "1"])
+    status = train_cli.main(
+        [
+            "--config",
+            str(cfg),
+            "--out",
+            str(tmp_path / "out"),
+            "--data",
+            str(ann),
+            "--images",
+            str(images),
+            "--threads",
+            "1",
+        ]
+    )
     err = capsys.readouterr().err
     assert status == 2
     assert "Traceback" not in err
@@ -102,15 +129,49 @@ def test_trains_on_an_annotation_file_with_images(tmp_path, capsys):
     ann = write_dataset(tmp_path / "data", num_images=3, seed=2, size=64, max_instances=3, progress=False)
     cfg = write_config(tmp_path / "tiny.yaml")
     out = tmp_path / "run"
-    status = train_cli.main(["--config", str(cfg), "--out", str(out), "--no-progress", "--max-iters", "1", "--threads", "1",
-                             "--data", str(ann), "--images", str(tmp_path / "data" / "images"),
-                             "--val-data", str(ann), "--val-images", str(tmp_path / "data" / "images")])
+    status = train_cli.main(
+        [
+            "--config",
+            str(cfg),
+            "--out",
+            str(out),
+            "--no-progress",
+            "--max-iters",
+            "1",
+            "--threads",
+            "1",
+            "--data",
+            str(ann),
+            "--images",
+            str(tmp_path / "data" / "images"),
+            "--val-data",
+            str(ann),
+            "--val-images",
+            str(tmp_path / "data" / "images"),
+        ]
+    )
     assert status == 0, capsys.readouterr().err
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["split"] for r in log] == ["train", "val"]
     # Fine-tuning from the checkpoint just written (what the app does with corrected annotations).
-    status = train_cli.main(["--config", str(cfg), "--out", str(tmp_path / "ft"), "--no-progress",
-                             "--max-iters", "1", "--threads", "1", "--init", str(out / "last.pt"),
-                             "--data", str(ann), "--images", str(tmp_path / "data" / "images")])
+    status = train_cli.main(
+        [
+            "--config",
+            str(cfg),
+            "--out",
+            str(tmp_path / "ft"),
+            "--no-progress",
+            "--max-iters",
+            "1",
+            "--threads",
+            "1",
+            "--init",
+            str(out / "last.pt"),
+            "--data",
+            str(ann),
+            "--images",
+            str(tmp_path / "data" / "images"),
+        ]
+    )
     assert status == 0, capsys.readouterr().err
     assert (tmp_path / "ft" / "best.pt").is_file()

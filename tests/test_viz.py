@@ -73,10 +73,13 @@ def test_overlay_views_colour_the_right_pixels(toy):
 
 
 def test_hidden_parts_are_hatched_in_their_own_colour():
-    scene = AmodalScene({"id": 1, "height": H, "width": W},
-                        [Instance(1, rect(10, 10, 60, 60), rank=1), Instance(2, rect(30, 30, 100, 100), rank=2)])
-    out = viz.overlay_by_rank(np.full((H, W, 3), 128, np.uint8), scene, view="occluded", alpha=0.5, legend=False,
-                              labels=False)
+    scene = AmodalScene(
+        {"id": 1, "height": H, "width": W},
+        [Instance(1, rect(10, 10, 60, 60), rank=1), Instance(2, rect(30, 30, 100, 100), rank=2)],
+    )
+    out = viz.overlay_by_rank(
+        np.full((H, W, 3), 128, np.uint8), scene, view="occluded", alpha=0.5, legend=False, labels=False
+    )
     hidden = out[33:57, 33:57]  # the back box under the front one, three pixels off every outline
     color = viz.rank_colors(2)[2].astype(np.float32)
     wash = 128 + (color - 128) * np.float32(0.125)  # 0.25 * alpha under the stripes
@@ -130,8 +133,16 @@ def test_overlay_is_fast_on_a_crowded_frame():
     instances = []
     for k in range(20):
         m = np.zeros((h, w), np.uint8)
-        cv2.ellipse(m, (int(rng.integers(60, 580)), int(rng.integers(60, 420))),
-                    (int(rng.integers(20, 90)), int(rng.integers(20, 90))), float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        cv2.ellipse(
+            m,
+            (int(rng.integers(60, 580)), int(rng.integers(60, 420))),
+            (int(rng.integers(20, 90)), int(rng.integers(20, 90))),
+            float(rng.uniform(0, 180)),
+            0,
+            360,
+            1,
+            -1,
+        )
         instances.append(Instance(k + 1, m.astype(bool), rank=k + 1, name=f"object {k}"))
     scene = AmodalScene({"id": 1, "height": h, "width": w}, instances)
     image = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)

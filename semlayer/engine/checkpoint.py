@@ -41,8 +41,13 @@ def rng_state() -> dict[str, Any]:
     kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     state: dict[str, Any] = {
         "python": _py_state_to_plain(random.getstate()),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(np.asarray(keys, np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(np.asarray(keys, np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -53,8 +58,9 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(_plain_to_py_state(state["python"]))
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
@@ -86,8 +92,11 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dic
     except Exception as exc:  # torch.load raises many types (pickle, zip, runtime) for damaged files
         raise FormatError(str(path), "", f"a readable semlayer checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise FormatError(str(path), "format", f"a semlayer checkpoint (format {FORMAT!r}); "
-                          "for other weights files use model.init / --init")
+        raise FormatError(
+            str(path),
+            "format",
+            f"a semlayer checkpoint (format {FORMAT!r}); for other weights files use model.init / --init",
+        )
     check_format_version(ckpt, str(path))
     for key in ("model", "config", "class_names"):
         if key not in ckpt:
@@ -102,9 +111,13 @@ def check_format_version(ckpt: dict[str, Any], source: str) -> None:
         raise FormatError(source, "version", f"a checkpoint format number (an integer >= 1), got {number!r}")
     if number > VERSION:
         writer = ckpt.get("semlayer_version", "an unknown version")
-        raise FormatError(source, "version", f"checkpoint format {VERSION} or older; this file has format {number}, "
-                          f"written by semlayer {writer}, and this is semlayer {__version__}: upgrade semlayer "
-                          "to load it")
+        raise FormatError(
+            source,
+            "version",
+            f"checkpoint format {VERSION} or older; this file has format {number}, "
+            f"written by semlayer {writer}, and this is semlayer {__version__}: upgrade semlayer "
+            "to load it",
+        )
 
 
 def check_categories(categories: Any, source: str, entry: str = "categories") -> list[dict[str, Any]]:
@@ -143,8 +156,9 @@ def checkpoint_categories(ckpt: dict[str, Any], source: str = "checkpoint") -> l
     return cats
 
 
-def load_for_inference(path: str | Path, device: str | torch.device = "cpu"
-                       ) -> tuple[nn.Module, dict, list[dict[str, Any]]]:
+def load_for_inference(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict, list[dict[str, Any]]]:
     """Rebuild the model of a checkpoint for inference: ``(model in eval mode on device, config, categories)``,
     ``categories`` as `checkpoint_categories` gives them."""
     from ..model import build_model

@@ -170,8 +170,13 @@ def defaults() -> dict[str, Any]:
 
 
 def _type_name(types: tuple[type, ...]) -> str:
-    names: dict[tuple[type, ...], str] = {INT: "an integer", NUM: "a number", STR: "a string", BOOL: "true or false",
-                                          LIST: "a list"}
+    names: dict[tuple[type, ...], str] = {
+        INT: "an integer",
+        NUM: "a number",
+        STR: "a string",
+        BOOL: "true or false",
+        LIST: "a list",
+    }
     return names.get(types, "a mapping")
 
 
@@ -224,19 +229,23 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
     for section in ("synthetic", "val_synthetic"):
         syn = full["data"][section]
         if syn["min_instances"] > syn["max_instances"]:
-            raise ConfigError(f"{source}: data.{section}.min_instances: expected <= max_instances "
-                              f"({syn['max_instances']}), got {syn['min_instances']}")
+            raise ConfigError(
+                f"{source}: data.{section}.min_instances: expected <= max_instances "
+                f"({syn['max_instances']}), got {syn['min_instances']}"
+            )
     model = _check_model(full["model"], source)
     if full["data"]["class_agnostic"] and model["num_classes"] != 1:
-        raise ConfigError(f"{source}: model.num_classes: expected 1 with data.class_agnostic: true, "
-                          f"got {model['num_classes']}")
+        raise ConfigError(
+            f"{source}: model.num_classes: expected 1 with data.class_agnostic: true, got {model['num_classes']}"
+        )
     return full
 
 
 def _check_model(model: dict[str, Any], source: str) -> dict[str, Any]:
     if model["min_size"] > model["max_size"]:
-        raise ConfigError(f"{source}: model.min_size: expected <= model.max_size ({model['max_size']}), "
-                          f"got {model['min_size']}")
+        raise ConfigError(
+            f"{source}: model.min_size: expected <= model.max_size ({model['max_size']}), got {model['min_size']}"
+        )
     if model["trainable_layers"] > 5:
         raise ConfigError(f"{source}: model.trainable_layers: expected 0..5, got {model['trainable_layers']}")
     return model

@@ -51,7 +51,7 @@ class ResumableSampler(DistributedSampler):
         self.start = 0
 
     def __iter__(self) -> Iterator[int]:
-        return iter(list(super().__iter__())[self.start:])
+        return iter(list(super().__iter__())[self.start :])
 
     def __len__(self) -> int:
         return self.num_samples - self.start
@@ -108,8 +108,15 @@ def _seed_everything(seed: int) -> None:
 def _loader(dataset: AmodalDataset, sampler: ResumableSampler, batch_size: int, workers: int, seed: int) -> DataLoader:
     # A private generator: creating the loader's iterator must not draw from the global torch RNG, or a
     # resumed run (which creates it mid-epoch) would diverge from an uninterrupted one.
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
-                      generator=torch.Generator().manual_seed(seed), persistent_workers=False)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(seed),
+        persistent_workers=False,
+    )
 
 
 def _frozen_bn(model: nn.Module) -> list[nn.Module]:
@@ -129,12 +136,17 @@ def freeze_all_but(model: nn.Module, trainable: list[str]) -> list[nn.Module]:
     names = [name for name, _ in model.named_parameters()]
     unused = [t for t in trainable if not any(_under(n, t) for n in names)]
     if unused:
-        raise ConfigError(f"train.trainable: {', '.join(map(repr, unused))} names no module with parameters "
-                          f"in this model (e.g. {', '.join(sorted({n.rsplit('.', 2)[0] for n in names})[:4])})")
+        raise ConfigError(
+            f"train.trainable: {', '.join(map(repr, unused))} names no module with parameters "
+            f"in this model (e.g. {', '.join(sorted({n.rsplit('.', 2)[0] for n in names})[:4])})"
+        )
     for name, p in model.named_parameters():
         p.requires_grad_(any(_under(name, t) for t in trainable))
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-            and not any(p.requires_grad for p in m.parameters())]
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters())
+    ]
 
 
 def _under(name: str, module: str) -> bool:
@@ -143,8 +155,9 @@ def _under(name: str, module: str) -> bool:
 
 
 @torch.no_grad()
-def validation_losses(model: nn.Module, loader: DataLoader, device: torch.device,
-                      weights: dict[str, float]) -> dict[str, float]:
+def validation_losses(
+    model: nn.Module, loader: DataLoader, device: torch.device, weights: dict[str, float]
+) -> dict[str, float]:
     """Mean losses over a validation loader (all processes together). The model stays in training mode (the
     detection losses only exist there), with BatchNorm statistics frozen and the RNG state restored after."""
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -214,10 +227,18 @@ def _read_log(path: Path, upto: int) -> list[dict[str, Any]]:
     return out
 
 
-def train(config: dict[str, Any], out_dir: str | Path, device: str = "cpu", resume: bool = False,
-          init: str | None = None, train_data: tuple[str, str] | None = None,
-          val_data: tuple[str, str] | None = None, workers: int | None = None, progress: bool = True,
-          stop_at: int | None = None) -> TrainResult:
+def train(
+    config: dict[str, Any],
+    out_dir: str | Path,
+    device: str = "cpu",
+    resume: bool = False,
+    init: str | None = None,
+    train_data: tuple[str, str] | None = None,
+    val_data: tuple[str, str] | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    stop_at: int | None = None,
+) -> TrainResult:
     """Train the model a validated ``config`` describes; write ``out_dir``/last.pt, best.pt, log.jsonl, curves.png.
 
     ``train_data``/``val_data`` are (annotation file, image folder) overrides of the config's data; without
@@ -233,9 +254,18 @@ def train(config: dict[str, Any], out_dir: str | Path, device: str = "cpu", resu
         D.cleanup()
 
 
-def _train(config: dict[str, Any], out: Path, info: D.DistInfo, resume: bool, init: str | None,
-           train_data: tuple[str, str] | None, val_data: tuple[str, str] | None, workers: int | None,
-           progress: bool, stop_at: int | None) -> TrainResult:
+def _train(
+    config: dict[str, Any],
+    out: Path,
+    info: D.DistInfo,
+    resume: bool,
+    init: str | None,
+    train_data: tuple[str, str] | None,
+    val_data: tuple[str, str] | None,
+    workers: int | None,
+    progress: bool,
+    stop_at: int | None,
+) -> TrainResult:
     ckpt = None
     if resume:
         ckpt = read_checkpoint(out / "last.pt")
@@ -263,9 +293,11 @@ def _train(config: dict[str, Any], out: Path, info: D.DistInfo, resume: bool, in
     categories = train_ds.categories
     class_names = [c["name"] for c in categories]
     if len(class_names) != config["model"]["num_classes"]:
-        raise ConfigError(f"model.num_classes: the training data has {len(class_names)} classes "
-                          f"({', '.join(class_names[:5])}{', ...' if len(class_names) > 5 else ''}), "
-                          f"the config says {config['model']['num_classes']}")
+        raise ConfigError(
+            f"model.num_classes: the training data has {len(class_names)} classes "
+            f"({', '.join(class_names[:5])}{', ...' if len(class_names) > 5 else ''}), "
+            f"the config says {config['model']['num_classes']}"
+        )
     if len(train_ds) == 0:
         raise ConfigError("the training set is empty")
 
@@ -305,10 +337,17 @@ def _train(config: dict[str, Any], out: Path, info: D.DistInfo, resume: bool, in
         out.mkdir(parents=True, exist_ok=True)
         records = _read_log(log_path, start) if ckpt is not None else []
         atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in records))
-        log.info("training %s (%s) for %d iterations on %d process(es), %s; %d training images, %s; out: %s",
-                 config["model"]["kind"], config["model"]["backbone"], tcfg["max_iters"], info.world_size, dev,
-                 len(train_ds), f"{len(val_ds)} validation images" if val_ds is not None else "no validation set",
-                 out)
+        log.info(
+            "training %s (%s) for %d iterations on %d process(es), %s; %d training images, %s; out: %s",
+            config["model"]["kind"],
+            config["model"]["backbone"],
+            tcfg["max_iters"],
+            info.world_size,
+            dev,
+            len(train_ds),
+            f"{len(val_ds)} validation images" if val_ds is not None else "no validation set",
+            out,
+        )
 
     def write_checkpoints(iteration: int, is_best: bool) -> None:
         rngs = D.all_gather_objects(rng_state())
@@ -338,8 +377,14 @@ def _train(config: dict[str, Any], out: Path, info: D.DistInfo, resume: bool, in
             f.write(json.dumps(record) + "\n")
 
     end = tcfg["max_iters"] if stop_at is None else min(stop_at, tcfg["max_iters"])
-    bar = tqdm(total=tcfg["max_iters"], initial=start, disable=not (progress and info.is_main), unit="it",
-               dynamic_ncols=True, desc="train")
+    bar = tqdm(
+        total=tcfg["max_iters"],
+        initial=start,
+        disable=not (progress and info.is_main),
+        unit="it",
+        dynamic_ncols=True,
+        desc="train",
+    )
     window: dict[str, float] = {}
     window_n, window_t = 0, time.perf_counter()
     it = start
@@ -360,8 +405,10 @@ def _train(config: dict[str, Any], out: Path, info: D.DistInfo, resume: bool, in
             values = {k: float(v.detach()) for k, v in losses.items()}
             values["loss"] = float(total.detach())
             if not math.isfinite(values["loss"]):
-                raise TrainingError(f"the loss is not finite at iteration {it + 1} ({values}); "
-                                    "lower train.lr or raise train.warmup_iters")
+                raise TrainingError(
+                    f"the loss is not finite at iteration {it + 1} ({values}); "
+                    "lower train.lr or raise train.warmup_iters"
+                )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
             if tcfg["clip_grad_norm"] > 0:
@@ -379,8 +426,13 @@ def _train(config: dict[str, Any], out: Path, info: D.DistInfo, resume: bool, in
             if it % tcfg["log_every"] == 0 or it == end:
                 mean = D.all_reduce_mean({k: v / window_n for k, v in window.items()}, dev)
                 now = time.perf_counter()
-                record = {"split": "train", "iteration": it, **mean, "lr": optimizer.param_groups[0]["lr"],
-                          "time": (now - window_t) / window_n}
+                record = {
+                    "split": "train",
+                    "iteration": it,
+                    **mean,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "time": (now - window_t) / window_n,
+                }
                 last = mean
                 window, window_n, window_t = {}, 0, now
                 if info.is_main:
@@ -404,6 +456,9 @@ def _train(config: dict[str, Any], out: Path, info: D.DistInfo, resume: bool, in
     bar.close()
     D.barrier()
     if info.is_main:
-        log.info("done at iteration %d; wrote %s", it, ", ".join(str(out / n) for n in
-                                                                 ("last.pt", "best.pt", "log.jsonl", "curves.png")))
+        log.info(
+            "done at iteration %d; wrote %s",
+            it,
+            ", ".join(str(out / n) for n in ("last.pt", "best.pt", "log.jsonl", "curves.png")),
+        )
     return TrainResult(model, it, out, best, last)

@@ -11,6 +11,19 @@ from .results import to_results
 from .validate import ValidationReport, validate, validation_report
 
 __all__ = [
-    "CompactScenes", "ValidationReport", "Violation", "detect", "from_dict", "load", "read_json", "save", "to_coco",
-    "to_cocoa", "to_kins", "kins_clusters", "to_results", "validate", "validation_report",
+    "CompactScenes",
+    "ValidationReport",
+    "Violation",
+    "detect",
+    "from_dict",
+    "load",
+    "read_json",
+    "save",
+    "to_coco",
+    "to_cocoa",
+    "to_kins",
+    "kins_clusters",
+    "to_results",
+    "validate",
+    "validation_report",
 ]

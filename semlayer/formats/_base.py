@@ -133,8 +133,9 @@ def join(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
-def take(ctx: Context, rec: dict, key: str, path: str, ok: Callable[[Any], bool], expected: str,
-         default: Any = ...) -> Any:
+def take(
+    ctx: Context, rec: dict, key: str, path: str, ok: Callable[[Any], bool], expected: str, default: Any = ...
+) -> Any:
     """``rec[key]`` checked by ``ok``; missing keys get ``default`` or fail when there is none."""
     if key not in rec:
         if default is ...:
@@ -173,13 +174,17 @@ def parse_polygon(ctx: Context, value: Any, path: str, shape: tuple[int, int], m
     h, w = shape
     inside = all(-w <= x <= 2 * w for x in value[0::2]) and all(-h <= y <= 2 * h for y in value[1::2])
     if not inside:  # also catches NaN and infinities
-        ctx.fail(path, f"polygon points with x in [{-w}, {2 * w}] and y in [{-h}, {2 * h}] (the {h} x {w} image "
-                       "and one image size around it)")
+        ctx.fail(
+            path,
+            f"polygon points with x in [{-w}, {2 * w}] and y in [{-h}, {2 * h}] (the {h} x {w} image "
+            "and one image size around it)",
+        )
     return value
 
 
-def parse_rle(ctx: Context, value: dict, path: str, shape: tuple[int, int] | None, padded_ok: bool = False
-              ) -> np.ndarray:
+def parse_rle(
+    ctx: Context, value: dict, path: str, shape: tuple[int, int] | None, padded_ok: bool = False
+) -> np.ndarray:
     """Check a COCO RLE against the image size (``shape``; None: take the RLE's own size).
 
     ``padded_ok``: a mask up to twice the image's height and width, as D2SA pads masks of objects that
@@ -190,8 +195,11 @@ def parse_rle(ctx: Context, value: dict, path: str, shape: tuple[int, int] | Non
         ctx.fail(join(path, "size"), f"[height, width], each {SIDE}, got {kind(size)}")
     padded = shape is not None and tuple(size) != shape and padded_ok and size[0] >= shape[0] and size[1] >= shape[1]
     if padded and (size[0] > 2 * shape[0] or size[1] > 2 * shape[1]):
-        ctx.fail(join(path, "size"), f"[{shape[0]}, {shape[1]}] (the image's height and width), or a mask padded "
-                                     f"to at most [{2 * shape[0]}, {2 * shape[1]}], got {size}")
+        ctx.fail(
+            join(path, "size"),
+            f"[{shape[0]}, {shape[1]}] (the image's height and width), or a mask padded "
+            f"to at most [{2 * shape[0]}, {2 * shape[1]}], got {size}",
+        )
     if shape is not None and tuple(size) != shape and not padded:
         ctx.fail(join(path, "size"), f"[{shape[0]}, {shape[1]}] (the image's height and width), got {size}")
     h, w = size
@@ -205,20 +213,23 @@ def parse_rle(ctx: Context, value: dict, path: str, shape: tuple[int, int] | Non
     elif isinstance(counts, list) and all(is_int(v) and 0 <= v <= h * w for v in counts):
         runs = np.asarray(counts, np.int64)
     else:
-        ctx.fail(join(path, "counts"), f"a COCO RLE string or a list of run lengths (integers from 0 to {h * w}), "
-                                       f"got {kind(counts)}")
+        ctx.fail(
+            join(path, "counts"),
+            f"a COCO RLE string or a list of run lengths (integers from 0 to {h * w}), got {kind(counts)}",
+        )
     if int(runs.sum()) != h * w:
         ctx.fail(join(path, "counts"), f"runs that add up to {h} x {w} = {h * w} pixels, got {int(runs.sum())}")
     mask = rle_to_mask({"size": [h, w], "counts": counts})
     if padded:
-        inside = np.asfortranarray(mask[:shape[0], :shape[1]])  # decoded masks are Fortran-ordered; stay so
+        inside = np.asfortranarray(mask[: shape[0], : shape[1]])  # decoded masks are Fortran-ordered; stay so
         ctx.repairs.append(Repair("padded", path, int(mask.sum()) - int(inside.sum()), f"{h} x {w}"))
         mask = inside
     return mask
 
 
-def parse_mask(ctx: Context, value: Any, path: str, shape: tuple[int, int], flat_ok: bool = True,
-               padded_ok: bool = False) -> tuple[np.ndarray, list | None]:
+def parse_mask(
+    ctx: Context, value: Any, path: str, shape: tuple[int, int], flat_ok: bool = True, padded_ok: bool = False
+) -> tuple[np.ndarray, list | None]:
     """A COCO mask: RLE, polygons ``[[...], ...]`` or (``flat_ok``) one flat polygon.
     Returns the mask and the polygons it came from (None for RLE). ``padded_ok``: see `parse_rle`."""
     if isinstance(value, dict):
@@ -233,7 +244,7 @@ def parse_mask(ctx: Context, value: Any, path: str, shape: tuple[int, int], flat
     if flat_ok and value and _numbers(value):
         polygon = parse_polygon(ctx, value, path, shape)
         return polygons_to_mask([polygon], *shape), [polygon]
-    ctx.fail(path, "a COCO RLE {size, counts} or a non-empty list of polygons " f"({POLYGON} each), got {kind(value)}")
+    ctx.fail(path, f"a COCO RLE {{size, counts}} or a non-empty list of polygons ({POLYGON} each), got {kind(value)}")
 
 
 def parse_image(ctx: Context, value: Any, path: str) -> dict:
@@ -242,8 +253,11 @@ def parse_image(ctx: Context, value: Any, path: str) -> dict:
     for key in ("height", "width"):
         take(ctx, rec, key, path, lambda v: is_int(v) and 0 < v <= MAX_SIDE, SIDE)
     if rec["height"] * rec["width"] > MAX_PIXELS:
-        ctx.fail(path, f"an image of at most {MAX_PIXELS} pixels (height x width), the image reader's limit; "
-                       f"got {rec['height']} x {rec['width']}")
+        ctx.fail(
+            path,
+            f"an image of at most {MAX_PIXELS} pixels (height x width), the image reader's limit; "
+            f"got {rec['height']} x {rec['width']}",
+        )
     return rec
 
 
@@ -380,8 +394,10 @@ def group_ranks(group: Group) -> list[int]:
         evidence = [c for c in evidence if (c.front, c.back) not in same]
         # Annotated cluster ranks outweigh any pixel evidence across clusters.
         strong = float(sum(int(np.count_nonzero(m)) for m in amodal) + 1)
-        evidence += [Constraint(c.front, c.back, strong) for c in
-                     constraints_from_clusters([c[0] for c in clusters], [c[1] for c in clusters])]
+        evidence += [
+            Constraint(c.front, c.back, strong)
+            for c in constraints_from_clusters([c[0] for c in clusters], [c[1] for c in clusters])
+        ]
     base = group.tie_break if group.tie_break is not None else list(range(n))
     depth = all(r.occl_depth is not None for r in regions)
     tie_break = [(keys[i] if keyed else 0, -regions[i].occl_depth if depth else 0, base[i]) for i in range(n)]
@@ -400,8 +416,16 @@ def build_scene(group: Group, repairs: list[Repair] | None = None) -> AmodalScen
     ranks = group_ranks(group)
     instances = [
         Instance(
-            id=r.id, amodal=r.amodal, rank=rank, name=r.name, category=r.category, is_stuff=r.is_stuff,
-            score=r.score, polygons=_copy_polygons(r.polygons), extra=r.extra, cluster=r.cluster,
+            id=r.id,
+            amodal=r.amodal,
+            rank=rank,
+            name=r.name,
+            category=r.category,
+            is_stuff=r.is_stuff,
+            score=r.score,
+            polygons=_copy_polygons(r.polygons),
+            extra=r.extra,
+            cluster=r.cluster,
         )
         for r, rank in zip(group.regions, ranks)
     ]
@@ -445,8 +469,9 @@ def dropped_visible(group: Group, stated: list[np.ndarray], visible: list[np.nda
     return out
 
 
-def summary(items: list[tuple[str, int]], what: str, noun: str = "region", shown: int = 5,
-            labels: list[str] | None = None) -> str:
+def summary(
+    items: list[tuple[str, int]], what: str, noun: str = "region", shown: int = 5, labels: list[str] | None = None
+) -> str:
     """One line for ``(json path, px)`` items: their number, ``what`` (``{total}`` = the pixels in all),
     then the first ``shown`` paths with their pixels (or ``labels``)."""
     n = len(items)
@@ -459,11 +484,11 @@ def summary(items: list[tuple[str, int]], what: str, noun: str = "region", shown
 
 REPAIRS = {
     "padded": "larger than their image (padded, as D2SA pads objects that overflow the frame), read cropped to "
-              "the image; {total} mask px beyond the image dropped",
+    "the image; {total} mask px beyond the image dropped",
     "outside": "whose visible mask reaches outside its amodal mask ({total} px in all, dropped: a visible pixel "
-               "is part of the amodal mask)",
+    "is part of the amodal mask)",
     "under": "whose visible mask reaches under an instance in front ({total} px in all; read as hidden, by the "
-             "painter's rule)",
+    "painter's rule)",
 }
 
 
@@ -486,9 +511,9 @@ def split_known(rec: dict, known: frozenset[str] | set[str]) -> dict[str, Any]:
     return {k: v for k, v in rec.items() if k not in known}
 
 
-
-def annotation_image(ctx: Context, rec: dict, path: str, images: dict[int, dict | None],
-                     wanted: Callable[[int], bool]) -> int | None:
+def annotation_image(
+    ctx: Context, rec: dict, path: str, images: dict[int, dict | None], wanted: Callable[[int], bool]
+) -> int | None:
     """The ``image_id`` of an annotation record, checked against the images; None when the image is not
     wanted (``image_ids``) or its record is broken (validating: that problem is reported already)."""
     image_id = take(ctx, rec, "image_id", path, is_int, "an integer image id")

@@ -25,8 +25,12 @@ log = logging.getLogger(__name__)
 
 READ_FORMATS = ("cocoa", "coco", "kins2019", "kins2020", "results")
 # Each gives the file as a document whose long lists are `stream.Streamed` (written one scene at a time).
-WRITERS: dict[str, Callable[[AnnotationSet], Any]] = {"cocoa": cocoa_document, "coco": coco_document,
-                                                         "kins": kins_document, "results": results_document}
+WRITERS: dict[str, Callable[[AnnotationSet], Any]] = {
+    "cocoa": cocoa_document,
+    "coco": coco_document,
+    "kins": kins_document,
+    "results": results_document,
+}
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -93,8 +97,13 @@ def parse(ctx: Context, obj: Any, fmt: str, image_ids: Iterable[int] | None = No
     return coco.parse(ctx, obj, wanted, fmt)
 
 
-def from_dict(obj: Any, source: str = "<memory>", image_ids: Iterable[int] | None = None,
-              compact: bool = False, progress: bool = False) -> AnnotationSet:
+def from_dict(
+    obj: Any,
+    source: str = "<memory>",
+    image_ids: Iterable[int] | None = None,
+    compact: bool = False,
+    progress: bool = False,
+) -> AnnotationSet:
     """Scenes from parsed JSON of any supported format; ``source`` names the input in errors.
 
     ``compact``: the scenes are a `CompactScenes` (RLE, decoded on access), built one scene at a time, so
@@ -102,16 +111,19 @@ def from_dict(obj: Any, source: str = "<memory>", image_ids: Iterable[int] | Non
     fmt = detect(obj, source)
     ctx = Context(source)
     parsed = parse(ctx, obj, fmt, image_ids)
-    built = (build_scene(group, ctx.repairs) for group in
-             tqdm(parsed.groups, desc=f"reading {os.path.basename(source)}", unit="scene", disable=not progress))
+    built = (
+        build_scene(group, ctx.repairs)
+        for group in tqdm(parsed.groups, desc=f"reading {os.path.basename(source)}", unit="scene", disable=not progress)
+    )
     scenes = CompactScenes(built) if compact else list(built)
     for line in repair_lines(ctx.repairs):
         log.warning("%s: %s", source, line)
     return AnnotationSet(scenes, parsed.categories, fmt, parsed.extra, parsed.unannotated)
 
 
-def load(path: str | os.PathLike, image_ids: Iterable[int] | None = None, compact: bool = False,
-         progress: bool = False) -> AnnotationSet:
+def load(
+    path: str | os.PathLike, image_ids: Iterable[int] | None = None, compact: bool = False, progress: bool = False
+) -> AnnotationSet:
     """Read an annotation or results file (format detected from the content); ``image_ids`` limits the
     scenes to those images (the others are not decoded). ``compact`` keeps the masks as RLE and decodes a
     scene each time it is indexed (`CompactScenes`): for whole datasets (training, evaluation); every

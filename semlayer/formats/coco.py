@@ -13,27 +13,77 @@ from ..errors import ConfigError
 from ..order import overlapping_pairs
 from ..scene import AnnotationSet, AmodalScene, mask_bbox
 from ._base import (
-    Context, Group, check_instance_count, annotation_image, Parsed, Region, check_unique_ids, image_index, is_flag,
-    is_int, is_number, join, parse_categories,
-    parse_mask, record, records, split_known, take,
+    Context,
+    Group,
+    check_instance_count,
+    annotation_image,
+    Parsed,
+    Region,
+    check_unique_ids,
+    image_index,
+    is_flag,
+    is_int,
+    is_number,
+    join,
+    parse_categories,
+    parse_mask,
+    record,
+    records,
+    split_known,
+    take,
 )
 from .cocoa import ORDER, annotation_header
 from .masks import encode_rle, polygons_to_mask
 from .stream import Streamed, materialize
 
 MASK = "a COCO RLE {size, counts} or a list of polygons"
-COCO_KEYS = frozenset({
-    "id", "image_id", "category_id", "segmentation", "area", "bbox", "visible_mask", "invisible_mask",
-    "occlude_rate", "amodal_region", "amodal_base", "score",
-})
-KINS2019_KEYS = frozenset({
-    "id", "image_id", "category_id", "segmentation", "bbox", "area", "inmodal_seg", "inmodal_bbox",
-})
-KINS2020_KEYS = frozenset({
-    "id", "image_id", "category_id", "a_segm", "a_bbox", "a_area", "i_segm", "i_bbox", "i_area", "oco_id", "ico_id",
-    # copies of the a_* fields that some scripts add for pycocotools
-    "segmentation", "bbox", "area",
-})
+COCO_KEYS = frozenset(
+    {
+        "id",
+        "image_id",
+        "category_id",
+        "segmentation",
+        "area",
+        "bbox",
+        "visible_mask",
+        "invisible_mask",
+        "occlude_rate",
+        "amodal_region",
+        "amodal_base",
+        "score",
+    }
+)
+KINS2019_KEYS = frozenset(
+    {
+        "id",
+        "image_id",
+        "category_id",
+        "segmentation",
+        "bbox",
+        "area",
+        "inmodal_seg",
+        "inmodal_bbox",
+    }
+)
+KINS2020_KEYS = frozenset(
+    {
+        "id",
+        "image_id",
+        "category_id",
+        "a_segm",
+        "a_bbox",
+        "a_area",
+        "i_segm",
+        "i_bbox",
+        "i_area",
+        "oco_id",
+        "ico_id",
+        # copies of the a_* fields that some scripts add for pycocotools
+        "segmentation",
+        "bbox",
+        "area",
+    }
+)
 REGION_KEYS = frozenset({"name", "area", "isStuff", "bbox", "order"})
 # `to_coco`'s category for class-agnostic data; read back as "no category" so COCOA -> COCO -> COCOA is exact.
 AGNOSTIC = {"id": 1, "name": "object"}
@@ -89,10 +139,20 @@ def coco_region(ctx: Context, value: Any, path: str, shape: tuple[int, int], cat
     base = take(ctx, rec, "amodal_base", path, lambda v: isinstance(v, dict), "an object", {})
     take(ctx, base, "id", join(path, "amodal_base"), is_int, "an integer annotation id", None)
     return Region(
-        path=path, id=rid, amodal=amodal, polygons=polygons, visible=visible, invisible=invisible,
-        occlude_rate=rate, order=order, order_path=order_path, occl_depth=occl_depth,
+        path=path,
+        id=rid,
+        amodal=amodal,
+        polygons=polygons,
+        visible=visible,
+        invisible=invisible,
+        occlude_rate=rate,
+        order=order,
+        order_path=order_path,
+        occl_depth=occl_depth,
         name=cats.name(cid) if name is None else name,
-        category=cid, is_stuff=bool(is_stuff), score=take(ctx, rec, "score", path, is_number, "a number", None),
+        category=cid,
+        is_stuff=bool(is_stuff),
+        score=take(ctx, rec, "score", path, is_number, "a number", None),
         extra=copy.deepcopy(extra),
     )
 
@@ -104,8 +164,17 @@ def kins2019_region(ctx: Context, value: Any, path: str, shape: tuple[int, int],
     amodal, polygons = _mask(ctx, rec, "segmentation", path, shape)
     visible = _mask(ctx, rec, "inmodal_seg", path, shape)[0]
     extra = split_known(rec, _known(rec, KINS2019_KEYS, ctx, path))
-    return Region(path=path, id=rid, amodal=amodal, polygons=polygons, visible=visible, name=cats.name(cid),
-                  category=cid, extra=copy.deepcopy(extra), visible_key="inmodal_seg")
+    return Region(
+        path=path,
+        id=rid,
+        amodal=amodal,
+        polygons=polygons,
+        visible=visible,
+        name=cats.name(cid),
+        category=cid,
+        extra=copy.deepcopy(extra),
+        visible_key="inmodal_seg",
+    )
 
 
 def kins2020_region(ctx: Context, value: Any, path: str, shape: tuple[int, int], cats: _Categories) -> Region:
@@ -114,19 +183,30 @@ def kins2020_region(ctx: Context, value: Any, path: str, shape: tuple[int, int],
     cid = cats.category(ctx, rec, path)
     amodal, polygons = _mask(ctx, rec, "a_segm", path, shape)
     visible = _mask(ctx, rec, "i_segm", path, shape, required=False)[0]
-    non_negative = (lambda v: is_int(v) and v >= 0)
+    non_negative = lambda v: is_int(v) and v >= 0
     oco = take(ctx, rec, "oco_id", path, non_negative, "an integer >= 0 (0 = overlaps nothing)", 0)
     ico = take(ctx, rec, "ico_id", path, non_negative, "an integer >= 0 (rank in the cluster, 1 = front)", 0)
     extra = split_known(rec, _known(rec, KINS2020_KEYS, ctx, path))
-    return Region(path=path, id=rid, amodal=amodal, polygons=polygons, visible=visible, name=cats.name(cid),
-                  category=cid, cluster=(oco, ico), extra=copy.deepcopy(extra), visible_key="i_segm")
+    return Region(
+        path=path,
+        id=rid,
+        amodal=amodal,
+        polygons=polygons,
+        visible=visible,
+        name=cats.name(cid),
+        category=cid,
+        cluster=(oco, ico),
+        extra=copy.deepcopy(extra),
+        visible_key="i_segm",
+    )
 
 
 REGION_PARSERS = {"coco": coco_region, "kins2019": kins2019_region, "kins2020": kins2020_region}
 
 
-def _group_key(ctx: Context, value: Any, path: str, images: dict[int, dict], wanted: Callable[[int], bool]
-               ) -> tuple[int, Any] | None:
+def _group_key(
+    ctx: Context, value: Any, path: str, images: dict[int, dict], wanted: Callable[[int], bool]
+) -> tuple[int, Any] | None:
     rec = record(ctx, value, path)
     image_id = annotation_image(ctx, rec, path, images, wanted)
     if image_id is None:
@@ -159,12 +239,19 @@ def parse(ctx: Context, obj: dict, wanted: Callable[[int], bool], fmt: str) -> P
                 continue
             bases = [anns[i]["amodal_base"] for i in idx if isinstance(anns[i].get("amodal_base"), dict)]
             base = bases[0] if bases and fmt == "coco" else None
-            yield Group("", image, regions, copy.deepcopy(base) if isinstance(base, dict) else {},
-                        order_kind=_order_kind(regions))
+            yield Group(
+                "",
+                image,
+                regions,
+                copy.deepcopy(base) if isinstance(base, dict) else {},
+                order_kind=_order_kind(regions),
+            )
 
     used = {image_id for image_id, _ in members}
     return Parsed(
-        fmt, groups(), [] if cats.agnostic else copy.deepcopy(categories),
+        fmt,
+        groups(),
+        [] if cats.agnostic else copy.deepcopy(categories),
         copy.deepcopy(split_known(obj, {"images", "annotations", "categories"})),
         [rec for iid, rec in images.items() if rec is not None and iid not in used and wanted(iid)],
     )
@@ -231,17 +318,25 @@ def _coco_annotations(annset: AnnotationSet, default_cat: int, keep_ids: bool) -
             bbox = inst.bbox()
             count += 1
             ann: dict[str, Any] = {
-                "id": inst.id if keep_ids else count, "image_id": scene.image_id,
+                "id": inst.id if keep_ids else count,
+                "image_id": scene.image_id,
                 "category_id": default_cat if inst.category is None else inst.category,
-                "iscrowd": inst.extra.get("iscrowd", 0), "area": float(area), "bbox": bbox,
+                "iscrowd": inst.extra.get("iscrowd", 0),
+                "area": float(area),
+                "bbox": bbox,
                 "segmentation": polygons if polygons is not None else encode_rle(inst.amodal),
                 "visible_mask": encode_rle(vis),
             }
             if n_hidden:
                 ann["invisible_mask"] = encode_rle(hidden)
             ann["occlude_rate"] = n_hidden / area if area else 0.0
-            ann["amodal_region"] = {"name": inst.name, "area": float(area), "isStuff": int(inst.is_stuff),
-                                    "bbox": bbox, "order": inst.rank}
+            ann["amodal_region"] = {
+                "name": inst.name,
+                "area": float(area),
+                "isStuff": int(inst.is_stuff),
+                "bbox": bbox,
+                "order": inst.rank,
+            }
             if isinstance(inst.extra.get("amodal_region"), dict):
                 for key, value in inst.extra["amodal_region"].items():
                     ann["amodal_region"].setdefault(key, copy.deepcopy(value))
@@ -262,8 +357,11 @@ def _instance_ids_kept(annset: AnnotationSet) -> bool:
 
 def _document(annset: AnnotationSet, categories: list[dict[str, Any]], anns: Streamed) -> dict[str, Any]:
     """The file: images, categories, annotations, and the set's unknown top-level fields."""
-    out: dict[str, Any] = {"images": copy.deepcopy(annset.image_records()), "categories": categories,
-                           "annotations": anns}
+    out: dict[str, Any] = {
+        "images": copy.deepcopy(annset.image_records()),
+        "categories": categories,
+        "annotations": anns,
+    }
     for key, value in annset.extra.items():
         out.setdefault(key, copy.deepcopy(value))
     return out
@@ -336,8 +434,10 @@ def kins_document(annset: AnnotationSet) -> dict[str, Any]:
         per_image[int(image["id"])] = per_image.get(int(image["id"]), 0) + 1
     several = sorted(i for i, count in per_image.items() if count > 1)
     if several:
-        raise ConfigError(f"KINS holds one annotation per image, but images {several[:5]} have several "
-                          "scenes (e.g. BSDS annotators in COCOA): write COCOA or COCO-style instead")
+        raise ConfigError(
+            f"KINS holds one annotation per image, but images {several[:5]} have several "
+            "scenes (e.g. BSDS annotators in COCOA): write COCOA or COCO-style instead"
+        )
     return _document(annset, categories, Streamed(_kins_annotations(annset, default_cat, _instance_ids_kept(annset))))
 
 
@@ -351,13 +451,21 @@ def _kins_annotations(annset: AnnotationSet, default_cat: int, keep_ids: bool) -
             bbox, area = inst.bbox(), float(inst.area)
             count += 1
             ann: dict[str, Any] = {
-                "id": inst.id if keep_ids else count, "image_id": scene.image_id,
+                "id": inst.id if keep_ids else count,
+                "image_id": scene.image_id,
                 "category_id": default_cat if inst.category is None else inst.category,
                 "iscrowd": inst.extra.get("iscrowd", 0),  # pycocotools' COCOeval reads it
-                "a_segm": segm, "a_bbox": bbox, "a_area": area,
-                "i_segm": encode_rle(vis), "i_bbox": mask_bbox(vis), "i_area": float(np.count_nonzero(vis)),
-                "oco_id": oco, "ico_id": ico,
-                "segmentation": copy.deepcopy(segm), "bbox": list(bbox), "area": area,
+                "a_segm": segm,
+                "a_bbox": bbox,
+                "a_area": area,
+                "i_segm": encode_rle(vis),
+                "i_bbox": mask_bbox(vis),
+                "i_area": float(np.count_nonzero(vis)),
+                "oco_id": oco,
+                "ico_id": ico,
+                "segmentation": copy.deepcopy(segm),
+                "bbox": list(bbox),
+                "area": area,
             }
             for key, value in inst.extra.items():
                 ann.setdefault(key, copy.deepcopy(value))

@@ -16,17 +16,45 @@ import numpy as np
 from ..order import format_depth_constraint, overlapping_pairs
 from ..scene import AmodalScene, AnnotationSet
 from ._base import (
-    POLYGON, Context, check_instance_count, Group, annotation_image, Parsed, Region, check_unique_ids, image_index,
-    is_flag, is_int, is_number, join,
-    parse_categories, parse_polygon, parse_rle, record, records, split_known, take,
+    POLYGON,
+    Context,
+    check_instance_count,
+    Group,
+    annotation_image,
+    Parsed,
+    Region,
+    check_unique_ids,
+    image_index,
+    is_flag,
+    is_int,
+    is_number,
+    join,
+    parse_categories,
+    parse_polygon,
+    parse_rle,
+    record,
+    records,
+    split_known,
+    take,
 )
 from .masks import encode_rle, mask_to_polygon, polygons_to_mask, rle_to_mask
 from .stream import Streamed, materialize
 
-REGION_KEYS = frozenset({
-    "segmentation", "amodal_mask", "name", "area", "isStuff", "occlude_rate", "order", "visible_mask",
-    "invisible_mask", "score", "category_id",
-})
+REGION_KEYS = frozenset(
+    {
+        "segmentation",
+        "amodal_mask",
+        "name",
+        "area",
+        "isStuff",
+        "occlude_rate",
+        "order",
+        "visible_mask",
+        "invisible_mask",
+        "score",
+        "category_id",
+    }
+)
 ORDER = "an integer >= 1 (the depth rank, 1 = front-most)"
 RLE = "a COCO RLE {size, counts}"
 
@@ -46,8 +74,9 @@ def parse_region(ctx: Context, value: Any, path: str, shape: tuple[int, int], in
             if np.array_equal(polygons_to_mask([seg], *shape), amodal):
                 polygons = [seg]
     else:
-        seg = parse_polygon(ctx, take(ctx, rec, "segmentation", path, lambda v: True, POLYGON),
-                            join(path, "segmentation"), shape)
+        seg = parse_polygon(
+            ctx, take(ctx, rec, "segmentation", path, lambda v: True, POLYGON), join(path, "segmentation"), shape
+        )
         polygons = [seg]
         amodal = polygons_to_mask(polygons, *shape)
     order = take(ctx, rec, "order", path, lambda v: is_int(v) and v >= 1, ORDER)
@@ -60,16 +89,26 @@ def parse_region(ctx: Context, value: Any, path: str, shape: tuple[int, int], in
         if key in rec:
             masks[key] = parse_rle(ctx, take(ctx, rec, key, path, _is_rle, RLE), join(path, key), shape)
     return Region(
-        path=path, id=index + 1, amodal=amodal, polygons=polygons, visible=masks.get("visible_mask"),
-        invisible=masks.get("invisible_mask"), occlude_rate=rate, order=order, order_path=join(path, "order"),
-        name=name, category=take(ctx, rec, "category_id", path, is_int, "an integer category id", None),
-        is_stuff=bool(is_stuff), score=take(ctx, rec, "score", path, is_number, "a number", None),
+        path=path,
+        id=index + 1,
+        amodal=amodal,
+        polygons=polygons,
+        visible=masks.get("visible_mask"),
+        invisible=masks.get("invisible_mask"),
+        occlude_rate=rate,
+        order=order,
+        order_path=join(path, "order"),
+        name=name,
+        category=take(ctx, rec, "category_id", path, is_int, "an integer category id", None),
+        is_stuff=bool(is_stuff),
+        score=take(ctx, rec, "score", path, is_number, "a number", None),
         extra=copy.deepcopy(split_known(rec, REGION_KEYS)),
     )
 
 
-def parse_annotation(ctx: Context, value: Any, path: str, images: dict[int, dict],
-                     wanted: Callable[[int], bool]) -> Group | None:
+def parse_annotation(
+    ctx: Context, value: Any, path: str, images: dict[int, dict], wanted: Callable[[int], bool]
+) -> Group | None:
     rec = record(ctx, value, path)
     image_id = annotation_image(ctx, rec, path, images, wanted)
     if image_id is None:
@@ -101,7 +140,9 @@ def parse(ctx: Context, obj: dict, wanted: Callable[[int], bool]) -> Parsed:
                 yield group
 
     return Parsed(
-        "cocoa", groups(), copy.deepcopy(categories),
+        "cocoa",
+        groups(),
+        copy.deepcopy(categories),
         copy.deepcopy(split_known(obj, {"images", "annotations", "categories"})),
         [rec for iid, rec in images.items() if rec is not None and iid not in used and wanted(iid)],
     )
@@ -188,8 +229,10 @@ def to_cocoa(annset: AnnotationSet) -> dict[str, Any]:
 
 def cocoa_document(annset: AnnotationSet) -> dict[str, Any]:
     """`to_cocoa`'s document with the annotations `Streamed`: one scene decoded at a time."""
-    out: dict[str, Any] = {"images": copy.deepcopy(annset.image_records()),
-                           "annotations": Streamed(_cocoa_annotations(annset))}
+    out: dict[str, Any] = {
+        "images": copy.deepcopy(annset.image_records()),
+        "annotations": Streamed(_cocoa_annotations(annset)),
+    }
     if annset.categories:
         out["categories"] = copy.deepcopy(annset.categories)
     for key, value in annset.extra.items():
@@ -208,8 +251,12 @@ def _cocoa_annotations(annset: AnnotationSet) -> Iterator[dict[str, Any]]:
             n_hidden = int(np.count_nonzero(hidden))
             polygon, exact = single_polygon(inst.polygons, inst.amodal)
             region: dict[str, Any] = {
-                "order": inst.rank, "name": inst.name, "isStuff": int(inst.is_stuff), "area": area,
-                "occlude_rate": n_hidden / area if n_hidden else 0, "segmentation": polygon,
+                "order": inst.rank,
+                "name": inst.name,
+                "isStuff": int(inst.is_stuff),
+                "area": area,
+                "occlude_rate": n_hidden / area if n_hidden else 0,
+                "segmentation": polygon,
             }
             if n_hidden:
                 region["visible_mask"] = encode_rle(vis)

@@ -27,8 +27,19 @@ from pycocotools import mask as mask_utils
 from ..scene import AmodalScene, Instance, InstanceFacts, instance_facts
 from .masks import rle_input
 
-_FIELDS = ("id", "rank", "name", "category", "is_stuff", "score", "polygons", "extra", "cluster",
-           "stated_visible", "stated_occlude_rate")
+_FIELDS = (
+    "id",
+    "rank",
+    "name",
+    "category",
+    "is_stuff",
+    "score",
+    "polygons",
+    "extra",
+    "cluster",
+    "stated_visible",
+    "stated_occlude_rate",
+)
 
 
 def _encode(mask: np.ndarray) -> dict[str, Any]:
@@ -47,8 +58,9 @@ def _record(scene: AmodalScene) -> bytes:
         fields["amodal"] = _encode(inst.amodal)
         fields["external"] = None if inst.external is None else _encode(inst.external)
         instances.append(fields)
-    return pickle.dumps({"image": scene.image, "annotation": scene.annotation, "instances": instances},
-                        protocol=pickle.HIGHEST_PROTOCOL)
+    return pickle.dumps(
+        {"image": scene.image, "annotation": scene.annotation, "instances": instances}, protocol=pickle.HIGHEST_PROTOCOL
+    )
 
 
 def _scene(data: bytes) -> AmodalScene:
@@ -57,8 +69,11 @@ def _scene(data: bytes) -> AmodalScene:
     for fields in rec["instances"]:
         amodal = mask_utils.decode(fields.pop("amodal")).astype(bool)
         external = fields.pop("external")
-        instances.append(Instance(amodal=amodal, external=None if external is None else
-                                  mask_utils.decode(external).astype(bool), **fields))
+        instances.append(
+            Instance(
+                amodal=amodal, external=None if external is None else mask_utils.decode(external).astype(bool), **fields
+            )
+        )
     return AmodalScene(rec["image"], instances, rec["annotation"])
 
 
@@ -75,6 +90,7 @@ class CompactScenes(Sequence[AmodalScene]):
     def from_records(cls, records: Iterable[bytes], image_ids: Iterable[int] | None = None) -> CompactScenes:
         """Scenes from `compact_record`s (e.g. made in other processes), with new image ids when given;
         no mask is decoded."""
+
         def items() -> Iterator[tuple[bytes, dict[str, Any], dict[str, Any], tuple[InstanceFacts, ...]]]:
             ids: Iterable[int | None] = image_ids if image_ids is not None else itertools.repeat(None)
             for data, image_id in zip(records, ids):

@@ -106,7 +106,7 @@ def _path_in_file(path: str, positions: dict[str, list[int]]) -> str:
     if match is None or match.group(1) not in positions:
         return path
     where = positions[match.group(1)][int(match.group(2))]
-    return f"{match.group(1)}[{where}]" + path[match.end():]
+    return f"{match.group(1)}[{where}]" + path[match.end() :]
 
 
 def _index(ctx: Context, obj: Any, fmt: str) -> tuple[list[list[int]], list[int]] | None:

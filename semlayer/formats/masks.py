@@ -96,7 +96,7 @@ def mask_to_polygon(mask: np.ndarray) -> list[float] | None:
     if ys.size == 0:
         return None
     xs = np.flatnonzero(mask.any(axis=0))
-    crop = mask[ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1].astype(np.uint8)
+    crop = mask[ys[0] : ys[-1] + 1, xs[0] : xs[-1] + 1].astype(np.uint8)
     up = cv2.resize(crop, (2 * crop.shape[1], 2 * crop.shape[0]), interpolation=cv2.INTER_NEAREST)
     contours, _ = cv2.findContours(up, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     contour = max(contours, key=cv2.contourArea)[:, 0, :]

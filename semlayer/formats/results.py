@@ -14,17 +14,41 @@ import numpy as np
 
 from ..scene import AnnotationSet
 from ._base import (
-    Context, Group, Parsed, check_instance_count, Region, is_int, is_number, join, parse_mask, parse_rle, record, split_known, take,
+    Context,
+    Group,
+    Parsed,
+    check_instance_count,
+    Region,
+    is_int,
+    is_number,
+    join,
+    parse_mask,
+    parse_rle,
+    record,
+    split_known,
+    take,
 )
 from .coco import MASK, category_table
 from .cocoa import ORDER
 from .masks import encode_rle
 from .stream import Streamed, materialize
 
-KEYS = frozenset({
-    "image_id", "category_id", "segmentation", "score", "area", "bbox", "visible_mask", "invisible_mask",
-    "occlude_rate", "order", "amodalMask", "invisibleMask",
-})
+KEYS = frozenset(
+    {
+        "image_id",
+        "category_id",
+        "segmentation",
+        "score",
+        "area",
+        "bbox",
+        "visible_mask",
+        "invisible_mask",
+        "occlude_rate",
+        "order",
+        "amodalMask",
+        "invisibleMask",
+    }
+)
 # amodalMask / invisibleMask: COCOA's own evaluator's camelCase names (invisible_mask wins when both are there).
 RLE = "a COCO RLE {size, counts} (a results list has no image sizes, so masks must be RLE)"
 
@@ -34,8 +58,12 @@ def _region(ctx: Context, value: dict, path: str, index: int, shape: tuple[int, 
     amodal = parse_rle(ctx, seg, join(path, "segmentation"), shape)
     shape = amodal.shape
     if "amodalMask" in value:  # the amodal mask when given (COCOA's evaluator prefers it to segmentation)
-        amodal = parse_rle(ctx, take(ctx, value, "amodalMask", path, lambda v: isinstance(v, dict), RLE),
-                           join(path, "amodalMask"), shape)
+        amodal = parse_rle(
+            ctx,
+            take(ctx, value, "amodalMask", path, lambda v: isinstance(v, dict), RLE),
+            join(path, "amodalMask"),
+            shape,
+        )
     masks = {}
     for key, names in (("visible_mask", ("visible_mask",)), ("invisible_mask", ("invisible_mask", "invisibleMask"))):
         name = next((n for n in names if n in value), None)
@@ -44,9 +72,14 @@ def _region(ctx: Context, value: dict, path: str, index: int, shape: tuple[int, 
     rate = take(ctx, value, "occlude_rate", path, lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1]", None)
     order = take(ctx, value, "order", path, lambda v: is_int(v) and v >= 1, ORDER, None)
     return Region(
-        path=path, id=index + 1, amodal=amodal, visible=masks.get("visible_mask"),
+        path=path,
+        id=index + 1,
+        amodal=amodal,
+        visible=masks.get("visible_mask"),
         invisible=masks.get("invisible_mask"),
-        occlude_rate=rate, order=order, order_path=join(path, "order") if order is not None else "",
+        occlude_rate=rate,
+        order=order,
+        order_path=join(path, "order") if order is not None else "",
         category=take(ctx, value, "category_id", path, is_int, "an integer category id", None),
         score=take(ctx, value, "score", path, is_number, "a number (the detection score)"),
         extra=copy.deepcopy(split_known(value, KEYS)),
@@ -102,14 +135,19 @@ def results_document(annset: AnnotationSet) -> Streamed:
     return Streamed(_results(annset, default_cat, placeholder_cat, found))
 
 
-def _results(annset: AnnotationSet, default_cat: int, placeholder_cat: int, found: set[int]
-             ) -> Iterator[dict[str, Any]]:
+def _results(
+    annset: AnnotationSet, default_cat: int, placeholder_cat: int, found: set[int]
+) -> Iterator[dict[str, Any]]:
     def placeholder(image: dict[str, Any]) -> Iterator[dict[str, Any]]:
         if int(image["id"]) not in found:
             found.add(int(image["id"]))
             empty = np.zeros((int(image["height"]), int(image["width"])), bool)
-            yield {"image_id": int(image["id"]), "category_id": placeholder_cat, "segmentation": encode_rle(empty),
-                   "score": 0.0}
+            yield {
+                "image_id": int(image["id"]),
+                "category_id": placeholder_cat,
+                "segmentation": encode_rle(empty),
+                "score": 0.0,
+            }
 
     for scene in annset.scenes:
         yield from placeholder(scene.image)

@@ -59,20 +59,33 @@ class ValidationReport:
         """Informational lines about valid data (not violations)."""
         notes = []
         if self.external:
-            notes.append(summary(self.external, "with external occlusion (hidden by unannotated objects, {total} px "
-                                                "in all)"))
+            notes.append(
+                summary(self.external, "with external occlusion (hidden by unannotated objects, {total} px in all)")
+            )
         if self.clipped:
-            notes.append(summary(self.clipped, "whose visible mask reaches under an instance in front ({total} px "
-                                               "in all; read as hidden, by the painter's rule under the order "
-                                               "inferred from the masks)"))
+            notes.append(
+                summary(
+                    self.clipped,
+                    "whose visible mask reaches under an instance in front ({total} px "
+                    "in all; read as hidden, by the painter's rule under the order "
+                    "inferred from the masks)",
+                )
+            )
         notes += repair_lines(self.repairs)
         if self.occl_depth:
             pairs = [(f"{front} over {back}", 0) for front, back, _, _ in self.occl_depth]
             labels = [f"occl_depth {a:g} over {b:g}" for _, _, a, b in self.occl_depth]
-            notes.append(summary(pairs, "where the object in front has the smaller occl_depth (kept as the masks, "
-                                        "or amodal_region.order, put them; occl_depth, whose direction D2SA does "
-                                        "not document, is read as larger = nearer the front and only breaks ties)",
-                                 "overlapping pair", NOTE_PATHS, labels))
+            notes.append(
+                summary(
+                    pairs,
+                    "where the object in front has the smaller occl_depth (kept as the masks, "
+                    "or amodal_region.order, put them; occl_depth, whose direction D2SA does "
+                    "not document, is read as larger = nearer the front and only breaks ties)",
+                    "overlapping pair",
+                    NOTE_PATHS,
+                    labels,
+                )
+            )
         return notes
 
 
@@ -152,8 +165,10 @@ def _check_masks(ctx: Context, group: Group) -> None:
             hidden = int(np.count_nonzero(amodal & r.hidden()))
             expected = hidden / area if area else 0.0
             if abs(r.occlude_rate - expected) > TOLERANCE:
-                ctx.report(join(r.path, "occlude_rate"),
-                           f"{expected!r} (invisible {hidden} px / amodal {area} px), got {r.occlude_rate!r}")
+                ctx.report(
+                    join(r.path, "occlude_rate"),
+                    f"{expected!r} (invisible {hidden} px / amodal {area} px), got {r.occlude_rate!r}",
+                )
 
 
 def _note_clipped_visible(group: Group, clipped: list[tuple[str, int]]) -> None:
@@ -178,8 +193,9 @@ def _check_orders(ctx: Context, group: Group) -> None:
     first: dict[float, Any] = {}
     for r in group.regions:
         if r.order in first:
-            ctx.report(r.order_path,
-                       f"an order unique within the annotation; {first[r.order].path} has order {r.order} too")
+            ctx.report(
+                r.order_path, f"an order unique within the annotation; {first[r.order].path} has order {r.order} too"
+            )
         else:
             first[r.order] = r
 
@@ -216,7 +232,9 @@ def _check_painters_rule(ctx: Context, group: Group, external: list[tuple[str, i
             box = (y0 + cy0, y0 + cy1, x0 + cx0, x0 + cx1)
             b = boxes[:done]
             near = np.flatnonzero((b[:, 0] < box[1]) & (b[:, 1] > box[0]) & (b[:, 2] < box[3]) & (b[:, 3] > box[2]))
-            violation = _painter_violation(r, clash[cy0:cy1, cx0:cx1], n, [group.regions[by_order[j]] for j in near], box)
+            violation = _painter_violation(
+                r, clash[cy0:cy1, cx0:cx1], n, [group.regions[by_order[j]] for j in near], box
+            )
         found[i] = (violation, int(np.count_nonzero(amodal & ~visible & ~in_front)))
     for i, r in enumerate(group.regions):
         violation, hidden_by_nothing = found[i]
@@ -234,8 +252,9 @@ def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
-def _painter_violation(r: Region, clash: np.ndarray, n: int, in_front: list[Region],
-                       box: tuple[int, int, int, int]) -> tuple[str, str]:
+def _painter_violation(
+    r: Region, clash: np.ndarray, n: int, in_front: list[Region], box: tuple[int, int, int, int]
+) -> tuple[str, str]:
     """(path, message) for the ``n`` visible pixels ``clash`` (the crop ``box`` of the image) of region ``r``
     under regions ``in_front``."""
     y0, y1, x0, x1 = box
@@ -250,13 +269,19 @@ def _painter_violation(r: Region, clash: np.ndarray, n: int, in_front: list[Regi
     else:
         who = ", ".join(f"{o.path} ({order(o)}, {_px(k)})" for o, k in under)
     if r.visible is not None:
-        return join(r.path, r.visible_key), ("no visible pixel under the amodal mask of a region in front "
-                                             f"(painter's rule); {_px(n)} visible under {who}")
+        return join(r.path, r.visible_key), (
+            "no visible pixel under the amodal mask of a region in front "
+            f"(painter's rule); {_px(n)} visible under {who}"
+        )
     if r.invisible is not None:
-        return join(r.path, "invisible_mask"), ("every pixel of the amodal mask that a region in front covers "
-                                                f"(painter's rule); {_px(n)} missing, under {who}")
-    return r.path, ("a visible_mask or invisible_mask (painter's rule); without either the region is fully "
-                    f"visible, but {_px(n)} of its amodal mask lie under {who}")
+        return join(r.path, "invisible_mask"), (
+            "every pixel of the amodal mask that a region in front covers "
+            f"(painter's rule); {_px(n)} missing, under {who}"
+        )
+    return r.path, (
+        "a visible_mask or invisible_mask (painter's rule); without either the region is fully "
+        f"visible, but {_px(n)} of its amodal mask lie under {who}"
+    )
 
 
 def _check_depth_constraint(ctx: Context, group: Group) -> None:
@@ -300,7 +325,7 @@ def _find_cycle(pairs: list[tuple[int, int]]) -> list[int] | None:
                 state[path.pop()] = 2
                 stack.pop()
             elif state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             elif nxt not in state:
                 state[nxt] = 1
                 path.append(nxt)

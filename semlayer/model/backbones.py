@@ -35,8 +35,9 @@ def tiny_backbone(fpn_channels: int = 64, width_mult: float = 1.0) -> BackboneWi
 def resnet_backbone(name: str, trainable_layers: int = 3, norm: str = "frozen_bn") -> BackboneWithFPN:
     """torchvision's ResNet-FPN (256 channels), the same modules and parameter names as its Mask R-CNN,
     so torchvision's COCO Mask R-CNN state_dict loads into it."""
-    return resnet_fpn_backbone(backbone_name=name.removesuffix("_fpn"), weights=None, norm_layer=NORMS[norm],
-                               trainable_layers=trainable_layers)
+    return resnet_fpn_backbone(
+        backbone_name=name.removesuffix("_fpn"), weights=None, norm_layer=NORMS[norm], trainable_layers=trainable_layers
+    )
 
 
 def build_backbone(model_cfg: dict) -> BackboneWithFPN:

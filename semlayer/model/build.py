@@ -87,16 +87,23 @@ def build_model(config: dict[str, Any]) -> nn.Module:
         roi_heads = SLNRoIHeads(
             **head_kwargs,
             mask_head=MaskRCNNHeads(channels + (K + 1 if cfg["glm"] else 0), mask_layers, 1),
-            mask_predictor=LayeringPredictor(mask_layers[-1], K, semdist_kernel=int(cfg["semdist_kernel"]),
-                                             num_classes=num_classes if cfg["class_specific_layers"] else 1,
-                                             semdist_resolution=int(cfg["semdist_resolution"]),
-                                             semdist=bool(cfg["semdist_head"])),
+            mask_predictor=LayeringPredictor(
+                mask_layers[-1],
+                K,
+                semdist_kernel=int(cfg["semdist_kernel"]),
+                num_classes=num_classes if cfg["class_specific_layers"] else 1,
+                semdist_resolution=int(cfg["semdist_resolution"]),
+                semdist=bool(cfg["semdist_head"]),
+            ),
             K=K,
             glm_scale=0.25,  # FPN level "0" is at stride 4
             semdist_beta=float(cfg["semdist_beta"]),
         )
-        glm = (GlobalLayeringModule(channels, K + 1, int(cfg["glm_channels"]), int(cfg["glm_convs"]))
-               if cfg["glm"] else None)
+        glm = (
+            GlobalLayeringModule(channels, K + 1, int(cfg["glm_channels"]), int(cfg["glm_convs"]))
+            if cfg["glm"]
+            else None
+        )
         model = SemanticLayeringNetwork(backbone, rpn, roi_heads, transform, glm, K)
     else:
         roi_heads = RoIHeads(
@@ -104,8 +111,9 @@ def build_model(config: dict[str, Any]) -> nn.Module:
             mask_head=MaskRCNNHeads(channels, mask_layers, 1),
             mask_predictor=MaskRCNNPredictor(mask_layers[-1], mask_layers[-1], num_classes),
         )
-        model = MaskRCNNBaseline(backbone, rpn, roi_heads, transform,
-                                 target="amodal" if cfg["kind"] == "maskrcnn_amodal" else "visible")
+        model = MaskRCNNBaseline(
+            backbone, rpn, roi_heads, transform, target="amodal" if cfg["kind"] == "maskrcnn_amodal" else "visible"
+        )
     if cfg["init"]:
         load_init_weights(model, cfg["init"])
     return model
@@ -121,8 +129,9 @@ def classification_to_detection_keys(state: dict[str, torch.Tensor]) -> dict[str
     if "conv1.weight" in state:
         return {f"backbone.body.{k}": v for k, v in state.items() if not k.startswith("fc.")}
     if any(k.startswith("features.") for k in state):
-        return {f"backbone.body.{k.removeprefix('features.')}": v for k, v in state.items()
-                if k.startswith("features.")}
+        return {
+            f"backbone.body.{k.removeprefix('features.')}": v for k, v in state.items() if k.startswith("features.")
+        }
     return None
 
 
@@ -159,9 +168,14 @@ def load_init_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]
         "unexpected": sorted(result.unexpected_keys),
         "mismatched": mismatched,
     }
-    log.info("init weights from %s: %d tensors loaded, %d missing, %d unexpected, %d shape-mismatched",
-             path, len(fitting) - len(report["unexpected"]), len(report["missing"]), len(report["unexpected"]),
-             len(mismatched))
+    log.info(
+        "init weights from %s: %d tensors loaded, %d missing, %d unexpected, %d shape-mismatched",
+        path,
+        len(fitting) - len(report["unexpected"]),
+        len(report["missing"]),
+        len(report["unexpected"]),
+        len(mismatched),
+    )
     for kind in ("missing", "unexpected", "mismatched"):
         if report[kind]:
             log.info("  %s: %s", kind, ", ".join(report[kind]))
@@ -170,6 +184,8 @@ def load_init_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]
     not_loaded = [k for k in trunk if k in missing]
     if not_loaded:
         shown = ", ".join(not_loaded[:12]) + (f", ... ({len(not_loaded) - 12} more)" if len(not_loaded) > 12 else "")
-        raise ConfigError(f"model.init: {path} fills {len(trunk) - len(not_loaded)} of the {len(trunk)} backbone "
-                          f"tensors (backbone.body); not loaded: {shown}")
+        raise ConfigError(
+            f"model.init: {path} fills {len(trunk) - len(not_loaded)} of the {len(trunk)} backbone "
+            f"tensors (backbone.body); not loaded: {shown}"
+        )
     return report

@@ -34,15 +34,17 @@ class RoIMapTransform(GeneralizedRCNNTransform):
     def __init__(self, min_size: int, max_size: int, image_mean: list[float], image_std: list[float]):
         super().__init__(min_size, max_size, image_mean, image_std, _skip_resize=True)
 
-    def postprocess(self, result: Targets, image_shapes: list[tuple[int, int]],
-                    original_image_sizes: list[tuple[int, int]]) -> Targets:
+    def postprocess(
+        self, result: Targets, image_shapes: list[tuple[int, int]], original_image_sizes: list[tuple[int, int]]
+    ) -> Targets:
         if self.training:
             return result
         for pred, im_s, o_im_s in zip(result, image_shapes, original_image_sizes):
             pred["boxes"] = resize_boxes(pred["boxes"], im_s, o_im_s)
             if "global_layers" in pred and tuple(im_s) != tuple(o_im_s):  # same size: nothing to resize
-                pred["global_layers"] = F.interpolate(pred["global_layers"][None], size=tuple(o_im_s),
-                                                      mode="bilinear", align_corners=False)[0]
+                pred["global_layers"] = F.interpolate(
+                    pred["global_layers"][None], size=tuple(o_im_s), mode="bilinear", align_corners=False
+                )[0]
         return result
 
 
@@ -80,8 +82,16 @@ class LayeringPredictor(nn.Module):
     training, the predicted one at inference). A class's own maps can carry its shape prior into the hidden
     part; the sem-dist regression stays shared and reads the kept maps."""
 
-    def __init__(self, in_channels: int, K: int, semdist_channels: int = 16, semdist_kernel: int = 3,
-                 num_classes: int = 1, semdist_resolution: int = 28, semdist: bool = True):
+    def __init__(
+        self,
+        in_channels: int,
+        K: int,
+        semdist_channels: int = 16,
+        semdist_kernel: int = 3,
+        num_classes: int = 1,
+        semdist_resolution: int = 28,
+        semdist: bool = True,
+    ):
         super().__init__()
         if semdist_kernel not in (1, 3):
             raise ValueError(f"semdist_kernel must be 1 or 3, got {semdist_kernel!r}")
@@ -100,15 +110,22 @@ class LayeringPredictor(nn.Module):
         # refit on the shipped network the distances came out 9 % worse than the 28 x 28 layer's refit the
         # same way (docs/benchmarks.md), so 28 is the default.
         self.semdist_resolution = semdist_resolution
-        upsampling = ([nn.ConvTranspose2d(semdist_channels, semdist_channels, 2, stride=2), nn.ReLU(inplace=True)]
-                      if semdist_resolution == 14 else [])
+        upsampling = (
+            [nn.ConvTranspose2d(semdist_channels, semdist_channels, 2, stride=2), nn.ReLU(inplace=True)]
+            if semdist_resolution == 14
+            else []
+        )
         # semdist=False (the ablation without a sem-dist head): the layering maps alone.
-        self.semdist = nn.Sequential(
-            nn.Conv2d(in_channels + K + 1, semdist_channels, semdist_kernel, padding=semdist_kernel // 2),
-            nn.ReLU(inplace=True),
-            *upsampling,
-            nn.Conv2d(semdist_channels, 1, 1),
-        ) if semdist else None
+        self.semdist = (
+            nn.Sequential(
+                nn.Conv2d(in_channels + K + 1, semdist_channels, semdist_kernel, padding=semdist_kernel // 2),
+                nn.ReLU(inplace=True),
+                *upsampling,
+                nn.Conv2d(semdist_channels, 1, 1),
+            )
+            if semdist
+            else None
+        )
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -139,8 +156,9 @@ class LayeringPredictor(nn.Module):
         first, rest = cast(nn.Conv2d, self.semdist[0]), self.semdist[1:]
         C = features.shape[1]
         pad = first.padding
-        hidden = (F.conv2d(features, first.weight[:, :C], first.bias, padding=pad)
-                  + F.conv2d(probabilities, first.weight[:, C:], padding=pad))
+        hidden = F.conv2d(features, first.weight[:, :C], first.bias, padding=pad) + F.conv2d(
+            probabilities, first.weight[:, C:], padding=pad
+        )
         return layer_logits, rest(hidden)
 
     def _layer_logits(self, x: Tensor, labels: Tensor | None) -> Tensor:
@@ -175,9 +193,14 @@ class SLNRoIHeads(RoIHeads):
         self.glm_scale = glm_scale
         self.semdist_beta = semdist_beta
 
-    def forward(self, features: dict[str, Tensor], proposals: list[Tensor], image_shapes: list[tuple[int, int]],
-                targets: Optional[Targets] = None, glm_probs: Optional[Tensor] = None
-                ) -> tuple[Targets, dict[str, Tensor]]:
+    def forward(
+        self,
+        features: dict[str, Tensor],
+        proposals: list[Tensor],
+        image_shapes: list[tuple[int, int]],
+        targets: Optional[Targets] = None,
+        glm_probs: Optional[Tensor] = None,
+    ) -> tuple[Targets, dict[str, Tensor]]:
         if self.training:
             if targets is None:
                 raise ValueError("targets are needed in training")
@@ -204,8 +227,15 @@ class SLNRoIHeads(RoIHeads):
         roi_features = self.mask_roi_pool(features, mask_proposals, image_shapes)
         parts = [roi_features]
         if glm_probs is not None:  # None: the ablation without a global layering module
-            parts.append(roi_align(glm_probs, mask_proposals, roi_features.shape[-2:], spatial_scale=self.glm_scale,
-                                   sampling_ratio=self.mask_roi_pool.sampling_ratio))
+            parts.append(
+                roi_align(
+                    glm_probs,
+                    mask_proposals,
+                    roi_features.shape[-2:],
+                    spatial_scale=self.glm_scale,
+                    sampling_ratio=self.mask_roi_pool.sampling_ratio,
+                )
+            )
         # Channels-last from here on: the mask head's convolutions are faster in it on CPU, and its output
         # goes on to the layering head's channels-last upsampling without a copy.
         head_input = torch.cat(parts, dim=1).contiguous(memory_format=torch.channels_last)
@@ -225,8 +255,14 @@ class SLNRoIHeads(RoIHeads):
                     r["semdist"] = sd
         return result, losses
 
-    def layering_losses(self, layer_logits: Tensor, semdist: Tensor | None, proposals: list[Tensor],
-                        matched: list[Tensor], targets: Targets) -> dict[str, Tensor]:
+    def layering_losses(
+        self,
+        layer_logits: Tensor,
+        semdist: Tensor | None,
+        proposals: list[Tensor],
+        matched: list[Tensor],
+        targets: Targets,
+    ) -> dict[str, Tensor]:
         """Cross-entropy of the layer logits and smooth L1 of the sem-dist maps against RoI-resampled targets.
 
         Layer targets are resampled as one-hot maps and arg-maxed (a majority vote per cell), so a RoI cell
@@ -253,15 +289,24 @@ class SemanticLayeringNetwork(GeneralizedRCNN):
     """SLN: Mask R-CNN whose mask branch predicts instance layering and sem-dist maps, guided by a global
     layering module (GLM) on the finest FPN level."""
 
-    def __init__(self, backbone: nn.Module, rpn: nn.Module, roi_heads: SLNRoIHeads, transform: RoIMapTransform,
-                 glm: GlobalLayeringModule | None, K: int, glm_feature: str = "0"):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        rpn: nn.Module,
+        roi_heads: SLNRoIHeads,
+        transform: RoIMapTransform,
+        glm: GlobalLayeringModule | None,
+        K: int,
+        glm_feature: str = "0",
+    ):
         super().__init__(backbone, rpn, roi_heads, transform)
         self.glm = glm
         self.K = K
         self.glm_feature = glm_feature
 
-    def forward(self, images: list[Tensor], targets: Optional[Targets] = None
-                ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
+    def forward(
+        self, images: list[Tensor], targets: Optional[Targets] = None
+    ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
         if self.training and targets is None:
             raise ValueError("targets are needed in training mode")
         original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
@@ -271,11 +316,16 @@ class SemanticLayeringNetwork(GeneralizedRCNN):
         glm_logits = None if self.glm is None else self.glm(features[self.glm_feature])
         proposals, proposal_losses = self.rpn(image_list, features, targets)
         detections, detector_losses = self.roi_heads(
-            features, proposals, image_list.image_sizes, targets,
-            glm_probs=None if glm_logits is None else glm_logits.softmax(dim=1))
+            features,
+            proposals,
+            image_list.image_sizes,
+            targets,
+            glm_probs=None if glm_logits is None else glm_logits.softmax(dim=1),
+        )
         padded = image_list.tensors.shape[-2:]
-        dense = None if glm_logits is None else F.interpolate(glm_logits, size=padded, mode="bilinear",
-                                                               align_corners=False)
+        dense = (
+            None if glm_logits is None else F.interpolate(glm_logits, size=padded, mode="bilinear", align_corners=False)
+        )
         if self.training:
             losses = {**proposal_losses, **detector_losses}
             if dense is not None:
@@ -290,8 +340,9 @@ class SemanticLayeringNetwork(GeneralizedRCNN):
     def global_layers_loss(dense_logits: Tensor, targets: Targets) -> Tensor:
         """Per-pixel cross-entropy against G; the batch padding is ignored."""
         ignore = 255
-        gt = torch.full((dense_logits.shape[0], *dense_logits.shape[-2:]), ignore, dtype=torch.long,
-                        device=dense_logits.device)
+        gt = torch.full(
+            (dense_logits.shape[0], *dense_logits.shape[-2:]), ignore, dtype=torch.long, device=dense_logits.device
+        )
         for i, t in enumerate(targets):
             g = t["global_layers"]
             gt[i, : g.shape[0], : g.shape[1]] = g.long()
@@ -304,15 +355,22 @@ class MaskRCNNBaseline(GeneralizedRCNN):
     For visible training, boxes become the visible boxes and fully hidden instances are dropped (they have
     no visible extent to detect)."""
 
-    def __init__(self, backbone: nn.Module, rpn: nn.Module, roi_heads: RoIHeads, transform: RoIMapTransform,
-                 target: str = "amodal"):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        rpn: nn.Module,
+        roi_heads: RoIHeads,
+        transform: RoIMapTransform,
+        target: str = "amodal",
+    ):
         super().__init__(backbone, rpn, roi_heads, transform)
         if target not in ("amodal", "visible"):
             raise ValueError(f"target must be 'amodal' or 'visible', got {target!r}")
         self.target = target
 
-    def forward(self, images: list[Tensor], targets: Optional[Targets] = None
-                ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
+    def forward(
+        self, images: list[Tensor], targets: Optional[Targets] = None
+    ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
         if targets is not None and self.target == "visible":
             targets = [_visible_targets(t) for t in targets]
         return super().forward(images, targets)
