@@ -77,7 +77,36 @@ def _scene(data: bytes) -> AmodalScene:
     return AmodalScene(rec["image"], instances, rec["annotation"])
 
 
-class CompactScenes(Sequence[AmodalScene]):
+class SceneSequence(Sequence[AmodalScene]):
+    """A read-only sequence of scenes decoded one at a time, on access: a subclass gives ``__len__`` and
+    ``_scene_at`` (an index in ``0..len-1``)."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def _scene_at(self, index: int) -> AmodalScene:
+        raise NotImplementedError
+
+    @overload
+    def __getitem__(self, index: int) -> AmodalScene: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[AmodalScene]: ...
+
+    def __getitem__(self, index: int | slice) -> AmodalScene | list[AmodalScene]:
+        if isinstance(index, slice):
+            return [self._scene_at(i) for i in range(*index.indices(len(self)))]
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"scene index {index} out of range for {n} scenes")
+        return self._scene_at(index % n)
+
+    def __iter__(self) -> Iterator[AmodalScene]:
+        for i in range(len(self)):
+            yield self._scene_at(i)
+
+
+class CompactScenes(SceneSequence):
     """A read-only sequence of scenes held as RLE records; ``scenes[i]`` decodes scene ``i``.
 
     Built from any iterable of scenes, consumed one at a time, so a reader that yields scenes lazily never
@@ -124,25 +153,9 @@ class CompactScenes(Sequence[AmodalScene]):
     def __len__(self) -> int:
         return len(self._offsets) - 1
 
-    @overload
-    def __getitem__(self, index: int) -> AmodalScene: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[AmodalScene]: ...
-
-    def __getitem__(self, index: int | slice) -> AmodalScene | list[AmodalScene]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        n = len(self)
-        if not -n <= index < n:
-            raise IndexError(f"scene index {index} out of range for {n} scenes")
-        index %= n
+    def _scene_at(self, index: int) -> AmodalScene:
         start, stop = int(self._offsets[index]), int(self._offsets[index + 1])
         return _scene(self._buffer[start:stop].tobytes())
-
-    def __iter__(self) -> Iterator[AmodalScene]:
-        for i in range(len(self)):
-            yield self[i]
 
     @property
     def nbytes(self) -> int:

@@ -12,15 +12,15 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, cast, overload
+from typing import Any, cast
 
 from ..errors import FormatError
 from ..scene import AmodalScene, AnnotationSet
 from ._base import Context, build_scene, image_index, is_int, parse_categories, split_known
 from .api import detect, from_dict, parse, read_json
 from .coco import AGNOSTIC
+from .compact import SceneSequence
 
 try:  # a fast parser for large files; the standard library reads the same documents
     import orjson
@@ -48,7 +48,7 @@ def read_json_fast(path: str | Path) -> Any:
     return read_json(path)
 
 
-class IndexedScenes(Sequence[AmodalScene]):
+class IndexedScenes(SceneSequence):
     """A read-only sequence of a parsed file's scenes; ``scenes[i]`` decodes scene ``i`` from its records.
 
     ``images`` holds each scene's image record (copies), so file names and sizes are known undecoded (None
@@ -74,19 +74,7 @@ class IndexedScenes(Sequence[AmodalScene]):
     def __len__(self) -> int:
         return len(self._records)
 
-    @overload
-    def __getitem__(self, index: int) -> AmodalScene: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[AmodalScene]: ...
-
-    def __getitem__(self, index: int | slice) -> AmodalScene | list[AmodalScene]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        n = len(self)
-        if not -n <= index < n:
-            raise IndexError(f"scene index {index} out of range for {n} scenes")
-        index %= n
+    def _scene_at(self, index: int) -> AmodalScene:
         part, paths = _loads(self._records[index]), self._paths[index]
         if self._categories is not None:
             part["categories"] = self._categories
@@ -94,10 +82,6 @@ class IndexedScenes(Sequence[AmodalScene]):
             return build_scene(next(iter(parse(Context(self._source), part, self._fmt).groups)))
         except FormatError as err:
             raise FormatError(self._source, _path_in_file(err.json_path, paths), err.expected) from None
-
-    def __iter__(self) -> Iterator[AmodalScene]:
-        for i in range(len(self)):
-            yield self[i]
 
 
 def _path_in_file(path: str, positions: dict[str, list[int]]) -> str:
