@@ -11,27 +11,10 @@ from semlayer.data import AmodalDataset, Augment, SyntheticSource, collate
 from semlayer.engine.config import load_config
 from semlayer.errors import ConfigError
 from semlayer.model import build_model, load_init_weights
+from tests.test_model import SMALL
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DATASETS = ("cocoa", "cocoa_cls", "d2sa", "kins")
-SMALL = {
-    "representation_size": 64,
-    "mask_head_channels": 16,
-    "mask_head_convs": 1,
-    "glm_channels": 8,
-    "glm_convs": 1,
-    "fpn_channels": 16,
-    "min_size": 96,
-    "max_size": 96,
-    "box_batch_size_per_image": 64,
-    "rpn_batch_size_per_image": 64,
-    "rpn_pre_nms_top_n_train": 200,
-    "rpn_post_nms_top_n_train": 100,
-    "rpn_pre_nms_top_n_test": 100,
-    "rpn_post_nms_top_n_test": 50,
-    "box_detections_per_img": 10,
-    "box_score_thresh": 0.0,
-}
 
 
 def test_imagenet_resnet50_weights_fill_the_whole_backbone(tmp_path):
