@@ -30,7 +30,7 @@ from semlayer.scene import MOVES, AmodalScene, Instance
 
 from .finetune import FineTuneJob, Progress, class_agnostic_checkpoint, finetune_config, next_run_dir, train_command
 from .model import Model, load_model
-from .session import ConflictError, EditSession, editable_copy, op_rename, op_set_category, op_set_stuff
+from semlayer.workspace import ConflictError, EditSession, editable_copy, op_rename, op_set_category, op_set_stuff
 
 log = logging.getLogger(__name__)
 

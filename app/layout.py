@@ -24,7 +24,7 @@ from semlayer.scene import MOVES
 from . import assist_layout
 from . import handlers as h
 from . import security
-from .session import ConflictError, SaveError
+from semlayer.workspace import ConflictError, SaveError
 
 # Figures are written here once, as PNG, and handed to Gradio as files: its own encoder (PIL, default
 # compression) takes several times longer than the whole rest of a click.

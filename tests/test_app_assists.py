@@ -6,7 +6,7 @@ import pytest
 
 from app import assists as a
 from app import handlers as h
-from app.session import EditSession
+from semlayer.workspace import EditSession
 from semlayer import assist
 from semlayer.scene import AmodalScene, AnnotationSet, Instance
 

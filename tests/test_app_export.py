@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from app.session import EditSession
+from semlayer.workspace import EditSession
 from semlayer import formats, synth
 from semlayer.cli import main
 
@@ -198,7 +198,7 @@ def test_exports_with_external_occlusion_validate(tmp_path, dataset):
 
 
 def test_a_file_session_holds_scenes_index_first_and_exports_every_one(tmp_path, dataset, monkeypatch):
-    import app.session as session_module
+    import semlayer.workspace as session_module
     from semlayer.formats.indexed import IndexedScenes
 
     path, images, _ = dataset

@@ -11,7 +11,7 @@ import yaml
 
 from app import handlers as h
 from app.main import ROOT
-from app.session import EditSession
+from semlayer.workspace import EditSession
 from semlayer import synth
 from semlayer.engine import load_checkpoint, load_config
 

@@ -13,7 +13,7 @@ import pytest
 from app import handlers as h
 from app.finetune import FineTuneJob
 from app.model import Model, register_model
-from app.session import ConflictError, EditSession
+from semlayer.workspace import ConflictError, EditSession
 from semlayer import formats, semdist, viz
 from semlayer.images import ImageReadError
 from semlayer.scene import AmodalScene, AnnotationSet, Instance

@@ -26,11 +26,11 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from app import handlers as h
-from app import session as session_mod
+from semlayer import workspace as session_mod
 from app.handlers import AppConfig
 from app.main import launch
 from app.model import Model, register_model
-from app.session import EditSession
+from semlayer.workspace import EditSession
 from semlayer import synth
 from semlayer.images import MAX_PIXELS
 from tests.test_app_handlers import FakePredictor

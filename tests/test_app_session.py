@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.session import ConflictError, EditSession, decode_rle, encode_rle
+from semlayer.workspace import ConflictError, EditSession, decode_rle, encode_rle
 from semlayer.scene import AmodalScene, AnnotationSet, Instance
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -236,7 +236,7 @@ CHILD = r"""
 import sys, numpy as np
 sys.path.insert(0, sys.argv[2])
 from tests.test_app_session import toy_set
-from app.session import EditSession
+from semlayer.workspace import EditSession
 s = EditSession(sys.argv[1], toy_set(), None)
 for k in range(10_000):
     s.move(1, "back" if k % 2 == 0 else "front")
@@ -281,7 +281,7 @@ def test_a_save_cut_off_between_its_two_files_is_finished_on_reopen(tmp_path):
 
 
 def test_browsing_keeps_only_recent_editable_copies_and_loses_no_edit(tmp_path):
-    from app import session as session_mod
+    from semlayer import workspace as session_mod
 
     scenes = [
         AmodalScene(

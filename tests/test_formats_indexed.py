@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.session import scene_state
+from semlayer.workspace import scene_state
 from semlayer import formats
 from semlayer.errors import FormatError
 from semlayer.formats import indexed

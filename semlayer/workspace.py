@@ -1,4 +1,4 @@
-"""The editing session behind the app: a dataset, per-scene undo/redo and an autosaved workspace.
+"""An annotation workspace: a dataset, per-scene undo/redo and autosaved edits (no UI; the app drives it).
 
 Every edit is saved atomically at once, so a crash, a restart or a page reload loses nothing. Layout of a
 dataset's workspace folder (``<workspace>/<stem>-<sha8>/`` for a file, ``<workspace>/uploads/`` for uploads)::
@@ -405,7 +405,7 @@ class _CorrectedScenes(Sequence[AmodalScene]):
     def __len__(self) -> int:
         return len(self._session)
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         if not 0 <= index < len(self):
@@ -443,7 +443,7 @@ class EditSession:
         self._live: OrderedDict[int, None] = OrderedDict()  # slots holding a live scene, least recent first
         self._caches: dict[int, _RleCache] = {}
         self._scene_revs: dict[int, int] = {}  # revision of each scene file as this session last read/wrote it
-        self._scene_stats: dict[int, tuple] = {}  # and that file's identity then: unchanged means not re-read
+        self._scene_stats: dict[int, tuple | None] = {}  # and that file's identity then: unchanged means not re-read
         self._unsaved: set[int] = set()  # scenes whose last save failed: written by the next save
         self.changes = 0  # edits made in memory, saved or not (figures depend on it, see app.handlers)
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -779,7 +779,7 @@ class EditSession:
             base = scene.copy()
             for inst in base.instances:
                 inst.semdist = None
-            image_path = self.folder / "images" / record["file_name"]
+            image_path = self.folder / "images" / str(record["file_name"])
             try:
                 atomic_write_bytes(image_path, image_png)
             except OSError as err:
@@ -959,16 +959,18 @@ class EditSession:
 
     def _read_source(self) -> dict[str, Any]:
         """The source file's JSON, refused unless it is the content the edits were made on (its sha256)."""
+        source = self.source
+        assert source is not None, "only a session opened on a file has a source"
         try:
-            data = self.source.read_bytes()
+            data = source.read_bytes()
         except OSError as err:
             raise SourceChangedError(
-                f"{self.source.name} cannot be read any more ({err.strerror}); restore it to "
+                f"{source.name} cannot be read any more ({err.strerror}); restore it to "
                 "export COCOA merged into it, or export COCO-style or KINS JSON"
             ) from None
         if hashlib.sha256(data).hexdigest() != self.source_sha256:
             raise SourceChangedError(
-                f"{self.source.name} changed on disk since it was opened, so these edits (of its earlier version) "
+                f"{source.name} changed on disk since it was opened, so these edits (of its earlier version) "
                 "are not merged into it: restore the earlier file to export COCOA, export COCO-style or KINS JSON "
                 f"(the whole corrected dataset), or restart the app to edit the new version (these edits stay in "
                 f"the workspace folder {self.folder.name})"
@@ -976,9 +978,9 @@ class EditSession:
         try:
             obj = json.loads(data)
         except ValueError as err:
-            raise FormatError(self.source.name, "", f"a readable JSON file ({err})") from None
+            raise FormatError(source.name, "", f"a readable JSON file ({err})") from None
         if not isinstance(obj, dict):
-            raise FormatError(self.source.name, "", "a JSON object")
+            raise FormatError(source.name, "", "a JSON object")
         return obj
 
     def _merge_cocoa(self, original: dict[str, Any]) -> dict[str, Any]:
