@@ -16,6 +16,12 @@ import os
 import sys
 from pathlib import Path
 
+import torch
+
+from semlayer.config import load_config, validate_config
+from semlayer.engine import train
+from semlayer.errors import ConfigError, SemlayerError
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Train the Semantic Layering Network (or a Mask R-CNN baseline).")
@@ -51,8 +57,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _pair(data: str | None, images: str | None, what: str) -> tuple[str, str] | None:
-    from semlayer.errors import ConfigError
-
     if bool(data) != bool(images):
         raise ConfigError(f"--{what}data and --{what}images go together")
     return (data, images) if data else None
@@ -61,11 +65,6 @@ def _pair(data: str | None, images: str | None, what: str) -> tuple[str, str] | 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    import torch
-
-    from semlayer.engine import load_config, train, validate_config
-    from semlayer.errors import ConfigError, SemlayerError
-
     # One process per core share: torchrun's local processes split the machine's cores between them.
     procs = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     try:

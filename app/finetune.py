@@ -22,9 +22,9 @@ from typing import Any
 import torch
 import yaml
 
-from semlayer.engine.checkpoint import read_checkpoint, save_checkpoint
-from semlayer.engine.config import load_config, validate_model_config
+from semlayer.config import load_config, validate_model_config
 from semlayer.io_utils import atomic_write_text
+from semlayer.model.checkpoint import read_checkpoint, save_checkpoint
 from semlayer.resources import ROOT  # where train.py is: the checkout, or its copy in an installed wheel
 
 LOG_NAME = "log.jsonl"

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from semlayer import semdist, viz
-from semlayer.engine.config import load_config
+from semlayer.config import load_config
 from semlayer.errors import SemlayerError
 from semlayer.images import read_image
 from semlayer.io_utils import atomic_write_json

@@ -12,7 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python app/main.py` works as well as `python -m app`
     sys.path.insert(0, str(ROOT))
 
-from app.handlers import AppConfig  # noqa: E402
+from app.finetune import end_jobs_on_exit  # noqa: E402
+from app.handlers import AppConfig, new_tab  # noqa: E402
+from app.model import load_model  # noqa: E402
 from app.security import LOOPBACK, allowed_paths, app_kwargs, check_exposure, credentials, parse_credential  # noqa: E402
 from semlayer.errors import ConfigError, SemlayerError  # noqa: E402
 from semlayer.figures import DEMO_ANNOTATIONS as DEMO_DATA  # noqa: E402
@@ -116,7 +118,7 @@ def launch(
 ) -> tuple[Any, str]:
     """Build the page and serve it: only `allowed_paths`, behind `FileGuard`, with the logins given.
     Returns the Blocks and the local URL (``options`` go to ``launch``, e.g. ``prevent_thread_lock``)."""
-    from app.layout import build  # Gradio is slow to import: only once the input is known to be good
+    from app.layout import build  # late: Gradio (heavy) is imported only once the input is known to be good
 
     demo = build(cfg)
     demo.queue(default_concurrency_limit=4)
@@ -152,9 +154,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.warning("%s", exposed)
     cfg.workspace.mkdir(parents=True, exist_ok=True)
 
-    from app.handlers import new_tab
-    from app.model import load_model
-
     try:
         new_tab(cfg)  # fail now, with a clear message, on a broken annotation file or workspace
         if cfg.checkpoint is not None:
@@ -169,8 +168,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     else:
         logging.info("model %s", cfg.checkpoint)
-    from app.finetune import end_jobs_on_exit
-
     end_jobs_on_exit()
     launch(cfg, args.host, args.port, logins)
     return 0

@@ -17,8 +17,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from semlayer.engine import categories_from_names
 from semlayer.errors import ConfigError
+from semlayer.model.checkpoint import categories_from_names
+from semlayer.predict import Predictor
 from semlayer.scene import AmodalScene
 
 
@@ -126,8 +127,6 @@ def load_model(checkpoint: str | Path) -> Model:
         if path not in _MODELS:
             if not Path(path).is_file():
                 raise ConfigError(f"checkpoint {path} does not exist")
-            from semlayer.predict import Predictor
-
             _MODELS[path] = Model(Predictor(path, device="cpu"), checkpoint=path)
         return _MODELS[path]
 

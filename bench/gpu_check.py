@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from semlayer import formats  # noqa: E402
 from semlayer.cocoa_eval import format_official_table, official_cocoa_evaluate  # noqa: E402
-from semlayer.engine import load_config, train, validate_config  # noqa: E402
+from semlayer.config import load_config, validate_config  # noqa: E402
+from semlayer.engine import train  # noqa: E402
 from semlayer.evaluate import evaluate  # noqa: E402
 from semlayer.predict import predict_files  # noqa: E402
 from semlayer.synth import write_dataset  # noqa: E402

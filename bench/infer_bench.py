@@ -34,8 +34,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from semlayer.engine import load_config, read_checkpoint  # noqa: E402
+from semlayer.config import load_config  # noqa: E402
 from semlayer.model import build_model  # noqa: E402
+from semlayer.model.checkpoint import read_checkpoint  # noqa: E402
 from semlayer.predict import DEFAULT_CHECKPOINT, Predictor  # noqa: E402
 from semlayer.synth import generate_scene  # noqa: E402
 

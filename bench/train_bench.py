@@ -28,8 +28,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from semlayer.config import load_config  # noqa: E402
 from semlayer.data import build_dataset, collate  # noqa: E402
-from semlayer.engine import load_config  # noqa: E402
 from semlayer.model import build_model  # noqa: E402
 
 

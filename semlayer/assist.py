@@ -24,9 +24,13 @@ from typing import Any, Sequence
 
 import cv2
 import numpy as np
+import torch
 from scipy.signal import fftconvolve
 from skimage.segmentation import slic
+from torchvision.models.detection.transform import resize_boxes
+from torchvision.ops import roi_align
 
+from .model.sln import paste_roi_maps
 from .scene import AmodalScene, Instance
 
 GRABCUT_ITERATIONS = 5
@@ -395,8 +399,6 @@ class BoxCompleter:
         self._lock = threading.Lock()
 
     def _features(self, image: np.ndarray) -> tuple:
-        import torch
-
         rgb = _rgb(image)
         key = hashlib.sha1(rgb.tobytes()).hexdigest() + str(rgb.shape)
         if key != self._key:
@@ -421,12 +423,6 @@ class BoxCompleter:
         self, image: np.ndarray, box: Sequence[float], category: int | None = None
     ) -> tuple[np.ndarray, int]:
         """`amodal` for a box in the detector's own convention (pixel edges, floats), as its detections have."""
-        import torch
-        from torchvision.models.detection.transform import resize_boxes
-        from torchvision.ops import roi_align
-
-        from .model.sln import paste_roi_maps
-
         with self._lock, torch.inference_mode():
             sizes, features, glm, (H, W) = self._features(image)
             frame_box = torch.tensor([list(map(float, box))], dtype=torch.float32, device=self.predictor.device)

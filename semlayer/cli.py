@@ -189,7 +189,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_export_model(args: argparse.Namespace) -> int:
-    from .engine import export_for_inference
+    from .model.checkpoint import export_for_inference
 
     path = export_for_inference(args.checkpoint, args.out)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")

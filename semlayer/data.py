@@ -28,10 +28,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from . import formats
 from .errors import FormatError
 from .images import read_image
 from .scene import AmodalScene, AnnotationSet, Instance, mask_bbox, renumber_ranks
 from .semdist import DEFAULT_K, DEFAULT_TAU, encode_scene, global_layering_map, instance_layer_maps
+from .synth import CATEGORIES, generate_scene, image_rng
 
 Target = dict[str, torch.Tensor]
 
@@ -127,8 +129,6 @@ class SyntheticSource:
         min_instances: int = 1,
         class_agnostic: bool = True,
     ):
-        from .synth import CATEGORIES
-
         self.class_agnostic = bool(class_agnostic)
         # Synthetic category ids are 1..C, so a category id is its label.
         self.categories = (
@@ -147,8 +147,6 @@ class SyntheticSource:
         return self.num_images
 
     def get(self, index: int) -> tuple[np.ndarray, AmodalScene]:
-        from .synth import generate_scene, image_rng  # imported late: only synthetic runs need the generator
-
         return generate_scene(
             image_rng(self.seed, index),
             size=self.size,
@@ -342,11 +340,9 @@ def build_dataset(
         if not Path(img_dir).is_dir():
             raise FormatError(str(img_dir), "", "an existing image folder")
         if loader is None:
-            from .formats import load  # imported late: the readers are only needed for real data
-
             # Compact: a whole real training set as RLE (decoded per sample), not as full-frame masks.
             def loader(path: str) -> AnnotationSet:  # a progress bar from the first (torchrun) process only
-                return load(path, compact=True, progress=os.environ.get("RANK", "0") == "0")
+                return formats.load(path, compact=True, progress=os.environ.get("RANK", "0") == "0")
 
         annotation_set = loader(str(ann_path))
         source: SceneSource = AnnotationSource(

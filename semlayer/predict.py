@@ -1,44 +1,8 @@
-"""Inference: `Predictor` runs the network once per image and answers cheap queries from its cache (as
-Segment Anything's predictor caches the image embedding); `predict_files` runs a checkpoint over image
-files and folders and writes an annotation file.
-
-How a scene is decoded from the network's outputs (docs/design.md section 5):
-
-* Detections are taken in descending score order; instance ids are ``1 + position`` in that order, so an
-  instance keeps its id whatever the score threshold.
-* RoI maps are pasted into the image with torchvision's Mask R-CNN geometry (`paste_roi_maps`), but only
-  over each detection's box, and cached per detection. Amodal mask = pasted ``masks`` > 0.5 (for the SLN,
-  ``masks`` = P(not outside), so the mask is where the layering head's "outside" class is unlikely). Each
-  amodal pixel gets the most probable of the layers 0..K-1; the sem-dist values are the regression clamped
-  into each pixel's level, ``(K - 1 - layer) + [1/tau, 1]``, and 0 outside the amodal mask, so they decode
-  to exactly those layers. Detections whose mask is empty are dropped.
-* Duplicates: greedy mask NMS (IoU > ``mask_nms_thr``) on each detection's *visible evidence* (SLN: its
-  layer-0 region; baselines: their mask), across labels, since a pixel is visible on one object only. For
-  the SLN, two distinct overlapping objects have disjoint visible regions, so unlike amodal IoU this does
-  not merge an occluder with what it hides. Greedy NMS in score order commutes with the score threshold,
-  so each detection goes through it once, on the first query that includes it.
-* Depth order (SLN): every overlapping pair votes with its pixels, the one on the lower layer is in front
-  (`semdist.order_constraints`), each pair's votes weighted by the product of the two scores; ranks come
-  from `order.ranks_from_constraints` (cycles broken by dropping the weakest evidence; unordered instances
-  by score). Baselines have no layers: of two overlapping instances the one whose overlap is the smaller
-  share of its own area is in front (an occluded object loses a larger share of itself to the overlap).
-* Visible masks follow the painter's rule under that order (as `AmodalScene.set_visible` sets it, worked out
-  in each detection's box), with the predicted visible region (layer 0) as the visible evidence: occlusion
-  the network sees but no detected instance explains is kept as *external* occlusion. Pieces of it are dropped as noise when smaller than
-  ``min_external_fraction`` (default 2 %) of the instance's amodal area or thinner than
-  ``MIN_EXTERNAL_THICKNESS`` px everywhere (the rim left where an occluder's predicted edge and the layer
-  boundary disagree by a pixel or two), so noise does not turn an unoccluded object into an occluded one.
-* The maps then follow that order: ``Instance.semdist`` is a `SemDistMap` crop of the instance's box (memory
-  follows the box, not the image) whose layers (``Instance.layers``) are 0 exactly on the scene's visible
-  mask and at least 1 on its hidden part; a pixel moved to another level keeps its distance part. So level
-  sets, layer map and heat map all show what the scene says.
-* Categories: the network's contiguous labels 1..C are mapped back to the training data's category ids and
-  names (the checkpoint's ``categories``; ids 1..C for checkpoints older than that entry), so
-  ``Instance.category`` and the files' ``category_id`` and ``categories`` are the dataset's own.
-* Files (`predict_files`) hold the scene's visible masks as they are, external occlusion included (the
-  app shows and exports the same scenes): a COCOA or COCO-style file states it as invisible pixels that no
-  region in front covers, which the readers keep bit for bit and `formats.validate` accepts (and notes).
-"""
+"""Inference. `Predictor` runs the network once per image and answers every later query (a score threshold,
+one instance's maps, the global layering map) from its cache, as Segment Anything's predictor caches the image
+embedding, so a click in the app never runs the network again. `predict_files` runs a checkpoint over image
+files and folders into one annotation file. How a scene is decoded from the network's outputs (instance ids,
+pasting, duplicates, depth order, visible masks, the maps, categories) is in docs/design.md, section 5."""
 
 from __future__ import annotations
 
@@ -52,14 +16,16 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from torchvision.models.detection.roi_heads import expand_boxes, expand_masks
 from tqdm import tqdm
 
-from .engine.checkpoint import categories_from_names, check_categories, load_for_inference
-from .engine.config import defaults
+from . import distributed, formats
+from .config import defaults
 from .errors import ConfigError, FormatError, SemlayerError
+from .formats.compact import CompactScenes, compact_record
 from .images import ImageReadError, read_image, to_rgb
+from .model.checkpoint import categories_from_names, check_categories, load_for_inference
 from .order import Constraint, box_pairs, ranks_from_constraints
 from .resources import ASSETS
 from .scene import AmodalScene, AnnotationSet, Instance
@@ -189,7 +155,7 @@ def _full_frames(
     crops: Sequence[np.ndarray], boxes: Sequence[Sequence[int]], shape: tuple[int, int], fill: Any = 0
 ) -> list[np.ndarray]:
     """Crops placed in full frames of ``fill``, allocated as one block: one allocation instead of one per
-    frame (at 50 detections `Predictor.scene` took 20.7 against 21.9 ms with separate frames)."""
+    frame (docs/benchmarks.md)."""
     dtype = crops[0].dtype if crops else np.dtype(bool)
     out = np.zeros((len(crops), *shape), dtype) if fill == 0 else np.full((len(crops), *shape), fill, dtype)
     for frame, crop, (x0, y0, x1, y1) in zip(out, crops, boxes):
@@ -597,15 +563,19 @@ def list_images(inputs: Iterable[str | os.PathLike]) -> tuple[list[tuple[Path, s
 
 
 class _ImageFiles(Dataset):
-    """Image files read (and converted to RGB) in DataLoader workers: ``(index, image or None, why not)``."""
+    """One process's share of the image files (every ``world``-th from ``rank`` on), read and converted to RGB
+    in DataLoader workers: items are ``(file index, image or None, why not)``."""
 
-    def __init__(self, files: Sequence[tuple[Path, str]]):
+    def __init__(self, files: Sequence[tuple[Path, str]], rank: int = 0, world: int = 1):
         self.files = files
+        self.rank, self.world = rank, world
+        self.indices = range(rank, len(files), world)
 
     def __len__(self) -> int:
-        return len(self.files)
+        return len(self.indices)
 
-    def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str]:
+    def __getitem__(self, item: int) -> tuple[int, np.ndarray | None, str]:
+        index = self.indices[item]
         path = self.files[index][0]
         try:
             return index, read_image(path), ""
@@ -644,17 +614,7 @@ def predict_files(
     NCCL with ``device="cuda"``, each process on the GPU of its local rank) and process 0 writes the one
     file, the same bytes as one process writes: the network sees one image at a time, so an image's
     prediction does not depend on which images share its process or batch."""
-    from . import formats  # late: the readers and writers are only needed here
-    from .engine import distributed
-    from .formats.compact import CompactScenes, compact_record
-
-    if fmt not in OUTPUT_FORMATS:
-        raise ConfigError(f"format: expected one of {', '.join(OUTPUT_FORMATS)}, got {fmt!r}")
-    score_thr = _check_score_thr(score_thr)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise ConfigError(f"workers: expected an integer >= 0, got {workers!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch size: expected an integer >= 1, got {batch_size!r}")
+    score_thr = _check_file_options(fmt, score_thr, workers, batch_size)
     files, empty = list_images(inputs)
     if not files:
         reasons = "; ".join(f"{p}: {why}" for p, why in empty) or "no inputs given"
@@ -666,25 +626,8 @@ def predict_files(
     rank, world = (info.rank, info.world_size) if info else (0, 1)
     try:
         predictor = Predictor(checkpoint, device=device, semdist=False)  # files hold no sem-dist maps
-        mine = list(range(rank, len(files), world))
-        loader = DataLoader(
-            Subset(_ImageFiles(files), mine), batch_size=batch_size, num_workers=workers, collate_fn=_as_list
-        )
-        records: list[tuple[int, bytes, int]] = []  # (file index, scene as RLE, instances)
-        failed: list[tuple[int, str]] = []
-        with tqdm(
-            total=len(files), desc="predict", unit="img", disable=not progress or rank != 0, dynamic_ncols=True
-        ) as bar:
-            for batch in loader:
-                for index, image, why in batch:
-                    if image is None:
-                        failed.append((index, why))
-                    else:
-                        predictor.set_image(image)
-                        # Image ids are final once every process's readable images are known (`_merged`).
-                        scene = predictor.scene(score_thr, {"id": index + 1, "file_name": files[index][1]})
-                        records.append((index, compact_record(scene), len(scene)))
-                    bar.update(min(world, bar.total - bar.n))  # the others go at the same pace
+        share = _ImageFiles(files, rank=rank, world=world)
+        records, failed = _predict_share(predictor, share, score_thr, batch_size, workers, progress)
         parts = distributed.gather_objects((records, failed))
         ok = distributed.broadcast_object(parts is None or any(r for r, _ in parts))
         if parts is not None:
@@ -704,3 +647,40 @@ def predict_files(
     finally:
         if info is not None:
             distributed.cleanup()
+
+
+def _check_file_options(fmt: str, score_thr: float, workers: int, batch_size: int) -> float:
+    """The score threshold as a float, once every option of `predict_files` is known to be good."""
+    if fmt not in OUTPUT_FORMATS:
+        raise ConfigError(f"format: expected one of {', '.join(OUTPUT_FORMATS)}, got {fmt!r}")
+    score_thr = _check_score_thr(score_thr)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ConfigError(f"workers: expected an integer >= 0, got {workers!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch size: expected an integer >= 1, got {batch_size!r}")
+    return score_thr
+
+
+def _predict_share(
+    predictor: Predictor, share: _ImageFiles, score_thr: float, batch_size: int, workers: int, progress: bool
+) -> tuple[list[tuple[int, bytes, int]], list[tuple[int, str]]]:
+    """This process's images predicted: ``(file index, scene as RLE, instances)`` of each readable one, and
+    ``(file index, why not)`` of each unreadable one."""
+    loader = DataLoader(share, batch_size=batch_size, num_workers=workers, collate_fn=_as_list)
+    records: list[tuple[int, bytes, int]] = []
+    failed: list[tuple[int, str]] = []
+    total = len(share.files)
+    with tqdm(
+        total=total, desc="predict", unit="img", disable=not progress or share.rank != 0, dynamic_ncols=True
+    ) as bar:
+        for batch in loader:
+            for index, image, why in batch:
+                if image is None:
+                    failed.append((index, why))
+                else:
+                    predictor.set_image(image)
+                    # Image ids are final once every process's readable images are known (`predict_files`).
+                    scene = predictor.scene(score_thr, {"id": index + 1, "file_name": share.files[index][1]})
+                    records.append((index, compact_record(scene), len(scene)))
+                bar.update(min(share.world, bar.total - bar.n))  # the others go at the same pace
+    return records, failed

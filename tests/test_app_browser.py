@@ -454,9 +454,9 @@ def test_a_cocoa_file_is_fixed_exported_validated_and_fine_tuned(browser, tmp_pa
     exports COCOA that `validate` and pycocotools accept with the fix in it, and starts a fine-tune."""
     import torch
 
-    from semlayer.engine import load_config
-    from semlayer.engine.checkpoint import save_checkpoint
+    from semlayer.config import load_config
     from semlayer.model import build_model
+    from semlayer.model.checkpoint import save_checkpoint
 
     # Their own file; and a real (random) checkpoint, as train.py --init gets it.
     data = synth.write_dataset(tmp_path / "mine", 2, seed=7, size=128, max_instances=4, min_instances=3, progress=False)

@@ -13,7 +13,8 @@ from app import handlers as h
 from app.main import ROOT
 from semlayer.workspace import EditSession
 from semlayer import synth
-from semlayer.engine import load_checkpoint, load_config
+from semlayer.config import load_config
+from semlayer.model.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
 CONFIG = ROOT / "configs" / "tiny_synth.yaml"
@@ -107,7 +108,7 @@ def test_merged_class_heads_keep_the_background_and_average_the_classes(tmp_path
     import torch
 
     from app.finetune import class_agnostic_checkpoint
-    from semlayer.engine.checkpoint import read_checkpoint, save_checkpoint
+    from semlayer.model.checkpoint import read_checkpoint, save_checkpoint
     from semlayer.model import build_model
     from semlayer.model.build import load_init_weights
 

@@ -218,7 +218,7 @@ def test_synthetic_dataset_and_collate():
 def test_a_real_training_file_is_held_compactly_and_gives_the_same_samples(tmp_path):
     from semlayer import formats
     from semlayer.data import build_dataset
-    from semlayer.engine import defaults
+    from semlayer.config import defaults
     from semlayer.synth import write_dataset
 
     write_dataset(tmp_path, num_images=3, seed=4, size=64)

@@ -10,20 +10,17 @@ import pytest
 import torch
 
 from semlayer import formats, synth
-from semlayer.engine import (
-    TrainingError,
+from semlayer.config import load_config, validate_config
+from semlayer.engine import TrainingError, lr_factor, train
+from semlayer.errors import ConfigError, FormatError
+from semlayer.model import build_model
+from semlayer.model.checkpoint import (
     export_for_inference,
     load_checkpoint,
     load_for_inference,
-    load_config,
-    lr_factor,
     read_checkpoint,
     save_checkpoint,
-    train,
-    validate_config,
 )
-from semlayer.errors import ConfigError, FormatError
-from semlayer.model import build_model
 from semlayer.predict import Predictor
 
 
@@ -263,7 +260,8 @@ DDP_SCRIPT = textwrap.dedent(
     """
     import json, os, sys
     import torch
-    from semlayer.engine import train, validate_config
+    from semlayer.config import validate_config
+    from semlayer.engine import train
     torch.set_num_threads(1)
     out = sys.argv[1]
     result = train(validate_config(json.loads(sys.argv[2])), out, progress=False)

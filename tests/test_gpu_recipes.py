@@ -8,7 +8,7 @@ import torch
 import torchvision
 
 from semlayer.data import AmodalDataset, Augment, SyntheticSource, collate
-from semlayer.engine.config import load_config
+from semlayer.config import load_config
 from semlayer.errors import ConfigError
 from semlayer.model import build_model, load_init_weights
 from tests.test_model import SMALL
@@ -135,7 +135,9 @@ def test_r101_recipe_builds_without_downloading():
 
 
 def test_an_ablated_model_trains_with_the_trainer_and_predicts_a_scene(tmp_path):
-    from semlayer.engine import load_checkpoint, train, validate_config
+    from semlayer.config import validate_config
+    from semlayer.engine import train
+    from semlayer.model.checkpoint import load_checkpoint
     from semlayer.predict import Predictor
     from semlayer.synth import generate
 

@@ -17,7 +17,7 @@ import torch
 import yaml
 
 import semlayer
-from semlayer.engine.checkpoint import VERSION, read_checkpoint, save_checkpoint
+from semlayer.model.checkpoint import VERSION, read_checkpoint, save_checkpoint
 from semlayer.errors import FormatError
 from semlayer.predict import DEFAULT_CHECKPOINT
 

@@ -15,7 +15,8 @@ from PIL import Image
 from torch import nn
 
 from semlayer import formats, predict
-from semlayer.engine import load_config, save_checkpoint
+from semlayer.config import load_config
+from semlayer.model.checkpoint import save_checkpoint
 from semlayer.errors import ConfigError, FormatError, SemlayerError
 from semlayer.model import build_model, paste_roi_maps
 from semlayer.predict import Predictor, _argmax_channels, _drop_specks, _paste_geometry, _paste_in_box, predict_files

@@ -13,9 +13,9 @@ from PIL import Image
 
 from semlayer import formats
 from semlayer.cli import main
-from semlayer.engine import load_checkpoint
 from semlayer.figures import DEMO_ANNOTATIONS, DEMO_IMAGES
 from semlayer.images import read_image
+from semlayer.model.checkpoint import load_checkpoint
 from semlayer.predict import DEFAULT_CHECKPOINT, Predictor
 from semlayer.scene import AnnotationSet
 from semlayer.semdist import decode_layers

@@ -28,12 +28,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from .. import distributed as D
 from ..data import AmodalDataset, build_dataset, collate, targets_to
 from ..errors import ConfigError, SemlayerError
 from ..io_utils import atomic_write_bytes, atomic_write_text
 from ..model import build_model, load_init_weights
-from . import distributed as D
-from .checkpoint import read_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..model.checkpoint import read_checkpoint, save_checkpoint
+from .checkpoint import rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +231,7 @@ def _read_log(path: Path, upto: int) -> list[dict[str, Any]]:
 def train(
     config: dict[str, Any],
     out_dir: str | Path,
+    *,
     device: str = "cpu",
     resume: bool = False,
     init: str | None = None,
@@ -249,40 +251,150 @@ def train(
     out = Path(out_dir)
     info = D.init_distributed(device)
     try:
-        return _train(config, out, info, resume, init, train_data, val_data, workers, progress, stop_at)
+        ckpt = read_checkpoint(out / "last.pt") if resume else None
+        if ckpt is not None:  # the run's own config, with the schedule's new length
+            config = {**ckpt["config"], "train": {**ckpt["config"]["train"], "max_iters": config["train"]["max_iters"]}}
+        run, data = _start(
+            config, out, info, ckpt=ckpt, init=init, train_data=train_data, val_data=val_data, workers=workers
+        )
+        tcfg = config["train"]
+        end = tcfg["max_iters"] if stop_at is None else min(stop_at, tcfg["max_iters"])
+        bar = tqdm(
+            total=tcfg["max_iters"],
+            initial=run.iteration,
+            disable=not (progress and info.is_main),
+            unit="it",
+            dynamic_ncols=True,
+            desc="train",
+        )
+        window = _LossWindow()
+        while run.iteration < end:
+            train_one_epoch(run, data, end=end, bar=bar, window=window)
+        bar.close()
+        D.barrier()
+        if info.is_main:
+            names = ("last.pt", "best.pt", "log.jsonl", "curves.png")
+            log.info("done at iteration %d; wrote %s", run.iteration, ", ".join(str(out / n) for n in names))
+        return TrainResult(run.model, run.iteration, out, run.best, run.last_losses)
     finally:
         D.cleanup()
 
 
-def _train(
+@dataclass
+class _Run:
+    """What a training run holds and changes as it goes: the model (and its DDP wrapper), the optimizer, the
+    schedule, the iteration, the best loss so far and the log records (the main process's)."""
+
+    config: dict[str, Any]
+    out: Path
+    info: D.DistInfo
+    model: nn.Module
+    ddp_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    frozen_bns: list[nn.Module]  # BatchNorm layers kept in eval mode (`freeze_all_but`)
+    categories: list[dict[str, Any]]  # the training data's, in label order
+    use_amp: bool
+    weights: dict[str, float]  # loss weights by loss name (1 when not named)
+    iteration: int = 0
+    best: float | None = None
+    last_losses: dict[str, float] = field(default_factory=dict)
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def tcfg(self) -> dict[str, Any]:
+        return self.config["train"]
+
+    @property
+    def log_path(self) -> Path:
+        return self.out / "log.jsonl"
+
+
+@dataclass
+class _TrainData:
+    """The training set and its sampler (resumable inside an epoch), and the validation loader if any."""
+
+    dataset: AmodalDataset
+    sampler: ResumableSampler
+    val_loader: DataLoader | None
+    batch_size: int
+    workers: int
+    seed: int
+    iters_per_epoch: int
+
+
+@dataclass
+class _LossWindow:
+    """This process's training values summed since the last log line, and when that line was written."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    count: int = 0
+    since: float = field(default_factory=time.perf_counter)
+
+    def add(self, values: dict[str, float]) -> None:
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.count += 1
+
+    def close(self, device: torch.device) -> tuple[dict[str, float], float]:
+        """The window's means over every process and its seconds per iteration; a new window starts."""
+        mean = D.all_reduce_mean({k: v / self.count for k, v in self.sums.items()}, device)
+        now = time.perf_counter()
+        seconds = (now - self.since) / self.count
+        self.sums, self.count, self.since = {}, 0, now
+        return mean, seconds
+
+
+def _start(
     config: dict[str, Any],
     out: Path,
     info: D.DistInfo,
-    resume: bool,
+    *,
+    ckpt: dict[str, Any] | None,
     init: str | None,
     train_data: tuple[str, str] | None,
     val_data: tuple[str, str] | None,
     workers: int | None,
-    progress: bool,
-    stop_at: int | None,
-) -> TrainResult:
-    ckpt = None
-    if resume:
-        ckpt = read_checkpoint(out / "last.pt")
-        max_iters = config["train"]["max_iters"]
-        config = ckpt["config"]
-        config["train"]["max_iters"] = max_iters
-    tcfg, dcfg = config["train"], config["data"]
-    dev = info.device
-    seed = int(tcfg["seed"])
-
+) -> tuple[_Run, _TrainData]:
+    """The run ready for its first (or resumed) iteration, in the order that fixes every random draw: seed,
+    model, init weights, data, optimizer, then the checkpoint's states or the per-process seed."""
+    seed = int(config["train"]["seed"])
     _seed_everything(seed)  # the same initial weights in every process
     # A resumed run takes its weights from the checkpoint, so model.init need not exist any more.
-    model = build_model(config if ckpt is None else {**config, "model": {**config["model"], "init": None}}).to(dev)
+    model = build_model(config if ckpt is None else {**config, "model": {**config["model"], "init": None}})
+    model = model.to(info.device)
     if init and ckpt is None:
         load_init_weights(model, init)
-    frozen_bns = freeze_all_but(model, list(tcfg.get("trainable", [])))  # older checkpoints: no key
+    frozen_bns = freeze_all_but(model, list(config["train"].get("trainable", [])))  # older checkpoints: no key
+    train_ds, val_ds = _datasets(config, train_data, val_data)
+    run = _new_run(config, out, info, model, frozen_bns, train_ds.categories)
+    if ckpt is not None:
+        _restore(run, ckpt)
+    else:
+        torch.manual_seed(seed + info.rank)  # proposal sampling differs per process, like its data shard
+    data = _train_data(config, info, train_ds, val_ds, workers)
+    _open_log(run, resumed=ckpt is not None)
+    if info.is_main:
+        log.info(
+            "training %s (%s) for %d iterations on %d process(es), %s; %d training images, %s; out: %s",
+            config["model"]["kind"],
+            config["model"]["backbone"],
+            run.tcfg["max_iters"],
+            info.world_size,
+            info.device,
+            len(train_ds),
+            f"{len(val_ds)} validation images" if val_ds is not None else "no validation set",
+            out,
+        )
+    return run, data
 
+
+def _datasets(
+    config: dict[str, Any], train_data: tuple[str, str] | None, val_data: tuple[str, str] | None
+) -> tuple[AmodalDataset, AmodalDataset | None]:
+    """The training set and the validation set (None without one): the files given, else the config's files,
+    else its synthetic sets."""
     train_ds = build_dataset(config, "train", True, *(train_data or (None, None)))
     val_ds = None
     if val_data or config["data"]["val"].get("annotations"):
@@ -290,8 +402,7 @@ def _train(
     elif not (train_data or config["data"]["train"].get("annotations")):
         val_ds = build_dataset(config, "val", False)
     # The training data's categories, not the init checkpoint's: a fine-tune's labels mean the new data's classes.
-    categories = train_ds.categories
-    class_names = [c["name"] for c in categories]
+    class_names = [c["name"] for c in train_ds.categories]
     if len(class_names) != config["model"]["num_classes"]:
         raise ConfigError(
             f"model.num_classes: the training data has {len(class_names)} classes "
@@ -300,165 +411,185 @@ def _train(
         )
     if len(train_ds) == 0:
         raise ConfigError("the training set is empty")
+    return train_ds, val_ds
 
+
+def _new_run(
+    config: dict[str, Any],
+    out: Path,
+    info: D.DistInfo,
+    model: nn.Module,
+    frozen_bns: list[nn.Module],
+    categories: list[dict[str, Any]],
+) -> _Run:
+    tcfg = config["train"]
     ddp_model: nn.Module = model
     if info.distributed:
-        ddp_model = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        ddp_model = DistributedDataParallel(
+            model, device_ids=[info.device.index] if info.device.type == "cuda" else None
+        )
     optimizer = build_optimizer(model, tcfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, tcfg))
-    use_amp = bool(tcfg["amp"]) and dev.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    weights = {k: float(v) for k, v in tcfg["loss_weights"].items()}
+    use_amp = bool(tcfg["amp"]) and info.device.type == "cuda"
+    return _Run(
+        config=config,
+        out=out,
+        info=info,
+        model=model,
+        ddp_model=ddp_model,
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, tcfg)),
+        scaler=torch.amp.GradScaler("cuda", enabled=use_amp),
+        frozen_bns=frozen_bns,
+        categories=categories,
+        use_amp=use_amp,
+        weights={k: float(v) for k, v in tcfg["loss_weights"].items()},
+    )
 
-    start, best = 0, None
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        start, best = int(ckpt["iteration"]), ckpt.get("best")
-        states = ckpt["rng"]
-        set_rng_state(states[info.rank] if info.rank < len(states) else states[0])
-    else:
-        torch.manual_seed(seed + info.rank)  # proposal sampling differs per process, like its data shard
 
-    nworkers = dcfg["workers"] if workers is None else workers
-    batch = int(tcfg["batch_size"])
+def _restore(run: _Run, ckpt: dict[str, Any]) -> None:
+    """Continue where a checkpoint stopped: weights, optimizer, schedule, scaler, this process's RNG states."""
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    run.scaler.load_state_dict(ckpt["scaler"])
+    run.iteration, run.best = int(ckpt["iteration"]), ckpt.get("best")
+    states = ckpt["rng"]
+    set_rng_state(states[run.info.rank] if run.info.rank < len(states) else states[0])
+
+
+def _train_data(
+    config: dict[str, Any],
+    info: D.DistInfo,
+    train_ds: AmodalDataset,
+    val_ds: AmodalDataset | None,
+    workers: int | None,
+) -> _TrainData:
+    seed = int(config["train"]["seed"])
+    nworkers = config["data"]["workers"] if workers is None else workers
+    batch = int(config["train"]["batch_size"])
     sampler = ResumableSampler(train_ds, info.world_size, info.rank, seed)
-    iters_per_epoch = max(1, math.ceil(sampler.num_samples / batch))
     val_loader = None
     if val_ds is not None:
         val_sampler = ResumableSampler(val_ds, info.world_size, info.rank, seed, shuffle=False)
         val_loader = _loader(val_ds, val_sampler, batch, nworkers, seed)
+    iters_per_epoch = max(1, math.ceil(sampler.num_samples / batch))
+    return _TrainData(train_ds, sampler, val_loader, batch, nworkers, seed, iters_per_epoch)
 
-    log_path = out / "log.jsonl"
-    records: list[dict[str, Any]] = []
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        records = _read_log(log_path, start) if ckpt is not None else []
-        atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in records))
-        log.info(
-            "training %s (%s) for %d iterations on %d process(es), %s; %d training images, %s; out: %s",
-            config["model"]["kind"],
-            config["model"]["backbone"],
-            tcfg["max_iters"],
-            info.world_size,
-            dev,
-            len(train_ds),
-            f"{len(val_ds)} validation images" if val_ds is not None else "no validation set",
-            out,
+
+def _open_log(run: _Run, *, resumed: bool) -> None:
+    """Start ``log.jsonl`` (main process): empty, or a resumed run's records up to its checkpoint."""
+    if not run.info.is_main:
+        return
+    run.out.mkdir(parents=True, exist_ok=True)
+    run.records = _read_log(run.log_path, run.iteration) if resumed else []
+    atomic_write_text(run.log_path, "".join(json.dumps(r) + "\n" for r in run.records))
+
+
+def _append_log(run: _Run, record: dict[str, Any]) -> None:
+    # One JSON line per write, flushed: a crash can cut at most the last line, which readers skip.
+    run.records.append(record)
+    with open(run.log_path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def train_one_epoch(run: _Run, data: _TrainData, *, end: int, bar: tqdm, window: _LossWindow) -> None:
+    """Train from ``run.iteration`` to the end of its epoch (or to iteration ``end``), logging, validating
+    and writing checkpoints when the config says."""
+    epoch, offset = divmod(run.iteration, data.iters_per_epoch)
+    data.sampler.set_epoch(epoch)
+    data.sampler.start = offset * data.batch_size
+    data.dataset.set_epoch(epoch)
+    for images, targets in _loader(data.dataset, data.sampler, data.batch_size, data.workers, data.seed + epoch):
+        values = train_step(run, images, targets)
+        run.iteration += 1
+        window.add(values)
+        bar.update(1)
+        _after_step(run, data, end=end, bar=bar, window=window)
+        if run.iteration >= end:
+            break
+
+
+def train_step(run: _Run, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """One optimizer step on a batch; returns the losses (and the gradient norm when clipped) as floats."""
+    for m in run.frozen_bns:  # validation puts the whole model back in training mode
+        m.eval()
+    dev = run.info.device
+    images = [im.to(dev, non_blocking=True) for im in images]
+    targets = targets_to(targets, dev)
+    with torch.autocast(device_type=dev.type, enabled=run.use_amp):
+        losses = run.ddp_model(images, targets)
+        total = sum(run.weights.get(k, 1.0) * v for k, v in losses.items())
+    values = {k: float(v.detach()) for k, v in losses.items()}
+    values["loss"] = float(total.detach())
+    if not math.isfinite(values["loss"]):
+        raise TrainingError(
+            f"the loss is not finite at iteration {run.iteration + 1} ({values}); "
+            "lower train.lr or raise train.warmup_iters"
         )
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(total).backward()
+    if run.tcfg["clip_grad_norm"] > 0:
+        run.scaler.unscale_(run.optimizer)
+        values["grad_norm"] = float(nn.utils.clip_grad_norm_(run.model.parameters(), run.tcfg["clip_grad_norm"]))
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.scheduler.step()
+    return values
 
-    def write_checkpoints(iteration: int, is_best: bool) -> None:
-        rngs = D.all_gather_objects(rng_state())
-        if not info.is_main:
-            return
-        state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "iteration": iteration,
-            "rng": rngs,
-            "config": config,
-            "class_names": class_names,
-            "categories": categories,
-            "best": best,
-        }
-        save_checkpoint(out / "last.pt", state)
-        if is_best or not (out / "best.pt").exists():
-            save_checkpoint(out / "best.pt", state)
-        plot_curves(records, out / "curves.png")
 
-    def append_log(record: dict[str, Any]) -> None:
-        # One JSON line per write, flushed: a crash can cut at most the last line, which readers skip.
-        records.append(record)
-        with open(log_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+def _after_step(run: _Run, data: _TrainData, *, end: int, bar: tqdm, window: _LossWindow) -> None:
+    """The hooks after each step: a log line, validation and checkpoints, each when it is due."""
+    it, tcfg = run.iteration, run.tcfg
+    if it % tcfg["log_every"] == 0 or it == end:
+        _log_training(run, window, bar)
+    val_now = it % tcfg["val_every"] == 0 or it == end
+    is_best = _validate(run, data.val_loader) if val_now else False
+    if val_now or it % tcfg["checkpoint_every"] == 0:
+        _write_checkpoints(run, is_best)
 
-    end = tcfg["max_iters"] if stop_at is None else min(stop_at, tcfg["max_iters"])
-    bar = tqdm(
-        total=tcfg["max_iters"],
-        initial=start,
-        disable=not (progress and info.is_main),
-        unit="it",
-        dynamic_ncols=True,
-        desc="train",
-    )
-    window: dict[str, float] = {}
-    window_n, window_t = 0, time.perf_counter()
-    it = start
-    last: dict[str, float] = {}
-    while it < end:
-        epoch, offset = divmod(it, iters_per_epoch)
-        sampler.set_epoch(epoch)
-        sampler.start = offset * batch
-        train_ds.set_epoch(epoch)
-        for images, targets in _loader(train_ds, sampler, batch, nworkers, seed + epoch):
-            for m in frozen_bns:  # validation puts the whole model back in training mode
-                m.eval()
-            images = [im.to(dev, non_blocking=True) for im in images]
-            targets = targets_to(targets, dev)
-            with torch.autocast(device_type=dev.type, enabled=use_amp):
-                losses = ddp_model(images, targets)
-                total = sum(weights.get(k, 1.0) * v for k, v in losses.items())
-            values = {k: float(v.detach()) for k, v in losses.items()}
-            values["loss"] = float(total.detach())
-            if not math.isfinite(values["loss"]):
-                raise TrainingError(
-                    f"the loss is not finite at iteration {it + 1} ({values}); "
-                    "lower train.lr or raise train.warmup_iters"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(total).backward()
-            if tcfg["clip_grad_norm"] > 0:
-                scaler.unscale_(optimizer)
-                values["grad_norm"] = float(nn.utils.clip_grad_norm_(model.parameters(), tcfg["clip_grad_norm"]))
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            it += 1
-            for k, v in values.items():
-                window[k] = window.get(k, 0.0) + v
-            window_n += 1
-            bar.update(1)
 
-            if it % tcfg["log_every"] == 0 or it == end:
-                mean = D.all_reduce_mean({k: v / window_n for k, v in window.items()}, dev)
-                now = time.perf_counter()
-                record = {
-                    "split": "train",
-                    "iteration": it,
-                    **mean,
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "time": (now - window_t) / window_n,
-                }
-                last = mean
-                window, window_n, window_t = {}, 0, now
-                if info.is_main:
-                    append_log(record)
-                    bar.set_postfix(loss=f"{mean['loss']:.3f}", lr=f"{record['lr']:.2g}")
-            val_now = it % tcfg["val_every"] == 0 or it == end
-            is_best = False
-            if val_now:
-                metric = last.get("loss")
-                if val_loader is not None:
-                    val = validation_losses(ddp_model, val_loader, dev, weights)
-                    metric = val["loss"]
-                    if info.is_main:
-                        append_log({"split": "val", "iteration": it, **val})
-                if metric is not None and (best is None or metric < best):
-                    best, is_best = metric, True
-            if val_now or it % tcfg["checkpoint_every"] == 0:
-                write_checkpoints(it, is_best)
-            if it >= end:
-                break
-    bar.close()
-    D.barrier()
-    if info.is_main:
-        log.info(
-            "done at iteration %d; wrote %s",
-            it,
-            ", ".join(str(out / n) for n in ("last.pt", "best.pt", "log.jsonl", "curves.png")),
-        )
-    return TrainResult(model, it, out, best, last)
+def _log_training(run: _Run, window: _LossWindow, bar: tqdm) -> None:
+    mean, seconds = window.close(run.info.device)
+    run.last_losses = mean
+    if run.info.is_main:
+        lr = run.optimizer.param_groups[0]["lr"]
+        _append_log(run, {"split": "train", "iteration": run.iteration, **mean, "lr": lr, "time": seconds})
+        bar.set_postfix(loss=f"{mean['loss']:.3f}", lr=f"{lr:.2g}")
+
+
+def _validate(run: _Run, val_loader: DataLoader | None) -> bool:
+    """Validation losses logged; whether this is the best loss so far (validation, else training loss)."""
+    metric = run.last_losses.get("loss")
+    if val_loader is not None:
+        val = validation_losses(run.ddp_model, val_loader, run.info.device, run.weights)
+        metric = val["loss"]
+        if run.info.is_main:
+            _append_log(run, {"split": "val", "iteration": run.iteration, **val})
+    if metric is not None and (run.best is None or metric < run.best):
+        run.best = metric
+        return True
+    return False
+
+
+def _write_checkpoints(run: _Run, is_best: bool) -> None:
+    """``last.pt`` (and ``best.pt`` when best, or when there is none yet) and ``curves.png``; every process
+    hands its RNG states to the main process, which writes."""
+    rngs = D.all_gather_objects(rng_state())
+    if not run.info.is_main:
+        return
+    state = {
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "iteration": run.iteration,
+        "rng": rngs,
+        "config": run.config,
+        "class_names": [c["name"] for c in run.categories],
+        "categories": run.categories,
+        "best": run.best,
+    }
+    save_checkpoint(run.out / "last.pt", state)
+    if is_best or not (run.out / "best.pt").exists():
+        save_checkpoint(run.out / "best.pt", state)
+    plot_curves(run.records, run.out / "curves.png")

@@ -16,6 +16,7 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.ops import MultiScaleRoIAlign
 
+from ..config import validate_model_config
 from ..errors import ConfigError
 from .backbones import build_backbone
 from .sln import (
@@ -39,18 +40,39 @@ def build_model(config: dict[str, Any]) -> nn.Module:
 
     ``model.kind``: ``sln``, ``maskrcnn_amodal`` or ``maskrcnn_visible``. ``model.init`` (a local file)
     initialises the weights; see `load_init_weights`."""
-    from ..engine.config import validate_model_config  # late: the engine package imports this module
-
     cfg = validate_model_config(dict(config.get("model", {})))
-    K = int(cfg["K"])
     backbone = build_backbone(cfg)
     channels = backbone.out_channels
+    rpn = _rpn(cfg, channels)
+    # Modules are made in this order (backbone, RPN, RoI heads, GLM) so a seed gives the same initial weights.
+    model: nn.Module
+    if cfg["kind"] == "sln":
+        K = int(cfg["K"])
+        roi_heads = _sln_roi_heads(cfg, channels)
+        glm = (
+            GlobalLayeringModule(channels, K + 1, int(cfg["glm_channels"]), int(cfg["glm_convs"]))
+            if cfg["glm"]
+            else None
+        )
+        model = SemanticLayeringNetwork(backbone, rpn, roi_heads, _transform(cfg), glm, K)
+    else:
+        target = "amodal" if cfg["kind"] == "maskrcnn_amodal" else "visible"
+        model = MaskRCNNBaseline(backbone, rpn, _baseline_roi_heads(cfg, channels), _transform(cfg), target=target)
+    if cfg["init"]:
+        load_init_weights(model, cfg["init"])
+    return model
 
+
+def _transform(cfg: dict[str, Any]) -> RoIMapTransform:
+    return RoIMapTransform(cfg["min_size"], cfg["max_size"], IMAGE_MEAN, IMAGE_STD)
+
+
+def _rpn(cfg: dict[str, Any], channels: int) -> RegionProposalNetwork:
     anchor_generator = AnchorGenerator(
         sizes=tuple((int(s),) for s in cfg["anchor_sizes"]),
         aspect_ratios=(tuple(float(a) for a in cfg["aspect_ratios"]),) * len(cfg["anchor_sizes"]),
     )
-    rpn = RegionProposalNetwork(
+    return RegionProposalNetwork(
         anchor_generator,
         RPNHead(channels, anchor_generator.num_anchors_per_location()[0]),
         fg_iou_thresh=0.7,
@@ -61,14 +83,23 @@ def build_model(config: dict[str, Any]) -> nn.Module:
         post_nms_top_n={"training": cfg["rpn_post_nms_top_n_train"], "testing": cfg["rpn_post_nms_top_n_test"]},
         nms_thresh=0.7,
     )
-    num_classes = int(cfg["num_classes"]) + 1  # + background
-    box_pool = MultiScaleRoIAlign(FPN_LEVELS, 7, 2)
-    mask_pool = MultiScaleRoIAlign(FPN_LEVELS, 14, 2)
+
+
+def _num_classes(cfg: dict[str, Any]) -> int:
+    return int(cfg["num_classes"]) + 1  # + background
+
+
+def _mask_layers(cfg: dict[str, Any]) -> list[int]:
+    return [int(cfg["mask_head_channels"])] * int(cfg["mask_head_convs"])
+
+
+def _roi_head_kwargs(cfg: dict[str, Any], channels: int) -> dict[str, Any]:
+    """What the SLN's RoI heads and the baselines' share: box pooling, head and predictor, and mask pooling."""
     rep = int(cfg["representation_size"])
-    head_kwargs = dict(
-        box_roi_pool=box_pool,
+    return dict(
+        box_roi_pool=MultiScaleRoIAlign(FPN_LEVELS, 7, 2),
         box_head=TwoMLPHead(channels * 7 * 7, rep),
-        box_predictor=FastRCNNPredictor(rep, num_classes),
+        box_predictor=FastRCNNPredictor(rep, _num_classes(cfg)),
         fg_iou_thresh=0.5,
         bg_iou_thresh=0.5,
         batch_size_per_image=cfg["box_batch_size_per_image"],
@@ -77,46 +108,37 @@ def build_model(config: dict[str, Any]) -> nn.Module:
         score_thresh=float(cfg["box_score_thresh"]),
         nms_thresh=float(cfg["box_nms_thresh"]),
         detections_per_img=cfg["box_detections_per_img"],
-        mask_roi_pool=mask_pool,
+        mask_roi_pool=MultiScaleRoIAlign(FPN_LEVELS, 14, 2),
     )
-    mask_layers = [int(cfg["mask_head_channels"])] * int(cfg["mask_head_convs"])
-    transform = RoIMapTransform(cfg["min_size"], cfg["max_size"], IMAGE_MEAN, IMAGE_STD)
 
-    model: nn.Module
-    if cfg["kind"] == "sln":
-        roi_heads = SLNRoIHeads(
-            **head_kwargs,
-            mask_head=MaskRCNNHeads(channels + (K + 1 if cfg["glm"] else 0), mask_layers, 1),
-            mask_predictor=LayeringPredictor(
-                mask_layers[-1],
-                K,
-                semdist_kernel=int(cfg["semdist_kernel"]),
-                num_classes=num_classes if cfg["class_specific_layers"] else 1,
-                semdist_resolution=int(cfg["semdist_resolution"]),
-                semdist=bool(cfg["semdist_head"]),
-            ),
-            K=K,
-            glm_scale=0.25,  # FPN level "0" is at stride 4
-            semdist_beta=float(cfg["semdist_beta"]),
-        )
-        glm = (
-            GlobalLayeringModule(channels, K + 1, int(cfg["glm_channels"]), int(cfg["glm_convs"]))
-            if cfg["glm"]
-            else None
-        )
-        model = SemanticLayeringNetwork(backbone, rpn, roi_heads, transform, glm, K)
-    else:
-        roi_heads = RoIHeads(
-            **head_kwargs,
-            mask_head=MaskRCNNHeads(channels, mask_layers, 1),
-            mask_predictor=MaskRCNNPredictor(mask_layers[-1], mask_layers[-1], num_classes),
-        )
-        model = MaskRCNNBaseline(
-            backbone, rpn, roi_heads, transform, target="amodal" if cfg["kind"] == "maskrcnn_amodal" else "visible"
-        )
-    if cfg["init"]:
-        load_init_weights(model, cfg["init"])
-    return model
+
+def _sln_roi_heads(cfg: dict[str, Any], channels: int) -> SLNRoIHeads:
+    K = int(cfg["K"])
+    mask_layers = _mask_layers(cfg)
+    return SLNRoIHeads(
+        **_roi_head_kwargs(cfg, channels),
+        mask_head=MaskRCNNHeads(channels + (K + 1 if cfg["glm"] else 0), mask_layers, 1),
+        mask_predictor=LayeringPredictor(
+            mask_layers[-1],
+            K,
+            semdist_kernel=int(cfg["semdist_kernel"]),
+            num_classes=_num_classes(cfg) if cfg["class_specific_layers"] else 1,
+            semdist_resolution=int(cfg["semdist_resolution"]),
+            semdist=bool(cfg["semdist_head"]),
+        ),
+        K=K,
+        glm_scale=0.25,  # FPN level "0" is at stride 4
+        semdist_beta=float(cfg["semdist_beta"]),
+    )
+
+
+def _baseline_roi_heads(cfg: dict[str, Any], channels: int) -> RoIHeads:
+    mask_layers = _mask_layers(cfg)
+    return RoIHeads(
+        **_roi_head_kwargs(cfg, channels),
+        mask_head=MaskRCNNHeads(channels, mask_layers, 1),
+        mask_predictor=MaskRCNNPredictor(mask_layers[-1], mask_layers[-1], _num_classes(cfg)),
+    )
 
 
 def classification_to_detection_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:

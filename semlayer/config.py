@@ -1,5 +1,6 @@
-"""Training configuration: YAML with a fixed schema. Unknown keys and wrong types are `ConfigError`s that
-name the key (``train.lr: expected a number, got 'fast'``); missing keys take the defaults below."""
+"""The configuration (model, data, training): YAML with a fixed schema. Unknown keys and wrong types are
+`ConfigError`s that name the key (``train.lr: expected a number, got 'fast'``); missing keys take the defaults
+below."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any, Callable
 
 import yaml
 
-from ..errors import ConfigError
+from .errors import ConfigError
 
 
 @dataclass(frozen=True)
