@@ -18,7 +18,7 @@ import numpy as np
 from semlayer import assist
 
 from . import handlers as h
-from semlayer.workspace import encode_rle
+from semlayer.formats.masks import encode_rle
 
 TOOLS = ("grabcut", "superpixel", "hidden_brush", "hidden_polygon")
 CLICKS = ("box", "positive", "negative")

@@ -188,7 +188,7 @@ class AppAnnotator:
         return self.client.predict(*args, api_name=api_name)
 
     def proposal(self, api_name: str, *args: Any) -> np.ndarray:
-        from semlayer.workspace import decode_rle
+        from semlayer.formats.masks import decode_rle
 
         return decode_rle(self.call(api_name, *args)["mask"])
 

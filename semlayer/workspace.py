@@ -4,7 +4,7 @@ Every edit is saved atomically at once, so a crash, a restart or a page reload l
 dataset's workspace folder (``<workspace>/<stem>-<sha8>/`` for a file, ``<workspace>/uploads/`` for uploads)::
 
     session.json        revision, source file and its sha256, image folder, current scene index
-    scenes/00012.json   one per edited scene: compact state, undo and redo stacks (masks as COCO RLE)
+    scenes/00012.json   one per edited scene: its state (`formats.records`), undo and redo stacks
     images/             images of scenes added in the app (uploads)
     exports/            exported JSON files
 
@@ -21,22 +21,23 @@ import copy
 import fcntl
 import functools
 import hashlib
-import json
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from semlayer.errors import ConfigError, FormatError, SemlayerError
-from semlayer.formats._base import join
-from semlayer.formats.masks import rle_input
+from semlayer.formats.api import WRITERS, parse_json
+from semlayer.formats.cocoa import merge_into
+from semlayer.formats.compact import SceneSequence
+from semlayer.formats.indexed import load_indexed
+from semlayer.formats.records import RleCache, check_state, scene_from_state, scene_state
+from semlayer.formats.stream import materialize, write_json
 from semlayer.images import image_file
 from semlayer.io_utils import atomic_write_bytes, atomic_write_json
 from semlayer.scene import MOVES, AmodalScene, AnnotationSet, Instance
@@ -66,91 +67,7 @@ class SourceChangedError(SemlayerError):
     """The annotation file changed on disk since the session opened it: edits cannot be merged into it."""
 
 
-# ----- compact state: what undo/redo and the workspace store -------------------------------------------
-
-
-def encode_rle(mask: np.ndarray) -> dict[str, Any]:
-    """COCO compressed RLE of a boolean mask, JSON-ready (``counts`` as str)."""
-    rle = mask_utils.encode(rle_input(mask))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
-def decode_rle(rle: dict[str, Any]) -> np.ndarray:
-    return mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode("ascii")}).astype(bool)
-
-
-class _RleCache:
-    """RLE per instance id, re-encoded only when the instance's mask array object changed."""
-
-    def __init__(self) -> None:
-        self._amodal: dict[int, tuple[np.ndarray, dict]] = {}
-        self._external: dict[int, tuple[np.ndarray, dict]] = {}
-
-    @staticmethod
-    def _get(table: dict, key: int, arr: np.ndarray) -> dict:
-        hit = table.get(key)
-        if hit is not None and hit[0] is arr:
-            return hit[1]
-        rle = encode_rle(arr)
-        # Keep a reference to the array so its identity cannot be reused by a new one.
-        table[key] = (arr, rle)
-        return rle
-
-    def amodal(self, inst: Instance) -> dict:
-        return self._get(self._amodal, inst.id, inst.amodal)
-
-    def external(self, inst: Instance) -> dict | None:
-        return None if inst.external is None else self._get(self._external, inst.id, inst.external)
-
-
-def instance_state(inst: Instance, cache: _RleCache | None = None) -> dict[str, Any]:
-    """Everything about an instance except its rank, JSON-ready (masks as RLE)."""
-    cache = cache or _RleCache()
-    return {
-        "name": inst.name,
-        "category": inst.category,
-        "is_stuff": bool(inst.is_stuff),
-        "score": inst.score,
-        "amodal": cache.amodal(inst),
-        "external": cache.external(inst),
-        "polygons": inst.polygons,
-        "extra": inst.extra,
-        # KINS 2020's (oco_id, ico_id) as read: the KINS export writes it back while the order agrees with it.
-        "cluster": None if inst.cluster is None else [int(v) for v in inst.cluster],
-    }
-
-
-def scene_state(scene: AmodalScene, cache: _RleCache | None = None) -> dict[str, Any]:
-    """Compact state of a scene: instance ids (source order), their ranks and per-instance states."""
-    cache = cache or _RleCache()
-    return {
-        "ids": [inst.id for inst in scene.instances],
-        "ranks": [inst.rank for inst in scene.instances],
-        "instances": {str(inst.id): instance_state(inst, cache) for inst in scene.instances},
-    }
-
-
-def scene_from_state(base: AmodalScene, state: dict[str, Any]) -> AmodalScene:
-    """A new scene with ``base``'s image and annotation records and the instances of ``state``."""
-    instances = []
-    for inst_id, rank in zip(state["ids"], state["ranks"]):
-        st = state["instances"][str(inst_id)]
-        instances.append(
-            Instance(
-                id=int(inst_id),
-                amodal=decode_rle(st["amodal"]),
-                rank=int(rank),
-                name=st["name"],
-                category=st["category"],
-                is_stuff=bool(st["is_stuff"]),
-                score=st["score"],
-                external=None if st["external"] is None else decode_rle(st["external"]),
-                polygons=st["polygons"],
-                extra=st["extra"],
-                cluster=None if st.get("cluster") is None else (int(st["cluster"][0]), int(st["cluster"][1])),
-            )
-        )
-    return AmodalScene(image=base.image, instances=instances, annotation=base.annotation)
+# ----- undo/redo: patches between scene states (`formats.records`) -----------------------------------
 
 
 def diff_states(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -270,8 +187,6 @@ def file_sha256(path: Path) -> str:
 def _load_annset(path: str, sha256: str) -> AnnotationSet:
     """Parse an annotation file once per content: tabs share it (sessions never mutate base scenes). Index
     first: the app shows the first image of a large file at once, and decodes a scene when it is shown."""
-    from semlayer.formats.indexed import load_indexed
-
     return load_indexed(path)
 
 
@@ -294,61 +209,6 @@ def _identity(path: Path) -> tuple | None:
 def _relative(text: str, root: Path) -> str:
     """``text`` with the absolute ``root`` prefix of paths removed (messages a client sees)."""
     return text.replace(str(root) + os.sep, "")
-
-
-def _check_rle(value: Any, file: str, path: str, shape: tuple[int, int] | None) -> tuple[int, int]:
-    if not (
-        isinstance(value, dict)
-        and isinstance(value.get("counts"), str)
-        and isinstance(value.get("size"), list)
-        and len(value["size"]) == 2
-        and all(isinstance(v, int) and v > 0 for v in value["size"])
-    ):
-        raise FormatError(file, path, "a COCO RLE {size: [h, w], counts: str}")
-    size = (value["size"][0], value["size"][1])
-    if shape is not None and size != tuple(shape):
-        raise FormatError(file, join(path, "size"), f"{list(shape)} (the image's height and width), got {list(size)}")
-    return size
-
-
-INSTANCE_FIELDS = {
-    "name": (str,),
-    "category": (int, type(None)),
-    "is_stuff": (bool,),
-    "score": (int, float, type(None)),
-    "polygons": (list, type(None)),
-    "extra": (dict,),
-}
-
-
-def check_state(state: Any, file: str, path: str, shape: tuple[int, int] | None, patch: bool = False) -> None:
-    """A compact scene state (or, ``patch``, an undo/redo patch: only changed instances) as this module
-    writes it; raises FormatError naming the JSON path of the first problem."""
-    if not isinstance(state, dict):
-        raise FormatError(file, path, "an object with ids, ranks and instances")
-    ids, ranks, instances = state.get("ids"), state.get("ranks"), state.get("instances")
-    if not (isinstance(ids, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)):
-        raise FormatError(file, join(path, "ids"), "a list of integer instance ids")
-    if not (isinstance(ranks, list) and len(ranks) == len(ids) and all(isinstance(r, int) for r in ranks)):
-        raise FormatError(file, join(path, "ranks"), f"a list of {len(ids)} integer ranks")
-    if not isinstance(instances, dict):
-        raise FormatError(file, join(path, "instances"), "an object of instance states by id")
-    for key, inst in instances.items():
-        where = join(join(path, "instances"), key)
-        if not patch and key not in {str(i) for i in ids}:
-            raise FormatError(file, where, f"one of the ids {ids}")
-        if not isinstance(inst, dict):
-            raise FormatError(file, where, "an instance state object")
-        for name, types in INSTANCE_FIELDS.items():
-            if not isinstance(inst.get(name), types):
-                raise FormatError(file, join(where, name), f"one of {', '.join(t.__name__ for t in types)}")
-        size = _check_rle(inst.get("amodal"), file, join(where, "amodal"), shape)
-        if inst.get("external") is not None:
-            _check_rle(inst["external"], file, join(where, "external"), size)
-    if not patch:
-        missing = [i for i in ids if str(i) not in instances]
-        if missing:
-            raise FormatError(file, join(path, "instances"), f"a state for every id; missing {missing}")
 
 
 def check_scene_record(rec: dict[str, Any], file: str, shape: tuple[int, int] | None, added: bool) -> None:
@@ -396,7 +256,7 @@ def earlier_versions(folder: Path, source: Path) -> list[str]:
     return notices
 
 
-class _CorrectedScenes(Sequence[AmodalScene]):
+class _CorrectedScenes(SceneSequence):
     """The session's scenes as exported: edited ones live, the others as the file has them."""
 
     def __init__(self, session: EditSession, edited: set[int]):
@@ -405,14 +265,8 @@ class _CorrectedScenes(Sequence[AmodalScene]):
     def __len__(self) -> int:
         return len(self._session)
 
-    def __getitem__(self, index: Any) -> Any:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        if not 0 <= index < len(self):
-            raise IndexError(f"scene index {index} out of range for {len(self)} scenes")
-        if index in self._edited:
-            return self._session.scene_at(index)
-        return self._session._base(index)
+    def _scene_at(self, index: int) -> AmodalScene:
+        return self._session.scene_at(index) if index in self._edited else self._session._base(index)
 
 
 class EditSession:
@@ -441,7 +295,7 @@ class EditSession:
         self._slots = [_SceneSlot() for _ in range(len(annset.scenes))]
         self._decoded: OrderedDict[int, AmodalScene] = OrderedDict()  # recently used file scenes
         self._live: OrderedDict[int, None] = OrderedDict()  # slots holding a live scene, least recent first
-        self._caches: dict[int, _RleCache] = {}
+        self._caches: dict[int, RleCache] = {}
         self._scene_revs: dict[int, int] = {}  # revision of each scene file as this session last read/wrote it
         self._scene_stats: dict[int, tuple | None] = {}  # and that file's identity then: unchanged means not re-read
         self._unsaved: set[int] = set()  # scenes whose last save failed: written by the next save
@@ -549,8 +403,8 @@ class EditSession:
     @staticmethod
     def _read_json(path: Path) -> dict[str, Any]:
         try:
-            obj = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as err:
+            obj = parse_json(path.read_bytes())
+        except (OSError, ValueError) as err:
             raise FormatError(str(path), "", f"a readable JSON file ({err})") from None
         if not isinstance(obj, dict):
             raise FormatError(str(path), "", "a JSON object")
@@ -805,7 +659,7 @@ class EditSession:
 
     # ----- edits -------------------------------------------------------------------------------
     def _state(self, index: int) -> dict[str, Any]:
-        cache = self._caches.setdefault(index, _RleCache())
+        cache = self._caches.setdefault(index, RleCache())
         return scene_state(self.scene_at(index), cache)
 
     def _base_state(self, index: int) -> dict[str, Any]:
@@ -944,18 +798,16 @@ class EditSession:
         otherwise the whole corrected dataset converted. ``coco``: COCO-style amodal of the whole dataset.
         ``kins``: KINS 2020 of the whole dataset (clusters and in-cluster ranks from the corrected order).
         """
-        from semlayer import formats
+        return materialize(self._export_document(fmt))
 
+    def _export_document(self, fmt: str) -> dict[str, Any]:
+        """`export_dict`'s object as the format's writer describes it (`formats.WRITERS`): its long lists are
+        written one record at a time."""
         if fmt not in EXPORT_FORMATS:
             raise ValueError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
-        corrected = self.corrected()
-        if fmt == "coco":
-            return formats.to_coco(corrected)
-        if fmt == "kins":
-            return formats.to_kins(corrected)
-        if self.source is None or self.annset.format != "cocoa":
-            return formats.to_cocoa(corrected)
-        return self._merge_cocoa(self._read_source())
+        if fmt == "cocoa" and self.source is not None and self.annset.format == "cocoa":
+            return merge_into(self._read_source(), [self.scene_at(i) for i in self.edited_indices()])
+        return WRITERS[fmt](self.corrected())
 
     def _read_source(self) -> dict[str, Any]:
         """The source file's JSON, refused unless it is the content the edits were made on (its sha256)."""
@@ -976,40 +828,17 @@ class EditSession:
                 f"the workspace folder {self.folder.name})"
             )
         try:
-            obj = json.loads(data)
+            obj = parse_json(data)
         except ValueError as err:
             raise FormatError(source.name, "", f"a readable JSON file ({err})") from None
         if not isinstance(obj, dict):
             raise FormatError(source.name, "", "a JSON object")
         return obj
 
-    def _merge_cocoa(self, original: dict[str, Any]) -> dict[str, Any]:
-        from semlayer import formats
-
-        edited = self.edited_indices()
-        fresh = formats.to_cocoa(
-            AnnotationSet(scenes=[self.scene_at(i) for i in edited], format="cocoa", categories=self.annset.categories)
-        )
-        by_key = {(int(a["image_id"]), a.get("id")): a for a in fresh.get("annotations", [])}
-        out = dict(original)
-        annotations = list(original.get("annotations", []))
-        positions = {(int(a["image_id"]), a.get("id")): n for n, a in enumerate(annotations)}
-        images = list(original.get("images", []))
-        image_ids = {int(im["id"]) for im in images}
-        for rec in fresh.get("images", []):
-            if int(rec["id"]) not in image_ids:
-                images.append(rec)
-                image_ids.add(int(rec["id"]))
-        for key, rec in by_key.items():
-            if key in positions:
-                annotations[positions[key]] = rec
-            else:
-                annotations.append(rec)
-        out["images"], out["annotations"] = images, annotations
-        return out
-
     def export(self, fmt: str) -> Path:
         """Write the corrected dataset to ``exports/`` in the workspace; returns the file."""
-        obj = self.export_dict(fmt)
+        document = self._export_document(fmt)
         stem = self.source.stem if self.source is not None else "uploads"
-        return atomic_write_json(self.folder / "exports" / f"{stem}.corrected.{fmt}.json", obj)
+        path = self.folder / "exports" / f"{stem}.corrected.{fmt}.json"
+        write_json(path, document)
+        return path

@@ -20,7 +20,7 @@ from app.handlers import AppConfig, Picture
 from app.layout import build, png_file
 from app.main import allowed_paths
 from app.model import Model, register_model
-from semlayer.workspace import decode_rle
+from semlayer.formats.masks import decode_rle
 from semlayer import assist, formats, synth
 from semlayer.images import read_image
 from tests.test_app_handlers import FakePredictor

@@ -283,7 +283,7 @@ def test_the_editor_follows_and_names_the_selection(page, app):
     wait_text(page, "status", f"last edit: edit mask of {target}")
     folder = next(cfg.workspace.glob("annotations-*"))
     saved = json.loads((folder / "scenes" / "00000.json").read_text())
-    from semlayer.workspace import decode_rle
+    from semlayer.formats.masks import decode_rle
 
     masks = {int(k): decode_rle(v["amodal"]) for k, v in saved["state"]["instances"].items()}
     assert np.array_equal(masks[first], scene.get(first).amodal)  # untouched

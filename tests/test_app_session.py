@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from semlayer.workspace import ConflictError, EditSession, decode_rle, encode_rle
+from semlayer.formats.masks import decode_rle, encode_rle
+from semlayer.workspace import ConflictError, EditSession
 from semlayer.scene import AmodalScene, AnnotationSet, Instance
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from semlayer.workspace import scene_state
 from semlayer import formats
 from semlayer.errors import FormatError
 from semlayer.formats import indexed
 from semlayer.formats.indexed import IndexedScenes, load_indexed
+from semlayer.formats.records import scene_state
 from semlayer.scene import AnnotationSet
 from semlayer.synth import sample_layout
 

@@ -33,10 +33,18 @@ WRITERS: dict[str, Callable[[AnnotationSet], Any]] = {
 }
 
 
+def parse_json(data: bytes) -> Any:
+    """Parse JSON text with orjson (the fast parser for dataset files); what it refuses goes to the standard
+    parser, so the values accepted and the errors raised (ValueError, RecursionError) are the standard ones."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass  # the standard parser decides: it accepts what it always did (NaN, huge integers) and says where
+    return json.loads(data)
+
+
 def read_json(path: str | os.PathLike) -> Any:
-    """Parse a JSON file; anything that is not a readable JSON document is a FormatError. orjson parses
-    (several times faster on dataset files); what it refuses goes to the standard parser, so the values
-    accepted and the error messages are the standard ones."""
+    """Parse a JSON file (`parse_json`); anything that is not a readable JSON document is a FormatError."""
     try:
         data = Path(path).read_bytes()
     except OSError as err:
@@ -44,11 +52,7 @@ def read_json(path: str | os.PathLike) -> Any:
     if not data.strip():
         raise FormatError(str(path), "", "a JSON document, got an empty file")
     try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        pass  # the standard parser decides: it accepts what it always did (NaN, huge integers) and says where
-    try:
-        return json.loads(data)
+        return parse_json(data)
     except UnicodeDecodeError as err:
         raise FormatError(str(path), "", f"UTF-8 encoded JSON ({err.reason} at byte {err.start})") from None
     except json.JSONDecodeError as err:

@@ -5,6 +5,7 @@ the several annotators of a BSDS image written by `to_coco` stay apart)."""
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -12,26 +13,11 @@ import numpy as np
 from ..errors import ConfigError
 from ..order import overlapping_pairs
 from ..scene import AnnotationSet, AmodalScene, mask_bbox
-from ._base import (
-    Context,
-    Group,
-    check_instance_count,
-    annotation_image,
-    Parsed,
-    Region,
-    check_unique_ids,
-    image_index,
-    is_flag,
-    is_int,
-    is_number,
-    join,
-    parse_categories,
-    parse_mask,
-    record,
-    records,
-    split_known,
-    take,
-)
+
+# The parse's data types, what reads a file's structure, and what reads one field.
+from ._base import Context, Group, Parsed, Region
+from ._base import annotation_image, check_instance_count, check_unique_ids, image_index, parse_categories, parse_mask
+from ._base import is_flag, is_int, is_number, join, record, records, split_known, take
 from .cocoa import ORDER, annotation_header
 from .masks import encode_rle, polygons_to_mask
 from .stream import Streamed, materialize
@@ -84,6 +70,8 @@ KINS2020_KEYS = frozenset(
         "area",
     }
 )
+# Each KINS version's amodal and visible mask keys and the fields it defines.
+KINS_FIELDS = {2019: ("segmentation", "inmodal_seg", KINS2019_KEYS), 2020: ("a_segm", "i_segm", KINS2020_KEYS)}
 REGION_KEYS = frozenset({"name", "area", "isStuff", "bbox", "order"})
 # `to_coco`'s category for class-agnostic data; read back as "no category" so COCOA -> COCO -> COCOA is exact.
 AGNOSTIC = {"id": 1, "name": "object"}
@@ -157,13 +145,24 @@ def coco_region(ctx: Context, value: Any, path: str, shape: tuple[int, int], cat
     )
 
 
-def kins2019_region(ctx: Context, value: Any, path: str, shape: tuple[int, int], cats: _Categories) -> Region:
+def _kins_region(
+    ctx: Context, value: Any, path: str, shape: tuple[int, int], cats: _Categories, *, version: int
+) -> Region:
+    """A KINS annotation: 2019 names its masks ``segmentation``/``inmodal_seg``, 2020 ``a_segm``/``i_segm``
+    (the visible one optional) and adds the annotated cluster ``oco_id``/``ico_id``."""
+    amodal_key, visible_key, keys = KINS_FIELDS[version]
     rec = record(ctx, value, path)
     rid = take(ctx, rec, "id", path, is_int, "an integer annotation id")
     cid = cats.category(ctx, rec, path)
-    amodal, polygons = _mask(ctx, rec, "segmentation", path, shape)
-    visible = _mask(ctx, rec, "inmodal_seg", path, shape)[0]
-    extra = split_known(rec, _known(rec, KINS2019_KEYS, ctx, path))
+    amodal, polygons = _mask(ctx, rec, amodal_key, path, shape)
+    visible = _mask(ctx, rec, visible_key, path, shape, required=version == 2019)[0]
+    cluster = None
+    if version == 2020:
+        non_negative = lambda v: is_int(v) and v >= 0
+        oco = take(ctx, rec, "oco_id", path, non_negative, "an integer >= 0 (0 = overlaps nothing)", 0)
+        ico = take(ctx, rec, "ico_id", path, non_negative, "an integer >= 0 (rank in the cluster, 1 = front)", 0)
+        cluster = (oco, ico)
+    extra = split_known(rec, _known(rec, keys, ctx, path))
     return Region(
         path=path,
         id=rid,
@@ -172,36 +171,17 @@ def kins2019_region(ctx: Context, value: Any, path: str, shape: tuple[int, int],
         visible=visible,
         name=cats.name(cid),
         category=cid,
+        cluster=cluster,
         extra=copy.deepcopy(extra),
-        visible_key="inmodal_seg",
+        visible_key=visible_key,
     )
 
 
-def kins2020_region(ctx: Context, value: Any, path: str, shape: tuple[int, int], cats: _Categories) -> Region:
-    rec = record(ctx, value, path)
-    rid = take(ctx, rec, "id", path, is_int, "an integer annotation id")
-    cid = cats.category(ctx, rec, path)
-    amodal, polygons = _mask(ctx, rec, "a_segm", path, shape)
-    visible = _mask(ctx, rec, "i_segm", path, shape, required=False)[0]
-    non_negative = lambda v: is_int(v) and v >= 0
-    oco = take(ctx, rec, "oco_id", path, non_negative, "an integer >= 0 (0 = overlaps nothing)", 0)
-    ico = take(ctx, rec, "ico_id", path, non_negative, "an integer >= 0 (rank in the cluster, 1 = front)", 0)
-    extra = split_known(rec, _known(rec, KINS2020_KEYS, ctx, path))
-    return Region(
-        path=path,
-        id=rid,
-        amodal=amodal,
-        polygons=polygons,
-        visible=visible,
-        name=cats.name(cid),
-        category=cid,
-        cluster=(oco, ico),
-        extra=copy.deepcopy(extra),
-        visible_key="i_segm",
-    )
-
-
-REGION_PARSERS = {"coco": coco_region, "kins2019": kins2019_region, "kins2020": kins2020_region}
+REGION_PARSERS: dict[str, Callable[..., Region]] = {
+    "coco": coco_region,
+    "kins2019": functools.partial(_kins_region, version=2019),
+    "kins2020": functools.partial(_kins_region, version=2020),
+}
 
 
 def _group_key(

@@ -9,34 +9,17 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
 from ..order import format_depth_constraint, overlapping_pairs
 from ..scene import AmodalScene, AnnotationSet
-from ._base import (
-    POLYGON,
-    Context,
-    check_instance_count,
-    Group,
-    annotation_image,
-    Parsed,
-    Region,
-    check_unique_ids,
-    image_index,
-    is_flag,
-    is_int,
-    is_number,
-    join,
-    parse_categories,
-    parse_polygon,
-    parse_rle,
-    record,
-    records,
-    split_known,
-    take,
-)
+
+# The parse's data types, what reads a file's structure, and what reads one field.
+from ._base import POLYGON, Context, Group, Parsed, Region
+from ._base import annotation_image, check_instance_count, check_unique_ids, image_index, parse_categories
+from ._base import is_flag, is_int, is_number, join, parse_polygon, parse_rle, record, records, split_known, take
 from .masks import encode_rle, mask_to_polygon, polygons_to_mask, rle_to_mask
 from .stream import Streamed, materialize
 
@@ -238,6 +221,35 @@ def cocoa_document(annset: AnnotationSet) -> dict[str, Any]:
     for key, value in annset.extra.items():
         out.setdefault(key, copy.deepcopy(value))
     return out
+
+
+def merge_into(original: dict[str, Any], scenes: Iterable[AmodalScene]) -> dict[str, Any]:
+    """COCOA JSON ``original`` with the annotation records of ``scenes`` written in: each replaces the record of
+    its image and annotation id, or is appended (its image record too, when ``original`` has no such image),
+    renumbered when another image's record has its id. Every other record and field is ``original``'s own
+    object, so it is written back exactly as it was."""
+    fresh = to_cocoa(AnnotationSet(scenes=list(scenes), format="cocoa"))
+    annotations = list(original.get("annotations", []))
+    positions = {(int(a["image_id"]), a.get("id")): n for n, a in enumerate(annotations)}
+    images = list(original.get("images", []))
+    image_ids = {int(im["id"]) for im in images}
+    for rec in fresh["images"]:
+        if int(rec["id"]) not in image_ids:
+            images.append(rec)
+            image_ids.add(int(rec["id"]))
+    used = {a.get("id") for a in annotations}
+    next_id = max((i for i in used | {a["id"] for a in fresh["annotations"]} if is_int(i)), default=0) + 1
+    for rec in fresh["annotations"]:
+        position = positions.get((int(rec["image_id"]), rec["id"]))
+        if position is not None:
+            annotations[position] = rec
+            continue
+        if rec["id"] in used:  # another image's record has this id: the merged file keeps ids unique
+            rec = {**rec, "id": next_id}
+            next_id += 1
+        annotations.append(rec)
+        used.add(rec["id"])
+    return {**original, "images": images, "annotations": annotations}
 
 
 def _cocoa_annotations(annset: AnnotationSet) -> Iterator[dict[str, Any]]:

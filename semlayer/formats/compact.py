@@ -2,8 +2,9 @@
 
 `AmodalScene` keeps full-frame boolean masks, which is right for editing one image but not for holding a
 dataset: KINS train (7,474 images of 1242 x 375, ~95k instances) would need over 40 GB for the amodal masks
-alone. `CompactScenes` keeps each scene as one pickled record whose masks are pycocotools RLE, packed into a
-single byte array with offsets (as detectron2 serialises its dataset lists), so
+alone. `CompactScenes` keeps each scene as one pickled record whose masks are COCO RLE (`records.scene_state`,
+the codec the workspace saves with), packed into a single byte array with offsets (as detectron2 serialises
+its dataset lists), so
 
 * memory is roughly the RLE size (a few hundred bytes an instance instead of H x W);
 * DataLoader workers forked from the training process share the array: a list of Python objects would be
@@ -22,59 +23,21 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, overload
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
-from ..scene import AmodalScene, Instance, InstanceFacts, instance_facts
-from .masks import rle_input
-
-_FIELDS = (
-    "id",
-    "rank",
-    "name",
-    "category",
-    "is_stuff",
-    "score",
-    "polygons",
-    "extra",
-    "cluster",
-    "stated_visible",
-    "stated_occlude_rate",
-)
-
-
-def _encode(mask: np.ndarray) -> dict[str, Any]:
-    return mask_utils.encode(rle_input(mask))
+from ..scene import AmodalScene, InstanceFacts, instance_facts
+from .records import scene_from_state, scene_state, state_facts
 
 
 def compact_record(scene: AmodalScene) -> bytes:
-    """One scene as `CompactScenes` holds it (masks as RLE, pickled): small enough to keep or send."""
-    return _record(scene)
-
-
-def _record(scene: AmodalScene) -> bytes:
-    instances = []
-    for inst in scene.instances:
-        fields = {name: getattr(inst, name) for name in _FIELDS}
-        fields["amodal"] = _encode(inst.amodal)
-        fields["external"] = None if inst.external is None else _encode(inst.external)
-        instances.append(fields)
-    return pickle.dumps(
-        {"image": scene.image, "annotation": scene.annotation, "instances": instances}, protocol=pickle.HIGHEST_PROTOCOL
-    )
+    """One scene as `CompactScenes` holds it (its image and annotation records and its `records.scene_state`,
+    with the stated occlusion, pickled): small enough to keep or send."""
+    record = {"image": scene.image, "annotation": scene.annotation, "state": scene_state(scene, stated=True)}
+    return pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _scene(data: bytes) -> AmodalScene:
-    rec = pickle.loads(data)
-    instances = []
-    for fields in rec["instances"]:
-        amodal = mask_utils.decode(fields.pop("amodal")).astype(bool)
-        external = fields.pop("external")
-        instances.append(
-            Instance(
-                amodal=amodal, external=None if external is None else mask_utils.decode(external).astype(bool), **fields
-            )
-        )
-    return AmodalScene(rec["image"], instances, rec["annotation"])
+    record = pickle.loads(data)
+    return scene_from_state(AmodalScene(record["image"], annotation=record["annotation"]), record["state"])
 
 
 class SceneSequence(Sequence[AmodalScene]):
@@ -113,7 +76,7 @@ class CompactScenes(SceneSequence):
     holds more than one decoded scene."""
 
     def __init__(self, scenes: Iterable[AmodalScene] = ()):
-        self._fill((_record(scene), scene.image, scene.annotation, instance_facts(scene)) for scene in scenes)
+        self._fill((compact_record(scene), scene.image, scene.annotation, instance_facts(scene)) for scene in scenes)
 
     @classmethod
     def from_records(cls, records: Iterable[bytes], image_ids: Iterable[int] | None = None) -> CompactScenes:
@@ -127,8 +90,7 @@ class CompactScenes(SceneSequence):
                 if image_id is not None:
                     rec["image"]["id"] = int(image_id)
                     data = pickle.dumps(rec, protocol=pickle.HIGHEST_PROTOCOL)
-                facts = tuple(InstanceFacts(f["id"], f["category"], f["name"]) for f in rec["instances"])
-                yield data, rec["image"], rec["annotation"], facts
+                yield data, rec["image"], rec["annotation"], state_facts(rec["state"])
 
         out = cls.__new__(cls)
         out._fill(items())

@@ -1,7 +1,7 @@
 """A whole annotation file opened index first: which records form which scene, decoded when a scene is used.
 
 `load` (and `load(compact=True)`) decode every scene while reading, which for a 2,500-image COCOA file costs
-most of a minute before anything can be shown. `load_indexed` parses the JSON (orjson when installed), finds
+most of a minute before anything can be shown. `load_indexed` parses the JSON (orjson), finds
 each scene's records by their ids alone, and decodes scene ``i`` when it is indexed, with the format's own
 reader run on just those records: the scene is exactly the one `load` gives, and a bad record is reported
 with its path in the whole file. Checks that span the file (unique annotation ids) are `validate`'s.
@@ -10,42 +10,18 @@ with its path in the whole file. Checks that span the file (unique annotation id
 from __future__ import annotations
 
 import copy
-import json
 import re
 from pathlib import Path
 from typing import Any, cast
 
+import orjson
+
 from ..errors import FormatError
 from ..scene import AmodalScene, AnnotationSet
 from ._base import Context, build_scene, image_index, is_int, parse_categories, split_known
-from .api import detect, from_dict, parse, read_json
+from .api import detect, from_dict, parse, parse_json, read_json
 from .coco import AGNOSTIC
 from .compact import SceneSequence
-
-try:  # a fast parser for large files; the standard library reads the same documents
-    import orjson
-except ImportError:  # pragma: no cover - orjson is in requirements.txt
-    orjson = None  # type: ignore[assignment]
-
-
-def _dumps(obj: Any) -> bytes:
-    """Records as JSON text (a non-finite number, which no reader accepts, may come back as null)."""
-    return orjson.dumps(obj) if orjson is not None else json.dumps(obj).encode()
-
-
-def _loads(data: bytes) -> Any:
-    return orjson.loads(data) if orjson is not None else json.loads(data)
-
-
-def read_json_fast(path: str | Path) -> Any:
-    """`formats.read_json` with orjson's speed; any document orjson refuses goes to `read_json`, whose
-    error names the line and column (or which reads what orjson does not, e.g. NaN)."""
-    if orjson is not None:
-        try:
-            return orjson.loads(Path(path).read_bytes())
-        except (orjson.JSONDecodeError, OSError):
-            pass
-    return read_json(path)
 
 
 class IndexedScenes(SceneSequence):
@@ -69,13 +45,14 @@ class IndexedScenes(SceneSequence):
             else:
                 part = {"images": [obj["images"][position]], "annotations": [obj["annotations"][j] for j in idx]}
                 self._paths.append({"annotations": idx, "images": [position]})
-            self._records.append(_dumps(part))
+            # orjson writes a non-finite number (which no reader accepts) as null
+            self._records.append(orjson.dumps(part))
 
     def __len__(self) -> int:
         return len(self._records)
 
     def _scene_at(self, index: int) -> AmodalScene:
-        part, paths = _loads(self._records[index]), self._paths[index]
+        part, paths = parse_json(self._records[index]), self._paths[index]
         if self._categories is not None:
             part["categories"] = self._categories
         try:
@@ -132,7 +109,7 @@ def load_indexed(path: str | Path) -> AnnotationSet:
     """An annotation or results file as `formats.load` reads it, but index first: the scenes are an
     `IndexedScenes`, each decoded from its records when used."""
     source = str(path)
-    obj = read_json_fast(path)
+    obj = read_json(path)
     fmt = detect(obj, source)
     index = _index(Context(source), obj, fmt)
     if index is None:
@@ -151,4 +128,4 @@ def load_indexed(path: str | Path) -> AnnotationSet:
     return AnnotationSet(scenes, copy.deepcopy(categories), fmt, extra, unannotated)
 
 
-__all__ = ["IndexedScenes", "load_indexed", "read_json_fast"]
+__all__ = ["IndexedScenes", "load_indexed"]

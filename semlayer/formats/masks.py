@@ -69,6 +69,10 @@ def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
     return _as_bool(mask_utils.decode(rle))
 
 
+# `encode_rle`'s inverse, by the name that pairs with it.
+decode_rle = rle_to_mask
+
+
 def _as_bool(decoded: np.ndarray) -> np.ndarray:
     """pycocotools' 0/1 uint8 decode as bool without a copy (same bytes; it stays Fortran-ordered)."""
     return decoded.view(bool)
