@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from .boxes import EMPTY_BOX, mask_box
 from .io_utils import atomic_write_bytes
 from .scene import AmodalScene
 from .semdist import DEFAULT_K, DEFAULT_TAU, SemDistMap, encode_scene, global_layering_map, raw_layer_crop
@@ -42,7 +43,7 @@ def rank_colors(n: int, cmap: str = RANK_CMAP) -> np.ndarray:
 
 @functools.lru_cache(maxsize=64)
 def _rank_colors(n: int, cmap: str) -> np.ndarray:
-    # Cached: a matplotlib colormap look-up takes about 0.5 ms, a tenth of a whole view's redraw.
+    # Cached: a matplotlib colormap look-up is a noticeable part of every redraw (docs/benchmarks.md).
     t = np.array([0.9]) if n <= 1 else np.linspace(0.9, 0.08, n)
     rgb = (matplotlib.colormaps[cmap](t)[:, :3] * 255).round().astype(np.uint8)
     colors = np.concatenate([np.zeros((1, 3), np.uint8), rgb], axis=0)
@@ -66,20 +67,6 @@ def _dim(image: np.ndarray, amount: float = 0.5) -> np.ndarray:
     img = image.astype(np.float32)
     gray = img @ np.array([0.299, 0.587, 0.114], np.float32)
     return (0.35 * img + 0.65 * gray[..., None]) * amount
-
-
-def _box(mask: np.ndarray, margin: int = 0) -> tuple[int, int, int, int] | None:
-    ys = np.flatnonzero(mask.any(axis=1))
-    if ys.size == 0:
-        return None
-    xs = np.flatnonzero(mask.any(axis=0))
-    h, w = mask.shape
-    return (
-        max(int(xs[0]) - margin, 0),
-        max(int(ys[0]) - margin, 0),
-        min(int(xs[-1]) + 1 + margin, w),
-        min(int(ys[-1]) + 1 + margin, h),
-    )
 
 
 def _hatch(box: tuple[int, int, int, int], period: int = 6, offset: int = 0) -> np.ndarray:
@@ -155,8 +142,8 @@ def _draw_outline(
 
 def _label_point(mask: np.ndarray) -> tuple[int, int] | None:
     """The pixel of a mask farthest from its outline (where a label is best read), as (x, y)."""
-    box = _box(mask)
-    if box is None:
+    box = mask_box(mask)
+    if box == EMPTY_BOX:
         return None
     x0, y0, x1, y1 = box
     dist = cv2.distanceTransform(np.pad(mask[y0:y1, x0:x1].astype(np.uint8), 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
@@ -216,8 +203,8 @@ def overlay_by_rank(
     parts = []
     for i in scene.front_to_back()[::-1]:  # back to front
         inst = scene.instances[i]
-        box = _box(inst.amodal)
-        if box is not None:
+        box = mask_box(inst.amodal)
+        if box != EMPTY_BOX:
             x0, y0, x1, y1 = box
             vis = visible[i][y0:y1, x0:x1]
             parts.append((i, box, vis, inst.amodal[y0:y1, x0:x1] & ~vis))
@@ -265,8 +252,8 @@ def selection_outline(
     if canvas.ndim != 3 or canvas.shape[0] < offset[1] + h * scale or canvas.shape[1] < offset[0] + w * scale:
         raise ValueError(f"a {canvas.shape} canvas cannot hold the {w}x{h} scene x{scale} at {offset}")
     out = canvas.copy()
-    box = _box(inst.amodal, margin=1)
-    if box is None:
+    box = mask_box(inst.amodal, margin=1)
+    if box == EMPTY_BOX:
         return out
     x0, y0, x1, y1 = box
     amodal = inst.amodal[y0:y1, x0:x1]
@@ -362,8 +349,8 @@ def instance_panel(
     img = _check_image(image, scene.shape)
     idx = scene.index_of(instance_id)
     inst = scene.instances[idx]
-    box = _box(inst.amodal, margin)
-    if box is None:
+    box = mask_box(inst.amodal, margin)
+    if box == EMPTY_BOX:
         raise ValueError(f"instance {instance_id} of scene {scene.image_id} has an empty amodal mask")
     x0, y0, x1, y1 = box
     vis = scene.visible(instance_id)[y0:y1, x0:x1]
@@ -509,8 +496,8 @@ def _layer_crop(
     layers = np.asarray(scene_or_layers)
     if layers.ndim != 2 or not np.issubdtype(layers.dtype, np.integer):
         raise ValueError(f"a layer map must be a 2-D integer array, got {layers.shape} {layers.dtype}")
-    box = _box(layers >= 0)
-    if box is None:
+    box = mask_box(layers >= 0)
+    if box == EMPTY_BOX:
         raise ValueError("the layer map is empty (no pixel has a layer >= 0)")
     lo, hi = int(layers.min()), int(layers.max())
     if lo < -1 or hi > K - 1:

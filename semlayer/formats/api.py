@@ -35,8 +35,8 @@ WRITERS: dict[str, Callable[[AnnotationSet], Any]] = {
 
 def read_json(path: str | os.PathLike) -> Any:
     """Parse a JSON file; anything that is not a readable JSON document is a FormatError. orjson parses
-    (several times faster on dataset files); what it refuses goes to the standard parser, so the values
-    accepted and the error messages are the standard ones."""
+    (dataset files are large); what it refuses goes to the standard parser, so the values accepted and the
+    error messages are the standard ones."""
     try:
         data = Path(path).read_bytes()
     except OSError as err:
