@@ -16,6 +16,7 @@ import cv2
 import matplotlib
 import matplotlib.cm
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
@@ -657,7 +658,25 @@ def level_set_figure(
     colors = rank_colors(n)
     fig = _image_figure(h, w, extra_width=1.9)
     ax = fig.add_subplot()
-    # Fills are composed in numpy (one image) rather than one matplotlib artist per region: cheaper.
+    ax.imshow(_level_set_fills(img, scene, maps, colors), interpolation="nearest")
+    k_max = max((m.K for m in maps), default=K)
+    for i in scene.front_to_back()[::-1]:
+        m = maps[i]
+        x0, y0, x1, y1 = m.box
+        if x1 > x0 and y1 > y0:
+            _level_contours(ax, m.values, m.box, m.K, colors[scene.instances[i].rank] / 255.0, 1.3, 2.0)
+    _rank_labels(ax, scene, maps, colors)
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    ax.set_axis_off()
+    ax.set_title(f"sem-dist level sets (K={k_max}{tau_text})", fontsize=10)
+    _level_set_legend(ax, scene, colors, k_max)
+    return _render(fig)
+
+
+def _level_set_fills(img: np.ndarray, scene: AmodalScene, maps: Sequence[SemDistMap], colors: np.ndarray) -> np.ndarray:
+    """The dimmed image with each instance's visible part tinted and its occluded part hatched (uint8 RGB).
+    Composed in numpy (one image) rather than one matplotlib artist per region: cheaper."""
     out = _dim(img, 0.6)
     parts = [
         (i, maps[i].box, maps[i].values > maps[i].K - 1, (maps[i].values > 0) & (maps[i].values <= maps[i].K - 1))
@@ -673,31 +692,34 @@ def level_set_figure(
         hatch_hidden=True,
         period=6,
     )
-    ax.imshow(np.clip(out, 0, 255).astype(np.uint8), interpolation="nearest")
-    k_max = max((m.K for m in maps), default=K)
-    for i in scene.front_to_back()[::-1]:
-        m = maps[i]
-        x0, y0, x1, y1 = m.box
-        if x1 <= x0 or y1 <= y0:
-            continue
-        color = colors[scene.instances[i].rank] / 255.0
-        # One pixel of zeros around the crop closes every contour; pixel centres sit at integers, so
-        # the 0.5 contour of a thresholded map runs exactly along pixel edges.
-        values = np.pad(m.values, 1)
-        xs, ys = np.arange(x0 - 1, x1 + 1), np.arange(y0 - 1, y1 + 1)
-        for level in range(m.K):
-            style = "--" if level == 0 else ("-" if level == m.K - 1 else ":")
-            width = 2.0 if level == m.K - 1 else 1.3
-            if (values > level).any():
-                ax.contour(
-                    xs,
-                    ys,
-                    (values > level).astype(np.float32),
-                    levels=[0.5],
-                    colors=[color],
-                    linestyles=style,
-                    linewidths=width,
-                )
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def _level_contours(
+    ax: Axes, values: np.ndarray, box: Sequence[int], K: int, color: object, width: float, top_width: float
+) -> None:
+    """The contours ``S > k`` (k = 0 .. K-1) of a crop of sem-dist ``values`` placed at ``box``: the amodal
+    one (k = 0) dashed, the visible one (k = K-1) solid and ``top_width`` wide, those between dotted."""
+    x0, y0, x1, y1 = box
+    # One pixel of zeros around the crop closes every contour; pixel centres sit at integers, so the 0.5
+    # contour of a thresholded map runs exactly along pixel edges.
+    padded = np.pad(values, 1)
+    xs, ys = np.arange(x0 - 1, x1 + 1), np.arange(y0 - 1, y1 + 1)
+    for level in range(K):
+        if (padded > level).any():
+            ax.contour(
+                xs,
+                ys,
+                (padded > level).astype(np.float32),
+                levels=[0.5],
+                colors=[color],
+                linestyles="--" if level == 0 else ("-" if level == K - 1 else ":"),
+                linewidths=top_width if level == K - 1 else width,
+            )
+
+
+def _rank_labels(ax: Axes, scene: AmodalScene, maps: Sequence[SemDistMap], colors: np.ndarray) -> None:
+    """Each instance's rank on a chip of its colour, where its visible part (else its amodal mask) is widest."""
     for i, inst in enumerate(scene.instances):
         point = _label_point(maps[i].visible()) or _label_point(maps[i].amodal())
         if point is not None:
@@ -717,10 +739,10 @@ def level_set_figure(
                     "alpha": 0.85,
                 },
             )
-    ax.set_xlim(-0.5, w - 0.5)
-    ax.set_ylim(h - 0.5, -0.5)
-    ax.set_axis_off()
-    ax.set_title(f"sem-dist level sets (K={k_max}{tau_text})", fontsize=10)
+
+
+def _level_set_legend(ax: Axes, scene: AmodalScene, colors: np.ndarray, k_max: int) -> None:
+    """The line styles of the levels, the hatching, then one colour per instance, front to back."""
     handles = [
         Line2D([], [], color="0.2", ls="-", lw=2.0, label=f"visible: S > {k_max - 1}"),
         *[
@@ -746,7 +768,6 @@ def level_set_figure(
         handlelength=2.2,
         borderaxespad=0.0,
     )
-    return _render(fig)
 
 
 def global_layering_figure(
@@ -806,19 +827,7 @@ def semdist_heatmap(sdm: SemDistMap, margin: int = 8, title: str | None = None, 
     ax = fig.add_subplot()
     extent = (x0 - 0.5, x1 - 0.5, y1 - 0.5, y0 - 0.5)
     im = ax.imshow(crop, cmap=cmap, vmin=0, vmax=sdm.K, interpolation="nearest", extent=extent)
-    padded = np.pad(crop, 1)
-    xs, ys = np.arange(x0 - 1, x1 + 1), np.arange(y0 - 1, y1 + 1)
-    for level in range(sdm.K):
-        if (padded > level).any():
-            ax.contour(
-                xs,
-                ys,
-                (padded > level).astype(np.float32),
-                levels=[0.5],
-                colors=["cyan"],
-                linestyles="--" if level == 0 else ("-" if level == sdm.K - 1 else ":"),
-                linewidths=1.4,
-            )
+    _level_contours(ax, crop, (x0, y0, x1, y1), sdm.K, "cyan", 1.4, 1.4)
     ax.set_xlim(x0 - 0.5, x1 - 0.5)
     ax.set_ylim(y1 - 0.5, y0 - 0.5)
     bar = fig.colorbar(im, ax=ax, ticks=np.arange(sdm.K + 1), fraction=0.06, pad=0.03)
