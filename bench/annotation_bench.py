@@ -50,6 +50,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from semlayer import assist, formats  # noqa: E402
+from semlayer.boxes import box_xywh, mask_box  # noqa: E402
 from semlayer.errors import SemlayerError  # noqa: E402
 from semlayer.images import read_image  # noqa: E402
 from semlayer.io_utils import atomic_write_json  # noqa: E402
@@ -111,7 +112,7 @@ def auto_brush(clip: np.ndarray, keep: np.ndarray) -> Step:
 def visible_methods(image: np.ndarray, target: np.ndarray, radius: float, sp_cache: assist.SuperpixelCache):
     """(start, cost, step) of each visible-mask method for one object."""
     empty = np.zeros(target.shape, bool)
-    x, y, w, h = (int(v) for v in formats_bbox(target))
+    x, y, w, h = (int(v) for v in box_xywh(mask_box(target)))
     box = [x, y, x + w - 1, y + h - 1]
     clicks: dict[bool, list[tuple[int, int]]] = {True: [], False: []}
 
@@ -132,12 +133,6 @@ def visible_methods(image: np.ndarray, target: np.ndarray, radius: float, sp_cac
         "grabcut": lambda: (assist.grabcut(image, box), 2, grabcut_step),
         "superpixel": lambda: (empty, 0, superpixel_step),
     }
-
-
-def formats_bbox(mask: np.ndarray) -> list[float]:
-    from semlayer.scene import mask_bbox
-
-    return mask_bbox(mask)
 
 
 def amodal_methods(
@@ -161,7 +156,7 @@ def amodal_methods(
             return visible
 
     def model() -> np.ndarray:
-        x, y, w, h = (int(v) for v in formats_bbox(target))
+        x, y, w, h = (int(v) for v in box_xywh(mask_box(target)))
         return assist.model_proposal(completer, image, scene, instance_id, [x, y, x + w - 1, y + h - 1])
 
     proposals = {"hull": (lambda: assist.hull_proposal(scene, instance_id), 1), "mirror": (mirror, 1)}
@@ -219,7 +214,7 @@ def app_annotator(args: argparse.Namespace) -> Iterator[AppAnnotator]:
 
 def api_visible_methods(api: AppAnnotator, target: np.ndarray):
     """`visible_methods` through the app: GrabCut and the superpixel brush."""
-    x, y, w, h = (int(v) for v in formats_bbox(target))
+    x, y, w, h = (int(v) for v in box_xywh(mask_box(target)))
     box = [x, y, x + w - 1, y + h - 1]
     clicks: dict[bool, list[list[int]]] = {True: [], False: []}
 

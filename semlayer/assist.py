@@ -31,6 +31,7 @@ from torchvision.models.detection.transform import resize_boxes
 from torchvision.ops import roi_align
 
 from .model.sln import paste_roi_maps
+from .boxes import mask_box
 from .scene import AmodalScene, Instance
 
 GRABCUT_ITERATIONS = 5
@@ -114,9 +115,9 @@ def grabcut(
     if fg.shape != shape or bg.shape != shape:
         raise ValueError(f"strokes must be {shape[0]}x{shape[1]} masks, got {fg.shape} and {bg.shape}")
     x0, y0, x1, y1 = _check_box(box, shape)
-    if fg.any():
-        ys, xs = np.nonzero(fg)
-        x0, y0, x1, y1 = min(x0, int(xs.min())), min(y0, int(ys.min())), max(x1, int(xs.max())), max(y1, int(ys.max()))
+    if fg.any():  # the box grows to hold every foreground stroke (inclusive corners, as `_check_box` gives)
+        fx0, fy0, fx1, fy1 = mask_box(fg)
+        x0, y0, x1, y1 = min(x0, fx0), min(y0, fy0), max(x1, fx1 - 1), max(y1, fy1 - 1)
     H, W = shape
     margin = max(8, (max(x1 - x0, y1 - y0) + 1) // 4)
     cx0, cy0, cx1, cy1 = max(x0 - margin, 0), max(y0 - margin, 0), min(x1 + margin + 1, W), min(y1 + margin + 1, H)
@@ -278,8 +279,8 @@ def mirror_axis(
     if not visible.any():
         return None
     hidden_region = np.asarray(hidden_region, bool) & ~visible
-    ys, xs = np.nonzero(visible | hidden_region)
-    span = float(np.hypot(ys.max() - ys.min(), xs.max() - xs.min()))
+    x0, y0, x1, y1 = mask_box(visible | hidden_region)
+    span = float(np.hypot(y1 - 1 - y0, x1 - 1 - x0))
     scale = min(1.0, MIRROR_SEARCH_SIZE / max(span, 1.0))
     best = None
     for angle in angles:
@@ -303,9 +304,9 @@ def _best_offset(
     """(score, angle, offset) of the best axis of direction ``angle``, at ``scale`` (offset in full-scale
     pixels), None when no offset qualifies."""
     known = visible | hidden_region
-    ys, xs = np.nonzero(known)
-    cy, cx = (ys.min() + ys.max()) / 2.0, (xs.min() + xs.max()) / 2.0
-    half = int(np.ceil(scale * np.hypot(ys.max() - ys.min(), xs.max() - xs.min()) / 2.0)) + 2
+    x0, y0, x1, y1 = mask_box(known)
+    cy, cx = (y0 + y1 - 1) / 2.0, (x0 + x1 - 1) / 2.0
+    half = int(np.ceil(scale * np.hypot(y1 - 1 - y0, x1 - 1 - x0) / 2.0)) + 2
     size = 2 * half + 1
     theta = np.deg2rad(angle)
     nx, ny = np.cos(theta), np.sin(theta)

@@ -30,8 +30,9 @@ from torch.utils.data import Dataset
 
 from . import formats
 from .errors import FormatError
+from .boxes import mask_box
 from .images import read_image
-from .scene import AmodalScene, AnnotationSet, Instance, mask_bbox, renumber_ranks
+from .scene import AmodalScene, AnnotationSet, Instance, renumber_ranks
 from .semdist import DEFAULT_K, DEFAULT_TAU, encode_scene, global_layering_map, instance_layer_maps
 from .synth import CATEGORIES, generate_scene, image_rng
 
@@ -231,8 +232,7 @@ def scene_targets(scene: AmodalScene, labels: Sequence[int], K: int = DEFAULT_K,
     semdist = np.stack([m.full() for m in encode_scene(scene, K, tau)]) if n else np.zeros((0, h, w), np.float32)
 
     def xyxy(masks: np.ndarray) -> torch.Tensor:
-        boxes = [mask_bbox(m) for m in masks]
-        arr = np.array([[x, y, x + bw, y + bh] for x, y, bw, bh in boxes], np.float32).reshape(-1, 4)
+        arr = np.array([mask_box(m) for m in masks], np.float32).reshape(-1, 4)
         return torch.from_numpy(arr)
 
     return {

@@ -12,6 +12,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .boxes import mask_box
+
 
 @dataclass(frozen=True)
 class Constraint:
@@ -167,16 +169,6 @@ def constraints_from_overlap(
 def constraints_from_clusters(oco_ids: Sequence[int], ico_ids: Sequence[int]) -> list[Constraint]:
     """KINS 2020: inside a cluster (``oco_id`` > 0) a smaller ``ico_id`` is in front."""
     return [Constraint(i, j, 1.0) for i, j in cluster_pairs(list(zip(oco_ids, ico_ids)))]
-
-
-def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """The bounding box of a mask as ``(x0, y0, x1, y1)``, exclusive ends; ``(0, 0, 0, 0)`` when empty
-    (a box that meets no other)."""
-    ys = np.flatnonzero(mask.any(axis=1))
-    if ys.size == 0:
-        return 0, 0, 0, 0
-    xs = np.flatnonzero(mask.any(axis=0))
-    return int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1
 
 
 def _union_box(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[int, int, int, int]:

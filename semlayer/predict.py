@@ -21,6 +21,7 @@ from torchvision.models.detection.roi_heads import expand_boxes, expand_masks
 from tqdm import tqdm
 
 from . import distributed, formats
+from .boxes import EMPTY_BOX, mask_box
 from .config import defaults
 from .errors import ConfigError, FormatError, SemlayerError
 from .formats.compact import CompactScenes, compact_record
@@ -121,8 +122,9 @@ def _paste_in_box(
 
 
 def _argmax_channels(maps: np.ndarray) -> np.ndarray:
-    """``maps.argmax(axis=0)`` as int8 (first maximum wins), by one comparison per channel: several
-    times faster than numpy's arg-max across the leading axis."""
+    """``maps.argmax(axis=0)`` as int8 (first maximum wins), by one comparison per channel: each pass reads
+    one contiguous channel, where numpy's arg-max across the leading axis first copies the array to put
+    that axis last."""
     best = maps[0]
     index = np.zeros(best.shape, np.int8)
     for k in range(1, maps.shape[0]):
@@ -169,8 +171,7 @@ def _drop_specks(mask: np.ndarray, min_pixels: float) -> np.ndarray:
     out = np.zeros(mask.shape, bool)
     if np.count_nonzero(mask) < min_pixels:
         return out
-    ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    y0, y1, x0, x1 = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
+    x0, y0, x1, y1 = mask_box(mask)
     crop = mask[y0:y1, x0:x1].astype(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(crop, connectivity=8)
     # Zeros beyond the crop's edge: a thin piece along the edge erodes away too.
@@ -336,11 +337,10 @@ class Predictor:
         for d in ds:
             crop, box = _paste_in_box(padded[d], boxes[d], H, W)
             amodal = crop[:, :, 0] > MASK_THRESHOLD
-            ys, xs = np.flatnonzero(amodal.any(axis=1)), np.flatnonzero(amodal.any(axis=0))
-            if ys.size == 0:
+            cx0, cy0, cx1, cy1 = tight = mask_box(amodal)
+            if tight == EMPTY_BOX:
                 self._dets[d] = self._empty_detection()
                 continue
-            cy0, cy1, cx0, cx1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
             found.append((d, crop[cy0:cy1, cx0:cx1], (box[0] + cx0, box[1] + cy0, box[0] + cx1, box[1] + cy1)))
         if not found:
             return

@@ -17,6 +17,8 @@ from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
+from .boxes import box_xywh, mask_box
+
 MOVES = ("forward", "backward", "front", "back")
 
 
@@ -83,7 +85,7 @@ class Instance:
 
     def bbox(self) -> list[float]:
         """Amodal box as COCO ``[x, y, w, h]`` (pixel-edge coordinates), all zeros when empty."""
-        return mask_bbox(self.amodal)
+        return box_xywh(mask_box(self.amodal))
 
     def set_amodal(self, mask: np.ndarray) -> None:
         """Replace the amodal mask; source polygons and dense predictions no longer describe it."""
@@ -100,15 +102,6 @@ class Instance:
     def drop_stated(self) -> None:
         self.stated_visible = None
         self.stated_occlude_rate = None
-
-
-def mask_bbox(mask: np.ndarray) -> list[float]:
-    """COCO ``[x, y, w, h]`` box of a boolean mask (zeros for an empty mask)."""
-    ys = np.flatnonzero(mask.any(axis=1))
-    if ys.size == 0:
-        return [0.0, 0.0, 0.0, 0.0]
-    xs = np.flatnonzero(mask.any(axis=0))
-    return [float(xs[0]), float(ys[0]), float(xs[-1] - xs[0] + 1), float(ys[-1] - ys[0] + 1)]
 
 
 @dataclass(eq=False)
@@ -229,8 +222,7 @@ class AmodalScene:
     # ----- derived masks -----------------------------------------------------------------------
     def _empty_mask(self) -> np.ndarray:
         """An all-False frame in the masks' memory order: masks decoded from RLE are Fortran-ordered, and
-        mixing orders makes every operation strided (and the RLE encoder copy its input); 6x faster
-        painter's rule on decoded 640 x 640 scenes."""
+        mixing orders makes every operation strided (and the RLE encoder copy its input)."""
         fortran = bool(self.instances) and not self.instances[0].amodal.flags.c_contiguous
         return np.zeros(self.shape, dtype=bool, order="F" if fortran else "C")
 
@@ -274,8 +266,8 @@ class AmodalScene:
         covered = self._empty_mask()
         for i in self.front_to_back():
             inst = self.instances[i]
-            x, y, w, h = (int(v) for v in mask_bbox(inst.amodal))
-            box = (slice(y, y + h), slice(x, x + w))
+            x0, y0, x1, y1 = mask_box(inst.amodal)
+            box = (slice(y0, y1), slice(x0, x1))
             amodal = inst.amodal[box]
             hidden = amodal & covered[box]
             if inst.external is not None:
@@ -335,8 +327,8 @@ class AmodalScene:
             inst = self.instances[i]
             vis = _as_mask(visible[i], *self.shape, f"instance {inst.id} visible mask")
             # In the amodal mask's box: E is inside it, and whole-frame operations cost the image per instance.
-            x, y, w, h = (int(v) for v in mask_bbox(inst.amodal))
-            box = (slice(y, y + h), slice(x, x + w))
+            x0, y0, x1, y1 = mask_box(inst.amodal)
+            box = (slice(y0, y1), slice(x0, x1))
             ext = inst.amodal[box] & ~vis[box] & ~covered[box]
             inst.external = None
             if ext.any():

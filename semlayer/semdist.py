@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from .boxes import mask_box
 from .order import Constraint, Ordering, box_pairs, ranks_from_constraints
 from .scene import AmodalScene, Instance
 
@@ -113,21 +114,13 @@ class SemDistMap:
         return self._paste(self.layer_crop(), np.int8(-1))
 
 
-def _crop_box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    ys = np.flatnonzero(mask.any(axis=1))
-    if ys.size == 0:
-        return (0, 0, 0, 0)
-    xs = np.flatnonzero(mask.any(axis=0))
-    return int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1
-
-
 def raw_layer_crops(scene: AmodalScene) -> list[tuple[tuple[int, int, int, int], np.ndarray]]:
     """Unclipped layer ``l_i`` per instance (source order) as (box, int32 crop, -1 outside the mask)."""
     count = np.zeros(scene.shape, np.int32)
     out: list = [None] * len(scene.instances)
     for i in scene.front_to_back():
         inst = scene.instances[i]
-        box = _crop_box(inst.amodal)
+        box = mask_box(inst.amodal)
         x0, y0, x1, y1 = box
         amodal = inst.amodal[y0:y1, x0:x1]
         layer = count[y0:y1, x0:x1].copy()
@@ -143,7 +136,7 @@ def raw_layer_crop(scene: AmodalScene, index: int) -> tuple[tuple[int, int, int,
     """``raw_layer_crops(scene)[index]`` for one instance, counted in its box only: what one instance's
     figures need costs its box, not the image."""
     inst = scene.instances[index]
-    box = _crop_box(inst.amodal)
+    box = mask_box(inst.amodal)
     x0, y0, x1, y1 = box
     layer = np.zeros((y1 - y0, x1 - x0), np.int32)
     for other in scene.instances:

@@ -24,6 +24,7 @@ from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from . import formats
+from .boxes import mask_box
 from .errors import ConfigError
 from .io_utils import atomic_write_bytes
 from .scene import AmodalScene, AnnotationSet, Instance
@@ -272,7 +273,7 @@ class SynthObject:
     def render(self) -> tuple[tuple[int, int, int, int], np.ndarray]:
         """The object's own colours: ``(box, uint8 RGB crop)`` over its mask's box grown by one pixel
         (the room the anti-aliased fringe needs). Inside the mask the composite equals these values."""
-        box = _grown_box(self.mask, 1)
+        box = mask_box(self.mask, margin=1)
         x0, y0, x1, y1 = box
         rgb = self.texture.paint(box)
         inside = self.mask[y0:y1, x0:x1].astype(np.uint8)
@@ -328,18 +329,6 @@ class SynthLayout:
             for rank, obj in enumerate(self.objects, start=1)
         ]
         return AmodalScene(image, instances, annotation={"id": int(image_id), "author": "semlayer.synth"})
-
-
-def _grown_box(mask: np.ndarray, margin: int) -> tuple[int, int, int, int]:
-    ys = np.flatnonzero(mask.any(axis=1))
-    xs = np.flatnonzero(mask.any(axis=0))
-    h, w = mask.shape
-    return (
-        max(int(xs[0]) - margin, 0),
-        max(int(ys[0]) - margin, 0),
-        min(int(xs[-1]) + 1 + margin, w),
-        min(int(ys[-1]) + 1 + margin, h),
-    )
 
 
 def _visible_ok(masks_front_to_back: list[np.ndarray]) -> bool:

@@ -16,12 +16,14 @@ import cv2
 import matplotlib
 import matplotlib.cm
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from .boxes import EMPTY_BOX, mask_box
 from .io_utils import atomic_write_bytes
 from .scene import AmodalScene
 from .semdist import DEFAULT_K, DEFAULT_TAU, SemDistMap, encode_scene, global_layering_map, raw_layer_crop
@@ -42,7 +44,7 @@ def rank_colors(n: int, cmap: str = RANK_CMAP) -> np.ndarray:
 
 @functools.lru_cache(maxsize=64)
 def _rank_colors(n: int, cmap: str) -> np.ndarray:
-    # Cached: a matplotlib colormap look-up takes about 0.5 ms, a tenth of a whole view's redraw.
+    # Cached: a matplotlib colormap look-up is a noticeable part of every redraw (docs/benchmarks.md).
     t = np.array([0.9]) if n <= 1 else np.linspace(0.9, 0.08, n)
     rgb = (matplotlib.colormaps[cmap](t)[:, :3] * 255).round().astype(np.uint8)
     colors = np.concatenate([np.zeros((1, 3), np.uint8), rgb], axis=0)
@@ -66,20 +68,6 @@ def _dim(image: np.ndarray, amount: float = 0.5) -> np.ndarray:
     img = image.astype(np.float32)
     gray = img @ np.array([0.299, 0.587, 0.114], np.float32)
     return (0.35 * img + 0.65 * gray[..., None]) * amount
-
-
-def _box(mask: np.ndarray, margin: int = 0) -> tuple[int, int, int, int] | None:
-    ys = np.flatnonzero(mask.any(axis=1))
-    if ys.size == 0:
-        return None
-    xs = np.flatnonzero(mask.any(axis=0))
-    h, w = mask.shape
-    return (
-        max(int(xs[0]) - margin, 0),
-        max(int(ys[0]) - margin, 0),
-        min(int(xs[-1]) + 1 + margin, w),
-        min(int(ys[-1]) + 1 + margin, h),
-    )
 
 
 def _hatch(box: tuple[int, int, int, int], period: int = 6, offset: int = 0) -> np.ndarray:
@@ -155,8 +143,8 @@ def _draw_outline(
 
 def _label_point(mask: np.ndarray) -> tuple[int, int] | None:
     """The pixel of a mask farthest from its outline (where a label is best read), as (x, y)."""
-    box = _box(mask)
-    if box is None:
+    box = mask_box(mask)
+    if box == EMPTY_BOX:
         return None
     x0, y0, x1, y1 = box
     dist = cv2.distanceTransform(np.pad(mask[y0:y1, x0:x1].astype(np.uint8), 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
@@ -216,8 +204,8 @@ def overlay_by_rank(
     parts = []
     for i in scene.front_to_back()[::-1]:  # back to front
         inst = scene.instances[i]
-        box = _box(inst.amodal)
-        if box is not None:
+        box = mask_box(inst.amodal)
+        if box != EMPTY_BOX:
             x0, y0, x1, y1 = box
             vis = visible[i][y0:y1, x0:x1]
             parts.append((i, box, vis, inst.amodal[y0:y1, x0:x1] & ~vis))
@@ -265,8 +253,8 @@ def selection_outline(
     if canvas.ndim != 3 or canvas.shape[0] < offset[1] + h * scale or canvas.shape[1] < offset[0] + w * scale:
         raise ValueError(f"a {canvas.shape} canvas cannot hold the {w}x{h} scene x{scale} at {offset}")
     out = canvas.copy()
-    box = _box(inst.amodal, margin=1)
-    if box is None:
+    box = mask_box(inst.amodal, margin=1)
+    if box == EMPTY_BOX:
         return out
     x0, y0, x1, y1 = box
     amodal = inst.amodal[y0:y1, x0:x1]
@@ -362,8 +350,8 @@ def instance_panel(
     img = _check_image(image, scene.shape)
     idx = scene.index_of(instance_id)
     inst = scene.instances[idx]
-    box = _box(inst.amodal, margin)
-    if box is None:
+    box = mask_box(inst.amodal, margin)
+    if box == EMPTY_BOX:
         raise ValueError(f"instance {instance_id} of scene {scene.image_id} has an empty amodal mask")
     x0, y0, x1, y1 = box
     vis = scene.visible(instance_id)[y0:y1, x0:x1]
@@ -509,8 +497,8 @@ def _layer_crop(
     layers = np.asarray(scene_or_layers)
     if layers.ndim != 2 or not np.issubdtype(layers.dtype, np.integer):
         raise ValueError(f"a layer map must be a 2-D integer array, got {layers.shape} {layers.dtype}")
-    box = _box(layers >= 0)
-    if box is None:
+    box = mask_box(layers >= 0)
+    if box == EMPTY_BOX:
         raise ValueError("the layer map is empty (no pixel has a layer >= 0)")
     lo, hi = int(layers.min()), int(layers.max())
     if lo < -1 or hi > K - 1:
@@ -670,7 +658,25 @@ def level_set_figure(
     colors = rank_colors(n)
     fig = _image_figure(h, w, extra_width=1.9)
     ax = fig.add_subplot()
-    # Fills are composed in numpy (one image) rather than one matplotlib artist per region: cheaper.
+    ax.imshow(_level_set_fills(img, scene, maps, colors), interpolation="nearest")
+    k_max = max((m.K for m in maps), default=K)
+    for i in scene.front_to_back()[::-1]:
+        m = maps[i]
+        x0, y0, x1, y1 = m.box
+        if x1 > x0 and y1 > y0:
+            _level_contours(ax, m.values, m.box, m.K, colors[scene.instances[i].rank] / 255.0, 1.3, 2.0)
+    _rank_labels(ax, scene, maps, colors)
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    ax.set_axis_off()
+    ax.set_title(f"sem-dist level sets (K={k_max}{tau_text})", fontsize=10)
+    _level_set_legend(ax, scene, colors, k_max)
+    return _render(fig)
+
+
+def _level_set_fills(img: np.ndarray, scene: AmodalScene, maps: Sequence[SemDistMap], colors: np.ndarray) -> np.ndarray:
+    """The dimmed image with each instance's visible part tinted and its occluded part hatched (uint8 RGB).
+    Composed in numpy (one image) rather than one matplotlib artist per region: cheaper."""
     out = _dim(img, 0.6)
     parts = [
         (i, maps[i].box, maps[i].values > maps[i].K - 1, (maps[i].values > 0) & (maps[i].values <= maps[i].K - 1))
@@ -686,31 +692,34 @@ def level_set_figure(
         hatch_hidden=True,
         period=6,
     )
-    ax.imshow(np.clip(out, 0, 255).astype(np.uint8), interpolation="nearest")
-    k_max = max((m.K for m in maps), default=K)
-    for i in scene.front_to_back()[::-1]:
-        m = maps[i]
-        x0, y0, x1, y1 = m.box
-        if x1 <= x0 or y1 <= y0:
-            continue
-        color = colors[scene.instances[i].rank] / 255.0
-        # One pixel of zeros around the crop closes every contour; pixel centres sit at integers, so
-        # the 0.5 contour of a thresholded map runs exactly along pixel edges.
-        values = np.pad(m.values, 1)
-        xs, ys = np.arange(x0 - 1, x1 + 1), np.arange(y0 - 1, y1 + 1)
-        for level in range(m.K):
-            style = "--" if level == 0 else ("-" if level == m.K - 1 else ":")
-            width = 2.0 if level == m.K - 1 else 1.3
-            if (values > level).any():
-                ax.contour(
-                    xs,
-                    ys,
-                    (values > level).astype(np.float32),
-                    levels=[0.5],
-                    colors=[color],
-                    linestyles=style,
-                    linewidths=width,
-                )
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def _level_contours(
+    ax: Axes, values: np.ndarray, box: Sequence[int], K: int, color: object, width: float, top_width: float
+) -> None:
+    """The contours ``S > k`` (k = 0 .. K-1) of a crop of sem-dist ``values`` placed at ``box``: the amodal
+    one (k = 0) dashed, the visible one (k = K-1) solid and ``top_width`` wide, those between dotted."""
+    x0, y0, x1, y1 = box
+    # One pixel of zeros around the crop closes every contour; pixel centres sit at integers, so the 0.5
+    # contour of a thresholded map runs exactly along pixel edges.
+    padded = np.pad(values, 1)
+    xs, ys = np.arange(x0 - 1, x1 + 1), np.arange(y0 - 1, y1 + 1)
+    for level in range(K):
+        if (padded > level).any():
+            ax.contour(
+                xs,
+                ys,
+                (padded > level).astype(np.float32),
+                levels=[0.5],
+                colors=[color],
+                linestyles="--" if level == 0 else ("-" if level == K - 1 else ":"),
+                linewidths=top_width if level == K - 1 else width,
+            )
+
+
+def _rank_labels(ax: Axes, scene: AmodalScene, maps: Sequence[SemDistMap], colors: np.ndarray) -> None:
+    """Each instance's rank on a chip of its colour, where its visible part (else its amodal mask) is widest."""
     for i, inst in enumerate(scene.instances):
         point = _label_point(maps[i].visible()) or _label_point(maps[i].amodal())
         if point is not None:
@@ -730,10 +739,10 @@ def level_set_figure(
                     "alpha": 0.85,
                 },
             )
-    ax.set_xlim(-0.5, w - 0.5)
-    ax.set_ylim(h - 0.5, -0.5)
-    ax.set_axis_off()
-    ax.set_title(f"sem-dist level sets (K={k_max}{tau_text})", fontsize=10)
+
+
+def _level_set_legend(ax: Axes, scene: AmodalScene, colors: np.ndarray, k_max: int) -> None:
+    """The line styles of the levels, the hatching, then one colour per instance, front to back."""
     handles = [
         Line2D([], [], color="0.2", ls="-", lw=2.0, label=f"visible: S > {k_max - 1}"),
         *[
@@ -759,7 +768,6 @@ def level_set_figure(
         handlelength=2.2,
         borderaxespad=0.0,
     )
-    return _render(fig)
 
 
 def global_layering_figure(
@@ -819,19 +827,7 @@ def semdist_heatmap(sdm: SemDistMap, margin: int = 8, title: str | None = None, 
     ax = fig.add_subplot()
     extent = (x0 - 0.5, x1 - 0.5, y1 - 0.5, y0 - 0.5)
     im = ax.imshow(crop, cmap=cmap, vmin=0, vmax=sdm.K, interpolation="nearest", extent=extent)
-    padded = np.pad(crop, 1)
-    xs, ys = np.arange(x0 - 1, x1 + 1), np.arange(y0 - 1, y1 + 1)
-    for level in range(sdm.K):
-        if (padded > level).any():
-            ax.contour(
-                xs,
-                ys,
-                (padded > level).astype(np.float32),
-                levels=[0.5],
-                colors=["cyan"],
-                linestyles="--" if level == 0 else ("-" if level == sdm.K - 1 else ":"),
-                linewidths=1.4,
-            )
+    _level_contours(ax, crop, (x0, y0, x1, y1), sdm.K, "cyan", 1.4, 1.4)
     ax.set_xlim(x0 - 0.5, x1 - 0.5)
     ax.set_ylim(y1 - 0.5, y0 - 0.5)
     bar = fig.colorbar(im, ax=ax, ticks=np.arange(sdm.K + 1), fraction=0.06, pad=0.03)

@@ -25,11 +25,11 @@ from app.handlers import AppConfig, display_scale
 from app.main import ROOT, launch as serve
 from app.model import Model, load_model, register_model
 from semlayer import formats, synth
+from semlayer.boxes import box_xywh, mask_box
 from semlayer.figures import DEMO_ANNOTATIONS, DEMO_IMAGES
 from semlayer.images import read_image
 from semlayer.order import overlapping_pairs
 from semlayer.predict import DEFAULT_CHECKPOINT
-from semlayer.scene import mask_bbox
 from tests.test_app_handlers import FakePredictor
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -302,7 +302,7 @@ def test_grabcut_assist_from_a_box_becomes_a_new_instance_and_the_hidden_brush_p
     page.locator("#assist-image").scroll_into_view_if_needed()
     shown(page, "assist-image")
     wait_text(page, "assist-status", "no proposal")
-    vx, vy, vw, vh = (int(v) for v in mask_bbox(scene.visible(target.id)))
+    vx, vy, vw, vh = (int(v) for v in box_xywh(mask_box(scene.visible(target.id))))
     click_pixel(page, scene, max(vx - 2, 0), max(vy - 2, 0), "assist-image")
     page.wait_for_timeout(500)
     click_pixel(page, scene, min(vx + vw + 1, scene.width - 1), min(vy + vh + 1, scene.height - 1), "assist-image")

@@ -1,8 +1,5 @@
 import json
 import math
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -22,34 +19,19 @@ from semlayer.model.checkpoint import (
     save_checkpoint,
 )
 from semlayer.predict import Predictor
+from tests.helpers import TINY_MODEL, tiny_data, torchrun_2
 
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The tiny network on 64 x 64 synthetic scenes: a few iterations take a fraction of a second.
 TINY = {
     "model": {
-        "representation_size": 32,
-        "mask_head_channels": 8,
-        "mask_head_convs": 1,
-        "glm_channels": 8,
-        "glm_convs": 1,
-        "fpn_channels": 16,
-        "min_size": 64,
-        "max_size": 64,
-        "box_batch_size_per_image": 32,
-        "rpn_batch_size_per_image": 32,
-        "rpn_pre_nms_top_n_train": 100,
-        "rpn_post_nms_top_n_train": 50,
+        **TINY_MODEL,
         "rpn_pre_nms_top_n_test": 50,
         "rpn_post_nms_top_n_test": 20,
         "box_detections_per_img": 5,
     },
-    "data": {
-        "workers": 0,
-        "synthetic": {"num_images": 6, "seed": 0, "size": 64, "max_instances": 3},
-        "val_synthetic": {"num_images": 2, "seed": 1, "size": 64, "max_instances": 3},
-    },
+    "data": tiny_data(6),
     "train": {
         "batch_size": 2,
         "max_iters": 4,
@@ -277,25 +259,7 @@ def test_two_process_ddp_on_cpu_ends_with_identical_weights(tmp_path):
     out.mkdir()
     cfg = json.loads(json.dumps(TINY))
     cfg["train"].update(max_iters=3, val_every=3)
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            str(script),
-            str(out),
-            json.dumps(cfg),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    proc = torchrun_2([str(script), str(out), json.dumps(cfg)], timeout=180, env={"PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     w0 = torch.load(out / "rank0.pt", weights_only=True)
     w1 = torch.load(out / "rank1.pt", weights_only=True)

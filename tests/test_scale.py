@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from semlayer.formats.stream import Streamed, materialize, write_json
 from semlayer.predict import predict_files
 from semlayer.scene import AnnotationSet
 from semlayer.synth import CATEGORIES, generate
+from tests.helpers import torchrun_2
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -160,30 +160,7 @@ def test_torchrun_sharded_predict_writes_the_single_process_file(tmp_path, many_
     single = tmp_path / "single.json"
     report = predict_files(None, [images], single, fmt="cocoa", progress=False)
     sharded = tmp_path / "sharded.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "semlayer",
-            "predict",
-            str(images),
-            "--out",
-            str(sharded),
-            "--workers",
-            "1",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run = torchrun_2(["-m", "semlayer", "predict", str(images), "--out", str(sharded), "--workers", "1"], timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert sharded.read_bytes() == single.read_bytes()
     assert [p for p, _ in report.skipped] == [str(images / "broken.png")]

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 from shapes import rect, toy_scene
 
+from semlayer.boxes import box_xywh, mask_box
 from semlayer.scene import (
     AmodalScene,
     AnnotationSet,
     Instance,
-    mask_bbox,
     renumber_ranks,
 )
 
@@ -81,8 +81,8 @@ def test_set_amodal_drops_stale_polygons_and_predictions():
 
 
 def test_helpers():
-    assert mask_bbox(rect(8, 10, 3, 3, 9, 7)) == [3.0, 3.0, 6.0, 4.0]
-    assert mask_bbox(np.zeros((3, 3), bool)) == [0.0, 0.0, 0.0, 0.0]
+    assert box_xywh(mask_box(rect(8, 10, 3, 3, 9, 7))) == [3.0, 3.0, 6.0, 4.0]
+    assert box_xywh(mask_box(np.zeros((3, 3), bool))) == [0.0, 0.0, 0.0, 0.0]
     assert renumber_ranks([5, 2, 9, 2]) == [3, 1, 4, 2]
     aset = AnnotationSet([toy_scene()], images=[{"id": 9, "height": 2, "width": 2}])
     assert [r["id"] for r in aset.image_records()] == [7, 9]

@@ -9,28 +9,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import train as train_cli  # noqa: E402  (the top-level script, imported to call main() in-process)
+from tests.helpers import TINY_MODEL, tiny_data  # noqa: E402
 
 
 TINY = {
-    "model": {
-        "representation_size": 32,
-        "mask_head_channels": 8,
-        "mask_head_convs": 1,
-        "glm_channels": 8,
-        "glm_convs": 1,
-        "fpn_channels": 16,
-        "min_size": 64,
-        "max_size": 64,
-        "box_batch_size_per_image": 32,
-        "rpn_batch_size_per_image": 32,
-        "rpn_pre_nms_top_n_train": 100,
-        "rpn_post_nms_top_n_train": 50,
-    },
-    "data": {
-        "workers": 0,
-        "synthetic": {"num_images": 4, "seed": 0, "size": 64, "max_instances": 3},
-        "val_synthetic": {"num_images": 2, "seed": 1, "size": 64, "max_instances": 3},
-    },
+    "model": dict(TINY_MODEL),
+    "data": tiny_data(4),
     "train": {"batch_size": 2, "max_iters": 2, "warmup_iters": 1, "log_every": 1, "val_every": 2},
 }
 

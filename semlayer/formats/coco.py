@@ -10,9 +10,10 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from ..boxes import box_xywh, mask_box
 from ..errors import ConfigError
 from ..order import overlapping_pairs
-from ..scene import AnnotationSet, AmodalScene, mask_bbox
+from ..scene import AnnotationSet, AmodalScene
 
 # The parse's data types, what reads a file's structure, and what reads one field.
 from ._base import Context, Group, Parsed, Region
@@ -439,7 +440,7 @@ def _kins_annotations(annset: AnnotationSet, default_cat: int, keep_ids: bool) -
                 "a_bbox": bbox,
                 "a_area": area,
                 "i_segm": encode_rle(vis),
-                "i_bbox": mask_bbox(vis),
+                "i_bbox": box_xywh(mask_box(vis)),
                 "i_area": float(np.count_nonzero(vis)),
                 "oco_id": oco,
                 "ico_id": ico,

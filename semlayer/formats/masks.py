@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from ..boxes import EMPTY_BOX, mask_box
+
 
 def rle_input(mask: np.ndarray) -> np.ndarray:
     """A mask as pycocotools' encoder takes it, (h, w) uint8 in Fortran order. A bool array is viewed as
@@ -96,16 +98,15 @@ def mask_to_polygon(mask: np.ndarray) -> list[float] | None:
     The mask is traced at twice its resolution, so every contour point maps to a pixel corner; for a
     part without holes that is 4-connected the polygon rasterises back (pycocotools) to exactly that part.
     """
-    ys = np.flatnonzero(mask.any(axis=1))
-    if ys.size == 0:
+    x0, y0, x1, y1 = box = mask_box(mask)
+    if box == EMPTY_BOX:
         return None
-    xs = np.flatnonzero(mask.any(axis=0))
-    crop = mask[ys[0] : ys[-1] + 1, xs[0] : xs[-1] + 1].astype(np.uint8)
+    crop = mask[y0:y1, x0:x1].astype(np.uint8)
     up = cv2.resize(crop, (2 * crop.shape[1], 2 * crop.shape[0]), interpolation=cv2.INTER_NEAREST)
     contours, _ = cv2.findContours(up, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     contour = max(contours, key=cv2.contourArea)[:, 0, :]
     # doubled-grid pixel 2x -> left/top edge x, 2x+1 -> right/bottom edge x+1; then back to image coordinates
-    corners = (contour + 1) // 2 + np.array([xs[0], ys[0]])
+    corners = (contour + 1) // 2 + np.array([x0, y0])
     keep = np.any(corners != np.roll(corners, 1, axis=0), axis=1)
     corners = corners[keep] if keep.any() else corners[:1]
     return [float(v) for v in corners.reshape(-1)]

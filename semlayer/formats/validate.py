@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..boxes import mask_box
 from ..images import image_name_problem
 from ..order import overlapping_pairs, parse_depth_constraint
 from ._base import Context, Group, Region, Repair, Violation, build_scene, group_ranks, join, repair_lines, summary
@@ -206,9 +207,9 @@ def _check_painters_rule(ctx: Context, group: Group, external: list[tuple[str, i
     Reported in record order."""
     found: dict[int, tuple[tuple[str, str] | None, int]] = {}  # record index -> (violation, external px)
     by_order = sorted(range(len(group.regions)), key=lambda i: keys[i])
-    # Bounding boxes (y0, y1, x0, x1; empty masks get an empty box) of the regions in depth order: naming who
-    # covers a clash looks only at the regions whose box meets the clash's, not at every region in front.
-    boxes = np.array([_bbox(group.regions[i].amodal) for i in by_order], np.int64).reshape(-1, 4)
+    # Bounding boxes of the regions in depth order: naming who covers a clash looks only at the regions whose
+    # box meets the clash's, not at every region in front.
+    boxes = np.array([mask_box(group.regions[i].amodal) for i in by_order], np.int64).reshape(-1, 4)
     front = None  # union of the amodal masks of the regions in front
     done = 0  # regions by_order[:done] are in front
     for k, i in enumerate(by_order):
@@ -216,11 +217,11 @@ def _check_painters_rule(ctx: Context, group: Group, external: list[tuple[str, i
         if front is None:
             front = np.zeros_like(r.amodal)
         while keys[by_order[done]] < keys[i]:
-            y0, y1, x0, x1 = boxes[done]
+            x0, y0, x1, y1 = boxes[done]
             front[y0:y1, x0:x1] |= group.regions[by_order[done]].amodal[y0:y1, x0:x1]
             done += 1
         # Everything below lies inside the region's own box: crops, not whole frames.
-        y0, y1, x0, x1 = boxes[k]
+        x0, y0, x1, y1 = boxes[k]
         amodal = r.amodal[y0:y1, x0:x1]
         visible = amodal & r.visible_or_amodal()[y0:y1, x0:x1]
         in_front = front[y0:y1, x0:x1]
@@ -228,10 +229,10 @@ def _check_painters_rule(ctx: Context, group: Group, external: list[tuple[str, i
         n = int(np.count_nonzero(clash))
         violation = None
         if n:
-            cy0, cy1, cx0, cx1 = _bbox(clash)
-            box = (y0 + cy0, y0 + cy1, x0 + cx0, x0 + cx1)
+            cx0, cy0, cx1, cy1 = mask_box(clash)
+            box = (x0 + cx0, y0 + cy0, x0 + cx1, y0 + cy1)
             b = boxes[:done]
-            near = np.flatnonzero((b[:, 0] < box[1]) & (b[:, 1] > box[0]) & (b[:, 2] < box[3]) & (b[:, 3] > box[2]))
+            near = np.flatnonzero((b[:, 0] < box[2]) & (b[:, 2] > box[0]) & (b[:, 1] < box[3]) & (b[:, 3] > box[1]))
             violation = _painter_violation(
                 r, clash[cy0:cy1, cx0:cx1], n, [group.regions[by_order[j]] for j in near], box
             )
@@ -244,20 +245,12 @@ def _check_painters_rule(ctx: Context, group: Group, external: list[tuple[str, i
             external.append((r.path, hidden_by_nothing))
 
 
-def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """(y0, y1, x0, x1), end exclusive; (0, 0, 0, 0) for an empty mask."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if not len(rows):
-        return 0, 0, 0, 0
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-
-
 def _painter_violation(
     r: Region, clash: np.ndarray, n: int, in_front: list[Region], box: tuple[int, int, int, int]
 ) -> tuple[str, str]:
     """(path, message) for the ``n`` visible pixels ``clash`` (the crop ``box`` of the image) of region ``r``
     under regions ``in_front``."""
-    y0, y1, x0, x1 = box
+    x0, y0, x1, y1 = box
     under = [(o, int(np.count_nonzero(clash & o.amodal[y0:y1, x0:x1]))) for o in in_front]
     under = [(o, k) for o, k in under if k]
 

@@ -102,13 +102,9 @@ class LayeringPredictor(nn.Module):
         self.K, self.num_classes = K, num_classes
         self.upsample = nn.ConvTranspose2d(in_channels, in_channels, 2, stride=2)
         self.layer_logits = nn.Conv2d(in_channels, num_classes * (K + 1), 1)
-        # A narrow layer: at 28 x 28 per RoI a full-width one would cost more than the whole mask head. A 1x1
-        # kernel (`model.semdist_kernel: 1`) is about 4x cheaper still, but regressed the distances 38 % worse
-        # when refit on the shipped network (docs/benchmarks.md), so 3x3 is the default.
-        # `model.semdist_resolution: 14` (an experiment): that layer on the mask head's 14 x 14 features and
-        # the layering probabilities pooled to 14 x 14, then a learned 2x upsampling; about 2x cheaper, but
-        # refit on the shipped network the distances came out 9 % worse than the 28 x 28 layer's refit the
-        # same way (docs/benchmarks.md), so 28 is the default.
+        # A narrow layer: at 28 x 28 per RoI a full-width one would cost more than the whole mask head.
+        # The cheaper variants (a 1x1 kernel; the layer at 14 x 14, then a learned 2x upsampling) predict the
+        # distances worse, so 3x3 at 28 x 28 is the default (docs/benchmarks.md).
         self.semdist_resolution = semdist_resolution
         upsampling = (
             [nn.ConvTranspose2d(semdist_channels, semdist_channels, 2, stride=2), nn.ReLU(inplace=True)]
@@ -140,9 +136,9 @@ class LayeringPredictor(nn.Module):
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """``labels`` (R,): each RoI's class, needed by a class-specific head (ignored otherwise)."""
-        # Channels-last: PyTorch's CPU transposed convolution is about 5x faster in that layout (50 RoIs:
-        # 4.6 against 24 ms, docs/benchmarks.md), and every layer below reads it as it comes.
-        # In place: a second 10 MB tensor per forward (50 RoIs) costs more in fresh pages than the ReLU.
+        # Channels-last: PyTorch's CPU transposed convolution is much faster in that layout
+        # (docs/benchmarks.md), and every layer below reads it as it comes.
+        # In place: a second RoI-sized tensor per forward costs more in fresh pages than the ReLU.
         coarse = x.contiguous(memory_format=torch.channels_last)
         x = F.relu_(self.upsample(coarse))
         layer_logits = self._layer_logits(x, labels)
