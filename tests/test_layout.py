@@ -34,6 +34,7 @@ INFERENCE_MODULES = {
     "semlayer.formats.compact",
     "semlayer.formats.indexed",
     "semlayer.formats.masks",
+    "semlayer.formats.records",
     "semlayer.formats.results",
     "semlayer.formats.stream",
     "semlayer.formats.validate",
