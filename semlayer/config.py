@@ -109,12 +109,12 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "box_nms_thresh": Field(NUM, 0.5, check=_probability),
         "box_detections_per_img": Field(INT, 100, check=_positive),
         "semdist_beta": Field(NUM, 0.1, check=_positive),
-        # 3: the first SLN checkpoints' sem-dist layer (so they load as trained); 1: the cheaper one.
+        # 3: the shipped model's sem-dist layer (its checkpoint loads as trained); 1: a cheaper 1x1 layer.
         "semdist_kernel": Field(INT, 3, choices=(1, 3)),
-        # 28: the sem-dist layer at the layering maps' resolution (every SLN so far); 14: an experiment.
+        # 28: the sem-dist layer at the layering maps' resolution; 14: a coarser, cheaper one.
         "semdist_resolution": Field(INT, 28, choices=(14, 28)),
         # One set of layering maps per class (as Mask R-CNN's masks are) instead of one shared set; False is
-        # what the first SLN checkpoints were trained with.
+        # what the shipped model was trained with.
         "class_specific_layers": Field(BOOL, False),
         # Ablations (SLN only): false drops the global layering module (the mask branch then sees the RoI
         # features alone) or the sem-dist head (the layering maps alone are trained and predicted).
