@@ -33,7 +33,7 @@ from ._base import (
     take,
 )
 from .cocoa import ORDER, annotation_header
-from .masks import encode_rle, polygons_to_mask
+from .masks import as_json_rle, encode_rle, mask_to_rle, polygons_to_rle, rle_same
 from .stream import Streamed, materialize
 
 MASK = "a COCO RLE {size, counts} or a list of polygons"
@@ -141,10 +141,10 @@ def coco_region(ctx: Context, value: Any, path: str, shape: tuple[int, int], cat
     return Region(
         path=path,
         id=rid,
-        amodal=amodal,
+        amodal_mask=amodal,
         polygons=polygons,
-        visible=visible,
-        invisible=invisible,
+        visible_mask=visible,
+        invisible_mask=invisible,
         occlude_rate=rate,
         order=order,
         order_path=order_path,
@@ -167,9 +167,9 @@ def kins2019_region(ctx: Context, value: Any, path: str, shape: tuple[int, int],
     return Region(
         path=path,
         id=rid,
-        amodal=amodal,
+        amodal_mask=amodal,
         polygons=polygons,
-        visible=visible,
+        visible_mask=visible,
         name=cats.name(cid),
         category=cid,
         extra=copy.deepcopy(extra),
@@ -190,9 +190,9 @@ def kins2020_region(ctx: Context, value: Any, path: str, shape: tuple[int, int],
     return Region(
         path=path,
         id=rid,
-        amodal=amodal,
+        amodal_mask=amodal,
         polygons=polygons,
-        visible=visible,
+        visible_mask=visible,
         name=cats.name(cid),
         category=cid,
         cluster=(oco, ico),
@@ -288,8 +288,9 @@ def category_table(annset: AnnotationSet) -> tuple[list[dict[str, Any]], int]:
     return cats, default
 
 
-def _exact_polygons(polygons: list | None, amodal: np.ndarray) -> list | None:
-    if polygons and np.array_equal(polygons_to_mask(polygons, *amodal.shape), amodal):
+def _exact_polygons(polygons: list | None, amodal_rle: dict[str, Any]) -> list | None:
+    """Copies of the instance's polygons when they rasterise exactly to its mask (``amodal_rle``)."""
+    if polygons and rle_same(polygons_to_rle(polygons, *amodal_rle["size"]), amodal_rle):
         return [list(p) for p in polygons]
     return None
 
@@ -314,7 +315,8 @@ def _coco_annotations(annset: AnnotationSet, default_cat: int, keep_ids: bool) -
             area = inst.area
             hidden = inst.amodal & ~vis
             n_hidden = int(np.count_nonzero(hidden))
-            polygons = _exact_polygons(inst.polygons, inst.amodal)
+            amodal_rle = mask_to_rle(inst.amodal)
+            polygons = _exact_polygons(inst.polygons, amodal_rle)
             bbox = inst.bbox()
             count += 1
             ann: dict[str, Any] = {
@@ -324,7 +326,7 @@ def _coco_annotations(annset: AnnotationSet, default_cat: int, keep_ids: bool) -
                 "iscrowd": inst.extra.get("iscrowd", 0),
                 "area": float(area),
                 "bbox": bbox,
-                "segmentation": polygons if polygons is not None else encode_rle(inst.amodal),
+                "segmentation": polygons if polygons is not None else as_json_rle(amodal_rle),
                 "visible_mask": encode_rle(vis),
             }
             if n_hidden:
@@ -446,8 +448,9 @@ def _kins_annotations(annset: AnnotationSet, default_cat: int, keep_ids: bool) -
     for scene in annset.scenes:
         clusters = _stated_clusters(scene) or kins_clusters(scene)
         for inst, vis, (oco, ico) in zip(scene.instances, scene.visible_masks(), clusters):
-            polygons = _exact_polygons(inst.polygons, inst.amodal)
-            segm = polygons if polygons is not None else encode_rle(inst.amodal)
+            amodal_rle = mask_to_rle(inst.amodal)
+            polygons = _exact_polygons(inst.polygons, amodal_rle)
+            segm = polygons if polygons is not None else as_json_rle(amodal_rle)
             bbox, area = inst.bbox(), float(inst.area)
             count += 1
             ann: dict[str, Any] = {
