@@ -376,10 +376,6 @@ class Region:
             return self.amodal & ~self.invisible
         return self.amodal
 
-    def hidden(self) -> np.ndarray:
-        """The invisible part as stated (``invisible_mask``, else amodal minus the visible mask)."""
-        return self.invisible if self.invisible is not None else self.amodal & ~self.visible_or_amodal()
-
 
 @dataclass
 class Group:

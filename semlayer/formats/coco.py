@@ -33,7 +33,7 @@ from ._base import (
     take,
 )
 from .cocoa import ORDER, annotation_header
-from .masks import as_json_rle, encode_rle, mask_to_rle, polygons_to_rle, rle_same
+from .masks import as_json_rle, encode_rle, mask_to_rle, polygons_to_rle, rle_or, rle_same
 from .stream import Streamed, materialize
 
 MASK = "a COCO RLE {size, counts} or a list of polygons"
@@ -315,7 +315,10 @@ def _coco_annotations(annset: AnnotationSet, default_cat: int, keep_ids: bool) -
             area = inst.area
             hidden = inst.amodal & ~vis
             n_hidden = int(np.count_nonzero(hidden))
-            amodal_rle = mask_to_rle(inst.amodal)
+            visible_rle = mask_to_rle(vis)
+            hidden_rle = mask_to_rle(hidden) if n_hidden else None
+            # The visible and hidden parts partition the amodal mask: its RLE is their union, not a third encoding.
+            amodal_rle = visible_rle if hidden_rle is None else rle_or(visible_rle, hidden_rle)
             polygons = _exact_polygons(inst.polygons, amodal_rle)
             bbox = inst.bbox()
             count += 1
@@ -327,10 +330,10 @@ def _coco_annotations(annset: AnnotationSet, default_cat: int, keep_ids: bool) -
                 "area": float(area),
                 "bbox": bbox,
                 "segmentation": polygons if polygons is not None else as_json_rle(amodal_rle),
-                "visible_mask": encode_rle(vis),
+                "visible_mask": as_json_rle(visible_rle),
             }
-            if n_hidden:
-                ann["invisible_mask"] = encode_rle(hidden)
+            if hidden_rle is not None:
+                ann["invisible_mask"] = as_json_rle(hidden_rle)
             ann["occlude_rate"] = n_hidden / area if area else 0.0
             ann["amodal_region"] = {
                 "name": inst.name,

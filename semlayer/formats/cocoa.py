@@ -40,11 +40,11 @@ from ._base import (
 )
 from .masks import (
     as_json_rle,
-    encode_rle,
     mask_to_polygon,
     mask_to_rle,
     polygons_to_mask,
     polygons_to_rle,
+    rle_or,
     rle_same,
     rle_to_mask,
 )
@@ -264,7 +264,9 @@ def _cocoa_annotations(annset: AnnotationSet) -> Iterator[dict[str, Any]]:
             area = inst.area
             hidden = inst.amodal & ~vis
             n_hidden = int(np.count_nonzero(hidden))
-            amodal_rle = mask_to_rle(inst.amodal)
+            # With a hidden part, the amodal RLE is the union of the visible and hidden ones the region states.
+            parts = (mask_to_rle(vis), mask_to_rle(hidden)) if n_hidden else None
+            amodal_rle = mask_to_rle(inst.amodal) if parts is None else rle_or(*parts)
             polygon, exact = single_polygon(inst.polygons, inst.amodal, amodal_rle)
             region: dict[str, Any] = {
                 "order": inst.rank,
@@ -274,9 +276,8 @@ def _cocoa_annotations(annset: AnnotationSet) -> Iterator[dict[str, Any]]:
                 "occlude_rate": n_hidden / area if n_hidden else 0,
                 "segmentation": polygon,
             }
-            if n_hidden:
-                region["visible_mask"] = encode_rle(vis)
-                region["invisible_mask"] = encode_rle(hidden)
+            if parts is not None:
+                region["visible_mask"], region["invisible_mask"] = (as_json_rle(rle) for rle in parts)
             if not exact:
                 region["amodal_mask"] = as_json_rle(amodal_rle)
             if inst.category is not None:
