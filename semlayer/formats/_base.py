@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, NoReturn, TypeVar
+from typing import Any, Callable, Iterator, NoReturn, Sequence, TypeVar
 
 import numpy as np
 
@@ -19,7 +19,17 @@ from ..errors import FormatError
 from ..images import MAX_PIXELS
 from ..order import Constraint, constraints_from_clusters, constraints_from_overlap, ranks_from_constraints
 from ..scene import AmodalScene, Instance, renumber_ranks
-from .masks import encode_rle, polygons_to_mask, rle_counts, rle_to_mask
+from .masks import (
+    encode_rle,
+    mask_to_rle,
+    polygons_to_rle,
+    pycoco_rle,
+    rle_and,
+    rle_area,
+    rle_counts,
+    rle_or,
+    rle_to_mask,
+)
 
 T = TypeVar("T")
 
@@ -159,6 +169,35 @@ def record(ctx: Context, value: Any, path: str) -> dict:
 
 
 # ----- masks ------------------------------------------------------------------------------------
+class LazyMask:
+    """A mask as the file states it: pycocotools RLE, decoded to a boolean frame only when something needs
+    its pixels (a scene, or a check that pixel counts on the RLE cannot answer)."""
+
+    __slots__ = ("rle", "_frame")
+
+    def __init__(self, rle: dict[str, Any], frame: np.ndarray | None = None):
+        self.rle = rle
+        self._frame = frame
+
+    @classmethod
+    def of_frame(cls, frame: np.ndarray) -> LazyMask:
+        return cls(mask_to_rle(frame), frame)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.rle["size"][0]), int(self.rle["size"][1])
+
+    @property
+    def frame(self) -> np.ndarray:
+        if self._frame is None:
+            self._frame = rle_to_mask(self.rle)
+        return self._frame
+
+    @property
+    def area(self) -> int:
+        return rle_area(self.rle)
+
+
 def _numbers(value: Any) -> bool:
     # exact type test: this runs on every polygon coordinate of a dataset (bool is no number here)
     return isinstance(value, list) and all(type(v) is float or type(v) is int for v in value)
@@ -182,9 +221,7 @@ def parse_polygon(ctx: Context, value: Any, path: str, shape: tuple[int, int], m
     return value
 
 
-def parse_rle(
-    ctx: Context, value: dict, path: str, shape: tuple[int, int] | None, padded_ok: bool = False
-) -> np.ndarray:
+def parse_rle(ctx: Context, value: dict, path: str, shape: tuple[int, int] | None, padded_ok: bool = False) -> LazyMask:
     """Check a COCO RLE against the image size (``shape``; None: take the RLE's own size).
 
     ``padded_ok``: a mask up to twice the image's height and width, as D2SA pads masks of objects that
@@ -219,31 +256,32 @@ def parse_rle(
         )
     if int(runs.sum()) != h * w:
         ctx.fail(join(path, "counts"), f"runs that add up to {h} x {w} = {h * w} pixels, got {int(runs.sum())}")
-    mask = rle_to_mask({"size": [h, w], "counts": counts})
+    rle = pycoco_rle({"size": [h, w], "counts": counts})
     if padded:
+        mask = rle_to_mask(rle)
         inside = np.asfortranarray(mask[: shape[0], : shape[1]])  # decoded masks are Fortran-ordered; stay so
         ctx.repairs.append(Repair("padded", path, int(mask.sum()) - int(inside.sum()), f"{h} x {w}"))
-        mask = inside
-    return mask
+        return LazyMask.of_frame(inside)
+    return LazyMask(rle)
 
 
 def parse_mask(
     ctx: Context, value: Any, path: str, shape: tuple[int, int], flat_ok: bool = True, padded_ok: bool = False
-) -> tuple[np.ndarray, list | None]:
+) -> tuple[LazyMask, list | None]:
     """A COCO mask: RLE, polygons ``[[...], ...]`` or (``flat_ok``) one flat polygon.
     Returns the mask and the polygons it came from (None for RLE). ``padded_ok``: see `parse_rle`."""
     if isinstance(value, dict):
         return parse_rle(ctx, value, path, shape, padded_ok), None
     if isinstance(value, list) and value and all(isinstance(p, list) for p in value):
         # Inside a list, degenerate polygons (fewer than 3 points: no area) occur in real COCO-style files.
-        # They are kept for writing back; polygons_to_mask skips them.
+        # They are kept for writing back; polygons_to_rle skips them.
         polygons = [parse_polygon(ctx, p, join(path, i), shape, min_numbers=0) for i, p in enumerate(value)]
         if not any(len(p) >= 6 for p in polygons):
             ctx.fail(path, f"at least one polygon of 3 or more points ({POLYGON})")
-        return polygons_to_mask(polygons, *shape), polygons
+        return LazyMask(polygons_to_rle(polygons, *shape)), polygons
     if flat_ok and value and _numbers(value):
         polygon = parse_polygon(ctx, value, path, shape)
-        return polygons_to_mask([polygon], *shape), [polygon]
+        return LazyMask(polygons_to_rle([polygon], *shape)), [polygon]
     ctx.fail(path, f"a COCO RLE {{size, counts}} or a non-empty list of polygons ({POLYGON} each), got {kind(value)}")
 
 
@@ -298,14 +336,14 @@ def check_unique_ids(ctx: Context, recs: list, path: str) -> None:
 # ----- groups and scenes ------------------------------------------------------------------------
 @dataclass
 class Region:
-    """One instance as its record states it (masks decoded, nothing derived yet)."""
+    """One instance as its record states it (masks as stated, decoded on first use; nothing derived yet)."""
 
     path: str
     id: int
-    amodal: np.ndarray
+    amodal_mask: LazyMask
     polygons: list | None = None
-    visible: np.ndarray | None = None
-    invisible: np.ndarray | None = None
+    visible_mask: LazyMask | None = None
+    invisible_mask: LazyMask | None = None
     occlude_rate: float | None = None
     order: float | None = None  # explicit depth key, smaller = more in front
     order_path: str = ""
@@ -318,6 +356,18 @@ class Region:
     cluster: tuple[int, int] | None = None  # KINS 2020 (oco_id, ico_id)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def amodal(self) -> np.ndarray:
+        return self.amodal_mask.frame
+
+    @property
+    def visible(self) -> np.ndarray | None:
+        return None if self.visible_mask is None else self.visible_mask.frame
+
+    @property
+    def invisible(self) -> np.ndarray | None:
+        return None if self.invisible_mask is None else self.invisible_mask.frame
+
     def visible_or_amodal(self) -> np.ndarray:
         """The visible mask as stated (``visible_mask``, else amodal minus ``invisible_mask``)."""
         if self.visible is not None:
@@ -325,10 +375,6 @@ class Region:
         if self.invisible is not None:
             return self.amodal & ~self.invisible
         return self.amodal
-
-    def hidden(self) -> np.ndarray:
-        """The invisible part as stated (``invisible_mask``, else amodal minus the visible mask)."""
-        return self.invisible if self.invisible is not None else self.amodal & ~self.visible_or_amodal()
 
 
 @dataclass
@@ -412,7 +458,11 @@ def _copy_polygons(polygons: list | None) -> list | None:
 
 def build_scene(group: Group, repairs: list[Repair] | None = None) -> AmodalScene:
     """The group's scene. ``repairs``: gets the stated visible pixels the scene cannot hold (outside the
-    amodal mask, or under an instance in front), per region that states a visible or invisible mask."""
+    amodal mask, or under an instance in front), per region that states a visible or invisible mask.
+
+    What the stated masks add to the amodal masks is counted on their RLEs first: a stated visible mask is
+    decoded only where it hides pixels that no instance in front covers (external occlusion) or shows
+    pixels under one (kept as the instance's ``stated_visible``)."""
     ranks = group_ranks(group)
     instances = [
         Instance(
@@ -430,42 +480,55 @@ def build_scene(group: Group, repairs: list[Repair] | None = None) -> AmodalScen
         for r, rank in zip(group.regions, ranks)
     ]
     scene = AmodalScene(group.image, instances, group.annotation)
-    stated = [r.visible_or_amodal() for r in group.regions]
-    scene.set_visible(stated)
-    derived = None
-    if any(r.visible is not None or r.invisible is not None for r in group.regions):
-        derived = scene.visible_masks()
+    counts = stated_occlusion(group.regions, ranks)
+    # Where nothing is hidden but by instances in front, the amodal mask gives the same scene as the stated one.
+    scene.set_visible([r.visible_or_amodal() if hidden else r.amodal for r, (_, hidden) in zip(group.regions, counts)])
+    for inst, r, (under, _) in zip(scene.instances, group.regions, counts):
+        inst.stated_occlude_rate = None if r.occlude_rate is None else float(r.occlude_rate)
+        if r.visible_mask is None and r.invisible_mask is None:
+            continue  # nothing stated: the whole amodal mask is visible unless something is in front
+        if under:  # the painter's rule hides stated visible pixels: the file's visible mask is kept too
+            inst.stated_visible = encode_rle(r.visible_or_amodal() & r.amodal)
         if repairs is not None:
-            repairs.extend(dropped_visible(group, stated, derived))
-    _keep_stated(scene, group.regions, derived)
+            outside = (
+                0
+                if r.visible_mask is None
+                else r.visible_mask.area - rle_area(rle_and(r.visible_mask.rle, r.amodal_mask.rle))
+            )
+            if outside:
+                repairs.append(Repair("outside", join(r.path, r.visible_key), outside))
+            if under:
+                repairs.append(Repair("under", r.path, under))
     return scene
 
 
-def _keep_stated(scene: AmodalScene, regions: list[Region], derived: list[np.ndarray] | None) -> None:
-    """The occlusion each region states, on its instance: every stated occlude rate, and a stated visible
-    mask where the painter's rule (``derived``, the scene's visible masks) says otherwise (a visible pixel
-    under an instance in front)."""
-    for k, (inst, r) in enumerate(zip(scene.instances, regions)):
-        inst.stated_occlude_rate = None if r.occlude_rate is None else float(r.occlude_rate)
-        if derived is not None and (r.visible is not None or r.invisible is not None):
-            visible = r.visible_or_amodal() & r.amodal
-            if not np.array_equal(visible, derived[k]):
-                inst.stated_visible = encode_rle(visible)
-
-
-def dropped_visible(group: Group, stated: list[np.ndarray], visible: list[np.ndarray]) -> list[Repair]:
-    """What the painter's rule could not keep of each stated visible mask: pixels outside the amodal mask,
-    and pixels under an instance in front (the scene's visible mask is the stated one minus both)."""
-    out = []
-    for r, want, got in zip(group.regions, stated, visible):
-        if r.visible is None and r.invisible is None:
-            continue  # nothing stated: the whole amodal mask is visible unless something is in front
-        outside = int(np.count_nonzero(want & ~r.amodal)) if r.visible is not None else 0
-        under = int(np.count_nonzero(want & r.amodal)) - int(np.count_nonzero(got))
-        if outside:
-            out.append(Repair("outside", join(r.path, r.visible_key), outside))
-        if under:
-            out.append(Repair("under", r.path, under))
+def stated_occlusion(regions: list[Region], keys: Sequence[float]) -> list[tuple[int, int]]:
+    """Per region (record order), counted on the RLEs with the regions of smaller ``keys`` in front: its
+    stated visible pixels (in its amodal mask) under a region in front, and its hidden pixels that no
+    region in front covers (external occlusion)."""
+    by_order = sorted(range(len(regions)), key=lambda i: keys[i])
+    out = [(0, 0)] * len(regions)
+    front: dict[str, Any] | None = None  # union of the amodal masks of the regions in front
+    done = 0  # regions by_order[:done] are in front
+    for i in by_order:
+        r = regions[i]
+        while keys[by_order[done]] < keys[i]:
+            amodal = regions[by_order[done]].amodal_mask.rle
+            front = amodal if front is None else rle_or(front, amodal)
+            done += 1
+        amodal = r.amodal_mask.rle
+        in_front = 0 if front is None else rle_area(rle_and(amodal, front))
+        if r.visible_mask is not None:  # visible: the amodal mask's part of the visible mask
+            visible = rle_and(amodal, r.visible_mask.rle)
+            under = 0 if front is None else rle_area(rle_and(visible, front))
+            seen = rle_area(visible) if front is None else rle_area(rle_and(amodal, rle_or(r.visible_mask.rle, front)))
+            out[i] = (under, rle_area(amodal) - seen)
+        elif r.invisible_mask is not None:  # visible: the amodal mask minus the invisible mask
+            hidden = rle_and(amodal, r.invisible_mask.rle)
+            hidden_in_front = 0 if front is None else rle_area(rle_and(hidden, front))
+            out[i] = (in_front - hidden_in_front, rle_area(hidden) - hidden_in_front)
+        else:  # all of the amodal mask is visible
+            out[i] = (in_front, 0)
     return out
 
 

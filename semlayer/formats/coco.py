@@ -20,7 +20,7 @@ from ._base import Context, Group, Parsed, Region
 from ._base import annotation_image, check_instance_count, check_unique_ids, image_index, parse_categories, parse_mask
 from ._base import is_flag, is_int, is_number, join, record, records, split_known, take
 from .cocoa import ORDER, annotation_header
-from .masks import encode_rle, polygons_to_mask
+from .masks import as_json_rle, encode_rle, mask_to_rle, polygons_to_rle, rle_or, rle_same
 from .stream import Streamed, materialize
 
 MASK = "a COCO RLE {size, counts} or a list of polygons"
@@ -130,10 +130,10 @@ def coco_region(ctx: Context, value: Any, path: str, shape: tuple[int, int], cat
     return Region(
         path=path,
         id=rid,
-        amodal=amodal,
+        amodal_mask=amodal,
         polygons=polygons,
-        visible=visible,
-        invisible=invisible,
+        visible_mask=visible,
+        invisible_mask=invisible,
         occlude_rate=rate,
         order=order,
         order_path=order_path,
@@ -167,9 +167,9 @@ def _kins_region(
     return Region(
         path=path,
         id=rid,
-        amodal=amodal,
+        amodal_mask=amodal,
         polygons=polygons,
-        visible=visible,
+        visible_mask=visible,
         name=cats.name(cid),
         category=cid,
         cluster=cluster,
@@ -269,8 +269,9 @@ def category_table(annset: AnnotationSet) -> tuple[list[dict[str, Any]], int]:
     return cats, default
 
 
-def _exact_polygons(polygons: list | None, amodal: np.ndarray) -> list | None:
-    if polygons and np.array_equal(polygons_to_mask(polygons, *amodal.shape), amodal):
+def _exact_polygons(polygons: list | None, amodal_rle: dict[str, Any]) -> list | None:
+    """Copies of the instance's polygons when they rasterise exactly to its mask (``amodal_rle``)."""
+    if polygons and rle_same(polygons_to_rle(polygons, *amodal_rle["size"]), amodal_rle):
         return [list(p) for p in polygons]
     return None
 
@@ -295,7 +296,11 @@ def _coco_annotations(annset: AnnotationSet, default_cat: int, keep_ids: bool) -
             area = inst.area
             hidden = inst.amodal & ~vis
             n_hidden = int(np.count_nonzero(hidden))
-            polygons = _exact_polygons(inst.polygons, inst.amodal)
+            visible_rle = mask_to_rle(vis)
+            hidden_rle = mask_to_rle(hidden) if n_hidden else None
+            # The visible and hidden parts partition the amodal mask: its RLE is their union, not a third encoding.
+            amodal_rle = visible_rle if hidden_rle is None else rle_or(visible_rle, hidden_rle)
+            polygons = _exact_polygons(inst.polygons, amodal_rle)
             bbox = inst.bbox()
             count += 1
             ann: dict[str, Any] = {
@@ -305,11 +310,11 @@ def _coco_annotations(annset: AnnotationSet, default_cat: int, keep_ids: bool) -
                 "iscrowd": inst.extra.get("iscrowd", 0),
                 "area": float(area),
                 "bbox": bbox,
-                "segmentation": polygons if polygons is not None else encode_rle(inst.amodal),
-                "visible_mask": encode_rle(vis),
+                "segmentation": polygons if polygons is not None else as_json_rle(amodal_rle),
+                "visible_mask": as_json_rle(visible_rle),
             }
-            if n_hidden:
-                ann["invisible_mask"] = encode_rle(hidden)
+            if hidden_rle is not None:
+                ann["invisible_mask"] = as_json_rle(hidden_rle)
             ann["occlude_rate"] = n_hidden / area if area else 0.0
             ann["amodal_region"] = {
                 "name": inst.name,
@@ -427,8 +432,9 @@ def _kins_annotations(annset: AnnotationSet, default_cat: int, keep_ids: bool) -
     for scene in annset.scenes:
         clusters = _stated_clusters(scene) or kins_clusters(scene)
         for inst, vis, (oco, ico) in zip(scene.instances, scene.visible_masks(), clusters):
-            polygons = _exact_polygons(inst.polygons, inst.amodal)
-            segm = polygons if polygons is not None else encode_rle(inst.amodal)
+            amodal_rle = mask_to_rle(inst.amodal)
+            polygons = _exact_polygons(inst.polygons, amodal_rle)
+            segm = polygons if polygons is not None else as_json_rle(amodal_rle)
             bbox, area = inst.bbox(), float(inst.area)
             count += 1
             ann: dict[str, Any] = {

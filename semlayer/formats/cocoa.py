@@ -17,10 +17,11 @@ from ..order import format_depth_constraint, overlapping_pairs
 from ..scene import AmodalScene, AnnotationSet
 
 # The parse's data types, what reads a file's structure, and what reads one field.
-from ._base import POLYGON, Context, Group, Parsed, Region
+from ._base import POLYGON, Context, Group, LazyMask, Parsed, Region
 from ._base import annotation_image, check_instance_count, check_unique_ids, image_index, parse_categories
 from ._base import is_flag, is_int, is_number, join, parse_polygon, parse_rle, record, records, split_known, take
-from .masks import encode_rle, mask_to_polygon, polygons_to_mask, rle_to_mask
+from .masks import as_json_rle, mask_to_polygon, mask_to_rle, polygons_to_mask, polygons_to_rle
+from .masks import rle_or, rle_same, rle_to_mask
 from .stream import Streamed, materialize
 
 REGION_KEYS = frozenset(
@@ -54,14 +55,14 @@ def parse_region(ctx: Context, value: Any, path: str, shape: tuple[int, int], in
         polygons = None
         if seg:  # the largest part's outline; it describes the mask only when it rasterises to it exactly
             parse_polygon(ctx, seg, join(path, "segmentation"), shape)
-            if np.array_equal(polygons_to_mask([seg], *shape), amodal):
+            if rle_same(polygons_to_rle([seg], *shape), amodal.rle):
                 polygons = [seg]
     else:
         seg = parse_polygon(
             ctx, take(ctx, rec, "segmentation", path, lambda v: True, POLYGON), join(path, "segmentation"), shape
         )
         polygons = [seg]
-        amodal = polygons_to_mask(polygons, *shape)
+        amodal = LazyMask(polygons_to_rle(polygons, *shape))
     order = take(ctx, rec, "order", path, lambda v: is_int(v) and v >= 1, ORDER)
     name = take(ctx, rec, "name", path, lambda v: isinstance(v, str), "a string", "")
     is_stuff = take(ctx, rec, "isStuff", path, is_flag, "0 or 1", 0)
@@ -74,10 +75,10 @@ def parse_region(ctx: Context, value: Any, path: str, shape: tuple[int, int], in
     return Region(
         path=path,
         id=index + 1,
-        amodal=amodal,
+        amodal_mask=amodal,
         polygons=polygons,
-        visible=masks.get("visible_mask"),
-        invisible=masks.get("invisible_mask"),
+        visible_mask=masks.get("visible_mask"),
+        invisible_mask=masks.get("invisible_mask"),
         occlude_rate=rate,
         order=order,
         order_path=join(path, "order"),
@@ -165,8 +166,11 @@ def annotation_ids(annotations: list[dict[str, Any]]) -> list[int]:
     return out
 
 
-def single_polygon(inst_polygons: list | None, amodal: np.ndarray) -> tuple[list, bool]:
-    """COCOA's one flat polygon for a mask, and whether it rasterises back to the mask exactly."""
+def single_polygon(
+    inst_polygons: list | None, amodal: np.ndarray, amodal_rle: dict[str, Any] | None = None
+) -> tuple[list, bool]:
+    """COCOA's one flat polygon for a mask, and whether it rasterises back to the mask exactly (compared as
+    RLE: ``amodal_rle``, the mask's pycocotools RLE when the caller has it)."""
     if inst_polygons is not None and len(inst_polygons) == 1:
         polygon = inst_polygons[0]
     else:
@@ -175,7 +179,9 @@ def single_polygon(inst_polygons: list | None, amodal: np.ndarray) -> tuple[list
         # No outline to give (an empty mask, or specks): a zero-area flat polygon still loads in the public
         # COCOA loaders, which reject an empty list; ``amodal_mask`` then carries any pixels.
         return [0.0] * 6, not amodal.any()
-    return list(polygon), bool(np.array_equal(polygons_to_mask([polygon], *amodal.shape), amodal))
+    if amodal_rle is None:
+        amodal_rle = mask_to_rle(amodal)
+    return list(polygon), rle_same(polygons_to_rle([polygon], *amodal.shape), amodal_rle)
 
 
 @dataclass(frozen=True)
@@ -261,7 +267,10 @@ def _cocoa_annotations(annset: AnnotationSet) -> Iterator[dict[str, Any]]:
             area = inst.area
             hidden = inst.amodal & ~vis
             n_hidden = int(np.count_nonzero(hidden))
-            polygon, exact = single_polygon(inst.polygons, inst.amodal)
+            # With a hidden part, the amodal RLE is the union of the visible and hidden ones the region states.
+            parts = (mask_to_rle(vis), mask_to_rle(hidden)) if n_hidden else None
+            amodal_rle = mask_to_rle(inst.amodal) if parts is None else rle_or(*parts)
+            polygon, exact = single_polygon(inst.polygons, inst.amodal, amodal_rle)
             region: dict[str, Any] = {
                 "order": inst.rank,
                 "name": inst.name,
@@ -270,11 +279,10 @@ def _cocoa_annotations(annset: AnnotationSet) -> Iterator[dict[str, Any]]:
                 "occlude_rate": n_hidden / area if n_hidden else 0,
                 "segmentation": polygon,
             }
-            if n_hidden:
-                region["visible_mask"] = encode_rle(vis)
-                region["invisible_mask"] = encode_rle(hidden)
+            if parts is not None:
+                region["visible_mask"], region["invisible_mask"] = (as_json_rle(rle) for rle in parts)
             if not exact:
-                region["amodal_mask"] = encode_rle(inst.amodal)
+                region["amodal_mask"] = as_json_rle(amodal_rle)
             if inst.category is not None:
                 region["category_id"] = inst.category
             if inst.score is not None:

@@ -24,10 +24,14 @@ def rle_input(mask: np.ndarray) -> np.ndarray:
     return np.asfortranarray(m)
 
 
+def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
+    """pycocotools' compressed RLE of a boolean mask (bytes counts)."""
+    return mask_utils.encode(rle_input(mask))
+
+
 def encode_rle(mask: np.ndarray) -> dict[str, Any]:
     """COCO compressed RLE of a boolean mask, ``{"size": [h, w], "counts": str}`` (JSON-ready)."""
-    rle = mask_utils.encode(rle_input(mask))
-    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
+    return as_json_rle(mask_to_rle(mask))
 
 
 def rle_counts(counts: str | bytes) -> np.ndarray | None:
@@ -62,13 +66,7 @@ def rle_counts(counts: str | bytes) -> np.ndarray | None:
 
 def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
     """Decode a checked COCO RLE (str/bytes counts, or a list of counts) to a boolean mask."""
-    h, w = (int(v) for v in rle["size"])
-    counts = rle["counts"]
-    if isinstance(counts, list):
-        rle = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
-    elif isinstance(counts, str):
-        rle = {"size": [h, w], "counts": counts.encode("ascii")}
-    return _as_bool(mask_utils.decode(rle))
+    return _as_bool(mask_utils.decode(pycoco_rle(rle)))
 
 
 # `encode_rle`'s inverse, by the name that pairs with it.
@@ -85,11 +83,53 @@ def polygons_to_mask(polygons: Sequence[Sequence[float]], height: int, width: in
 
     Polygons of fewer than 3 points have no area and are skipped, as detectron2 does (pycocotools would
     read a 4-number polygon as a box)."""
+    if not any(len(p) >= 6 for p in polygons):
+        return np.zeros((height, width), bool)
+    return _as_bool(mask_utils.decode(polygons_to_rle(polygons, height, width)))
+
+
+def polygons_to_rle(polygons: Sequence[Sequence[float]], height: int, width: int) -> dict[str, Any]:
+    """`polygons_to_mask`'s mask as pycocotools RLE (bytes counts), rasterised without a full frame."""
     polygons = [p for p in polygons if len(p) >= 6]
     if not polygons:
-        return np.zeros((height, width), bool)
+        return mask_to_rle(np.zeros((height, width), bool, order="F"))
     rles = mask_utils.frPyObjects([list(map(float, p)) for p in polygons], height, width)
-    return _as_bool(mask_utils.decode(rles[0] if len(rles) == 1 else mask_utils.merge(rles)))
+    return rles[0] if len(rles) == 1 else mask_utils.merge(rles)
+
+
+# ----- arithmetic on RLE (pycocotools): pixel counts without decoding a frame ------------------------
+def rle_area(rle: dict[str, Any]) -> int:
+    return int(mask_utils.area(rle))
+
+
+def rle_and(*rles: dict[str, Any]) -> dict[str, Any]:
+    """The intersection of same-sized RLE masks."""
+    return mask_utils.merge(list(rles), intersect=True)
+
+
+def rle_or(*rles: dict[str, Any]) -> dict[str, Any]:
+    """The union of same-sized RLE masks."""
+    return mask_utils.merge(list(rles), intersect=False)
+
+
+def rle_same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two same-sized RLE masks hold the same pixels (however each is encoded)."""
+    area = rle_area(a)
+    return area == rle_area(b) and area == rle_area(rle_and(a, b))
+
+
+def pycoco_rle(rle: dict[str, Any]) -> dict[str, Any]:
+    """A checked JSON RLE (str counts, or a list of run lengths) as pycocotools takes it (bytes counts)."""
+    h, w = (int(v) for v in rle["size"])
+    counts = rle["counts"]
+    if isinstance(counts, list):
+        return mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
+    return {"size": [h, w], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+
+
+def as_json_rle(rle: dict[str, Any]) -> dict[str, Any]:
+    """pycocotools RLE as the files write it, ``{"size": [h, w], "counts": str}``."""
+    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
 
 
 def mask_to_polygon(mask: np.ndarray) -> list[float] | None:

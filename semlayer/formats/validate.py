@@ -28,7 +28,20 @@ import numpy as np
 from ..boxes import mask_box
 from ..images import image_name_problem
 from ..order import overlapping_pairs, parse_depth_constraint
-from ._base import Context, Group, Region, Repair, Violation, build_scene, group_ranks, join, repair_lines, summary
+from ._base import (
+    Context,
+    Group,
+    Region,
+    Repair,
+    Violation,
+    build_scene,
+    group_ranks,
+    join,
+    repair_lines,
+    stated_occlusion,
+    summary,
+)
+from .masks import rle_and, rle_area, rle_or
 from .api import detect, parse, read_json
 
 TOLERANCE = 1e-6
@@ -144,26 +157,34 @@ def _px(n: int) -> str:
 
 
 def _check_masks(ctx: Context, group: Group) -> None:
+    """Pixel counts on the stated RLEs (pycocotools' merge and area): no mask is decoded."""
     for r in group.regions:
-        amodal = r.amodal
-        if r.visible is not None and r.invisible is not None:
+        amodal = r.amodal_mask.rle
+        area = rle_area(amodal)
+        visible, invisible = r.visible_mask, r.invisible_mask
+        if visible is not None and invisible is not None:
+            stated = rle_or(visible.rle, invisible.rle)
+            stated_inside = rle_area(rle_and(amodal, stated))
             counts = (
-                (int(np.count_nonzero(r.visible & r.invisible)), "in both"),
-                (int(np.count_nonzero(amodal & ~r.visible & ~r.invisible)), "of the amodal mask in neither"),
-                (int(np.count_nonzero((r.visible | r.invisible) & ~amodal)), "outside the amodal mask"),
+                (rle_area(rle_and(visible.rle, invisible.rle)), "in both"),
+                (area - stated_inside, "of the amodal mask in neither"),
+                (rle_area(stated) - stated_inside, "outside the amodal mask"),
             )
             parts = [f"{_px(n)} {what}" for n, what in counts if n]
             if parts:
                 msg = "visible_mask and invisible_mask that partition the amodal mask; "
                 ctx.report(r.path, msg + ", ".join(parts))
         else:
-            for key, mask in ((r.visible_key, r.visible), ("invisible_mask", r.invisible)):
-                outside = 0 if mask is None else int(np.count_nonzero(mask & ~amodal))
+            for key, mask in ((r.visible_key, visible), ("invisible_mask", invisible)):
+                outside = 0 if mask is None else mask.area - rle_area(rle_and(mask.rle, amodal))
                 if outside:
                     ctx.report(join(r.path, key), f"a mask inside the amodal mask; {_px(outside)} outside")
         if r.occlude_rate is not None:
-            area = int(np.count_nonzero(amodal))
-            hidden = int(np.count_nonzero(amodal & r.hidden()))
+            # the hidden part as stated: invisible_mask, else the amodal mask minus the visible mask
+            if invisible is not None:
+                hidden = rle_area(rle_and(amodal, invisible.rle))
+            else:
+                hidden = 0 if visible is None else area - rle_area(rle_and(amodal, visible.rle))
             expected = hidden / area if area else 0.0
             if abs(r.occlude_rate - expected) > TOLERANCE:
                 ctx.report(
@@ -204,7 +225,16 @@ def _check_orders(ctx: Context, group: Group) -> None:
 def _check_painters_rule(ctx: Context, group: Group, external: list[tuple[str, int]], keys: list[float]) -> None:
     """No visible pixel under a region in front (smaller ``keys``; else a violation); hidden pixels that no
     region in front covers are external occlusion, as the readers take them (`AmodalScene.set_visible`).
-    Reported in record order."""
+    Reported in record order. Counted on the RLEs; a group with a violation is decoded to name who covers it."""
+    counts = stated_occlusion(group.regions, keys)
+    if any(under for under, _ in counts):
+        _check_painters_rule_frames(ctx, group, external, keys)
+        return
+    external += [(r.path, hidden) for r, (_, hidden) in zip(group.regions, counts) if hidden]
+
+
+def _check_painters_rule_frames(ctx: Context, group: Group, external: list[tuple[str, int]], keys: list[float]) -> None:
+    """`_check_painters_rule` on the decoded masks, which name the regions that cover each violation."""
     found: dict[int, tuple[tuple[str, str] | None, int]] = {}  # record index -> (violation, external px)
     by_order = sorted(range(len(group.regions)), key=lambda i: keys[i])
     # Bounding boxes of the regions in depth order: naming who covers a clash looks only at the regions whose
