@@ -23,6 +23,7 @@ INFERENCE_MODULES = {
     "app.layout",
     "app.main",
     "app.model",
+    "app.review",
     "app.security",
     "semlayer.assist",
     "semlayer.evaluate",
