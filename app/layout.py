@@ -21,17 +21,18 @@ from PIL import Image
 from semlayer.errors import SemlayerError
 from semlayer.scene import MOVES
 
-from . import assist_layout
-from . import handlers as h
-from . import security
 from semlayer.workspace import ConflictError, SaveError
+
+from . import assist_layout, render, security
+from . import handlers as h
+from .tab import SHOWS, VIEWS, AppConfig, Picture, Tab, UserError
 
 # Figures are written here once, as PNG, and handed to Gradio as files: its own encoder (PIL, default
 # compression) takes several times longer than the whole rest of a click.
-_FILES: weakref.WeakKeyDictionary[h.Picture, str] = weakref.WeakKeyDictionary()
+_FILES: weakref.WeakKeyDictionary[Picture, str] = weakref.WeakKeyDictionary()
 
 
-def png_file(picture: h.Picture | None) -> str | None:
+def png_file(picture: Picture | None) -> str | None:
     """A PNG file of the picture in Gradio's cache folder, written once per picture and deleted with it
     (when the tab's figure cache drops it, the tab closes or the app stops)."""
     if picture is None:
@@ -50,13 +51,13 @@ def png_file(picture: h.Picture | None) -> str | None:
 class Tabs:
     """The `Tab` of every open browser tab / API client, created on first use."""
 
-    def __init__(self, cfg: h.AppConfig) -> None:
+    def __init__(self, cfg: AppConfig) -> None:
         self.cfg = cfg
-        self._tabs: dict[str, h.Tab] = {}
+        self._tabs: dict[str, Tab] = {}
         self._used: dict[str, float] = {}  # last use of each tab (time.monotonic)
         self._lock = threading.Lock()
 
-    def get(self, request: gr.Request | None) -> h.Tab:
+    def get(self, request: gr.Request | None) -> Tab:
         key = getattr(request, "session_hash", None) or "default"
         now = time.monotonic()
         with self._lock:
@@ -75,7 +76,7 @@ class Tabs:
             self._used.pop(key, None)
 
     @contextlib.contextmanager
-    def use(self, request: gr.Request | None) -> Iterator[h.Tab]:
+    def use(self, request: gr.Request | None) -> Iterator[Tab]:
         """The request's tab, held for the whole event. Gradio runs the events of one page in parallel
         threads (one queue per listener); unserialised, a render could read a half-switched session, and
         a slow render of the old state could reach the page after the new one and overwrite it."""
@@ -91,7 +92,7 @@ class Tabs:
             self._used.pop(key, None)
 
 
-def user_errors(fn: Callable, cfg: h.AppConfig) -> Callable:
+def user_errors(fn: Callable, cfg: AppConfig) -> Callable:
     """Show library and user errors as a message in the page (no absolute server path in it); the app keeps
     running."""
 
@@ -135,7 +136,7 @@ SHORTCUTS_JS = """() => {
 }""" % {k: v[0] for k, v in SHORTCUTS.items()}
 
 
-def build(cfg: h.AppConfig) -> gr.Blocks:
+def build(cfg: AppConfig) -> gr.Blocks:
     """The whole page plus the /predict, /select, /export, /move, /undo, /redo endpoints."""
     tabs = Tabs(cfg)
 
@@ -164,9 +165,9 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
                     with gr.Tab("Global layering") as global_tab:
                         global_img = figure(label="global layering map", elem_id="global-image")
                 with gr.Row():
-                    view = gr.Radio(list(h.VIEWS), value="amodal", label="view")
+                    view = gr.Radio(list(VIEWS), value="amodal", label="view")
                     # Prediction views need a model; without one the page shows annotations only.
-                    show = gr.Radio(list(h.SHOWS), value="annotation", label="show", visible=cfg.checkpoint is not None,
+                    show = gr.Radio(list(SHOWS), value="annotation", label="show", visible=cfg.checkpoint is not None,
                                     elem_id="show")  # fmt: skip
                     opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="opacity")
                 with gr.Row():
@@ -214,7 +215,7 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
                     with gr.Tab("3-D surface") as surf_tab:
                         surf_img = figure(show_label=False, elem_id="surface-image")
                 table = gr.Dataframe(
-                    headers=h.TABLE_HEADERS, datatype=["number", "number", "str", "str", "str"], interactive=False,
+                    headers=render.TABLE_HEADERS, datatype=["number", "number", "str", "str", "str"], interactive=False,
                     label="instances (front first; click a row to select)", elem_id="instance-table", max_height=260,
                 )  # fmt: skip
                 with gr.Row():
@@ -282,48 +283,48 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
         }  # fmt: skip
 
         def page_value(name: str, value: Any) -> Any:
-            if isinstance(value, h.Picture):
+            if isinstance(value, Picture):
                 return png_file(value)
             if name == "others":  # the choices change with the scene; nothing chosen yet
                 return gr.Dropdown(choices=value, value=None)
             if name in ("show", "view_choice"):
-                return gr.Radio(value=value)
+                return gr.Radio(value=str(value))
             return value
 
-        def editor_page_value(tab: h.Tab) -> gr.ImageEditor:
+        def editor_page_value(tab: Tab) -> gr.ImageEditor:
             """The editor showing the selected object, named in its label."""
-            value = h.editor_value(tab)
+            value = render.editor_value(tab)
             return gr.ImageEditor(value={**value, "background": Image.fromarray(value["background"])},
-                                  label=h.editor_label(tab))  # fmt: skip
+                                  label=render.editor_label(tab))  # fmt: skip
 
-        def renderer(*parts: str) -> Callable[[h.Tab], dict]:
+        def renderer(*parts: str) -> Callable[[Tab], dict]:
             """Only the parts an event changes are drawn and sent (figures come from the tab's cache)."""
 
-            def render(tab: h.Tab) -> dict:
-                values = h.render(cfg, tab, parts)
+            def draw(tab: Tab) -> dict:
+                values = render.render(tab, parts)
                 out = {components[k]: page_value(k, v) for k, v in values.items() if k not in ("rows", "table_title")}
                 if "rows" in values:
                     out[table] = gr.Dataframe(value=values["rows"], label=values["table_title"])
-                if "inspector" in parts and h.editor_key(tab) != tab.editor_shows:
+                if "inspector" in parts and render.editor_key(tab) != tab.editor_shows:
                     # The editor always shows (and names) the selected object; strokes go to what it shows.
                     out[editor] = editor_page_value(tab)
                 if "panes" in parts:  # say whose: with show "both" they are the annotation's
-                    which = h.shown_scene(tab)
+                    which = tab.listed
                     out[levels_img] = gr.Image(value=out[levels_img], label=f"sem-dist level sets: {which}")
                     out[global_img] = gr.Image(value=out[global_img], label=f"global layering map: {which}")
                 return out
 
-            return render
+            return draw
 
         r_view, r_layers, r_inspector = renderer("view"), renderer("panes"), renderer("inspector")
-        r_selection, r_all = renderer("view", "inspector"), renderer(*h.PARTS)
+        r_selection, r_all = renderer("view", "inspector"), renderer(*render.PARTS)
 
-        def shown(tab: h.Tab, out: dict) -> dict:
+        def shown(tab: Tab, out: dict) -> dict:
             if main_img in out:  # a new image or state on screen: ready its instances for the first click
-                h.prefetch(cfg, tab)
+                render.prefetch(tab)
             return out
 
-        def event(render: Callable[[h.Tab], dict], action: Callable[..., Any] | None = None, select: bool = False):
+        def event(render: Callable[[Tab], dict], action: Callable[..., Any] | None = None, select: bool = False):
             """A Gradio callback: run ``action(tab, [evt,] *inputs)``, then ``render(tab)``.
 
             Library and user errors become a message in the page, which stays as it was. After a save
@@ -363,7 +364,7 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
             # UI events stay out of the script API: the gr.api endpoints below are the stable interface.
             return listener(callback, inputs, outputs, api_visibility="private")
 
-        def r_gallery(tab: h.Tab) -> dict:
+        def r_gallery(tab: Tab) -> dict:
             return {gallery: _gallery(tab)}
 
         # ----- loading -----
@@ -374,23 +375,23 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
         demo.unload(tabs.drop)
         demo.load(None, None, None, js=SHORTCUTS_JS)
 
-        def on_upload(tab: h.Tab, path: str | None) -> None:
+        def on_upload(tab: Tab, path: str | None) -> None:
             if path:
-                h.predict_upload(cfg, tab, security.uploaded_file(path))
+                h.predict_upload(tab, security.uploaded_file(path))
 
-        def r_uploaded(tab: h.Tab) -> dict:
+        def r_uploaded(tab: Tab) -> dict:
             # The file box is emptied, so the next image can be dropped straight in.
             return {**r_all(tab), upload: None}
 
-        def on_example(tab: h.Tab, evt: gr.SelectData) -> None:
+        def on_example(tab: Tab, evt: gr.SelectData) -> None:
             if not isinstance(evt.index, int) or not 0 <= evt.index < len(cfg.examples):
-                raise h.UserError("choose one of the examples")
-            h.predict_upload(cfg, tab, cfg.examples[evt.index])
+                raise UserError("choose one of the examples")
+            h.predict_upload(tab, cfg.examples[evt.index])
 
-        def on_open(tab: h.Tab, data: str, images: str) -> None:
-            h.switch_dataset(cfg, tab, data, images)
+        def on_open(tab: Tab, data: str, images: str) -> None:
+            h.switch_dataset(tab, data, images)
 
-        def step(delta: int) -> Callable[[h.Tab], None]:
+        def step(delta: int) -> Callable[[Tab], None]:
             return lambda tab: h.step(tab, delta)
 
         wire(upload.upload, event(r_uploaded, on_upload), [upload], [*everything, upload])
@@ -403,18 +404,18 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
         wire(next_btn.click, event(r_all, step(+1)), None, everything)
 
         # ----- looking -----
-        def on_click(tab: h.Tab, evt: gr.SelectData) -> None:
+        def on_click(tab: Tab, evt: gr.SelectData) -> None:
             # The page shows small images enlarged and large ones reduced; clicks come in displayed pixels.
-            h.select_at(cfg, tab, *h.click_to_pixel(tab, evt.index[0], evt.index[1]))
+            h.select_at(tab, *render.click_to_pixel(tab, evt.index[0], evt.index[1]))
 
-        def on_row(tab: h.Tab, evt: gr.SelectData) -> None:
+        def on_row(tab: Tab, evt: gr.SelectData) -> None:
             if evt.row_value:
-                h.select_instance(cfg, tab, int(evt.row_value[h.TABLE_ID_COLUMN]), h.shown_scene(tab))
+                h.select_instance(tab, int(evt.row_value[render.TABLE_ID_COLUMN]), tab.listed)
 
-        def set_field(name: str) -> Callable[[h.Tab, Any], None]:
+        def set_field(name: str) -> Callable[[Tab, Any], None]:
             return lambda tab, value: setattr(tab, name, value)
 
-        def set_setting(name: str) -> Callable[[h.Tab, Any], None]:
+        def set_setting(name: str) -> Callable[[Tab, Any], None]:
             return lambda tab, value: h.set_view_setting(tab, name, value)
 
         wire(main_img.select, event(r_selection, on_click, select=True), None, everything)
@@ -423,7 +424,7 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
         wire(view.input, event(r_view, set_setting("view")), [view], [main_img])
         wire(opacity.release, event(r_view, set_setting("opacity")), [opacity], [main_img])
         wire(show.input, event(r_all, set_setting("show")), [show], everything)
-        for pane_tab, pane in zip((overlay_tab, levels_tab, global_tab), h.PANES):
+        for pane_tab, pane in zip((overlay_tab, levels_tab, global_tab), render.PANES):
             wire(pane_tab.select, event(r_layers, functools.partial(set_field("pane"), value=pane)), None,
                  [levels_img, global_img])  # fmt: skip
         # The 3-D surface is the slowest figure: drawn only while its tab is open.
@@ -439,18 +440,18 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
         for btn, where in zip((fwd_btn, back_btn, front_btn, bottom_btn), MOVES):
             wire(btn.click, event(r_all, functools.partial(h.reorder, where=where)), None, everything)
         wire(infront_btn.click, event(r_all, h.put_in_front), [behind_dd], everything)
-        wire(cycle_btn.click, event(r_selection, lambda tab: h.select_next(cfg, tab)), None, everything)
+        wire(cycle_btn.click, event(r_selection, lambda tab: h.select_next(tab)), None, everything)
         wire(undo_btn.click, event(r_all, h.undo), None, everything)
         wire(redo_btn.click, event(r_all, h.redo), None, everything)
         wire(attrs_btn.click, event(r_all, h.set_attributes), [name_tb, cat_num, stuff_cb], everything)
         wire(delete_btn.click, event(r_all, h.delete_selected), None, everything)
 
-        def r_editor(tab: h.Tab) -> dict:
+        def r_editor(tab: Tab) -> dict:
             return {editor: editor_page_value(tab)}
 
         wire(load_mask_btn.click, event(r_editor), None, [editor])
 
-        def r_edited(tab: h.Tab) -> dict:
+        def r_edited(tab: Tab) -> dict:
             tab.editor_shows = None  # the strokes are used: the editor gets its picture again, without them
             return r_all(tab)
 
@@ -459,13 +460,13 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
         assist_layout.wire(assist_controls, cfg, event, wire, r_all, everything, editor, name_tb, cat_num)
 
         # ----- export and fine-tune -----
-        def exporter(fmt: str) -> Callable[[h.Tab], None]:
-            def run(tab: h.Tab) -> None:
+        def exporter(fmt: str) -> Callable[[Tab], None]:
+            def run(tab: Tab) -> None:
                 tab.last_export = h.export(tab, fmt)
 
             return run
 
-        def r_export(tab: h.Tab) -> dict:
+        def r_export(tab: Tab) -> dict:
             if tab.last_export is None:
                 return {export_file: None, export_md: ""}
             return {export_file: str(tab.last_export), export_md: h.export_notice(tab.last_export)}
@@ -473,7 +474,7 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
         for btn, fmt in ((cocoa_btn, "cocoa"), (coco_btn, "coco"), (kins_btn, "kins")):
             wire(btn.click, event(r_export, exporter(fmt)), None, [export_file, export_md])
 
-        def r_tune(tab: h.Tab) -> dict:
+        def r_tune(tab: Tab) -> dict:
             progress = h.finetune_status(tab)
             if progress is None:
                 return {tune_md: "", timer: gr.Timer(active=False)}
@@ -489,7 +490,7 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
             return out
 
         tune_outputs = [tune_md, timer, *everything]
-        wire(tune_btn.click, event(r_tune, lambda tab: h.start_finetune(cfg, tab)), None, tune_outputs)
+        wire(tune_btn.click, event(r_tune, lambda tab: h.start_finetune(tab)), None, tune_outputs)
         wire(cancel_btn.click, event(r_tune, h.cancel_finetune), None, tune_outputs)
         wire(timer.tick, event(r_tune), None, tune_outputs)
 
@@ -499,7 +500,7 @@ def build(cfg: h.AppConfig) -> gr.Blocks:
     return demo
 
 
-def _gallery(tab: h.Tab) -> list[str]:
+def _gallery(tab: Tab) -> list[str]:
     """Thumbnails of the dataset (image files straight from the dataset or workspace folder); an image whose
     name would leave its folder is left out (the page says why when it is opened)."""
     paths = []
@@ -511,7 +512,7 @@ def _gallery(tab: h.Tab) -> list[str]:
     return paths
 
 
-def _api(tabs: Tabs, cfg: h.AppConfig) -> None:
+def _api(tabs: Tabs, cfg: AppConfig) -> None:
     """Script access with the same handlers: each client gets its own tab."""
 
     def predict(image: gr.FileData, request: gr.Request) -> dict:
@@ -519,13 +520,13 @@ def _api(tabs: Tabs, cfg: h.AppConfig) -> None:
         the scene summary."""
         path = security.uploaded_file(image)
         with tabs.use(request) as tab:
-            return h.predict_upload(cfg, tab, path)
+            return h.predict_upload(tab, path)
 
     def select(x: int, y: int, request: gr.Request) -> dict | None:
         """Select the front-most instance at pixel (x, y) of the scene being edited (the one /scene
         summarises); the same pixel again cycles behind it."""
         with tabs.use(request) as tab:
-            return h.select_at(cfg, tab, x, y, which="annotation")
+            return h.select_at(tab, x, y, which="annotation")
 
     def export(fmt: str, request: gr.Request) -> gr.FileData:
         """Export the corrected dataset as 'cocoa' (merged into the original file), 'coco' or 'kins' JSON."""
@@ -541,18 +542,18 @@ def _api(tabs: Tabs, cfg: h.AppConfig) -> None:
         """Undo the last edit of the current scene; returns the scene summary."""
         with tabs.use(request) as tab:
             h.undo(tab)
-            return h.scene_summary(tab)
+            return tab.summary()
 
     def redo(request: gr.Request) -> dict:
         """Redo the last undone edit; returns the scene summary."""
         with tabs.use(request) as tab:
             h.redo(tab)
-            return h.scene_summary(tab)
+            return tab.summary()
 
     def scene(request: gr.Request) -> dict:
         """The current scene's summary."""
         with tabs.use(request) as tab:
-            return h.scene_summary(tab)
+            return tab.summary()
 
     for fn in (predict, select, export, move, undo, redo, scene):
         gr.api(user_errors(fn, cfg), api_name=fn.__name__)

@@ -27,7 +27,7 @@ from PIL import Image
 
 from app import handlers as h
 from semlayer import workspace as session_mod
-from app.handlers import AppConfig
+from app.tab import AppConfig
 from app.main import launch
 from app.model import Model, register_model
 from semlayer.workspace import EditSession
@@ -208,7 +208,7 @@ def test_1_open_dataset_is_off_without_a_data_root(served, tmp_path):
     finally:
         demo.close()
     with pytest.raises(h.UserError, match="opening other datasets is off: start the app with --data-root FOLDER"):
-        h.switch_dataset(cfg, h.new_tab(cfg), "absolute.json", "images")
+        h.switch_dataset(h.new_tab(cfg), "absolute.json", "images")
 
 
 # ----- 2. /predict takes server paths --------------------------------------------------------------------
