@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app import handlers as h  # noqa: E402
+from app import render as r  # noqa: E402
 from app.layout import png_file  # noqa: E402
 from app.model import Model, load_model  # noqa: E402
 from semlayer.figures import DEMO_ANNOTATIONS, DEMO_IMAGES, README_IMAGE_ID  # noqa: E402

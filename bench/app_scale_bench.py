@@ -123,7 +123,7 @@ def child(mode: str, data: Path) -> None:
     import torch
 
     from app import handlers as h
-from app import render as r
+    from app import render as r
     from semlayer import workspace as session
     from semlayer import formats
     from semlayer.predict import DEFAULT_CHECKPOINT

@@ -100,7 +100,6 @@ def test_auto_sized_dab_reaches_the_mask(tab):
 
 
 def test_completions_and_accept_rules(tab):
-    cfg = h.AppConfig(workspace=tab.session.folder)
     tab.session.set_amodal(2, rect(10, 15, 30, 45))
     with pytest.raises(h.UserError, match="select an instance first"):
         a.complete(tab, "hull")

@@ -511,7 +511,7 @@ def test_a_dataset_opens_on_its_annotation_or_on_the_prediction_where_it_has_non
     tab = h.new_tab(no_model)
     assert tab.show == "annotation" and r.model_notice(tab).startswith("**No model loaded**")
     cfg = h.AppConfig(workspace=tmp_path / "ws2", data=data, images=images, checkpoint=Path(model_tab.checkpoint))
-    annotated, annotated_cfg = h.new_tab(cfg), cfg
+    annotated = h.new_tab(cfg)
     assert annotated.show == "annotation"  # the file annotates its first image: that is what opens
     unannotated = scenes()
     unannotated.scenes[0] = AmodalScene(unannotated.scenes[0].image, [], annotation={"id": 11})
