@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from semlayer import semdist
-from semlayer.cache import BoundedCache
+from semlayer.cache import BoundedCache, array_bytes
 from semlayer.errors import SemlayerError
 from semlayer.images import encode_png, read_image
 from semlayer.scene import AmodalScene
@@ -91,12 +91,7 @@ class Picture:
 
 def held_bytes(value: Any) -> int:
     """About how many bytes a cached value holds: a picture its pixels and its PNG (about as large again)."""
-    if isinstance(value, Picture):
-        return 2 * value.pixels.nbytes
-    nbytes = getattr(value, "nbytes", None)
-    if isinstance(nbytes, int):
-        return nbytes
-    return 64 + 32 * len(value) if isinstance(value, (list, tuple)) else 64
+    return 2 * value.pixels.nbytes if isinstance(value, Picture) else array_bytes(value)
 
 
 class FigureCache(BoundedCache):
