@@ -8,9 +8,11 @@ import gradio as gr
 
 from . import assists as a
 from . import handlers as h
+from . import render
+from .tab import AppConfig, Picture, Tab, UserError
 
 
-def controls(cfg: h.AppConfig) -> dict[str, Any]:
+def controls(cfg: AppConfig) -> dict[str, Any]:
     """The assist panel (an accordion of the editing column); returns its components by name."""
     c: dict[str, Any] = {}
     with gr.Accordion("Assists: GrabCut, superpixels, hidden part", open=False, elem_id="assists"):
@@ -67,7 +69,7 @@ def controls(cfg: h.AppConfig) -> dict[str, Any]:
     return c
 
 
-def status(tab: h.Tab) -> str:
+def status(tab: Tab) -> str:
     st = a.state(tab)
     if st.proposal is None:
         hint = {
@@ -83,7 +85,7 @@ def status(tab: h.Tab) -> str:
 
 def wire(
     c: dict[str, Any],
-    cfg: h.AppConfig,
+    cfg: AppConfig,
     event: Callable,
     wire_: Callable,
     r_all: Callable,
@@ -95,26 +97,26 @@ def wire(
     """Connect the panel with the page's own `event` wrapper (tab lock, messages, conflicts)."""
     from .layout import png_file
 
-    def r_canvas(tab: h.Tab) -> dict:
+    def r_canvas(tab: Tab) -> dict:
         st = a.state(tab)
         # Kept on the state: the page's PNG file is deleted with its picture (layout.png_file).
-        st.picture = h.Picture(a.canvas(tab, st.tool), cfg.png_level)
+        st.picture = Picture(a.canvas(tab, st.tool), cfg.png_level)
         return {c["canvas"]: png_file(st.picture), c["status"]: status(tab)}
 
-    def r_both(tab: h.Tab) -> dict:
+    def r_both(tab: Tab) -> dict:
         return {**r_all(tab), **r_canvas(tab)}
 
     mine = [c["canvas"], c["status"]]
 
-    def on_click(tab: h.Tab, evt: gr.SelectData, does: str, radius: float) -> None:
-        scale = h.display_scale(tab.session.scene.shape)
+    def on_click(tab: Tab, evt: gr.SelectData, does: str, radius: float) -> None:
+        scale = render.display_scale(tab.session.scene.shape)
         a.click(tab, evt.index[0] // scale, evt.index[1] // scale, a.state(tab).tool, does, radius)
 
-    def set_tool(tab: h.Tab, tool: str) -> None:
+    def set_tool(tab: Tab, tool: str) -> None:
         a.state(tab).tool = tool
 
     def strokes(kind: str) -> Callable:
-        def run(tab: h.Tab, value: Any) -> None:
+        def run(tab: Tab, value: Any) -> None:
             stroke = h.mask_from_editor(value, tab.session.scene.shape)
             st = a.state(tab)
             if kind == "superpixel":
@@ -123,7 +125,7 @@ def wire(
                 a.hidden_stroke(tab, stroke)
             else:
                 if st.box is None:
-                    raise h.UserError("draw a GrabCut box on the assist image first")
+                    raise UserError("draw a GrabCut box on the assist image first")
                 fg = stroke if kind == "fg" else None
                 bg = stroke if kind == "bg" else None
                 a.run_grabcut(tab, st.box, st.positive, st.negative, fg, bg)
@@ -135,7 +137,7 @@ def wire(
     wire_(c["refresh"].click, event(r_canvas), None, mine)
     wire_(c["clear"].click, event(r_canvas, a.clear), None, mine)
     for name in a.COMPLETIONS:
-        wire_(c[name].click, event(r_canvas, lambda tab, m=name: a.complete(cfg, tab, m)), None, mine)
+        wire_(c[name].click, event(r_canvas, lambda tab, m=name: a.complete(tab, m)), None, mine)
     wire_(c["close"].click, event(r_canvas, a.close_polygon), None, mine)
     for button, kind in (
         ("fg_strokes", "fg"),
@@ -153,7 +155,7 @@ def wire(
     )
 
 
-def api(tabs: Any, cfg: h.AppConfig, user_errors: Callable) -> None:
+def api(tabs: Any, cfg: AppConfig, user_errors: Callable) -> None:
     """The assists for scripts: each returns the pending proposal (mask as COCO RLE) or, on accept, the
     scene summary. Each client has its own tab and proposal."""
 
@@ -184,7 +186,7 @@ def api(tabs: Any, cfg: h.AppConfig, user_errors: Callable) -> None:
     def assist_complete(instance_id: int, method: str, box: list[float] | None, request: gr.Request) -> dict:
         """A completion proposal of the instance's amodal mask: 'hull', 'mirror' or 'model' (on box)."""
         with tabs.use(request) as tab:
-            return a.complete(cfg, tab, method, instance_id, box or None)
+            return a.complete(tab, method, instance_id, box or None)
 
     def assist_accept(accept_as: str, name: str, request: gr.Request) -> dict:
         """Apply the pending proposal as one undoable edit: 'visible' (the selected instance's visible part),
@@ -207,7 +209,7 @@ def api(tabs: Any, cfg: h.AppConfig, user_errors: Callable) -> None:
     def select_instance(instance_id: int, request: gr.Request) -> dict:
         """Select an instance of the scene being edited by its id (what 'visible' accepts apply to)."""
         with tabs.use(request) as tab:
-            return h.select_instance(cfg, tab, instance_id, "annotation")
+            return h.select_instance(tab, instance_id, "annotation")
 
     for fn in (
         open_image,

@@ -21,17 +21,18 @@ from PIL import Image
 from semlayer.errors import SemlayerError
 from semlayer.scene import MOVES
 
-from . import assist_layout
-from . import handlers as h
-from . import security
 from semlayer.workspace import ConflictError, SaveError
+
+from . import assist_layout, render, security
+from . import handlers as h
+from .tab import SHOWS, VIEWS, AppConfig, Picture, Tab, UserError
 
 # Figures are written here once, as PNG, and handed to Gradio as files: its own encoder (PIL, default
 # compression) takes several times longer than the whole rest of a click.
-_FILES: weakref.WeakKeyDictionary[h.Picture, str] = weakref.WeakKeyDictionary()
+_FILES: weakref.WeakKeyDictionary[Picture, str] = weakref.WeakKeyDictionary()
 
 
-def png_file(picture: h.Picture | None) -> str | None:
+def png_file(picture: Picture | None) -> str | None:
     """A PNG file of the picture in Gradio's cache folder, written once per picture and deleted with it
     (when the tab's figure cache drops it, the tab closes or the app stops)."""
     if picture is None:
@@ -50,13 +51,13 @@ def png_file(picture: h.Picture | None) -> str | None:
 class Tabs:
     """The `Tab` of every open browser tab / API client, created on first use."""
 
-    def __init__(self, cfg: h.AppConfig) -> None:
+    def __init__(self, cfg: AppConfig) -> None:
         self.cfg = cfg
-        self._tabs: dict[str, h.Tab] = {}
+        self._tabs: dict[str, Tab] = {}
         self._used: dict[str, float] = {}  # last use of each tab (time.monotonic)
         self._lock = threading.Lock()
 
-    def get(self, request: gr.Request | None) -> h.Tab:
+    def get(self, request: gr.Request | None) -> Tab:
         key = getattr(request, "session_hash", None) or "default"
         now = time.monotonic()
         with self._lock:
@@ -75,7 +76,7 @@ class Tabs:
             self._used.pop(key, None)
 
     @contextlib.contextmanager
-    def use(self, request: gr.Request | None) -> Iterator[h.Tab]:
+    def use(self, request: gr.Request | None) -> Iterator[Tab]:
         """The request's tab, held for the whole event. Gradio runs the events of one page in parallel
         threads (one queue per listener); unserialised, a render could read a half-switched session, and
         a slow render of the old state could reach the page after the new one and overwrite it."""
@@ -91,7 +92,7 @@ class Tabs:
             self._used.pop(key, None)
 
 
-def user_errors(fn: Callable, cfg: h.AppConfig) -> Callable:
+def user_errors(fn: Callable, cfg: AppConfig) -> Callable:
     """Show library and user errors as a message in the page (no absolute server path in it); the app keeps
     running."""
 
@@ -135,371 +136,402 @@ SHORTCUTS_JS = """() => {
 }""" % {k: v[0] for k, v in SHORTCUTS.items()}
 
 
-def build(cfg: h.AppConfig) -> gr.Blocks:
+def build(cfg: AppConfig) -> gr.Blocks:
     """The whole page plus the /predict, /select, /export, /move, /undo, /redo endpoints."""
-    tabs = Tabs(cfg)
-
-    # Figures arrive as PNG files (see png_file); nobody uploads into them.
-    figure = functools.partial(gr.Image, type="filepath", format="png", interactive=False,
-                               buttons=["download", "fullscreen"])  # fmt: skip
-
     with gr.Blocks(title="semlayer: amodal annotation") as demo:
+        page = Page(cfg, Tabs(cfg))
+        page.wire(demo)
+        _api(page.tabs, cfg)
+    return demo
+
+
+# Figures arrive as PNG files (see png_file); nobody uploads into them.
+_figure = functools.partial(gr.Image, type="filepath", format="png", interactive=False,
+                            buttons=["download", "fullscreen"])  # fmt: skip
+
+
+class Page:
+    """The page's components, built panel by panel inside a `gr.Blocks`, and their wiring to the handlers
+    (actions) and app.render (what each event shows again)."""
+
+    def __init__(self, cfg: AppConfig, tabs: Tabs) -> None:
+        self.cfg, self.tabs = cfg, tabs
         gr.Markdown(
             "## semlayer · amodal instances, depth order and semantics-aware distance maps\n"
             "Click an object to inspect it (click again to reach the ones behind). Reorder, correct masks, "
             "undo/redo: every edit is saved to the workspace at once."
         )
-        model_md = gr.Markdown(elem_id="model-status")
+        self.model_md = gr.Markdown(elem_id="model-status")
         with gr.Row(equal_height=False):
-            # ----- left: the image and its layers -----
-            with gr.Column(scale=3):
-                # Level sets and G are matplotlib figures (slow): drawn only while their tab is open.
-                with gr.Tabs():
-                    with gr.Tab("Depth overlay") as overlay_tab:
-                        main_img = figure(
-                            label="instances coloured by depth rank (click to select)", elem_id="main-image"
-                        )
-                    with gr.Tab("Level sets") as levels_tab:
-                        levels_img = figure(label="sem-dist level sets", elem_id="levels-image")
-                    with gr.Tab("Global layering") as global_tab:
-                        global_img = figure(label="global layering map", elem_id="global-image")
-                with gr.Row():
-                    view = gr.Radio(list(h.VIEWS), value="amodal", label="view")
-                    # Prediction views need a model; without one the page shows annotations only.
-                    show = gr.Radio(list(h.SHOWS), value="annotation", label="show", visible=cfg.checkpoint is not None,
-                                    elem_id="show")  # fmt: skip
-                    opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="opacity")
-                with gr.Row():
-                    prev_btn = gr.Button("◀ previous image", size="sm", elem_id="key-prev")
-                    position = gr.Markdown(elem_id="position")
-                    next_btn = gr.Button("next image ▶", size="sm", elem_id="key-next")
-                with gr.Accordion("Load: upload, examples, dataset", open=False):
-                    with gr.Row():
-                        upload = gr.File(
-                            label="upload an image (it is predicted)",
-                            file_types=["image"],
-                            type="filepath",
-                            elem_id="upload",
-                        )
-                        examples = gr.Gallery(
-                            value=[str(p) for p in cfg.examples], label="examples (click one)", columns=4, height=160,
-                            allow_preview=False, format="png", visible=bool(cfg.examples),
-                        )  # fmt: skip
-                    # Datasets by name among the files under --data-root (no root: no choice, only --data).
-                    datasets, folders = security.dataset_choices(cfg), security.image_folder_choices(cfg)
-                    data_name, images_name = (
-                        security.relative_name(cfg, cfg.data),
-                        security.relative_name(cfg, cfg.images),
-                    )
-                    with gr.Row(visible=cfg.data_root is not None):
-                        data_tb = gr.Dropdown(
-                            datasets,
-                            label="annotation file (COCOA, COCO-style amodal, KINS)",
-                            value=data_name if data_name in datasets else None,
-                        )
-                        images_tb = gr.Dropdown(
-                            folders, label="image folder", value=images_name if images_name in folders else None
-                        )
-                        open_btn = gr.Button("Open dataset")
-                    gallery = gr.Gallery(label="dataset", columns=8, height=180, allow_preview=False, format="png")
-            # ----- right: inspector, table, edits -----
-            with gr.Column(scale=2):
-                insp_md = gr.Markdown("Click an instance in the image.", elem_id="inspector")
-                with gr.Row():
-                    panel_img = figure(label="visible + occluded", elem_id="panel-image")
-                    layers_img = figure(label="layer map", elem_id="layers-image")
-                with gr.Tabs():
-                    with gr.Tab("sem-dist heat map") as heat_tab:
-                        heat_img = figure(show_label=False, elem_id="heat-image")
-                    with gr.Tab("3-D surface") as surf_tab:
-                        surf_img = figure(show_label=False, elem_id="surface-image")
-                table = gr.Dataframe(
-                    headers=h.TABLE_HEADERS, datatype=["number", "number", "str", "str", "str"], interactive=False,
-                    label="instances (front first; click a row to select)", elem_id="instance-table", max_height=260,
-                )  # fmt: skip
-                with gr.Row():
-                    fwd_btn = gr.Button("forward", size="sm", elem_id="key-forward")
-                    back_btn = gr.Button("backward", size="sm", elem_id="key-backward")
-                    front_btn = gr.Button("to front", size="sm", elem_id="key-front")
-                    bottom_btn = gr.Button("to back", size="sm", elem_id="key-back")
-                with gr.Row():
-                    behind_dd = gr.Dropdown(label="put the selected one in front of", choices=[], scale=3)
-                    infront_btn = gr.Button("put in front", size="sm", scale=1)
-                with gr.Row():
-                    cycle_btn = gr.Button("next object", size="sm", elem_id="key-cycle")
-                    undo_btn = gr.Button("↶ undo", size="sm", elem_id="key-undo")
-                    redo_btn = gr.Button("↷ redo", size="sm", elem_id="key-redo")
-                status_md = gr.Markdown(elem_id="status")
-                with gr.Accordion("Keyboard shortcuts", open=False, elem_id="shortcuts-help"):
-                    gr.Markdown(SHORTCUTS_HELP)
-                with gr.Accordion("Edit the selected instance", open=False):
-                    with gr.Row():
-                        name_tb = gr.Textbox(label="name")
-                        cat_num = gr.Number(label="category id", precision=0)
-                        stuff_cb = gr.Checkbox(label="stuff")
-                    with gr.Row():
-                        attrs_btn = gr.Button("save name / category / stuff", size="sm")
-                        delete_btn = gr.Button("delete instance", size="sm", variant="stop")
-                    editor = gr.ImageEditor(
-                        label="amodal mask editor (selected mask tinted; the eraser undoes strokes)", type="numpy", format="png",
-                        brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed", default_size=8),
-                        eraser=gr.Eraser(default_size=8), transforms=(), sources=(),
-                        layers=False, elem_id="mask-editor",
-                    )  # fmt: skip
-                    with gr.Row():
-                        load_mask_btn = gr.Button("clear strokes", size="sm")
-                        brush_mode = gr.Radio(
-                            [("strokes add to the mask", "add"), ("strokes remove from the mask", "remove")],
-                            value="add", show_label=False,
-                        )  # fmt: skip
-                    with gr.Row():
-                        apply_mask_btn = gr.Button("apply strokes to selected", size="sm", variant="primary")
-                        add_btn = gr.Button("strokes as new instance", size="sm")
-                assist_controls = assist_layout.controls(cfg)
-                with gr.Accordion("Export and fine-tune", open=False):
-                    with gr.Row():
-                        cocoa_btn = gr.Button("export COCOA JSON", size="sm")
-                        coco_btn = gr.Button("export COCO-style JSON", size="sm")
-                        kins_btn = gr.Button("export KINS JSON", size="sm")
-                    export_file = gr.File(label="download", interactive=False, height=90)
-                    export_md = gr.Markdown("", elem_id="export-status")
-                    with gr.Row():
-                        tune_btn = gr.Button("fine-tune on corrected data", size="sm", variant="primary")
-                        cancel_btn = gr.Button("cancel fine-tune", size="sm", variant="stop")
-                    tune_md = gr.Markdown("")
-                    timer = gr.Timer(1.0, active=False)
-
-        everything = [main_img, levels_img, global_img, insp_md, panel_img, layers_img, heat_img, surf_img, table,
-                      behind_dd, status_md, name_tb, cat_num, stuff_cb, position, model_md, show, view, opacity,
-                      editor]  # fmt: skip
-
-        # ----- renderers: what the handlers render, by part, as component -> value -----
-        components = {
-            "view": main_img, "levels": levels_img, "global": global_img, "inspector": insp_md, "panel": panel_img,
-            "layers": layers_img, "heat": heat_img, "surface": surf_img, "others": behind_dd,
-            "status": status_md, "name": name_tb, "category": cat_num, "stuff": stuff_cb, "position": position,
-            "model": model_md, "show": show, "view_choice": view, "opacity": opacity,
+            with gr.Column(scale=3):  # left: the image and its layers
+                self._image_panel()
+                self._load_panel()
+            with gr.Column(scale=2):  # right: inspector, table, edits
+                self._inspector_panel()
+                self._order_panel()
+                self._edit_panel()
+                self.assist = assist_layout.controls(cfg)
+                self._export_panel()
+        self.everything = [
+            self.main_img, self.levels_img, self.global_img, self.insp_md, self.panel_img, self.layers_img,
+            self.heat_img, self.surf_img, self.table, self.behind_dd, self.status_md, self.name_tb, self.cat_num,
+            self.stuff_cb, self.position, self.model_md, self.show, self.view, self.opacity, self.editor,
+        ]  # fmt: skip
+        # What app.render gives, by part, as component.
+        self.components = {
+            "view": self.main_img, "levels": self.levels_img, "global": self.global_img, "inspector": self.insp_md,
+            "panel": self.panel_img, "layers": self.layers_img, "heat": self.heat_img, "surface": self.surf_img,
+            "others": self.behind_dd, "status": self.status_md, "name": self.name_tb, "category": self.cat_num,
+            "stuff": self.stuff_cb, "position": self.position, "model": self.model_md, "show": self.show,
+            "view_choice": self.view, "opacity": self.opacity,
         }  # fmt: skip
+        self.r_view, self.r_panes, self.r_inspector = (
+            self.renderer("view"),
+            self.renderer("panes"),
+            self.renderer("inspector"),
+        )
+        self.r_selection, self.r_all = self.renderer("view", "inspector"), self.renderer(*render.PARTS)
 
-        def page_value(name: str, value: Any) -> Any:
-            if isinstance(value, h.Picture):
-                return png_file(value)
-            if name == "others":  # the choices change with the scene; nothing chosen yet
-                return gr.Dropdown(choices=value, value=None)
-            if name in ("show", "view_choice"):
-                return gr.Radio(value=value)
-            return value
+    # ----- panels ------------------------------------------------------------------------------
 
-        def editor_page_value(tab: h.Tab) -> gr.ImageEditor:
-            """The editor showing the selected object, named in its label."""
-            value = h.editor_value(tab)
-            return gr.ImageEditor(value={**value, "background": Image.fromarray(value["background"])},
-                                  label=h.editor_label(tab))  # fmt: skip
+    def _image_panel(self) -> None:
+        # Level sets and G are matplotlib figures (slow): drawn only while their tab is open.
+        with gr.Tabs():
+            with gr.Tab("Depth overlay") as self.overlay_tab:
+                self.main_img = _figure(
+                    label="instances coloured by depth rank (click to select)", elem_id="main-image"
+                )
+            with gr.Tab("Level sets") as self.levels_tab:
+                self.levels_img = _figure(label="sem-dist level sets", elem_id="levels-image")
+            with gr.Tab("Global layering") as self.global_tab:
+                self.global_img = _figure(label="global layering map", elem_id="global-image")
+        with gr.Row():
+            self.view = gr.Radio(list(VIEWS), value="amodal", label="view")
+            # Prediction views need a model; without one the page shows annotations only.
+            self.show = gr.Radio(list(SHOWS), value="annotation", label="show",
+                                 visible=self.cfg.checkpoint is not None, elem_id="show")  # fmt: skip
+            self.opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="opacity")
+        with gr.Row():
+            self.prev_btn = gr.Button("◀ previous image", size="sm", elem_id="key-prev")
+            self.position = gr.Markdown(elem_id="position")
+            self.next_btn = gr.Button("next image ▶", size="sm", elem_id="key-next")
 
-        def renderer(*parts: str) -> Callable[[h.Tab], dict]:
-            """Only the parts an event changes are drawn and sent (figures come from the tab's cache)."""
+    def _load_panel(self) -> None:
+        cfg = self.cfg
+        with gr.Accordion("Load: upload, examples, dataset", open=False):
+            with gr.Row():
+                self.upload = gr.File(label="upload an image (it is predicted)", file_types=["image"],
+                                      type="filepath", elem_id="upload")  # fmt: skip
+                self.examples = gr.Gallery(
+                    value=[str(p) for p in cfg.examples], label="examples (click one)", columns=4, height=160,
+                    allow_preview=False, format="png", visible=bool(cfg.examples),
+                )  # fmt: skip
+            # Datasets by name among the files under --data-root (no root: no choice, only --data).
+            datasets, folders = security.dataset_choices(cfg), security.image_folder_choices(cfg)
+            data_name, images_name = security.relative_name(cfg, cfg.data), security.relative_name(cfg, cfg.images)
+            with gr.Row(visible=cfg.data_root is not None):
+                self.data_tb = gr.Dropdown(datasets, label="annotation file (COCOA, COCO-style amodal, KINS)",
+                                           value=data_name if data_name in datasets else None)  # fmt: skip
+                self.images_tb = gr.Dropdown(
+                    folders, label="image folder", value=images_name if images_name in folders else None
+                )
+                self.open_btn = gr.Button("Open dataset")
+            self.gallery = gr.Gallery(label="dataset", columns=8, height=180, allow_preview=False, format="png")
 
-            def render(tab: h.Tab) -> dict:
-                values = h.render(cfg, tab, parts)
-                out = {components[k]: page_value(k, v) for k, v in values.items() if k not in ("rows", "table_title")}
-                if "rows" in values:
-                    out[table] = gr.Dataframe(value=values["rows"], label=values["table_title"])
-                if "inspector" in parts and h.editor_key(tab) != tab.editor_shows:
-                    # The editor always shows (and names) the selected object; strokes go to what it shows.
-                    out[editor] = editor_page_value(tab)
-                if "panes" in parts:  # say whose: with show "both" they are the annotation's
-                    which = h.shown_scene(tab)
-                    out[levels_img] = gr.Image(value=out[levels_img], label=f"sem-dist level sets: {which}")
-                    out[global_img] = gr.Image(value=out[global_img], label=f"global layering map: {which}")
-                return out
+    def _inspector_panel(self) -> None:
+        self.insp_md = gr.Markdown("Click an instance in the image.", elem_id="inspector")
+        with gr.Row():
+            self.panel_img = _figure(label="visible + occluded", elem_id="panel-image")
+            self.layers_img = _figure(label="layer map", elem_id="layers-image")
+        with gr.Tabs():
+            with gr.Tab("sem-dist heat map") as self.heat_tab:
+                self.heat_img = _figure(show_label=False, elem_id="heat-image")
+            with gr.Tab("3-D surface") as self.surf_tab:
+                self.surf_img = _figure(show_label=False, elem_id="surface-image")
+        self.table = gr.Dataframe(
+            headers=render.TABLE_HEADERS, datatype=["number", "number", "str", "str", "str"], interactive=False,
+            label="instances (front first; click a row to select)", elem_id="instance-table", max_height=260,
+        )  # fmt: skip
 
-            return render
+    def _order_panel(self) -> None:
+        with gr.Row():
+            self.move_btns = [
+                gr.Button(label, size="sm", elem_id=f"key-{key}")
+                for label, key in (("forward", "forward"), ("backward", "backward"), ("to front", "front"),
+                                   ("to back", "back"))
+            ]  # fmt: skip
+        with gr.Row():
+            self.behind_dd = gr.Dropdown(label="put the selected one in front of", choices=[], scale=3)
+            self.infront_btn = gr.Button("put in front", size="sm", scale=1)
+        with gr.Row():
+            self.cycle_btn = gr.Button("next object", size="sm", elem_id="key-cycle")
+            self.undo_btn = gr.Button("↶ undo", size="sm", elem_id="key-undo")
+            self.redo_btn = gr.Button("↷ redo", size="sm", elem_id="key-redo")
+        self.status_md = gr.Markdown(elem_id="status")
+        with gr.Accordion("Keyboard shortcuts", open=False, elem_id="shortcuts-help"):
+            gr.Markdown(SHORTCUTS_HELP)
 
-        r_view, r_layers, r_inspector = renderer("view"), renderer("panes"), renderer("inspector")
-        r_selection, r_all = renderer("view", "inspector"), renderer(*h.PARTS)
+    def _edit_panel(self) -> None:
+        with gr.Accordion("Edit the selected instance", open=False):
+            with gr.Row():
+                self.name_tb = gr.Textbox(label="name")
+                self.cat_num = gr.Number(label="category id", precision=0)
+                self.stuff_cb = gr.Checkbox(label="stuff")
+            with gr.Row():
+                self.attrs_btn = gr.Button("save name / category / stuff", size="sm")
+                self.delete_btn = gr.Button("delete instance", size="sm", variant="stop")
+            self.editor = gr.ImageEditor(
+                label="amodal mask editor (selected mask tinted; the eraser undoes strokes)", type="numpy", format="png",
+                brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed", default_size=8),
+                eraser=gr.Eraser(default_size=8), transforms=(), sources=(), layers=False, elem_id="mask-editor",
+            )  # fmt: skip
+            with gr.Row():
+                self.load_mask_btn = gr.Button("clear strokes", size="sm")
+                self.brush_mode = gr.Radio(
+                    [("strokes add to the mask", "add"), ("strokes remove from the mask", "remove")],
+                    value="add", show_label=False,
+                )  # fmt: skip
+            with gr.Row():
+                self.apply_mask_btn = gr.Button("apply strokes to selected", size="sm", variant="primary")
+                self.add_btn = gr.Button("strokes as new instance", size="sm")
 
-        def shown(tab: h.Tab, out: dict) -> dict:
-            if main_img in out:  # a new image or state on screen: ready its instances for the first click
-                h.prefetch(cfg, tab)
+    def _export_panel(self) -> None:
+        with gr.Accordion("Export and fine-tune", open=False):
+            with gr.Row():
+                self.export_btns = {
+                    "cocoa": gr.Button("export COCOA JSON", size="sm"),
+                    "coco": gr.Button("export COCO-style JSON", size="sm"),
+                    "kins": gr.Button("export KINS JSON", size="sm"),
+                }
+            self.export_file = gr.File(label="download", interactive=False, height=90)
+            self.export_md = gr.Markdown("", elem_id="export-status")
+            with gr.Row():
+                self.tune_btn = gr.Button("fine-tune on corrected data", size="sm", variant="primary")
+                self.cancel_btn = gr.Button("cancel fine-tune", size="sm", variant="stop")
+            self.tune_md = gr.Markdown("")
+            self.timer = gr.Timer(1.0, active=False)
+
+    # ----- what an event shows -----------------------------------------------------------------
+
+    def page_value(self, name: str, value: Any) -> Any:
+        if isinstance(value, Picture):
+            return png_file(value)
+        if name == "others":  # the choices change with the scene; nothing chosen yet
+            return gr.Dropdown(choices=value, value=None)
+        if name in ("show", "view_choice"):
+            return gr.Radio(value=str(value))
+        return value
+
+    def editor_value(self, tab: Tab) -> gr.ImageEditor:
+        """The editor showing the selected object, named in its label."""
+        value = render.editor_value(tab)
+        return gr.ImageEditor(value={**value, "background": Image.fromarray(value["background"])},
+                              label=render.editor_label(tab))  # fmt: skip
+
+    def renderer(self, *parts: str) -> Callable[[Tab], dict]:
+        """Only the parts an event changes are drawn and sent (figures come from the tab's cache)."""
+
+        def draw(tab: Tab) -> dict:
+            values = render.render(tab, parts)
+            out = {self.components[k]: self.page_value(k, v) for k, v in values.items()
+                   if k not in ("rows", "table_title")}  # fmt: skip
+            if "rows" in values:
+                out[self.table] = gr.Dataframe(value=values["rows"], label=values["table_title"])
+            if "inspector" in parts and render.editor_key(tab) != tab.editor_shows:
+                # The editor always shows (and names) the selected object; strokes go to what it shows.
+                out[self.editor] = self.editor_value(tab)
+            if "panes" in parts:  # say whose: with show "both" they are the annotation's
+                out[self.levels_img] = gr.Image(value=out[self.levels_img], label=f"sem-dist level sets: {tab.listed}")
+                out[self.global_img] = gr.Image(value=out[self.global_img], label=f"global layering map: {tab.listed}")
             return out
 
-        def event(render: Callable[[h.Tab], dict], action: Callable[..., Any] | None = None, select: bool = False):
-            """A Gradio callback: run ``action(tab, [evt,] *inputs)``, then ``render(tab)``.
+        return draw
 
-            Library and user errors become a message in the page, which stays as it was. After a save
-            conflict (another tab saved first) the page shows the saved state with a warning.
-            """
+    def shown(self, tab: Tab, out: dict) -> dict:
+        if self.main_img in out:  # a new image or state on screen: ready its instances for the first click
+            render.prefetch(tab)
+        return out
 
-            def run(request: gr.Request, args: tuple) -> dict:
-                try:
-                    with tabs.use(request) as tab:
-                        if action is not None:
-                            try:
-                                action(tab, *args)
-                            except (ConflictError, SaveError) as err:
-                                # Reloaded after a conflict, or the edit kept unsaved: show the tab's state.
-                                gr.Warning(security.public_text(cfg, str(err)))
-                                return shown(tab, r_all(tab))
-                        return shown(tab, render(tab))
-                except SemlayerError as err:
-                    # A message, and the page as it was: gr.Error would also mark every output as failed.
-                    gr.Warning(security.public_text(cfg, str(err)))
-                    return gr.skip()
+    def event(self, draw: Callable[[Tab], dict], action: Callable[..., Any] | None = None, select: bool = False):
+        """A Gradio callback: run ``action(tab, [evt,] *inputs)``, then ``draw(tab)``.
 
-            # Gradio injects the request and event data by the annotations of leading positional parameters.
-            if select:
+        Library and user errors become a message in the page, which stays as it was. After a save
+        conflict (another tab saved first) the page shows the saved state with a warning.
+        """
 
-                def on_select(request: gr.Request, evt: gr.SelectData, *args: Any) -> dict:
-                    return run(request, (evt, *args))
+        def run(request: gr.Request, args: tuple) -> dict:
+            try:
+                with self.tabs.use(request) as tab:
+                    if action is not None:
+                        try:
+                            action(tab, *args)
+                        except (ConflictError, SaveError) as err:
+                            # Reloaded after a conflict, or the edit kept unsaved: show the tab's state.
+                            gr.Warning(security.public_text(self.cfg, str(err)))
+                            return self.shown(tab, self.r_all(tab))
+                    return self.shown(tab, draw(tab))
+            except SemlayerError as err:
+                # A message, and the page as it was: gr.Error would also mark every output as failed.
+                gr.Warning(security.public_text(self.cfg, str(err)))
+                return gr.skip()
 
-                return on_select
+        # Gradio injects the request and event data by the annotations of leading positional parameters.
+        if select:
 
-            def on_event(request: gr.Request, *args: Any) -> dict:
-                return run(request, args)
+            def on_select(request: gr.Request, evt: gr.SelectData, *args: Any) -> dict:
+                return run(request, (evt, *args))
 
-            return on_event
+            return on_select
 
-        def wire(listener: Callable, callback: Callable, inputs: list | None, outputs: list) -> Any:
-            # UI events stay out of the script API: the gr.api endpoints below are the stable interface.
-            return listener(callback, inputs, outputs, api_visibility="private")
+        def on_event(request: gr.Request, *args: Any) -> dict:
+            return run(request, args)
 
-        def r_gallery(tab: h.Tab) -> dict:
-            return {gallery: _gallery(tab)}
+        return on_event
 
-        # ----- loading -----
-        # A reloaded page picks up a fine-tune still running for its dataset (r_tune is defined below).
-        wire(demo.load, event(lambda t: {**r_all(t), **r_tune(t)}), None, [*everything, tune_md, timer]).then(
-            event(r_gallery), None, [gallery], api_visibility="private"
-        )
-        demo.unload(tabs.drop)
+    @staticmethod
+    def on(listener: Callable, callback: Callable, inputs: list | None, outputs: list) -> Any:
+        # UI events stay out of the script API: the gr.api endpoints are the stable interface.
+        return listener(callback, inputs, outputs, api_visibility="private")
+
+    # ----- wiring ------------------------------------------------------------------------------
+
+    def wire(self, demo: gr.Blocks) -> None:
+        self._wire_loading(demo)
+        self._wire_looking()
+        self._wire_editing()
+        assist_layout.wire(self.assist, self.cfg, self.event, self.on, self.r_all, self.everything, self.editor,
+                           self.name_tb, self.cat_num)  # fmt: skip
+        self._wire_export()
+
+    def r_gallery(self, tab: Tab) -> dict:
+        return {self.gallery: _gallery(tab)}
+
+    def _wire_loading(self, demo: gr.Blocks) -> None:
+        on, event, cfg, everything = self.on, self.event, self.cfg, self.everything
+        # A reloaded page picks up a fine-tune still running for its dataset.
+        on(demo.load, event(lambda t: {**self.r_all(t), **self.r_tune(t)}), None,
+           [*everything, self.tune_md, self.timer]).then(
+            event(self.r_gallery), None, [self.gallery], api_visibility="private")  # fmt: skip
+        demo.unload(self.tabs.drop)
         demo.load(None, None, None, js=SHORTCUTS_JS)
 
-        def on_upload(tab: h.Tab, path: str | None) -> None:
+        def on_upload(tab: Tab, path: str | None) -> None:
             if path:
-                h.predict_upload(cfg, tab, security.uploaded_file(path))
+                h.predict_upload(tab, security.uploaded_file(path))
 
-        def r_uploaded(tab: h.Tab) -> dict:
+        def r_uploaded(tab: Tab) -> dict:
             # The file box is emptied, so the next image can be dropped straight in.
-            return {**r_all(tab), upload: None}
+            return {**self.r_all(tab), self.upload: None}
 
-        def on_example(tab: h.Tab, evt: gr.SelectData) -> None:
+        def on_example(tab: Tab, evt: gr.SelectData) -> None:
             if not isinstance(evt.index, int) or not 0 <= evt.index < len(cfg.examples):
-                raise h.UserError("choose one of the examples")
-            h.predict_upload(cfg, tab, cfg.examples[evt.index])
+                raise UserError("choose one of the examples")
+            h.predict_upload(tab, cfg.examples[evt.index])
 
-        def on_open(tab: h.Tab, data: str, images: str) -> None:
-            h.switch_dataset(cfg, tab, data, images)
-
-        def step(delta: int) -> Callable[[h.Tab], None]:
-            return lambda tab: h.step(tab, delta)
-
-        wire(upload.upload, event(r_uploaded, on_upload), [upload], [*everything, upload])
-        wire(examples.select, event(r_all, on_example, select=True), None, everything)
-        wire(open_btn.click, event(r_all, on_open), [data_tb, images_tb], everything).then(
-            event(r_gallery), None, [gallery], api_visibility="private"
+        on(self.upload.upload, event(r_uploaded, on_upload), [self.upload], [*everything, self.upload])
+        on(self.examples.select, event(self.r_all, on_example, select=True), None, everything)
+        on(self.open_btn.click, event(self.r_all, h.switch_dataset), [self.data_tb, self.images_tb], everything).then(
+            event(self.r_gallery), None, [self.gallery], api_visibility="private"
         )
-        wire(gallery.select, event(r_all, lambda tab, evt: h.go_to(tab, evt.index), select=True), None, everything)
-        wire(prev_btn.click, event(r_all, step(-1)), None, everything)
-        wire(next_btn.click, event(r_all, step(+1)), None, everything)
+        on(self.gallery.select, event(self.r_all, lambda tab, evt: h.go_to(tab, evt.index), select=True), None,
+           everything)  # fmt: skip
+        on(self.prev_btn.click, event(self.r_all, lambda tab: h.step(tab, -1)), None, everything)
+        on(self.next_btn.click, event(self.r_all, lambda tab: h.step(tab, +1)), None, everything)
 
-        # ----- looking -----
-        def on_click(tab: h.Tab, evt: gr.SelectData) -> None:
+    def _wire_looking(self) -> None:
+        on, event, everything = self.on, self.event, self.everything
+
+        def on_click(tab: Tab, evt: gr.SelectData) -> None:
             # The page shows small images enlarged and large ones reduced; clicks come in displayed pixels.
-            h.select_at(cfg, tab, *h.click_to_pixel(tab, evt.index[0], evt.index[1]))
+            h.select_at(tab, *render.click_to_pixel(tab, evt.index[0], evt.index[1]))
 
-        def on_row(tab: h.Tab, evt: gr.SelectData) -> None:
+        def on_row(tab: Tab, evt: gr.SelectData) -> None:
             if evt.row_value:
-                h.select_instance(cfg, tab, int(evt.row_value[h.TABLE_ID_COLUMN]), h.shown_scene(tab))
+                h.select_instance(tab, int(evt.row_value[render.TABLE_ID_COLUMN]), tab.listed)
 
-        def set_field(name: str) -> Callable[[h.Tab, Any], None]:
-            return lambda tab, value: setattr(tab, name, value)
-
-        def set_setting(name: str) -> Callable[[h.Tab, Any], None]:
+        def setting(name: str) -> Callable[[Tab, Any], None]:
             return lambda tab, value: h.set_view_setting(tab, name, value)
 
-        wire(main_img.select, event(r_selection, on_click, select=True), None, everything)
-        wire(table.select, event(r_selection, on_row, select=True), None, everything)
+        def open_pane(pane: str) -> Callable[[Tab], None]:
+            return lambda tab: setattr(tab, "pane", pane)
+
+        on(self.main_img.select, event(self.r_selection, on_click, select=True), None, everything)
+        on(self.table.select, event(self.r_selection, on_row, select=True), None, everything)
         # `input`, not `change`: only the user's own changes; the page sets `show` itself after an upload.
-        wire(view.input, event(r_view, set_setting("view")), [view], [main_img])
-        wire(opacity.release, event(r_view, set_setting("opacity")), [opacity], [main_img])
-        wire(show.input, event(r_all, set_setting("show")), [show], everything)
-        for pane_tab, pane in zip((overlay_tab, levels_tab, global_tab), h.PANES):
-            wire(pane_tab.select, event(r_layers, functools.partial(set_field("pane"), value=pane)), None,
-                 [levels_img, global_img])  # fmt: skip
+        on(self.view.input, event(self.r_view, setting("view")), [self.view], [self.main_img])
+        on(self.opacity.release, event(self.r_view, setting("opacity")), [self.opacity], [self.main_img])
+        on(self.show.input, event(self.r_all, setting("show")), [self.show], everything)
+        for pane_tab, pane in zip((self.overlay_tab, self.levels_tab, self.global_tab), render.PANES):
+            on(pane_tab.select, event(self.r_panes, open_pane(pane)), None, [self.levels_img, self.global_img])
         # The 3-D surface is the slowest figure: drawn only while its tab is open.
-        wire(surf_tab.select, event(r_inspector, lambda tab: setattr(tab, "surface", True)), None, everything)
-        wire(
-            heat_tab.select,
-            event(lambda t: {surf_img: None}, lambda tab: setattr(tab, "surface", False)),
-            None,
-            [surf_img],
+        on(self.surf_tab.select, event(self.r_inspector, lambda tab: setattr(tab, "surface", True)), None, everything)
+        on(self.heat_tab.select, event(lambda t: {self.surf_img: None}, lambda tab: setattr(tab, "surface", False)),
+           None, [self.surf_img])  # fmt: skip
+
+    def _wire_editing(self) -> None:
+        on, event, everything, r_all = self.on, self.event, self.everything, self.r_all
+        for btn, where in zip(self.move_btns, MOVES):
+            on(btn.click, event(r_all, functools.partial(h.reorder, where=where)), None, everything)
+        on(self.infront_btn.click, event(r_all, h.put_in_front), [self.behind_dd], everything)
+        on(self.cycle_btn.click, event(self.r_selection, h.select_next), None, everything)
+        on(self.undo_btn.click, event(r_all, h.undo), None, everything)
+        on(self.redo_btn.click, event(r_all, h.redo), None, everything)
+        on(
+            self.attrs_btn.click,
+            event(r_all, h.set_attributes),
+            [self.name_tb, self.cat_num, self.stuff_cb],
+            everything,
         )
+        on(self.delete_btn.click, event(r_all, h.delete_selected), None, everything)
+        on(self.load_mask_btn.click, event(lambda tab: {self.editor: self.editor_value(tab)}), None, [self.editor])
 
-        # ----- editing -----
-        for btn, where in zip((fwd_btn, back_btn, front_btn, bottom_btn), MOVES):
-            wire(btn.click, event(r_all, functools.partial(h.reorder, where=where)), None, everything)
-        wire(infront_btn.click, event(r_all, h.put_in_front), [behind_dd], everything)
-        wire(cycle_btn.click, event(r_selection, lambda tab: h.select_next(cfg, tab)), None, everything)
-        wire(undo_btn.click, event(r_all, h.undo), None, everything)
-        wire(redo_btn.click, event(r_all, h.redo), None, everything)
-        wire(attrs_btn.click, event(r_all, h.set_attributes), [name_tb, cat_num, stuff_cb], everything)
-        wire(delete_btn.click, event(r_all, h.delete_selected), None, everything)
-
-        def r_editor(tab: h.Tab) -> dict:
-            return {editor: editor_page_value(tab)}
-
-        wire(load_mask_btn.click, event(r_editor), None, [editor])
-
-        def r_edited(tab: h.Tab) -> dict:
+        def r_edited(tab: Tab) -> dict:
             tab.editor_shows = None  # the strokes are used: the editor gets its picture again, without them
             return r_all(tab)
 
-        wire(apply_mask_btn.click, event(r_edited, h.apply_editor_mask), [editor, brush_mode], everything)
-        wire(add_btn.click, event(r_edited, h.add_from_editor), [editor, name_tb, cat_num, stuff_cb], everything)
-        assist_layout.wire(assist_controls, cfg, event, wire, r_all, everything, editor, name_tb, cat_num)
+        on(self.apply_mask_btn.click, event(r_edited, h.apply_editor_mask), [self.editor, self.brush_mode], everything)
+        on(self.add_btn.click, event(r_edited, h.add_from_editor),
+           [self.editor, self.name_tb, self.cat_num, self.stuff_cb], everything)  # fmt: skip
 
-        # ----- export and fine-tune -----
-        def exporter(fmt: str) -> Callable[[h.Tab], None]:
-            def run(tab: h.Tab) -> None:
+    def r_tune(self, tab: Tab) -> dict:
+        progress = h.finetune_status(tab)
+        if progress is None:
+            return {self.tune_md: "", self.timer: gr.Timer(active=False)}
+        text = f"**{progress.state}** · step {progress.step}"
+        text += f" / {progress.total}" if progress.total else ""
+        text += f" · loss {progress.loss:.4f}" if progress.loss is not None else ""
+        text += f" · {progress.message}" if progress.message else ""
+        text += f" · training {tab.job.note}" if tab.job is not None and tab.job.note else ""
+        out = {self.tune_md: security.public_text(self.cfg, text),
+               self.timer: gr.Timer(active=progress.state == "running")}  # fmt: skip
+        if progress.state == "done":
+            out[self.tune_md] = security.public_text(self.cfg, text + f" · now using `{progress.checkpoint}`")
+            out.update(self.r_all(tab))
+        return out
+
+    def _wire_export(self) -> None:
+        on, event = self.on, self.event
+
+        def exporter(fmt: str) -> Callable[[Tab], None]:
+            def run(tab: Tab) -> None:
                 tab.last_export = h.export(tab, fmt)
 
             return run
 
-        def r_export(tab: h.Tab) -> dict:
+        def r_export(tab: Tab) -> dict:
             if tab.last_export is None:
-                return {export_file: None, export_md: ""}
-            return {export_file: str(tab.last_export), export_md: h.export_notice(tab.last_export)}
+                return {self.export_file: None, self.export_md: ""}
+            return {self.export_file: str(tab.last_export), self.export_md: h.export_notice(tab.last_export)}
 
-        for btn, fmt in ((cocoa_btn, "cocoa"), (coco_btn, "coco"), (kins_btn, "kins")):
-            wire(btn.click, event(r_export, exporter(fmt)), None, [export_file, export_md])
-
-        def r_tune(tab: h.Tab) -> dict:
-            progress = h.finetune_status(tab)
-            if progress is None:
-                return {tune_md: "", timer: gr.Timer(active=False)}
-            text = f"**{progress.state}** · step {progress.step}"
-            text += f" / {progress.total}" if progress.total else ""
-            text += f" · loss {progress.loss:.4f}" if progress.loss is not None else ""
-            text += f" · {progress.message}" if progress.message else ""
-            text += f" · training {tab.job.note}" if tab.job is not None and tab.job.note else ""
-            out = {tune_md: security.public_text(cfg, text), timer: gr.Timer(active=progress.state == "running")}
-            if progress.state == "done":
-                out[tune_md] = security.public_text(cfg, text + f" · now using `{progress.checkpoint}`")
-                out.update(r_all(tab))
-            return out
-
-        tune_outputs = [tune_md, timer, *everything]
-        wire(tune_btn.click, event(r_tune, lambda tab: h.start_finetune(cfg, tab)), None, tune_outputs)
-        wire(cancel_btn.click, event(r_tune, h.cancel_finetune), None, tune_outputs)
-        wire(timer.tick, event(r_tune), None, tune_outputs)
-
-        # ----- API endpoints (gradio_client, scripts) -----
-        _api(tabs, cfg)
-
-    return demo
+        for fmt, btn in self.export_btns.items():
+            on(btn.click, event(r_export, exporter(fmt)), None, [self.export_file, self.export_md])
+        tune_outputs = [self.tune_md, self.timer, *self.everything]
+        on(self.tune_btn.click, event(self.r_tune, h.start_finetune), None, tune_outputs)
+        on(self.cancel_btn.click, event(self.r_tune, h.cancel_finetune), None, tune_outputs)
+        on(self.timer.tick, event(self.r_tune), None, tune_outputs)
 
 
-def _gallery(tab: h.Tab) -> list[str]:
+def _gallery(tab: Tab) -> list[str]:
     """Thumbnails of the dataset (image files straight from the dataset or workspace folder); an image whose
     name would leave its folder is left out (the page says why when it is opened)."""
     paths = []
@@ -511,7 +543,7 @@ def _gallery(tab: h.Tab) -> list[str]:
     return paths
 
 
-def _api(tabs: Tabs, cfg: h.AppConfig) -> None:
+def _api(tabs: Tabs, cfg: AppConfig) -> None:
     """Script access with the same handlers: each client gets its own tab."""
 
     def predict(image: gr.FileData, request: gr.Request) -> dict:
@@ -519,13 +551,13 @@ def _api(tabs: Tabs, cfg: h.AppConfig) -> None:
         the scene summary."""
         path = security.uploaded_file(image)
         with tabs.use(request) as tab:
-            return h.predict_upload(cfg, tab, path)
+            return h.predict_upload(tab, path)
 
     def select(x: int, y: int, request: gr.Request) -> dict | None:
         """Select the front-most instance at pixel (x, y) of the scene being edited (the one /scene
         summarises); the same pixel again cycles behind it."""
         with tabs.use(request) as tab:
-            return h.select_at(cfg, tab, x, y, which="annotation")
+            return h.select_at(tab, x, y, which="annotation")
 
     def export(fmt: str, request: gr.Request) -> gr.FileData:
         """Export the corrected dataset as 'cocoa' (merged into the original file), 'coco' or 'kins' JSON."""
@@ -541,18 +573,18 @@ def _api(tabs: Tabs, cfg: h.AppConfig) -> None:
         """Undo the last edit of the current scene; returns the scene summary."""
         with tabs.use(request) as tab:
             h.undo(tab)
-            return h.scene_summary(tab)
+            return tab.summary()
 
     def redo(request: gr.Request) -> dict:
         """Redo the last undone edit; returns the scene summary."""
         with tabs.use(request) as tab:
             h.redo(tab)
-            return h.scene_summary(tab)
+            return tab.summary()
 
     def scene(request: gr.Request) -> dict:
         """The current scene's summary."""
         with tabs.use(request) as tab:
-            return h.scene_summary(tab)
+            return tab.summary()
 
     for fn in (predict, select, export, move, undo, redo, scene):
         gr.api(user_errors(fn, cfg), api_name=fn.__name__)

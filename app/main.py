@@ -13,14 +13,14 @@ if str(ROOT) not in sys.path:  # `python app/main.py` works as well as `python -
     sys.path.insert(0, str(ROOT))
 
 from app.finetune import end_jobs_on_exit  # noqa: E402
-from app.handlers import AppConfig, new_tab  # noqa: E402
+from app.handlers import new_tab  # noqa: E402
 from app.model import load_model  # noqa: E402
+from app.tab import AppConfig  # noqa: E402
 from app.security import LOOPBACK, allowed_paths, app_kwargs, check_exposure, credentials, parse_credential  # noqa: E402
 from semlayer.errors import ConfigError, SemlayerError  # noqa: E402
-from semlayer.figures import DEMO_ANNOTATIONS as DEMO_DATA  # noqa: E402
-from semlayer.figures import DEMO_IMAGES  # noqa: E402
 from semlayer.predict import DEFAULT_CHECKPOINT  # noqa: E402
-from semlayer.resources import CHECKOUT, CONFIGS  # noqa: E402
+from semlayer.resources import CHECKOUT, CONFIGS, DEMO_IMAGES  # noqa: E402
+from semlayer.resources import DEMO_ANNOTATIONS as DEMO_DATA  # noqa: E402
 
 DEFAULT_TRAIN_CONFIG = CONFIGS / "tiny_synth.yaml"
 # In a checkout, the repository's workspace/; installed from a wheel, workspace/ in the current folder.

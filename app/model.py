@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import threading
 import weakref
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from semlayer.cache import BoundedCache
 from semlayer.errors import ConfigError
 from semlayer.model.checkpoint import categories_from_names
 from semlayer.predict import Predictor
@@ -50,16 +50,23 @@ class Model:
     def __init__(self, predictor: PredictorLike, checkpoint: str = "", cache_bytes: int = 512 * 2**20) -> None:
         self.predictor = predictor
         self.checkpoint = checkpoint
-        self._cache: OrderedDict[tuple[str, float], tuple[AmodalScene, np.ndarray | None, int]] = OrderedDict()
-        self.cache_bytes = cache_bytes
+        self._cache = BoundedCache(cache_bytes, sizeof=lambda entry: entry[2])
         # Image digests by array identity: hashing a 6000 x 4000 photo costs more than a click.
         self._digests: dict[int, tuple[weakref.ref, str]] = {}
         # One predictor serves every tab; the network call itself is not re-entrant.
         self._lock = threading.Lock()
 
     @property
+    def cache_bytes(self) -> int:
+        return self._cache.max_bytes
+
+    @cache_bytes.setter
+    def cache_bytes(self, value: int) -> None:
+        self._cache.max_bytes = value
+
+    @property
     def cached_bytes(self) -> int:
-        return sum(entry[2] for entry in self._cache.values())
+        return self._cache.nbytes
 
     def _digest(self, image: np.ndarray) -> str:
         hit = self._digests.get(id(image))
@@ -89,7 +96,7 @@ class Model:
 
     def _entry(self, image: np.ndarray, score_thr: float) -> tuple[AmodalScene, np.ndarray | None, int]:
         key = (self._digest(image), float(score_thr))
-        with self._lock:
+        with self._lock:  # held while predicting: a second tab asking for the same image waits for this one
             entry = self._cache.get(key)
             if entry is None:
                 self.predictor.set_image(np.array(image))  # a writable copy: app images are read-only
@@ -97,11 +104,8 @@ class Model:
                 # The SLN's global layering module predicts G itself; other models have none.
                 has_global = getattr(self.predictor, "has_layers", False) and hasattr(self.predictor, "global_layers")
                 G = self.predictor.global_layers() if has_global else None
-                entry = self._cache[key] = (scene, G, scene_nbytes(scene) + (0 if G is None else G.nbytes))
-                total = self.cached_bytes
-                while total > self.cache_bytes and len(self._cache) > 1:
-                    total -= self._cache.popitem(last=False)[1][2]
-            self._cache.move_to_end(key)
+                entry = (scene, G, scene_nbytes(scene) + (0 if G is None else G.nbytes))
+                self._cache.put(key, entry)
         return entry
 
     def predict(self, image: np.ndarray, image_record: dict[str, Any], score_thr: float = 0.5) -> AmodalScene:

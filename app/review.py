@@ -9,24 +9,24 @@ from semlayer.review import ReviewQueue, file_key
 from semlayer.scene import AmodalScene
 from semlayer.workspace import EditSession
 
-from . import handlers as h
+from .tab import Tab, UserError, load_image
 
 _QUEUES: weakref.WeakKeyDictionary[EditSession, dict[str, ReviewQueue]] = weakref.WeakKeyDictionary()
 
 
-def review_queue(cfg: h.AppConfig, tab: h.Tab) -> ReviewQueue:
+def review_queue(tab: Tab) -> ReviewQueue:
     """The tab's queue (shared by the tabs of one session and model); the page shows its `order`, its
     `done_text` and each image's reasons, and "next unreviewed" is `next_unreviewed(current)`."""
-    model = h.model_for(tab)
+    model, cfg = tab.model, tab.cfg
     if model is None:
-        raise h.UserError("no model is loaded: the review queue ranks images by how much the model disagrees")
+        raise UserError("no model is loaded: the review queue ranks images by how much the model disagrees")
     session = tab.session
     queues = _QUEUES.setdefault(session, {})
     if model.checkpoint not in queues:
 
         def predict(index: int) -> AmodalScene:
             record = session.scene_at(index).image
-            return model.predict(h.load_image(session.image_path(index)), record, cfg.score_thr)
+            return model.predict(load_image(session.image_path(index)), record, cfg.score_thr)
 
         queues[model.checkpoint] = ReviewQueue(
             session.folder, len(session), session.scene_at, predict,

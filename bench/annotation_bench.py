@@ -197,7 +197,7 @@ def app_annotator(args: argparse.Namespace) -> Iterator[AppAnnotator]:
     if args.url:
         yield AppAnnotator(Client(args.url, auth=auth, verbose=False))
         return
-    from app.handlers import AppConfig
+    from app.tab import AppConfig
     from app.main import launch
 
     with tempfile.TemporaryDirectory() as workspace, socket.socket() as s:

@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app import handlers as h  # noqa: E402
+from app import render as r  # noqa: E402
 from app.layout import png_file  # noqa: E402
 from app.model import Model, load_model  # noqa: E402
 from semlayer.figures import DEMO_ANNOTATIONS, DEMO_IMAGES, README_IMAGE_ID  # noqa: E402
@@ -84,23 +85,23 @@ def clicks(cfg: h.AppConfig, tab: h.Tab, which: str, fresh: str = "") -> list[fl
     """One click per instance with a visible pixel: select, then the view and the inspector, written.
     ``fresh``: each click is the first on its instance of the image the page just showed, either after
     the page's background prefetch (``prefetched``) or before it drew anything (``cold``)."""
-    scene = h.scene_for(cfg, tab, which)
+    scene = tab.scene_for(which)
     times = []
     for inst in scene.instances:
         if not scene.visible(inst.id).any():
             continue
         x, y = inner_pixel(scene, inst.id)
-        h.clear_selection(tab)
+        tab.clear_selection()
         if fresh:  # what the page did before the click (not timed)
             tab.figures.clear()
-            write(h.render(cfg, tab, ("view",)))
-            thread = h.prefetch(cfg, tab) if fresh == "prefetched" else None
+            write(r.render(tab, ("view",)))
+            thread = r.prefetch(tab) if fresh == "prefetched" else None
             if thread is not None:
                 thread.join()
 
         def click() -> None:
-            assert h.select_at(cfg, tab, x, y, which=which)["id"] == inst.id
-            write(h.render(cfg, tab, ("view", "inspector")))
+            assert h.select_at(tab, x, y, which=which)["id"] == inst.id
+            write(r.render(tab, ("view", "inspector")))
 
         times.append(timed(click))
     return times
@@ -132,11 +133,11 @@ def run(args: argparse.Namespace, workspace: Path) -> None:
     if index is None:
         sys.exit(f"error: the demo data has no image {args.image_id}")
     h.go_to(tab, index)
-    image = h.current_image(tab)
+    image = tab.current_image()
     model = load_model(args.checkpoint)
     scene = tab.session.scene
-    predicted = h.prediction(cfg, tab)
-    h.render(cfg, tab)  # warm up: first matplotlib and OpenCV calls, imports
+    predicted = tab.prediction()
+    r.render(tab)  # warm up: first matplotlib and OpenCV calls, imports
 
     rows: dict[str, list[float]] = {}
 
@@ -157,16 +158,16 @@ def run(args: argparse.Namespace, workspace: Path) -> None:
             add("click (prediction)", clicks(cfg, tab, "prediction", fresh="prefetched"))
             tab.show = "annotation"
         tab.figures.clear()
-        write(h.render(cfg, tab, ("view",)))
-        add("prefetch (background)", [timed(lambda: h.prefetch(cfg, tab).join())])
+        write(r.render(tab, ("view",)))
+        add("prefetch (background)", [timed(lambda: r.prefetch(tab).join())])
         for view in views:
             tab.view = view
-            add("view switch", [timed(lambda: write(h.render(cfg, tab, ("view",))))])
+            add("view switch", [timed(lambda: write(r.render(tab, ("view",))))])
         # Reorder the selected instance back and forth, so every repeat sees the same scene.
-        h.select_instance(cfg, tab, order[0])
+        h.select_instance(tab, order[0])
         for where in ("backward", "forward"):
             edit = timed(lambda: h.reorder(tab, where))
-            show = timed(lambda: write(h.render(cfg, tab)))
+            show = timed(lambda: write(r.render(tab)))
             add("reorder", [edit + show])
             add("  edit + autosave", [edit])
             add("  masks, maps, views", [show])
@@ -175,7 +176,7 @@ def run(args: argparse.Namespace, workspace: Path) -> None:
             tab.pane = pane
             add(
                 f"open {'level sets' if pane == 'levels' else 'G'}",
-                [timed(lambda: write(h.render(cfg, tab, ("panes",))))],
+                [timed(lambda: write(r.render(tab, ("panes",))))],
             )
         tab.pane = "overlay"
 

@@ -123,6 +123,7 @@ def child(mode: str, data: Path) -> None:
     import torch
 
     from app import handlers as h
+    from app import render as r
     from semlayer import workspace as session
     from semlayer import formats
     from semlayer.predict import DEFAULT_CHECKPOINT
@@ -135,18 +136,18 @@ def child(mode: str, data: Path) -> None:
         cfg = h.AppConfig(workspace=Path(ws), data=data, images=data.parent, checkpoint=DEFAULT_CHECKPOINT)
         t0 = time.perf_counter()
         tab = h.new_tab(cfg)
-        h.render(cfg, tab)
+        r.render(tab)
         first = time.perf_counter() - t0
         out = {"mode": mode, "first_s": first, "imports_mb": base, "scenes": len(tab.session)}
         if mode == "photo":
-            pred = h.prediction(cfg, tab)
+            pred = tab.prediction()
             out["predicted"] = len(pred)
             target = tab.session.scene.instances[0]
             y, x = np.argwhere(tab.session.scene.visible(target.id))[0]
             tab.show = "annotation"
             t0 = time.perf_counter()
-            h.select_at(cfg, tab, int(x), int(y))
-            h.render(cfg, tab)
+            h.select_at(tab, int(x), int(y))
+            r.render(tab)
             out["click_s"] = time.perf_counter() - t0
             out["instances"] = len(tab.session.scene)
         out["peak_mb"] = rss_mb()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import cv2
@@ -30,8 +30,9 @@ from skimage.segmentation import slic
 from torchvision.models.detection.transform import resize_boxes
 from torchvision.ops import roi_align
 
-from .model.sln import paste_roi_maps
 from .boxes import mask_box
+from .formats.masks import encode_rle
+from .model.sln import paste_roi_maps
 from .scene import AmodalScene, Instance
 
 GRABCUT_ITERATIONS = 5
@@ -507,6 +508,179 @@ def add_visible_instance(scene: AmodalScene, visible: np.ndarray, name: str, cat
     inst = Instance(id=scene.next_instance_id(), amodal=visible, name=str(name).strip(), category=category)
     scene.add(inst, rank=min(overlapped) if overlapped else None)
     return inst.id
+
+
+# ----- a pending proposal ------------------------------------------------------------------------------
+
+TOOLS = ("grabcut", "superpixel", "hidden_brush", "hidden_polygon")
+COMPLETIONS = ("hull", "mirror", "model")
+ACCEPT_AS = ("visible", "new", "amodal")
+BRUSH_MODES = ("add", "remove")
+DEFAULT_RADIUS = 8
+MAX_RADIUS = 512
+
+
+def image_point(shape: tuple[int, int], point: Sequence[float], what: str) -> tuple[int, int]:
+    """``point`` [x, y] rounded to a pixel of an image of ``shape``; ValueError outside it."""
+    if len(point) != 2:
+        raise ValueError(f"{what}: a point is [x, y], got {list(point)}")
+    x, y = int(round(float(point[0]))), int(round(float(point[1])))
+    H, W = shape
+    if not (0 <= x < W and 0 <= y < H):
+        raise ValueError(f"{what}: point ({x}, {y}) is outside the {W}x{H} image")
+    return x, y
+
+
+def image_points(shape: tuple[int, int], points: Sequence[Sequence[float]] | None, what: str) -> list[tuple[int, int]]:
+    return [image_point(shape, p, f"{what}[{i}]") for i, p in enumerate(points or [])]
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in BRUSH_MODES:
+        raise ValueError(f"mode must be 'add' or 'remove', got {mode!r}")
+
+
+@dataclass
+class AssistState:
+    """The assists' work on one image: the clicks so far and the *proposal* they made, a visible part
+    (GrabCut, superpixels) or one instance's amodal mask (hidden-part brush and polygon, completions).
+    Accepting it is one ordinary edit of an editing session (`accept`). Errors are ValueError."""
+
+    key: tuple = ()  # what it was made on (the caller's: the image and the state of its scene)
+    box: list[int] | None = None
+    corner: tuple[int, int] | None = None  # first corner of a box being drawn
+    positive: list[tuple[int, int]] = field(default_factory=list)
+    negative: list[tuple[int, int]] = field(default_factory=list)
+    polygon: list[tuple[int, int]] = field(default_factory=list)
+    proposal: np.ndarray | None = None
+    kind: str = "visible"  # what the proposal is: a visible part, or an instance's amodal mask
+    instance: int | None = None  # the instance an amodal proposal belongs to
+    label: str = ""  # what made it, for the undo history
+    tool: str = "grabcut"  # the chosen assist (kept across images)
+
+    def _set(self, proposal: np.ndarray, kind: str, label: str, instance: int | None = None) -> None:
+        self.proposal, self.kind, self.label, self.instance = proposal, kind, label, instance
+
+    def summary(self) -> dict[str, Any]:
+        """``{"kind", "instance", "label", "area", "mask"}``: the proposal, its mask as COCO RLE (``counts`` a
+        string); ``mask`` None when there is none."""
+        if self.proposal is None:
+            return {"kind": None, "instance": None, "label": "", "area": 0, "mask": None}
+        area = int(self.proposal.sum())
+        return {"kind": self.kind, "instance": self.instance, "label": self.label, "area": area,
+                "mask": encode_rle(self.proposal)}  # fmt: skip
+
+    def grabcut(self, image: np.ndarray, box: Sequence[float], positive: Sequence[Sequence[float]] = (),
+                negative: Sequence[Sequence[float]] = (), foreground: np.ndarray | None = None,
+                background: np.ndarray | None = None) -> None:  # fmt: skip
+        """GrabCut from ``box`` [x0, y0, x1, y1] and positive / negative clicks (and strokes)."""
+        shape = image.shape[:2]
+        pos, neg = image_points(shape, positive, "positive"), image_points(shape, negative, "negative")
+        fg = clicks_mask(shape, pos) | (np.zeros(shape, bool) if foreground is None else foreground)
+        bg = clicks_mask(shape, neg) | (np.zeros(shape, bool) if background is None else background)
+        mask = grabcut(image, list(box), fg, bg)
+        self.box, self.positive, self.negative = [int(round(float(v))) for v in box], pos, neg
+        self._set(mask, "visible", f"GrabCut ({len(pos)}+ / {len(neg)}- clicks)")
+
+    def superpixels(self, labels: np.ndarray, positive: Sequence[Sequence[float]] = (),
+                    negative: Sequence[Sequence[float]] = (), stroke: np.ndarray | None = None,
+                    mode: str = "add") -> None:  # fmt: skip
+        """The superpixels (``labels``) under the positive clicks (and a stroke) added to the visible
+        proposal, those under the negative clicks removed."""
+        shape = labels.shape
+        base = self.proposal if self.proposal is not None and self.kind == "visible" else np.zeros(shape, bool)
+        add = superpixel_stroke(labels, clicks_mask(shape, image_points(shape, positive, "positive"), 0))
+        remove = superpixel_stroke(labels, clicks_mask(shape, image_points(shape, negative, "negative"), 0))
+        if stroke is not None:
+            (add if mode == "add" else remove)[...] |= superpixel_stroke(labels, stroke)
+        self._set((base | add) & ~remove, "visible", "superpixel brush")
+
+    def amodal_base(self, scene: AmodalScene, instance_id: int) -> np.ndarray:
+        """What an amodal assist starts from: the proposal of that instance, else its amodal mask."""
+        if self.proposal is not None and self.kind == "amodal" and self.instance == instance_id:
+            return self.proposal
+        return scene.get(instance_id).amodal
+
+    def paint_hidden(self, scene: AmodalScene, instance_id: int, stroke: np.ndarray, mode: str = "add",
+                     label: str = "hidden-part brush") -> None:  # fmt: skip
+        """A stroke clipped to the objects in front of the instance, on its amodal proposal."""
+        _check_mode(mode)
+        clipped = stroke & occluders(scene, instance_id)
+        base = self.amodal_base(scene, instance_id)
+        self._set(base | clipped if mode == "add" else base & ~clipped, "amodal", label, instance_id)
+
+    def hidden_brush(self, scene: AmodalScene, instance_id: int, points: Sequence[Sequence[float]],
+                     radius: float = DEFAULT_RADIUS, mode: str = "add") -> None:  # fmt: skip
+        """A brush stroke through ``points`` (one point: a dab); ``radius`` 0 sizes a dab by where it is
+        (`auto_radius`)."""
+        pts = image_points(scene.shape, points, "points")
+        if not pts:
+            raise ValueError("a stroke needs at least one point")
+        if not 0 <= float(radius) <= MAX_RADIUS:
+            raise ValueError(f"radius must be in [0, {MAX_RADIUS}] pixels (0: sized by the click), got {radius}")
+        if float(radius) == 0:
+            if len(pts) != 1:
+                raise ValueError("radius 0 (sized by the click) is for a single dab, not a stroke")
+            base = self.amodal_base(scene, instance_id)
+            radius = auto_radius(base, *pts[0], mode == "add", keep=scene.visible(instance_id))
+        canvas = np.zeros(scene.shape, np.uint8)
+        r = int(round(float(radius)))
+        for a, b in zip(pts, pts[1:]):
+            cv2.line(canvas, a, b, 1, thickness=2 * r + 1)
+        self.paint_hidden(scene, instance_id, canvas.astype(bool) | clicks_mask(canvas.shape, pts, r), mode)
+
+    def hidden_polygon(self, scene: AmodalScene, instance_id: int, points: Sequence[Sequence[float]],
+                       mode: str = "add") -> None:  # fmt: skip
+        """A filled polygon clipped to the objects in front of the instance."""
+        poly = polygon_mask(scene.shape, image_points(scene.shape, points, "points"))
+        self.paint_hidden(scene, instance_id, poly, mode, "hidden-part polygon")
+
+    def complete(self, scene: AmodalScene, instance_id: int, method: str, image: np.ndarray | None = None,
+                 completer: BoxCompleter | None = None, box: Sequence[float] | None = None) -> None:  # fmt: skip
+        """A completion proposal of the instance's amodal mask: ``hull``, ``mirror`` or ``model`` (the
+        completer's RoI heads on ``box``, default the drawn box, else the instance's amodal box)."""
+        if method not in COMPLETIONS:
+            raise ValueError(f"completion must be one of {', '.join(COMPLETIONS)}, got {method!r}")
+        if method == "hull":
+            mask, label = hull_proposal(scene, instance_id), "hull completion"
+        elif method == "mirror":
+            mask, axis = mirror_proposal(scene, instance_id)
+            label = f"mirror completion (axis {axis.angle:g} deg)"
+        else:
+            if completer is None or image is None:
+                raise ValueError("the model's completion needs a model and the image")
+            box = box if box is not None else self.box
+            if box is None:
+                x, y, w, h = scene.get(instance_id).bbox()
+                box = [x, y, x + w - 1, y + h - 1]
+            mask, label = model_proposal(completer, image, scene, instance_id, list(box)), "model completion"
+        self._set(mask, "amodal", label, instance_id)
+
+    def natural_use(self, selected: int | None) -> str:
+        """How the proposal is accepted when not said: an amodal one as such, a visible part as the
+        selected instance's, else as a new instance."""
+        return "amodal" if self.kind == "amodal" else "visible" if selected is not None else "new"
+
+    def accept(self, session: Any, as_: str, selected: int | None = None, name: str = "object",
+               category: int | None = None) -> int | None:  # fmt: skip
+        """Apply the proposal through ``session.apply`` (`semlayer.workspace.EditSession`: one undoable,
+        autosaved edit) as ``visible`` (the ``selected`` instance's visible part), ``new`` or ``amodal``.
+        Returns the new instance's id for ``new``."""
+        if self.proposal is None:
+            raise ValueError("there is no proposal to accept: click on the assist image or ask for a completion first")
+        if as_ not in ACCEPT_AS:
+            raise ValueError(f"accept as one of {', '.join(ACCEPT_AS)}, got {as_!r}")
+        if (as_ == "amodal") != (self.kind == "amodal"):
+            what = "an amodal mask" if self.kind == "amodal" else "a visible part"
+            raise ValueError(f"the proposal is {what}: it cannot be accepted as {as_!r}")
+        mask, label = self.proposal, self.label
+        if as_ == "amodal":
+            session.set_amodal(self.instance, mask)
+            return None
+        if as_ == "visible":
+            session.apply(f"{label}: visible part of {selected}", set_visible_part, selected, mask)
+            return None
+        return session.apply(f"{label}: new {name!r}", add_visible_instance, mask, str(name or "object"), category)
 
 
 # ----- the simulated annotator -------------------------------------------------------------------------

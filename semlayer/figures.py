@@ -7,10 +7,9 @@ from pathlib import Path
 from . import formats, semdist, viz
 from .errors import FormatError
 from .images import read_image
-from .resources import ASSETS
+from .resources import DEMO_ANNOTATIONS, DEMO_IMAGES
 
-DEMO_ANNOTATIONS = ASSETS / "demo" / "annotations.json"
-DEMO_IMAGES = ASSETS / "demo" / "images"
+__all__ = ["DEMO_ANNOTATIONS", "DEMO_IMAGES", "README_IMAGE_ID", "render_readme_figures"]
 # The demo image the README shows: several overlapping objects, heavy occlusion included.
 README_IMAGE_ID = 3
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -105,3 +106,17 @@ def to_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
     if arr.shape[2] == 4:
         return to_rgb(Image.fromarray(np.ascontiguousarray(arr), "RGBA"))
     return np.array(arr, dtype=np.uint8)
+
+
+def encode_png(image: np.ndarray, level: int = 1) -> bytes:
+    """PNG bytes of an RGB uint8 image, fast. ``level`` 1: zlib's fastest compression with the 'up'
+    filter (enlarged images repeat every row, which 'up' turns into zeros), about PIL's size at a fraction
+    of its time; 0: stored, no compression, faster again."""
+    if level not in (0, 1):
+        raise ValueError(f"PNG level must be 0 (stored) or 1 (fast), got {level}")
+    flt = cv2.IMWRITE_PNG_FILTER_UP if level else cv2.IMWRITE_PNG_FILTER_NONE
+    params = [cv2.IMWRITE_PNG_COMPRESSION, level, cv2.IMWRITE_PNG_FILTER, flt]
+    ok, data = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode a {image.shape} image as PNG")
+    return data.tobytes()

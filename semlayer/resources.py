@@ -16,3 +16,5 @@ CHECKOUT: Path | None = None if _BUNDLED.is_dir() else _PACKAGE.parent  # the re
 ROOT: Path = _BUNDLED if CHECKOUT is None else CHECKOUT
 ASSETS = ROOT / "assets"
 CONFIGS = ROOT / "configs"
+DEMO_ANNOTATIONS = ASSETS / "demo" / "annotations.json"
+DEMO_IMAGES = ASSETS / "demo" / "images"

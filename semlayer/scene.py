@@ -287,6 +287,22 @@ class AmodalScene:
         inst = self.get(instance_id)
         return [o.id for o in self.instances if o.rank > inst.rank and (o.amodal & inst.amodal).any()]
 
+    def summary(self, rates: Sequence[float] | None = None) -> dict[str, Any]:
+        """``{"image": {"id", "file_name", "height", "width"}, "instances": [{"id", "name", "category", "rank",
+        "occlude_rate", "score", "bbox"}]}``, front first (``rates``: `occlude_rates` when already known)."""
+        rates = self.occlude_rates() if rates is None else rates
+        facts = [_instance_facts(inst, rate) for inst, rate in zip(self.instances, rates)]
+        image = {k: self.image[k] for k in ("id", "file_name", "height", "width")}
+        return {"image": image, "instances": sorted(facts, key=lambda d: d["rank"])}
+
+    def instance_summary(self, instance_id: int, rates: Sequence[float] | None = None) -> dict[str, Any]:
+        """One instance's entry of `summary`, plus ``is_stuff`` and who hides it and whom it hides."""
+        i = self.index_of(instance_id)
+        inst = self.instances[i]
+        rate = (self.occlude_rates() if rates is None else rates)[i]
+        return {**_instance_facts(inst, rate), "is_stuff": bool(inst.is_stuff),
+                "occluders": self.occluders(inst.id), "occludees": self.occludees(inst.id)}  # fmt: skip
+
     def instances_at(self, x: int, y: int) -> list[int]:
         """Ids of the instances whose amodal mask covers pixel (x, y), front-most first."""
         if not (0 <= y < self.height and 0 <= x < self.width):
@@ -418,3 +434,12 @@ class AnnotationSet:
         for rec in self.images:
             seen.setdefault(int(rec["id"]), rec)
         return list(seen.values())
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 6)
+
+
+def _instance_facts(inst: Instance, occlude_rate: float) -> dict[str, Any]:
+    return {"id": inst.id, "name": inst.name, "category": inst.category, "rank": inst.rank,
+            "occlude_rate": _rounded(occlude_rate), "score": _rounded(inst.score), "bbox": inst.bbox()}  # fmt: skip

@@ -240,19 +240,18 @@ def overlay_by_rank(
     return canvas
 
 
-def selection_outline(
-    canvas: np.ndarray, scene: AmodalScene, instance_id: int, scale: int = 1, offset: tuple[int, int] = (0, 0)
-) -> np.ndarray:
-    """A copy of ``canvas`` (a view of ``scene``, enlarged ``scale`` times, its top-left corner at pixel
-    ``offset`` = (x, y) of the canvas) with the instance's whole outline drawn over it: its rank colour on
-    a white halo, dashed where hidden. Only the instance's box is redrawn, so marking a selection costs
-    next to nothing next to drawing the view again."""
+def selection_outline(view: np.ndarray, scene: AmodalScene, instance_id: int) -> np.ndarray:
+    """A copy of ``view`` (a picture of ``scene`` enlarged by a whole factor, 1 included) with the instance's
+    whole outline drawn over it: its rank colour on a white halo, dashed where hidden. Only the instance's
+    box is redrawn, so marking a selection costs next to nothing next to drawing the view again. Where the
+    view sits on the page is the caller's: it hands over just the part showing the scene."""
     idx = scene.index_of(instance_id)
     inst = scene.instances[idx]
     h, w = scene.shape
-    if canvas.ndim != 3 or canvas.shape[0] < offset[1] + h * scale or canvas.shape[1] < offset[0] + w * scale:
-        raise ValueError(f"a {canvas.shape} canvas cannot hold the {w}x{h} scene x{scale} at {offset}")
-    out = canvas.copy()
+    scale = view.shape[0] // h if view.ndim == 3 else 0
+    if scale < 1 or view.shape[:2] != (h * scale, w * scale):
+        raise ValueError(f"a {view.shape} view cannot hold the {w}x{h} scene enlarged by a whole factor")
+    out = view.copy()
     box = mask_box(inst.amodal, margin=1)
     if box == EMPTY_BOX:
         return out
@@ -261,11 +260,10 @@ def selection_outline(
     hidden = amodal & ~scene.visible(instance_id)[y0:y1, x0:x1]
     color = tuple(int(c) for c in rank_colors(len(scene.instances))[inst.rank])
     thickness = max(3, round(min(h, w) * scale / 170))
-    origin = (offset[0] + x0 * scale, offset[1] + y0 * scale)
     dash = max(2, round(4 * thickness / scale))
     for points in _contours(amodal, (0, 0)):
         solid = ~hidden[points[:, 1], points[:, 0]]
-        points = _zoomed(points, scale, origin)
+        points = _zoomed(points, scale, (x0 * scale, y0 * scale))
         _draw_outline(out, points, solid, (255, 255, 255), thickness + 2, dash=dash)
         _draw_outline(out, points, solid, color, thickness, dash=dash)
     return out

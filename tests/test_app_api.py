@@ -16,7 +16,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from app.handlers import AppConfig, Picture
+from app.tab import AppConfig, Picture
 from app.layout import build, png_file
 from app.main import allowed_paths
 from app.model import Model, register_model

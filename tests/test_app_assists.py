@@ -6,6 +6,7 @@ import pytest
 
 from app import assists as a
 from app import handlers as h
+from app import render as r
 from semlayer.workspace import EditSession
 from semlayer import assist
 from semlayer.scene import AmodalScene, AnnotationSet, Instance
@@ -36,7 +37,10 @@ def tab(tmp_path):
             Instance(2, rect(10, 15, 40, 45), rank=2, name="square"),
         ],
     )
-    return h.Tab(session=EditSession(tmp_path / "ws" / "set", AnnotationSet(scenes=[scene]), folder))
+    return h.Tab(
+        session=EditSession(tmp_path / "ws" / "set", AnnotationSet(scenes=[scene]), folder),
+        cfg=h.AppConfig(workspace=tmp_path / "ws"),
+    )
 
 
 def test_grabcut_clicks_then_accept_as_a_new_instance_is_one_undoable_edit(tab):
@@ -46,7 +50,7 @@ def test_grabcut_clicks_then_accept_as_a_new_instance_is_one_undoable_edit(tab):
     assert a.state(tab).box == [8, 13, 29, 47]
     assert np.array_equal(a.state(tab).proposal, rect(10, 15, 30, 45))
     picture = a.canvas(tab, "grabcut")
-    scale = h.display_scale((H, W))
+    scale = r.display_scale((H, W))
     assert picture.shape == (H * scale, W * scale, 3)
     a.accept(tab, "new", "red")
     scene = tab.session.scene
@@ -65,7 +69,7 @@ def test_grabcut_needs_a_box_first(tab):
 
 
 def test_hidden_brush_and_polygon_only_paint_under_the_front_object(tab):
-    h.select_instance(h.AppConfig(workspace=tab.session.folder), tab, 2)
+    h.select_instance(tab, 2)
     a.click(tab, 45, 30, "hidden_brush", "positive", radius=30)  # a huge dab over everything
     proposal = a.state(tab).proposal
     front = rect(30, 10, 60, 50)
@@ -83,7 +87,7 @@ def test_hidden_brush_and_polygon_only_paint_under_the_front_object(tab):
 
 
 def test_auto_sized_dab_reaches_the_mask(tab):
-    h.select_instance(h.AppConfig(workspace=tab.session.folder), tab, 2)
+    h.select_instance(tab, 2)
     # Remove the hidden part first, then a dab sized by the click at 10 px from the mask refills up to it.
     tab.session.set_amodal(2, rect(10, 15, 30, 45))
     a.hidden_brush(tab, [[50, 30]], radius=0, mode="add")
@@ -96,11 +100,10 @@ def test_auto_sized_dab_reaches_the_mask(tab):
 
 
 def test_completions_and_accept_rules(tab):
-    cfg = h.AppConfig(workspace=tab.session.folder)
     tab.session.set_amodal(2, rect(10, 15, 30, 45))
     with pytest.raises(h.UserError, match="select an instance first"):
-        a.complete(cfg, tab, "hull")
-    summary = a.complete(cfg, tab, "mirror", instance_id=2)
+        a.complete(tab, "hull")
+    summary = a.complete(tab, "mirror", instance_id=2)
     assert summary["kind"] == "amodal" and summary["instance"] == 2
     # A rectangle's hidden length is anyone's guess: the proposal keeps the visible part and adds a strip
     # of the same height under the front box, from the visible edge on.
@@ -113,7 +116,7 @@ def test_completions_and_accept_rules(tab):
     with pytest.raises(h.UserError, match="cannot be accepted as 'visible'"):
         a.accept(tab, "visible")
     with pytest.raises(h.UserError, match="no model is loaded"):
-        a.complete(cfg, tab, "model", instance_id=2)
+        a.complete(tab, "model", instance_id=2)
     a.run_superpixels(tab, [[20, 30]])
     assert a.state(tab).kind == "visible"
     with pytest.raises(h.UserError, match="select an instance first"):
@@ -161,9 +164,9 @@ def test_model_completion_in_the_app_is_the_librarys_on_the_same_box(tmp_path):
     occluded = [inst.id for inst in scene.instances if scene.occluded(inst.id).any()]
     target = occluded[0] if occluded else scene.instances[0].id
     box = [5, 5, 60, 70]
-    got = a.complete(cfg, tab, "model", instance_id=target, box=box)
+    got = a.complete(tab, "model", instance_id=target, box=box)
     completer = assist.BoxCompleter(load_model(DEFAULT_CHECKPOINT).predictor)
-    want = assist.model_proposal(completer, h.current_image(tab), scene, target, box)
+    want = assist.model_proposal(completer, tab.current_image(), scene, target, box)
     assert got["kind"] == "amodal" and np.array_equal(a.state(tab).proposal, want)
     assert np.array_equal(want & scene.visible(target), scene.visible(target))  # the visible part stays
     assert not (want & ~scene.visible(target) & ~scene.front_union(target)).any()  # added only under occluders

@@ -21,7 +21,8 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from app.handlers import AppConfig, display_scale
+from app.render import display_scale
+from app.tab import AppConfig
 from app.main import ROOT, launch as serve
 from app.model import Model, load_model, register_model
 from semlayer import formats, synth

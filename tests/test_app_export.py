@@ -229,7 +229,7 @@ def test_a_cocoa_export_says_how_many_pixels_its_polygons_lose(dataset, tmp_path
 
     path, images, _ = dataset
     session = EditSession.open(tmp_path / "ws", path, images)
-    tab = h.Tab(session=session)
+    tab = h.Tab(session=session, cfg=h.AppConfig(workspace=tmp_path / "ws"))
     exported = h.export(tab, "cocoa")
     assert (
         h.export_notice(exported)

@@ -43,9 +43,9 @@ def test_finetune_from_the_app_loads_the_new_checkpoint(base):
         workspace=root / "ws", data=data, images=root / "data" / "images", checkpoint=root / "base" / "last.pt",
         train_config=CONFIG, finetune_iters=1,
     )  # fmt: skip
-    tab = h.Tab(session=EditSession.open(cfg.workspace, data, cfg.images), checkpoint=str(cfg.checkpoint))
+    tab = h.Tab(session=EditSession.open(cfg.workspace, data, cfg.images), checkpoint=str(cfg.checkpoint), cfg=cfg)
     tab.session.move(tab.session.scene.order_ids()[0], "back")
-    job = h.start_finetune(cfg, tab)
+    job = h.start_finetune(tab)
     assert job.out == tab.session.folder / "finetune-1"
     assert job.command[job.command.index("--data") + 1] == str(
         tab.session.folder / "exports" / "annotations.corrected.cocoa.json"
@@ -56,14 +56,14 @@ def test_finetune_from_the_app_loads_the_new_checkpoint(base):
     assert progress.state == "done", (progress, (job.out / "stderr.txt").read_text()[-2000:])
     assert (progress.step, progress.total) == (1, 1) and progress.loss > 0
     assert tab.checkpoint == str(job.out / "last.pt") == str(progress.checkpoint)
-    assert h.model_for(tab).checkpoint == str(job.out / "last.pt")
+    assert tab.model.checkpoint == str(job.out / "last.pt")
     # It fine-tuned the model it was given: the checkpoint's architecture, every weight loaded, not the config's.
     _, tuned, _ = load_checkpoint(job.out / "last.pt")
     _, started, _ = load_checkpoint(root / "base" / "last.pt")
     assert tuned["model"] == started["model"] != load_config(CONFIG)["model"]
     assert load_config(job.out / "finetune_config.yaml")["train"] == load_config(CONFIG)["train"]
     assert "0 missing, 0 unexpected, 0 shape-mismatched" in (job.out / "stderr.txt").read_text()
-    assert h.prediction(cfg, tab).shape == tab.session.scene.shape  # the new model predicts the current image
+    assert tab.prediction().shape == tab.session.scene.shape  # the new model predicts the current image
 
 
 def cocoa_without_categories(root, data):
@@ -85,11 +85,11 @@ def test_a_per_class_model_fine_tunes_on_class_agnostic_cocoa_with_its_heads_mer
         workspace=root / "ws-cocoa", data=data, images=root / "data" / "images", checkpoint=root / "base" / "last.pt",
         train_config=CONFIG, finetune_iters=1,
     )  # fmt: skip
-    tab = h.Tab(session=EditSession.open(cfg.workspace, data, cfg.images), checkpoint=str(cfg.checkpoint))
+    tab = h.Tab(session=EditSession.open(cfg.workspace, data, cfg.images), checkpoint=str(cfg.checkpoint), cfg=cfg)
     with pytest.raises(h.UserError, match="nothing to fine-tune on"):
-        h.start_finetune(cfg, tab)
+        h.start_finetune(tab)
     tab.session.move(tab.session.scene.order_ids()[0], "back")
-    job = h.start_finetune(cfg, tab)
+    job = h.start_finetune(tab)
     assert job.note == "class-agnostic (the data has no categories): the model's 8 class heads merged into one"
     assert job.command[job.command.index("--init") + 1] == str(job.out / "init_class_agnostic.pt")
     deadline = time.time() + 300

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from app import handlers as h
+from app import render as r
 from app.finetune import FineTuneJob
 from app.model import Model, register_model
+from app.tab import FigureCache
 from semlayer.workspace import ConflictError, EditSession
 from semlayer import formats, semdist, viz
 from semlayer.images import ImageReadError
@@ -95,8 +97,8 @@ def cfg(tmp_path):
 
 
 @pytest.fixture
-def tab(tmp_path, images):
-    return h.Tab(session=EditSession(tmp_path / "ws" / "set", scenes(), images))
+def tab(tmp_path, images, cfg):
+    return h.Tab(session=EditSession(tmp_path / "ws" / "set", scenes(), images), cfg=cfg)
 
 
 @pytest.fixture
@@ -110,27 +112,27 @@ def model_tab(tmp_path, tab):
 
 
 def test_click_selects_front_most_then_cycles_behind(cfg, tab):
-    assert h.select_at(cfg, tab, 20, 20)["name"] == "a"
-    assert h.select_at(cfg, tab, 20, 20)["name"] == "b"
-    info = h.select_at(cfg, tab, 20, 20)
+    assert h.select_at(tab, 20, 20)["name"] == "a"
+    assert h.select_at(tab, 20, 20)["name"] == "b"
+    info = h.select_at(tab, 20, 20)
     assert info["name"] == "c"
     assert info == {
         "id": 3, "name": "c", "category": None, "rank": 3, "occlude_rate": round(400 / 1350, 6), "score": None,
         "bbox": [5.0, 5.0, 45.0, 30.0], "is_stuff": False, "occluders": [1, 2], "occludees": [], "stack": [2, 1, 3],
     }  # fmt: skip
-    assert h.select_at(cfg, tab, 20, 20)["name"] == "a"  # wraps around
-    assert h.select_at(cfg, tab, 12, 12)["name"] == "b"  # another pixel starts at the front again
-    assert h.select_at(cfg, tab, 59, 39) is None and tab.selected is None
+    assert h.select_at(tab, 20, 20)["name"] == "a"  # wraps around
+    assert h.select_at(tab, 12, 12)["name"] == "b"  # another pixel starts at the front again
+    assert h.select_at(tab, 59, 39) is None and tab.selected is None
 
 
 def test_table_selection_and_summary(cfg, tab):
-    assert h.instance_rows(tab.session.scene) == [
+    assert r.instance_rows(tab.session.scene) == [
         [1, 2, "a", "0.000", ""], [2, 1, "b", "0.250", ""], [3, 3, "c", "0.296", ""],
     ]  # fmt: skip
-    assert h.select_instance(cfg, tab, 1)["occluders"] == [2]
+    assert h.select_instance(tab, 1)["occluders"] == [2]
     with pytest.raises(h.UserError, match="this annotation has no instance 9"):
-        h.select_instance(cfg, tab, 9)
-    summary = h.scene_summary(tab)
+        h.select_instance(tab, 9)
+    summary = tab.summary()
     assert summary["image"] == {"id": 1, "file_name": "one.png", "height": H, "width": W, "index": 0, "count": 2}
     assert [d["id"] for d in summary["instances"]] == [2, 1, 3]
     assert set(summary["instances"][0]) == {"id", "name", "category", "rank", "occlude_rate", "score", "bbox"}
@@ -139,45 +141,45 @@ def test_table_selection_and_summary(cfg, tab):
 def test_views_and_inspector_render(cfg, tab):
     for view in h.VIEWS:
         tab.view = view
-        out = h.render_view(cfg, tab)
+        out = r.render_view(tab)
         assert out.shape == (H, W, 3) and out.dtype == np.uint8
-    assert h.inspect(cfg, tab) is None
-    h.select_at(cfg, tab, 12, 12)
-    insp = h.inspect(cfg, tab, surface=False)
+    assert r.inspect(tab) is None
+    h.select_at(tab, 12, 12)
+    insp = r.inspect(tab, surface=False)
     assert insp.text == (
         "### b (#1) · annotation\nrank **2** of 3 · occlude rate **0.250** · score — · category —\n\n"
         "occluded by: a (#2)  \noccludes: c (#3)"
     )
-    assert insp.surface is None and h.inspect(cfg, tab, surface=True).surface.pixels.ndim == 3
+    assert insp.surface is None and r.inspect(tab, surface=True).surface.pixels.ndim == 3
     # The layer map of b (box x 10..29, y 10..29, hidden by a at x 15..24, y 15..24), drawn without the
     # image behind it, equals the map of its layers given as an array: the figure follows the order.
     layers = semdist.instance_layer_maps(tab.session.scene)[0]
     assert (layers == 1).sum() == 100 and (layers == 0).sum() == 300
     assert np.array_equal(
-        insp.layers.pixels[:200], viz.layer_map_figure(layers, image=h.current_image(tab), out_size=h.PANEL_SIZE)[:200]
+        insp.layers.pixels[:200], viz.layer_map_figure(layers, image=tab.current_image(), out_size=r.PANEL_SIZE)[:200]
     )
     for picture in (insp.panel, insp.layers, insp.heatmap):
         decoded = cv2.imdecode(np.frombuffer(picture.png, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
         assert np.array_equal(decoded, picture.pixels)  # PNG, lossless
-    assert h.render_level_sets(cfg, tab).ndim == 3 and h.render_global(cfg, tab).ndim == 3
+    assert r.render_level_sets(tab).ndim == 3 and r.render_global(tab).ndim == 3
     # The sem-dist map shown follows the current order: after a reorder b's layer map changes.
-    before = h.semdist_of(cfg, tab.session.scene, 1).layers()
+    before = r.semdist_of(cfg, tab.session.scene, 1).layers()
     assert before[20, 20] == 1 and before[12, 12] == 0
     h.reorder(tab, "front")
-    after = h.semdist_of(cfg, tab.session.scene, 1).layers()
+    after = r.semdist_of(cfg, tab.session.scene, 1).layers()
     assert after[20, 20] == 0
 
 
 def test_reorder_handlers_and_their_errors(cfg, tab):
     with pytest.raises(h.UserError, match="select an instance first"):
         h.reorder(tab, "front")
-    h.select_at(cfg, tab, 12, 12)  # b
+    h.select_at(tab, 12, 12)  # b
     summary = h.reorder(tab, "front")
     assert [d["name"] for d in summary["instances"]] == ["b", "a", "c"]
     assert h.put_in_front(tab, 2)["instances"][0]["name"] == "b"  # already in front of a: unchanged
     with pytest.raises(h.UserError, match="in front of itself"):
         h.put_in_front(tab, 1)
-    h.select_instance(cfg, tab, 3)
+    h.select_instance(tab, 3)
     assert [d["name"] for d in h.put_in_front(tab, 2)["instances"]] == ["b", "c", "a"]
     with pytest.raises(h.UserError, match="move must be one of"):
         h.reorder(tab, "sideways")
@@ -208,10 +210,10 @@ def strokes(*boxes):
 
 
 def test_editor_edits_masks_exactly(cfg, tab):
-    h.select_at(cfg, tab, 12, 12)  # b
-    value = h.editor_value(tab)
+    h.select_at(tab, 12, 12)  # b
+    value = r.editor_value(tab)
     assert value["layers"] == [] and value["background"].shape == (H, W, 3)
-    tinted = np.any(value["background"] != h.current_image(tab), axis=2)
+    tinted = np.any(value["background"] != tab.current_image(), axis=2)
     assert np.array_equal(tinted, rect(10, 10, 30, 30))
     h.apply_editor_mask(tab, strokes((25, 10, 30, 30)), "remove")
     assert np.array_equal(tab.session.scene.get(1).amodal, rect(10, 10, 25, 30))
@@ -243,7 +245,7 @@ def test_a_predicted_global_map_is_titled_with_its_agreement_with_the_instances(
     notes = []
     drawn = viz.global_layering_figure
     monkeypatch.setattr(viz, "global_layering_figure", lambda *a, **k: notes.append(k.get("note")) or drawn(*a, **k))
-    assert h.render_global(cfg, tab).ndim == 3
+    assert r.render_global(tab).ndim == 3
     # Boxes of (H/2 x W/2) and (3H/4 x 3W/4) overlapping on (H/4 x W/4): the map is right off the overlap only.
     union = (H // 2) * (W // 2) + (H - H // 4) * (W - W // 4) - (H // 2 - H // 4) * (W // 2 - W // 4)
     share = 1 - (H // 2 - H // 4) * (W // 2 - W // 4) / union
@@ -252,38 +254,38 @@ def test_a_predicted_global_map_is_titled_with_its_agreement_with_the_instances(
         f"its instances' overlap count agrees on {share:.0%} of object pixels"
     ]
     tab.show = "annotation"  # an annotation's G is its instances' own: nothing to compare
-    h.render_global(cfg, tab)
+    r.render_global(tab)
     assert notes[1:] == [None]
 
 
 def test_navigation_and_missing_image(cfg, tab, images):
-    h.select_at(cfg, tab, 20, 20)
+    h.select_at(tab, 20, 20)
     h.go_to(tab, 1)
-    assert tab.selected is None and h.scene_summary(tab)["image"]["file_name"] == "two.png"
+    assert tab.selected is None and tab.summary()["image"]["file_name"] == "two.png"
     with pytest.raises(h.UserError, match="outside 0..1"):
         h.go_to(tab, 5)
     (images / "two.png").unlink()
     with pytest.raises(h.UserError, match="two.png does not exist"):
-        h.render_view(cfg, tab)
+        r.render_view(tab)
 
 
 def test_prediction_views_and_uploads(cfg, model_tab, tmp_path):
     tab = model_tab
     tab.show = "both"
-    assert h.render_view(cfg, tab).shape == (H, 2 * W, 3)
+    assert r.render_view(tab).shape == (H, 2 * W, 3)
     # A click on the right half selects in the prediction; editing it is refused.
-    info = h.select_at(cfg, tab, W + 2, 2)
+    info = h.select_at(tab, W + 2, 2)
     assert (info["id"], info["score"], tab.selected_in) == (1, 0.9, "prediction")
-    assert h.semdist_of(cfg, h.scene_for(cfg, tab, "prediction"), 1).values.max() == np.float32(2.5)
+    assert r.semdist_of(cfg, tab.scene_for("prediction"), 1).values.max() == np.float32(2.5)
     with pytest.raises(h.UserError, match="part of the prediction"):
         h.reorder(tab, "back")
-    calls = h.model_for(tab).predictor.calls
-    h.render_view(cfg, tab)
-    assert h.model_for(tab).predictor.calls == calls  # cached per image
+    calls = tab.model.predictor.calls
+    r.render_view(tab)
+    assert tab.model.predictor.calls == calls  # cached per image
     # Upload: predicted once, becomes an editable scene of the uploads session.
     up = tmp_path / "up.png"
     cv2.imwrite(str(up), np.zeros((30, 50, 3), np.uint8))
-    summary = h.predict_upload(cfg, tab, up)
+    summary = h.predict_upload(tab, up)
     assert summary["image"] == {
         "id": 1,
         "file_name": "upload_00001.png",
@@ -300,7 +302,7 @@ def test_prediction_views_and_uploads(cfg, model_tab, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_text("not an image")
     with pytest.raises(ImageReadError, match="not a readable image"):
-        h.predict_upload(cfg, tab, bad)
+        h.predict_upload(tab, bad)
 
 
 def test_a_failed_prediction_leaves_the_tab_on_its_dataset(cfg, model_tab, tmp_path, monkeypatch):
@@ -310,19 +312,19 @@ def test_a_failed_prediction_leaves_the_tab_on_its_dataset(cfg, model_tab, tmp_p
     def broken(image):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(h.model_for(tab).predictor, "set_image", broken)
+    monkeypatch.setattr(tab.model.predictor, "set_image", broken)
     up = tmp_path / "up.png"
     cv2.imwrite(str(up), np.zeros((30, 50, 3), np.uint8))
     with pytest.raises(RuntimeError, match="out of memory"):
-        h.predict_upload(cfg, tab, up)
+        h.predict_upload(tab, up)
     assert (tab.session, tab.session.current, tab.show) == before
-    assert h.scene_summary(tab)["image"]["count"] == 2  # still the dataset's two images, not an empty uploads session
+    assert tab.summary()["image"]["count"] == 2  # still the dataset's two images, not an empty uploads session
     assert not (cfg.workspace.resolve() / "uploads" / "images").exists()
 
 
 def test_upload_without_model_is_refused(cfg, tab, tmp_path):
     with pytest.raises(h.UserError, match="no model is loaded"):
-        h.predict_upload(cfg, tab, tmp_path / "x.png")
+        h.predict_upload(tab, tmp_path / "x.png")
 
 
 FAKE_TRAIN = r"""
@@ -365,43 +367,43 @@ def test_finetune_from_the_app_cancel_and_failure(cfg, model_tab, tmp_path, monk
     script = tmp_path / "train.py"
     script.write_text(FAKE_TRAIN)
     with pytest.raises(h.UserError, match="no training config"):
-        h.start_finetune(cfg, tab)
+        h.start_finetune(tab)
     cfg.train_config = tmp_path / "tiny.yaml"
     exported = {}
     monkeypatch.setattr(h, "export", lambda t, fmt: exported.setdefault(fmt, tmp_path / "exp.json"))
     with pytest.raises(h.UserError, match="nothing to fine-tune on: no image of this dataset is corrected yet"):
-        h.start_finetune(cfg, tab)
+        h.start_finetune(tab)
     assert exported == {} and tab.job is None
     tab.session.move(2, "back")
     job = h.start_finetune(
-        cfg, tab, [sys.executable, str(script), "1000", "0.05", "--out", str(tab.session.folder / "finetune-1")]
+        tab, [sys.executable, str(script), "1000", "0.05", "--out", str(tab.session.folder / "finetune-1")]
     )
     assert exported == {"cocoa": tmp_path / "exp.json"} and job.out.name == "finetune-1"
     with pytest.raises(h.UserError, match="already running"):
-        h.start_finetune(cfg, tab)
+        h.start_finetune(tab)
     h.cancel_finetune(tab)
     assert h.finetune_status(tab).state == "cancelled"
     # A finished run's checkpoint becomes the tab's model (already in the cache here: a fake).
     ckpt = tab.session.folder / "finetune-2" / "last.pt"
-    register_model(str(ckpt), h.model_for(tab))
-    h.start_finetune(cfg, tab, [sys.executable, str(script), "2", "0", "--out", str(tab.session.folder / "finetune-2")])
+    register_model(str(ckpt), tab.model)
+    h.start_finetune(tab, [sys.executable, str(script), "2", "0", "--out", str(tab.session.folder / "finetune-2")])
     assert wait_for(tab.job, {"done"}).checkpoint == ckpt
     assert h.finetune_status(tab).state == "done" and tab.checkpoint == str(ckpt)
     bad = [sys.executable, "-c", "import sys; sys.exit('config tiny.yaml: no such file')"]
-    h.start_finetune(cfg, tab, bad)
+    h.start_finetune(tab, bad)
     failed = wait_for(tab.job, {"failed"})
     assert failed.message == "config tiny.yaml: no such file"
 
 
 def test_conflict_reloads_the_tab_and_tells_why(cfg, tab, images):
-    other = h.Tab(session=EditSession(tab.session.folder, scenes(), images))
-    h.select_at(cfg, other, 12, 12)
+    other = h.Tab(session=EditSession(tab.session.folder, scenes(), images), cfg=tab.cfg)
+    h.select_at(other, 12, 12)
     h.reorder(other, "back")  # b to the back, saved by the other tab
-    h.select_at(cfg, tab, 20, 20)
+    h.select_at(tab, 20, 20)
     with pytest.raises(ConflictError, match="another tab or process"):
         h.reorder(tab, "back")
     assert tab.selected is None and tab.session.scene.order_ids() == [2, 3, 1]  # now shows the saved state
-    h.select_instance(cfg, tab, 2)
+    h.select_instance(tab, 2)
     assert [d["id"] for d in h.reorder(tab, "back")["instances"]] == [3, 1, 2]
     with pytest.raises(ConflictError):
         h.undo(other)
@@ -423,43 +425,43 @@ def counting(monkeypatch, module, name):
 def test_figures_are_drawn_once_per_scene_state(cfg, tab, monkeypatch):
     overlays = counting(monkeypatch, viz, "overlay_by_rank")
     panels = counting(monkeypatch, viz, "instance_panel")
-    first = h.render(cfg, tab, ("view",))["view"]
-    h.select_at(cfg, tab, 12, 12)  # b
-    selected = h.render(cfg, tab, ("view", "inspector"))
+    first = r.render(tab, ("view",))["view"]
+    h.select_at(tab, 12, 12)  # b
+    selected = r.render(tab, ("view", "inspector"))
     assert len(overlays) == 1 and len(panels) == 1  # the click outlined b on the view drawn before
-    h.select_at(cfg, tab, 40, 32)  # c
-    h.render(cfg, tab, ("view", "inspector"))
-    h.select_at(cfg, tab, 12, 12)  # b again: the inspector from the cache, the very same pictures
-    again = h.render(cfg, tab, ("view", "inspector"))
+    h.select_at(tab, 40, 32)  # c
+    r.render(tab, ("view", "inspector"))
+    h.select_at(tab, 12, 12)  # b again: the inspector from the cache, the very same pictures
+    again = r.render(tab, ("view", "inspector"))
     assert all(again[k] is selected[k] for k in ("panel", "layers", "heat"))
     # The tab keeps one outlined view (each would be a whole view): b's outline is drawn again on the cached view.
     assert again["view"] is not selected["view"] and np.array_equal(again["view"].pixels, selected["view"].pixels)
-    assert sum(key[0] == "outlined view" for key in tab.figures._items) == 1
+    assert sum(key[0] == "outlined view" for key in tab.figures.keys()) == 1
     assert len(overlays) == 1 and len(panels) == 2
     tab.view = "visible"
-    h.render(cfg, tab, ("view",))
+    r.render(tab, ("view",))
     assert len(overlays) == 2
     h.reorder(tab, "front")  # a new state: b's figures change (it is not hidden any more)
-    moved = h.render(cfg, tab, ("view", "inspector"))
+    moved = r.render(tab, ("view", "inspector"))
     assert len(overlays) == 3 and len(panels) == 3 and moved["layers"] is not selected["layers"]
     assert "rank **1** of 3" in moved["inspector"]
     h.undo(tab)  # back to the first order, but as a new saved revision: drawn again, equal pixels
     tab.view = "amodal"
-    clear = h.render(cfg, tab, ("view",))["view"]
-    h.clear_selection(tab)
-    assert np.array_equal(h.render(cfg, tab, ("view",))["view"].pixels, first.pixels)
+    clear = r.render(tab, ("view",))["view"]
+    tab.clear_selection()
+    assert np.array_equal(r.render(tab, ("view",))["view"].pixels, first.pixels)
     assert clear is not first
     with pytest.raises(ValueError, match="unknown page parts"):
-        h.render(cfg, tab, ("view", "sidebar"))
+        r.render(tab, ("view", "sidebar"))
 
 
 def test_the_view_is_enlarged_and_outlines_only_the_selection(cfg, tab):
-    plain = h.render(cfg, tab, ("view",))["view"].pixels
-    assert plain.shape == (H * h.display_scale((H, W)), W * h.display_scale((H, W)), 3)
-    assert np.array_equal(plain, h.enlarge(h.render_view(cfg, tab), h.display_scale((H, W))))
-    h.select_at(cfg, tab, 12, 12)  # b: x 10..29, y 10..29
-    outlined = h.render(cfg, tab, ("view",))["view"].pixels
-    s = h.display_scale((H, W))
+    plain = r.render(tab, ("view",))["view"].pixels
+    assert plain.shape == (H * r.display_scale((H, W)), W * r.display_scale((H, W)), 3)
+    assert np.array_equal(plain, r.enlarge(r.render_view(tab), r.display_scale((H, W))))
+    h.select_at(tab, 12, 12)  # b: x 10..29, y 10..29
+    outlined = r.render(tab, ("view",))["view"].pixels
+    s = r.display_scale((H, W))
     changed = np.argwhere(np.any(outlined != plain, axis=2))
     (y0, x0), (y1, x1) = changed.min(axis=0), changed.max(axis=0)
     margin = 4  # line half-widths around the outline
@@ -469,35 +471,35 @@ def test_the_view_is_enlarged_and_outlines_only_the_selection(cfg, tab):
 
 def test_level_sets_and_G_are_drawn_only_while_their_tab_is_open(cfg, tab, monkeypatch):
     levels = counting(monkeypatch, viz, "level_set_figure")
-    assert h.render(cfg, tab, ("panes",)) == {"levels": None, "global": None}
+    assert r.render(tab, ("panes",)) == {"levels": None, "global": None}
     tab.pane = "levels"
-    out = h.render(cfg, tab, ("panes",))
+    out = r.render(tab, ("panes",))
     assert out["global"] is None and out["levels"].pixels.ndim == 3 and len(levels) == 1
-    assert h.render(cfg, tab, ("panes",))["levels"] is out["levels"] and len(levels) == 1
-    h.select_at(cfg, tab, 12, 12)
+    assert r.render(tab, ("panes",))["levels"] is out["levels"] and len(levels) == 1
+    h.select_at(tab, 12, 12)
     h.reorder(tab, "front")
-    assert h.render(cfg, tab, ("panes",))["levels"] is not out["levels"] and len(levels) == 2
+    assert r.render(tab, ("panes",))["levels"] is not out["levels"] and len(levels) == 2
     tab.pane = "global"
-    out = h.render(cfg, tab, ("panes",))
+    out = r.render(tab, ("panes",))
     assert out["levels"] is None and out["global"].pixels.ndim == 3
 
 
 def test_prefetch_draws_every_shown_instance_for_the_first_click(cfg, tab, monkeypatch):
-    h.render(cfg, tab, ("view",))
-    h.prefetch(cfg, tab).join()
+    r.render(tab, ("view",))
+    r.prefetch(tab).join()
     panels = counting(monkeypatch, viz, "instance_panel")
     for x, y in ((12, 12), (20, 20), (40, 32)):
-        h.select_at(cfg, tab, x, y)
-        h.render(cfg, tab, ("inspector",))
-    assert panels == [] and h.prefetch(cfg, tab) is None  # all drawn already
+        h.select_at(tab, x, y)
+        r.render(tab, ("inspector",))
+    assert panels == [] and r.prefetch(tab) is None  # all drawn already
     # A prefetch stops when the scene changes under it (here: an edit while it draws the first instance).
-    h.select_at(cfg, tab, 12, 12)
+    h.select_at(tab, 12, 12)
     h.reorder(tab, "back")
     heat_maps = counting(monkeypatch, viz, "semdist_heat_panel")
     monkeypatch.setattr(
         viz, "instance_panel", lambda *a, **k: (tab.session.move(2, "back"), np.zeros((4, 4, 3), np.uint8))[1]
     )
-    thread = h.prefetch(cfg, tab)
+    thread = r.prefetch(tab)
     thread.join()
     assert len(heat_maps) == 1  # the first instance's figures were finished, then it stopped
 
@@ -507,9 +509,9 @@ def test_a_dataset_opens_on_its_annotation_or_on_the_prediction_where_it_has_non
     data.write_text(json.dumps(formats.to_cocoa(scenes())))
     no_model = h.AppConfig(workspace=tmp_path / "ws2", data=data, images=images)
     tab = h.new_tab(no_model)
-    assert tab.show == "annotation" and h.model_notice(no_model, tab).startswith("**No model loaded**")
+    assert tab.show == "annotation" and r.model_notice(tab).startswith("**No model loaded**")
     cfg = h.AppConfig(workspace=tmp_path / "ws2", data=data, images=images, checkpoint=Path(model_tab.checkpoint))
-    annotated, annotated_cfg = h.new_tab(cfg), cfg
+    annotated = h.new_tab(cfg)
     assert annotated.show == "annotation"  # the file annotates its first image: that is what opens
     unannotated = scenes()
     unannotated.scenes[0] = AmodalScene(unannotated.scenes[0].image, [], annotation={"id": 11})
@@ -517,43 +519,43 @@ def test_a_dataset_opens_on_its_annotation_or_on_the_prediction_where_it_has_non
     data.write_text(json.dumps(formats.to_cocoa(unannotated)))
     cfg = h.AppConfig(workspace=tmp_path / "ws3", data=data, images=images, checkpoint=Path(model_tab.checkpoint))
     tab = h.new_tab(cfg)
-    assert tab.show == "prediction" and h.shown_scene(tab) == "prediction"
-    assert h.model_notice(cfg, tab) == "model `fake.pt` · its prediction of this image: 2 instance(s) with score ≥ 0.5"
-    table = h.render(cfg, tab, ("table",))
+    assert tab.show == "prediction" and tab.listed == "prediction"
+    assert r.model_notice(tab) == "model `fake.pt` · its prediction of this image: 2 instance(s) with score ≥ 0.5"
+    table = r.render(tab, ("table",))
     assert table["rows"] == [
         [1, 1, "object", "0.000", "0.90"],
         [2, 2, "object", "0.111", "0.70"],
     ]  # 150 of 1350 px hidden
     assert table["table_title"].startswith("prediction: ") and table["show"] == "prediction"
-    assert h.select_instance(cfg, tab, 2, "prediction")["score"] == 0.7 and tab.selected_in == "prediction"
+    assert h.select_instance(tab, 2, "prediction")["score"] == 0.7 and tab.selected_in == "prediction"
     # The script API selects in the edited scene whatever the page shows.
     annotated.show = "prediction"
-    assert h.select_at(annotated_cfg, annotated, 20, 20, which="annotation")["name"] == "a"
+    assert h.select_at(annotated, 20, 20, which="annotation")["name"] == "a"
     with pytest.raises(h.UserError, match="select in 'annotation' or 'prediction'"):
-        h.select_at(annotated_cfg, annotated, 20, 20, which="both")
+        h.select_at(annotated, 20, 20, which="both")
 
 
 def test_the_editor_names_the_selected_object_and_strokes_go_only_to_what_it_shows(cfg, tab):
-    h.select_at(cfg, tab, 12, 12)  # b (#1)
-    assert h.editor_label(tab) == "mask editor · b (#1), its amodal mask tinted"
-    h.editor_value(tab)
-    h.select_instance(cfg, tab, 2)  # a (#2), while the editor still shows b
-    assert h.editor_key(tab) != tab.editor_shows  # the page sends the editor again on this
-    assert h.editor_label(tab) == "mask editor · a (#2), its amodal mask tinted"
+    h.select_at(tab, 12, 12)  # b (#1)
+    assert r.editor_label(tab) == "mask editor · b (#1), its amodal mask tinted"
+    r.editor_value(tab)
+    h.select_instance(tab, 2)  # a (#2), while the editor still shows b
+    assert r.editor_key(tab) != tab.editor_shows  # the page sends the editor again on this
+    assert r.editor_label(tab) == "mask editor · a (#2), its amodal mask tinted"
     with pytest.raises(h.UserError, match=r"the editor shows #1 but #2 is selected"):
         h.apply_editor_mask(tab, strokes((0, 0, 12, 12)), "add")
     assert np.array_equal(tab.session.scene.get(2).amodal, rect(15, 15, 25, 25))
     assert np.array_equal(tab.session.scene.get(1).amodal, rect(10, 10, 30, 30))
-    value = h.editor_value(tab)  # now showing a: its mask tinted, and the strokes go to it
-    assert np.array_equal(np.any(value["background"] != h.current_image(tab), axis=2), rect(15, 15, 25, 25))
+    value = r.editor_value(tab)  # now showing a: its mask tinted, and the strokes go to it
+    assert np.array_equal(np.any(value["background"] != tab.current_image(), axis=2), rect(15, 15, 25, 25))
     h.apply_editor_mask(tab, strokes((0, 0, 12, 12)), "add")
     assert np.array_equal(tab.session.scene.get(2).amodal, rect(15, 15, 25, 25) | rect(0, 0, 12, 12))
-    h.clear_selection(tab)
-    assert h.editor_label(tab) == "mask editor · nothing selected: strokes can become a new instance"
+    tab.clear_selection()
+    assert r.editor_label(tab) == "mask editor · nothing selected: strokes can become a new instance"
 
 
 def test_a_name_category_and_stuff_save_is_one_undo_step(cfg, tab):
-    h.select_instance(cfg, tab, 1)
+    h.select_instance(tab, 1)
     h.set_attributes(tab, "bottle", 7.0, True)
     inst = tab.session.scene.get(1)
     assert (inst.name, inst.category, inst.is_stuff) == ("bottle", 7, True)
@@ -578,9 +580,9 @@ def test_next_on_the_last_image_and_previous_on_the_first_say_so(tab):
 
 
 def test_put_in_front_lists_every_object_but_the_selected_one(cfg, tab):
-    assert [v for _, v in h.render(cfg, tab, ["inspector"])["others"]] == [2, 1, 3]
-    h.select_instance(cfg, tab, 1)
-    others = h.render(cfg, tab, ["inspector"])["others"]
+    assert [v for _, v in r.render(tab, ["inspector"])["others"]] == [2, 1, 3]
+    h.select_instance(tab, 1)
+    others = r.render(tab, ["inspector"])["others"]
     assert others == [("a (#2)", 2), ("c (#3)", 3)]
 
 
@@ -594,31 +596,33 @@ def test_show_view_and_opacity_are_remembered_per_workspace(cfg, model_tab, tmp_
     with pytest.raises(h.UserError, match="opacity must be between 0 and 1, got 2.0"):
         h.set_view_setting(tab, "opacity", 2)
     # A reload (a new tab on the same workspace) comes back to them.
-    again = h.Tab(session=EditSession(tab.session.folder, scenes(), tab.session.image_dir), checkpoint=tab.checkpoint)
+    again = h.Tab(
+        session=EditSession(tab.session.folder, scenes(), tab.session.image_dir), checkpoint=tab.checkpoint, cfg=tab.cfg
+    )
     h.load_view_settings(again)
     assert (again.show, again.view, again.opacity) == ("prediction", "occluded", 0.8)
-    table = h.render(cfg, again, ["table"])
+    table = r.render(again, ["table"])
     assert (table["show"], table["view_choice"], table["opacity"]) == ("prediction", "occluded", 0.8)
     # Without a model there is no prediction to come back to; another workspace keeps its own.
-    bare = h.Tab(session=EditSession(tab.session.folder, scenes(), tab.session.image_dir))
+    bare = h.Tab(session=EditSession(tab.session.folder, scenes(), tab.session.image_dir), cfg=tab.cfg)
     h.load_view_settings(bare)
     assert (bare.show, bare.view) == ("annotation", "occluded")
-    other = h.Tab(session=EditSession(tmp_path / "ws" / "other", scenes(), tab.session.image_dir))
+    other = h.Tab(session=EditSession(tmp_path / "ws" / "other", scenes(), tab.session.image_dir), cfg=tab.cfg)
     h.load_view_settings(other)
     assert (other.show, other.view, other.opacity) == ("annotation", "amodal", 0.5)
 
 
 def test_the_status_line_speaks_to_annotators(cfg, tab):
-    h.select_instance(cfg, tab, 1)
+    h.select_instance(tab, 1)
     h.reorder(tab, "back")
-    status = h.render(cfg, tab, ["table"])["status"]
+    status = r.render(tab, ["table"])["status"]
     assert status == "last edit: move 1 back · 1 undo / 0 redo · 1 edited image(s) · every edit is saved"
 
 
 def test_next_object_cycles_front_to_back(cfg, tab):
-    assert [h.select_next(cfg, tab)["id"] for _ in range(4)] == [2, 1, 3, 2]  # a, b, c (ranks 1, 2, 3), a again
+    assert [h.select_next(tab)["id"] for _ in range(4)] == [2, 1, 3, 2]  # a, b, c (ranks 1, 2, 3), a again
     h.step(tab, 1)
-    assert h.select_next(cfg, tab)["id"] == 1
+    assert h.select_next(tab)["id"] == 1
 
 
 # ----- large photos, and what the caches hold ----------------------------------------------------------
@@ -635,25 +639,25 @@ def test_a_large_photo_is_shown_reduced_and_clicks_and_edits_map_to_full_resolut
         {"id": 1, "file_name": "big.png", "height": BH, "width": BW},
         [Instance(1, small, rank=1, name="speck"), Instance(2, large, rank=2, name="wall")],
     )
-    tab = h.Tab(session=EditSession(tmp_path / "ws" / "big", AnnotationSet([scene]), folder))
     cfg = h.AppConfig(workspace=tmp_path / "ws")
-    display = h.display_for((BH, BW))
+    tab = h.Tab(session=EditSession(tmp_path / "ws" / "big", AnnotationSet([scene]), folder), cfg=cfg)
+    display = r.display_for((BH, BW))
     assert (display.down, display.up, display.reduced) == (3, 1, (667, 1100))
-    assert h.render(cfg, tab, ("view",))["view"].pixels.shape == (667, 1100, 3)
+    assert r.render(tab, ("view",))["view"].pixels.shape == (667, 1100, 3)
     # Display pixel (dx, dy) is the block [3 dx, 3 dx + 3) x [3 dy, 3 dy + 3) and means its centre pixel.
-    assert h.click_to_pixel(tab, 666, 333) == (1999, 1000) and h.click_to_pixel(tab, 1099, 666) == (3298, 1999)
-    assert h.select_at(cfg, tab, *h.click_to_pixel(tab, 666, 333))["name"] == "speck"
-    assert h.select_at(cfg, tab, *h.click_to_pixel(tab, 666, 334))["name"] == "wall"  # centre (1999, 1003)
-    assert h.select_at(cfg, tab, *h.click_to_pixel(tab, 1050, 333)) is None  # centre (3151, 1000): background
+    assert r.click_to_pixel(tab, 666, 333) == (1999, 1000) and r.click_to_pixel(tab, 1099, 666) == (3298, 1999)
+    assert h.select_at(tab, *r.click_to_pixel(tab, 666, 333))["name"] == "speck"
+    assert h.select_at(tab, *r.click_to_pixel(tab, 666, 334))["name"] == "wall"  # centre (1999, 1003)
+    assert h.select_at(tab, *r.click_to_pixel(tab, 1050, 333)) is None  # centre (3151, 1000): background
     tab.show = "both"
-    assert h.click_to_pixel(tab, 1100 + 666, 333) == (BW + 1999, 1000)
+    assert r.click_to_pixel(tab, 1100 + 666, 333) == (BW + 1999, 1000)
     tab.show = "annotation"
     # The view's sampled masks are exactly the full-resolution masks at the clicked pixels.
-    reduced = h.display_scene(cfg, tab, "annotation", display)
+    reduced = r.display_scene(tab, "annotation", display)
     assert reduced.shape == (667, 1100) and np.argwhere(reduced.get(1).amodal).tolist() == [[333, 666]]
     # The editor gets the reduced photo; a stroke on display pixel (10, 20) fills its 3 x 3 block.
-    h.select_instance(cfg, tab, 2)
-    assert h.editor_value(tab)["background"].shape == (667, 1100, 3)
+    h.select_instance(tab, 2)
+    assert r.editor_value(tab)["background"].shape == (667, 1100, 3)
     stroke = np.zeros((667, 1100, 4), np.uint8)
     stroke[20, 10, 3] = 255
     h.apply_editor_mask(tab, {"layers": [stroke]}, "add")
@@ -678,15 +682,15 @@ def test_a_large_photo_costs_memory_by_its_display_not_its_pixels(tmp_path):
         mask[y : y + 400, x : x + 600] = True
         instances.append(Instance(k + 1, mask, rank=k + 1, name=f"o{k}"))
     scene = AmodalScene({"id": 1, "file_name": "photo.jpg", "height": BH, "width": BW}, instances)
-    tab = h.Tab(session=EditSession(tmp_path / "ws" / "photo", AnnotationSet([scene]), folder))
     cfg = h.AppConfig(workspace=tmp_path / "ws")
-    h.current_image(tab)  # the photo itself (72 MB) is read once and cached by the app, as any image is
+    tab = h.Tab(session=EditSession(tmp_path / "ws" / "photo", AnnotationSet([scene]), folder), cfg=cfg)
+    tab.current_image()  # the photo itself (72 MB) is read once and cached by the app, as any image is
     live = tab.session.scene  # so is its editable scene
     tracemalloc.start()
-    view = h.render(cfg, tab, ("view",))["view"]
+    view = r.render(tab, ("view",))["view"]
     x, y = (int(v) for v in live.get(30).bbox()[:2])
-    h.select_at(cfg, tab, x + 300, y + 200)
-    h.render(cfg, tab, ("view", "inspector", "table"))
+    h.select_at(tab, x + 300, y + 200)
+    r.render(tab, ("view", "inspector", "table"))
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert view.pixels.shape == (1000, 1500, 3)  # reduced 4 times
@@ -697,8 +701,8 @@ def test_a_large_photo_costs_memory_by_its_display_not_its_pixels(tmp_path):
 
 def test_the_model_cache_holds_references_and_evicts_by_bytes(model_tab, cfg):
     tab = model_tab
-    model = h.model_for(tab)
-    first, again = h.prediction(cfg, tab), h.prediction(cfg, tab)
+    model = tab.model
+    first, again = tab.prediction(), tab.prediction()
     assert all(a is b and a.amodal is b.amodal for a, b in zip(first.instances, again.instances))  # no copies
     assert model.predictor.calls == 1
     entry_bytes = model.cached_bytes
@@ -718,11 +722,11 @@ def test_the_model_cache_holds_references_and_evicts_by_bytes(model_tab, cfg):
 
 
 def test_the_figure_cache_evicts_by_bytes():
-    cache = h.FigureCache(max_bytes=3 * 300)
-    pictures = [cache.get((k,), lambda: np.zeros((10, 5, 3), np.uint8)) for k in range(3)]  # 2 x 150 bytes each
+    cache = FigureCache(max_bytes=3 * 300)
+    pictures = [cache.picture((k,), lambda: np.zeros((10, 5, 3), np.uint8)) for k in range(3)]  # 2 x 150 bytes each
     assert cache.nbytes == 900 and all((k,) in cache for k in range(3))
-    assert cache.get((0,), lambda: None) is pictures[0]  # a hit: the same picture, now the most recent
-    cache.get((3,), lambda: np.zeros((10, 5, 3), np.uint8))
+    assert cache.picture((0,), lambda: None) is pictures[0]  # a hit: the same picture, now the most recent
+    cache.picture((3,), lambda: np.zeros((10, 5, 3), np.uint8))
     assert (1,) not in cache and all((k,) in cache for k in (0, 2, 3)) and cache.nbytes == 900
-    big = cache.get((4,), lambda: np.zeros((100, 100, 3), np.uint8))
+    big = cache.picture((4,), lambda: np.zeros((100, 100, 3), np.uint8))
     assert [k for k in (0, 2, 3, 4) if (k,) in cache] == [4] and cache.nbytes == big.pixels.nbytes * 2

@@ -27,7 +27,7 @@ from PIL import Image
 
 from app import handlers as h
 from semlayer import workspace as session_mod
-from app.handlers import AppConfig
+from app.tab import JOBS, AppConfig
 from app.main import launch
 from app.model import Model, register_model
 from semlayer.workspace import EditSession
@@ -208,7 +208,7 @@ def test_1_open_dataset_is_off_without_a_data_root(served, tmp_path):
     finally:
         demo.close()
     with pytest.raises(h.UserError, match="opening other datasets is off: start the app with --data-root FOLDER"):
-        h.switch_dataset(cfg, h.new_tab(cfg), "absolute.json", "images")
+        h.switch_dataset(h.new_tab(cfg), "absolute.json", "images")
 
 
 # ----- 2. /predict takes server paths --------------------------------------------------------------------
@@ -362,12 +362,12 @@ def test_7_one_fine_tune_at_a_time_on_the_server(served, monkeypatch):
         assert first.call(tune, []) is not None and not first.warnings
         assert second.call(tune, []) is not None
         assert second.warnings[-1].startswith("a fine-tune of another dataset (annotations-")
-        running = [job for job in h._JOBS.values() if job.progress().state == "running"]
+        running = [job for job in JOBS.values() if job.progress().state == "running"]
         assert len(running) == 1
     finally:
-        for job in list(h._JOBS.values()):
+        for job in list(JOBS.values()):
             job.cancel()
-        h._JOBS.clear()
+        JOBS.clear()
 
 
 CHILD = textwrap.dedent("""

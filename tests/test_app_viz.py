@@ -120,7 +120,8 @@ def test_selection_outline_redraws_only_the_instance_box(toy):
     scale = 2
     canvas = np.full((H * scale, W * 2 * scale, 3), 50, np.uint8)  # e.g. "both": the scene on the right
     before = canvas.copy()
-    out = viz.selection_outline(canvas, toy, 2, scale=scale, offset=(W * scale, 0))
+    out = canvas.copy()
+    out[:, W * scale :] = viz.selection_outline(canvas[:, W * scale :], toy, 2)  # the page places the view
     assert np.array_equal(canvas, before)  # a copy is drawn on
     changed = np.argwhere(np.any(out != canvas, axis=2))
     (y0, x0), (y1, x1) = changed.min(axis=0), changed.max(axis=0)
@@ -130,6 +131,6 @@ def test_selection_outline_redraws_only_the_instance_box(toy):
     color = viz.rank_colors(3)[2]
     assert count(out, color) > 0 and count(out, (255, 255, 255)) > 0  # rank colour on a white halo
     with pytest.raises(ValueError, match="cannot hold"):
-        viz.selection_outline(canvas[:100], toy, 2, scale=scale)
+        viz.selection_outline(canvas[:100, W * scale :], toy, 2)
     with pytest.raises(KeyError):
-        viz.selection_outline(canvas, toy, 9)
+        viz.selection_outline(canvas[:, W * scale :], toy, 9)

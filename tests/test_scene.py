@@ -87,3 +87,22 @@ def test_helpers():
     aset = AnnotationSet([toy_scene()], images=[{"id": 9, "height": 2, "width": 2}])
     assert [r["id"] for r in aset.image_records()] == [7, 9]
     assert len(aset.scenes_for_image(7)) == 1
+
+
+def test_summary_lists_instances_front_first_and_the_instance_summary_adds_who_hides_whom():
+    a, b = np.zeros((4, 6), bool), np.zeros((4, 6), bool)
+    a[0:2, 0:3] = True
+    b[1:3, 1:4] = True
+    scene = AmodalScene({"id": 7, "file_name": "x.png", "height": 4, "width": 6}, [Instance(1, b, rank=2, name="b"),
+                        Instance(2, a, rank=1, name="a", score=0.25)])  # fmt: skip
+    assert scene.summary() == {
+        "image": {"id": 7, "file_name": "x.png", "height": 4, "width": 6},
+        "instances": [
+            {"id": 2, "name": "a", "category": None, "rank": 1, "occlude_rate": 0.0, "score": 0.25,
+             "bbox": [0.0, 0.0, 3.0, 2.0]},
+            {"id": 1, "name": "b", "category": None, "rank": 2, "occlude_rate": round(2 / 6, 6), "score": None,
+             "bbox": [1.0, 1.0, 3.0, 2.0]},
+        ],
+    }  # fmt: skip
+    assert scene.instance_summary(1) == {**scene.summary()["instances"][1], "is_stuff": False,
+                                         "occluders": [2], "occludees": []}  # fmt: skip
