@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from semlayer import formats
-from semlayer.engine import load_checkpoint
-from semlayer.engine.checkpoint import read_checkpoint
+from semlayer.model.checkpoint import load_checkpoint, read_checkpoint
 from semlayer.finetune import (
     FineTuneJob,
     FineTuneRefused,
