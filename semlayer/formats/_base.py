@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import copy
 import math
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, NoReturn, TypeVar
+from typing import Any, Callable, Iterator, NoReturn, TypeVar, cast
 
 import numpy as np
 
+from ..boxes import Box, crop_over, crop_to_box, paste_crop
 from ..errors import FormatError
 from ..images import MAX_PIXELS
 from ..order import Constraint, constraints_from_clusters, constraints_from_overlap, ranks_from_constraints
@@ -296,16 +298,48 @@ def check_unique_ids(ctx: Context, recs: list, path: str) -> None:
 
 
 # ----- groups and scenes ------------------------------------------------------------------------
-@dataclass
+class CroppedMask:
+    """A field of a full-frame bool mask (or None) that is kept as a crop of its tight box: assigned a frame,
+    it keeps ``(crop, box, shape)`` (`crop` gives them); read, it builds a fresh frame. So a region's memory
+    follows its box, while the readers and `validate` may still treat its masks as frames."""
+
+    def __init__(self, *, default: Any = dataclasses.MISSING) -> None:
+        self.default = default
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}_crop"
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:  # the dataclass asks for the field's default
+            if self.default is dataclasses.MISSING:
+                raise AttributeError(self.slot)
+            return self.default
+        held = obj.__dict__[self.slot]
+        return None if held is None else paste_crop(*held)
+
+    def __set__(self, obj: Any, mask: np.ndarray | None) -> None:
+        if mask is None:
+            obj.__dict__[self.slot] = None
+            return
+        mask = np.asarray(mask, dtype=bool)
+        obj.__dict__[self.slot] = (*crop_to_box(mask), (int(mask.shape[0]), int(mask.shape[1])))
+
+    def crop(self, obj: Any) -> tuple[np.ndarray, Box] | None:
+        held = obj.__dict__[self.slot]
+        return None if held is None else (held[0], held[1])
+
+
+@dataclass(eq=False)
 class Region:
-    """One instance as its record states it (masks decoded, nothing derived yet)."""
+    """One instance as its record states it (masks decoded, nothing derived yet). Its masks are given and
+    read as full frames but kept as crops (`CroppedMask`); the scene builder reads the crops."""
 
     path: str
     id: int
-    amodal: np.ndarray
+    amodal: np.ndarray = CroppedMask()  # type: ignore[assignment]
     polygons: list | None = None
-    visible: np.ndarray | None = None
-    invisible: np.ndarray | None = None
+    visible: np.ndarray | None = CroppedMask(default=None)  # type: ignore[assignment]
+    invisible: np.ndarray | None = CroppedMask(default=None)  # type: ignore[assignment]
     occlude_rate: float | None = None
     order: float | None = None  # explicit depth key, smaller = more in front
     order_path: str = ""
@@ -318,6 +352,13 @@ class Region:
     cluster: tuple[int, int] | None = None  # KINS 2020 (oco_id, ico_id)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def amodal_crop(self) -> tuple[np.ndarray, Box]:
+        return cast(tuple[np.ndarray, Box], _cropped("amodal").crop(self))
+
+    def stated(self) -> bool:
+        """Whether the record states a visible or an invisible mask."""
+        return _cropped("visible").crop(self) is not None or _cropped("invisible").crop(self) is not None
+
     def visible_or_amodal(self) -> np.ndarray:
         """The visible mask as stated (``visible_mask``, else amodal minus ``invisible_mask``)."""
         if self.visible is not None:
@@ -326,9 +367,25 @@ class Region:
             return self.amodal & ~self.invisible
         return self.amodal
 
+    def visible_or_amodal_crop(self) -> tuple[np.ndarray, Box]:
+        """`visible_or_amodal` as ``(crop, box)``: the stated visible crop, else the amodal crop minus the
+        invisible mask in the amodal box."""
+        visible = _cropped("visible").crop(self)
+        if visible is not None:
+            return visible
+        amodal, box = self.amodal_crop()
+        invisible = _cropped("invisible").crop(self)
+        if invisible is None:
+            return amodal, box
+        return amodal & ~crop_over(invisible[0], invisible[1], box), box
+
     def hidden(self) -> np.ndarray:
         """The invisible part as stated (``invisible_mask``, else amodal minus the visible mask)."""
         return self.invisible if self.invisible is not None else self.amodal & ~self.visible_or_amodal()
+
+
+def _cropped(name: str) -> CroppedMask:
+    return cast(CroppedMask, vars(Region)[name])
 
 
 @dataclass
@@ -380,14 +437,15 @@ def group_ranks(group: Group) -> list[int]:
     regions = group.regions
     n = len(regions)
     keys = [r.order for r in regions]
-    amodal = [r.amodal for r in regions]
+    amodal, amodal_boxes = zip(*(r.amodal_crop() for r in regions)) if regions else ((), ())
     keyed = n > 0 and all(k is not None for k in keys)
     if keyed and len(set(keys)) == n:
         return renumber_ranks(keys)
     # Tied keys (D2SA gives every object order 1): constraints only inside a tie never put an object before
     # one of a smaller key, so the keys still order the pairs that do not tie.
     tied = [(i, j) for i in range(n) for j in range(i + 1, n) if keys[i] == keys[j]] if keyed else None
-    evidence = constraints_from_overlap([r.visible_or_amodal() for r in regions], amodal, tied)
+    visible, visible_boxes = zip(*(r.visible_or_amodal_crop() for r in regions)) if regions else ((), ())
+    evidence = constraints_from_overlap(visible, amodal, tied, visible_boxes, amodal_boxes)
     if any(r.cluster is not None for r in regions):
         clusters = [r.cluster or (0, 0) for r in regions]
         same = {(i, j) for i in range(n) for j in range(n) if clusters[i][0] > 0 and clusters[i][0] == clusters[j][0]}
@@ -412,12 +470,15 @@ def _copy_polygons(polygons: list | None) -> list | None:
 
 def build_scene(group: Group, repairs: list[Repair] | None = None) -> AmodalScene:
     """The group's scene. ``repairs``: gets the stated visible pixels the scene cannot hold (outside the
-    amodal mask, or under an instance in front), per region that states a visible or invisible mask."""
+    amodal mask, or under an instance in front), per region that states a visible or invisible mask. The
+    masks stay crops throughout: no frame per instance."""
     ranks = group_ranks(group)
+    shape = (int(group.image["height"]), int(group.image["width"]))
     instances = [
-        Instance(
-            id=r.id,
-            amodal=r.amodal,
+        Instance.from_crop(
+            r.id,
+            *r.amodal_crop(),
+            shape,
             rank=rank,
             name=r.name,
             category=r.category,
@@ -430,38 +491,46 @@ def build_scene(group: Group, repairs: list[Repair] | None = None) -> AmodalScen
         for r, rank in zip(group.regions, ranks)
     ]
     scene = AmodalScene(group.image, instances, group.annotation)
-    stated = [r.visible_or_amodal() for r in group.regions]
-    scene.set_visible(stated)
+    stated = [r.visible_or_amodal_crop() for r in group.regions]
+    scene.set_visible_crops([crop for crop, _ in stated], [box for _, box in stated])
     derived = None
-    if any(r.visible is not None or r.invisible is not None for r in group.regions):
-        derived = scene.visible_masks()
+    if any(r.stated() for r in group.regions):
+        derived = scene.visible_crops()
         if repairs is not None:
             repairs.extend(dropped_visible(group, stated, derived))
-    _keep_stated(scene, group.regions, derived)
+    _keep_stated(scene, group.regions, stated, derived)
     return scene
 
 
-def _keep_stated(scene: AmodalScene, regions: list[Region], derived: list[np.ndarray] | None) -> None:
+def _keep_stated(
+    scene: AmodalScene,
+    regions: list[Region],
+    stated: list[tuple[np.ndarray, Box]],
+    derived: list[np.ndarray] | None,
+) -> None:
     """The occlusion each region states, on its instance: every stated occlude rate, and a stated visible
-    mask where the painter's rule (``derived``, the scene's visible masks) says otherwise (a visible pixel
-    under an instance in front)."""
+    mask (``stated``: crops at boxes) where the painter's rule (``derived``, the scene's visible crops, in
+    each instance's box) says otherwise (a visible pixel under an instance in front)."""
     for k, (inst, r) in enumerate(zip(scene.instances, regions)):
         inst.stated_occlude_rate = None if r.occlude_rate is None else float(r.occlude_rate)
-        if derived is not None and (r.visible is not None or r.invisible is not None):
-            visible = r.visible_or_amodal() & r.amodal
+        if derived is not None and r.stated():
+            visible = crop_over(*stated[k], inst.box) & inst.amodal_crop
             if not np.array_equal(visible, derived[k]):
-                inst.stated_visible = encode_rle(visible)
+                inst.stated_visible = encode_rle(paste_crop(visible, inst.box, scene.shape))
 
 
-def dropped_visible(group: Group, stated: list[np.ndarray], visible: list[np.ndarray]) -> list[Repair]:
-    """What the painter's rule could not keep of each stated visible mask: pixels outside the amodal mask,
-    and pixels under an instance in front (the scene's visible mask is the stated one minus both)."""
+def dropped_visible(group: Group, stated: list[tuple[np.ndarray, Box]], visible: list[np.ndarray]) -> list[Repair]:
+    """What the painter's rule could not keep of each stated visible mask (``stated``: crops at boxes):
+    pixels outside the amodal mask, and pixels under an instance in front (``visible``: the scene's
+    visible crops, each in its amodal box; the stated mask minus both)."""
     out = []
-    for r, want, got in zip(group.regions, stated, visible):
-        if r.visible is None and r.invisible is None:
+    for r, (want, want_box), got in zip(group.regions, stated, visible):
+        if not r.stated():
             continue  # nothing stated: the whole amodal mask is visible unless something is in front
-        outside = int(np.count_nonzero(want & ~r.amodal)) if r.visible is not None else 0
-        under = int(np.count_nonzero(want & r.amodal)) - int(np.count_nonzero(got))
+        amodal, box = r.amodal_crop()
+        inside = int(np.count_nonzero(crop_over(want, want_box, box) & amodal))
+        outside = int(np.count_nonzero(want)) - inside if _cropped("visible").crop(r) is not None else 0
+        under = inside - int(np.count_nonzero(got))
         if outside:
             out.append(Repair("outside", join(r.path, r.visible_key), outside))
         if under:

@@ -291,7 +291,7 @@ def _coco_annotations(annset: AnnotationSet, default_cat: int, keep_ids: bool) -
     count = 0
     for scene in annset.scenes:
         base = annotation_header(scene, scene.annotation.get("id")) if scene.annotation else None
-        for inst, vis in zip(scene.instances, scene.visible_masks()):
+        for inst, vis in zip(scene.instances, scene.iter_visible_masks()):
             area = inst.area
             hidden = inst.amodal & ~vis
             n_hidden = int(np.count_nonzero(hidden))
@@ -360,7 +360,8 @@ def kins_clusters(scene: AmodalScene) -> list[tuple[int, int]]:
     non-overlapping instances 0, and that is how the KINS 2020 files state them."""
     n = len(scene.instances)
     ranks = scene.ranks()
-    pairs = overlapping_pairs(ranks, [inst.amodal for inst in scene.instances])  # (front, back), front first
+    crops, boxes = [i.amodal_crop for i in scene.instances], [i.box for i in scene.instances]
+    pairs = overlapping_pairs(ranks, crops, boxes)  # (front, back), front first
     parent = list(range(n))
 
     def root(i: int) -> int:
@@ -426,7 +427,7 @@ def _kins_annotations(annset: AnnotationSet, default_cat: int, keep_ids: bool) -
     count = 0
     for scene in annset.scenes:
         clusters = _stated_clusters(scene) or kins_clusters(scene)
-        for inst, vis, (oco, ico) in zip(scene.instances, scene.visible_masks(), clusters):
+        for inst, vis, (oco, ico) in zip(scene.instances, scene.iter_visible_masks(), clusters):
             polygons = _exact_polygons(inst.polygons, inst.amodal)
             segm = polygons if polygons is not None else encode_rle(inst.amodal)
             bbox, area = inst.bbox(), float(inst.area)

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
+from ..boxes import paste_crop
 from ..order import format_depth_constraint, overlapping_pairs
 from ..scene import AmodalScene, AnnotationSet
 
@@ -141,7 +142,7 @@ def annotation_header(scene: AmodalScene, annotation_id: int | None) -> dict[str
     rec["image_id"] = scene.image_id
     rec["size"] = len(scene)
     ranks = scene.ranks()
-    pairs = overlapping_pairs(ranks, [inst.amodal for inst in scene.instances])
+    pairs = overlapping_pairs(ranks, [i.amodal_crop for i in scene.instances], [i.box for i in scene.instances])
     rec["depth_constraint"] = format_depth_constraint((ranks[a], ranks[b]) for a, b in pairs)
     return rec
 
@@ -254,14 +255,14 @@ def merge_into(original: dict[str, Any], scenes: Iterable[AmodalScene]) -> dict[
 
 def _cocoa_annotations(annset: AnnotationSet) -> Iterator[dict[str, Any]]:
     for scene, aid in zip(annset.scenes, annotation_ids(annset.scene_annotations())):
-        visible = scene.visible_masks()
+        visible = scene.visible_crops()  # each in its instance's box: frames are made one at a time below
         regions = []
         for i in scene.front_to_back():
             inst, vis = scene.instances[i], visible[i]
             area = inst.area
-            hidden = inst.amodal & ~vis
-            n_hidden = int(np.count_nonzero(hidden))
-            polygon, exact = single_polygon(inst.polygons, inst.amodal)
+            n_hidden = area - int(np.count_nonzero(vis))
+            amodal = inst.amodal
+            polygon, exact = single_polygon(inst.polygons, amodal)
             region: dict[str, Any] = {
                 "order": inst.rank,
                 "name": inst.name,
@@ -271,10 +272,10 @@ def _cocoa_annotations(annset: AnnotationSet) -> Iterator[dict[str, Any]]:
                 "segmentation": polygon,
             }
             if n_hidden:
-                region["visible_mask"] = encode_rle(vis)
-                region["invisible_mask"] = encode_rle(hidden)
+                region["visible_mask"] = encode_rle(paste_crop(vis, inst.box, scene.shape))
+                region["invisible_mask"] = encode_rle(paste_crop(inst.amodal_crop & ~vis, inst.box, scene.shape))
             if not exact:
-                region["amodal_mask"] = encode_rle(inst.amodal)
+                region["amodal_mask"] = encode_rle(amodal)
             if inst.category is not None:
                 region["category_id"] = inst.category
             if inst.score is not None:
