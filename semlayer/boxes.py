@@ -22,13 +22,17 @@ def mask_box(mask: np.ndarray, margin: int = 0) -> Box:
     if rows.size == 0:
         return EMPTY_BOX
     cols = np.flatnonzero(mask.any(axis=0))
-    h, w = mask.shape
-    return (
-        max(int(cols[0]) - margin, 0),
-        max(int(rows[0]) - margin, 0),
-        min(int(cols[-1]) + 1 + margin, w),
-        min(int(rows[-1]) + 1 + margin, h),
-    )
+    box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+    return grow_box(box, margin, (int(mask.shape[0]), int(mask.shape[1])))
+
+
+def grow_box(box: Sequence[int], margin: int, shape: tuple[int, int]) -> Box:
+    """A box grown by ``margin`` on every side and clipped to a frame of ``shape``; `EMPTY_BOX` stays empty."""
+    if tuple(box) == EMPTY_BOX:
+        return EMPTY_BOX
+    x0, y0, x1, y1 = box
+    h, w = shape
+    return (max(int(x0) - margin, 0), max(int(y0) - margin, 0), min(int(x1) + margin, w), min(int(y1) + margin, h))
 
 
 def box_xywh(box: Sequence[int]) -> list[float]:

@@ -167,3 +167,32 @@ def test_predicting_a_large_photo_keeps_crops(tmp_path):
     # crops (masks, layers, the float sem-dist values): below what a frame per instance alone would take.
     boxes = sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in (inst.box for inst in scene.instances))
     assert peak < 2000 * 3000 + 8 * boxes < len(scene) * 2000 * 3000, (peak, boxes, len(scene))
+
+
+@pytest.mark.parametrize("writer", [formats.to_cocoa, formats.to_coco, formats.to_kins, formats.to_results])
+def test_writers_give_the_same_document_for_a_scene_built_from_crops_or_frames(writer):
+    _, gt = generate_scene(np.random.default_rng(7), size=96, max_instances=6)
+    frames = gt if isinstance(gt, AmodalScene) else gt.scene
+    frames.instances[-1].external = frames.instances[-1].amodal & np.tri(96, 96, dtype=bool)
+    fields = ("rank", "name", "category", "is_stuff", "score", "polygons", "extra", "cluster")
+    built = [
+        Instance.from_crop(
+            i.id, i.amodal_crop, i.box, frames.shape, external=i.external_crop, **{f: getattr(i, f) for f in fields}
+        )
+        for i in frames.instances
+    ]
+    crops = AmodalScene(dict(frames.image), built, dict(frames.annotation))
+    assert writer(AnnotationSet([crops])) == writer(AnnotationSet([frames]))
+    ref = [inst.amodal & ~cover for inst, cover in zip(frames.instances, _front_unions(frames))]
+    assert all(
+        np.array_equal(v, r & ~(i.external if i.external is not None else False))
+        for v, r, i in zip(crops.visible_masks(), ref, frames.instances)
+    )
+
+
+def _front_unions(scene: AmodalScene) -> list[np.ndarray]:
+    """Each instance's union of the amodal masks in front of it, over whole frames."""
+    return [
+        np.any([o.amodal for o in scene.instances if o.rank < inst.rank] or [np.zeros(scene.shape, bool)], axis=0)
+        for inst in scene.instances
+    ]
