@@ -7,7 +7,7 @@ from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from .errors import FormatError
 
@@ -64,7 +64,9 @@ def read_image(
             if im.width * im.height > max_pixels:
                 raise ImageReadError(path, f"an image of at most {max_pixels} pixels, got {im.width} x {im.height}")
             im.load()
-            raw, turned = im, ImageOps.exif_transpose(im)
+            # Turned only when the EXIF orientation says so: exif_transpose copies even an upright image.
+            upright = im.getexif().get(ExifTags.Base.Orientation, 1) not in range(2, 9)
+            raw, turned = im, im if upright else ImageOps.exif_transpose(im)
             chosen = turned
             if expected_hw is not None and (turned.height, turned.width) != tuple(expected_hw):
                 if (raw.height, raw.width) != tuple(expected_hw):
@@ -89,7 +91,8 @@ def to_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
                 # Composite transparency over white, as an image viewer shows it.
                 rgba = image.convert("RGBA")
                 image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-            return np.array(image.convert("RGB"), dtype=np.uint8)
+            # An RGB image is copied once, not converted to a copy first.
+            return np.array(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
     arr = np.asarray(image)
     if arr.dtype != np.uint8:
         values = arr.astype(np.float64)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Sequence, cast
 
 import numpy as np
 
-from .boxes import mask_box
+from .boxes import Box, crop_over, in_box, mask_box, meet_box
 
 
 @dataclass(frozen=True)
@@ -117,17 +117,33 @@ def format_depth_constraint(pairs: Iterable[tuple[int, int]]) -> str:
     return ",".join(f"{a}-{b}" for a, b in pairs)
 
 
-def overlapping_pairs(ranks: Sequence[int], masks: Sequence[np.ndarray]) -> list[tuple[int, int]]:
+def overlapping_pairs(
+    ranks: Sequence[int], masks: Sequence[np.ndarray], boxes: Sequence[Sequence[int]] | None = None
+) -> list[tuple[int, int]]:
     """The reverse of ordering: every pair of overlapping masks as ``(front_index, back_index)``,
-    sorted by the front's then the back's rank (COCOA's ``depth_constraint`` order)."""
-    boxes = [mask_box(m) for m in masks]
+    sorted by the front's then the back's rank (COCOA's ``depth_constraint`` order). ``masks`` are full
+    frames, or crops placed at ``boxes`` (each its mask's tight box, as `scene.Instance` keeps them)."""
+    content, placed = _placements(masks, boxes)
     pairs = []
-    for i, j in box_pairs(boxes):
-        a, b = _meeting(masks[i], boxes[i], masks[j], boxes[j])
-        if (a & b).any():
+    for i, j in box_pairs(content):
+        window = cast(Box, meet_box(content[i], content[j]))
+        if (in_box(masks[i], placed[i], window) & in_box(masks[j], placed[j], window)).any():
             pairs.append((i, j) if ranks[i] < ranks[j] else (j, i))
     pairs.sort(key=lambda p: (ranks[p[0]], ranks[p[1]]))
     return pairs
+
+
+def _placements(masks: Sequence[np.ndarray], boxes: Sequence[Sequence[int]] | None) -> tuple[list[Box], list[Box]]:
+    """Each mask's content box (where its pixels are) and the box its array covers: a full frame's tight box
+    and the whole frame; a crop's given box, twice."""
+    if boxes is None:
+        return [mask_box(m) for m in masks], [(0, 0, m.shape[1], m.shape[0]) for m in masks]
+    return [_as_box(b) for b in boxes], [_as_box(b) for b in boxes]
+
+
+def _as_box(box: Sequence[int]) -> Box:
+    x0, y0, x1, y1 = (int(v) for v in box)
+    return (x0, y0, x1, y1)
 
 
 def cluster_pairs(clusters: Sequence[tuple[int, int] | None]) -> list[tuple[int, int]]:
@@ -145,19 +161,27 @@ def cluster_pairs(clusters: Sequence[tuple[int, int] | None]) -> list[tuple[int,
 
 
 def constraints_from_overlap(
-    visible: Sequence[np.ndarray], amodal: Sequence[np.ndarray], pairs: Iterable[tuple[int, int]] | None = None
+    visible: Sequence[np.ndarray],
+    amodal: Sequence[np.ndarray],
+    pairs: Iterable[tuple[int, int]] | None = None,
+    visible_boxes: Sequence[Sequence[int]] | None = None,
+    amodal_boxes: Sequence[Sequence[int]] | None = None,
 ) -> list[Constraint]:
     """Order evidence from masks alone: i is in front of j when i's visible mask covers more of j's
     amodal mask than j's visible mask covers of i's (weight = the pixel difference). Over ``pairs``
-    (index pairs) when given, else over every pair; either way only where the masks' boxes meet."""
+    (index pairs) when given, else over every pair; either way only where the masks' boxes meet. The masks
+    are full frames, or crops placed at ``visible_boxes`` / ``amodal_boxes`` (give both or neither)."""
+    vis_content, vis_placed = _placements(visible, visible_boxes)
+    am_content, am_placed = _placements(amodal, amodal_boxes)
     # Each instance's box covers its visible and its amodal mask (a stated visible mask may stray outside).
-    boxes = [_union_box(mask_box(v), mask_box(a)) for v, a in zip(visible, amodal)]
+    boxes = [_union_box(v, a) for v, a in zip(vis_content, am_content)]
     meet = set(box_pairs(boxes))
     candidates = sorted(meet) if pairs is None else [p for p in pairs if (min(p), max(p)) in meet]
     out = []
     for i, j in candidates:
-        vi, aj = _meeting(visible[i], boxes[i], amodal[j], boxes[j])
-        vj, ai = _meeting(visible[j], boxes[j], amodal[i], boxes[i])
+        window = cast(Box, meet_box(boxes[i], boxes[j]))
+        vi, vj = (crop_over(visible[k], vis_placed[k], window) for k in (i, j))
+        ai, aj = (crop_over(amodal[k], am_placed[k], window) for k in (i, j))
         i_over_j, j_over_i = int(np.count_nonzero(vi & aj)), int(np.count_nonzero(vj & ai))
         if i_over_j > j_over_i:
             out.append(Constraint(i, j, float(i_over_j - j_over_i)))
@@ -177,13 +201,6 @@ def _union_box(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tu
     if b[2] <= b[0] or b[3] <= b[1]:
         return a
     return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
-
-
-def _meeting(a: np.ndarray, a_box: Sequence[int], b: np.ndarray, b_box: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Two full-frame masks cut to where their boxes meet (boxes that meet: see `box_pairs`)."""
-    x0, y0 = max(a_box[0], b_box[0]), max(a_box[1], b_box[1])
-    x1, y1 = min(a_box[2], b_box[2]), min(a_box[3], b_box[3])
-    return a[y0:y1, x0:x1], b[y0:y1, x0:x1]
 
 
 def box_pairs(boxes: Sequence[Sequence[int]]) -> list[tuple[int, int]]:

@@ -7,6 +7,7 @@ pasting, duplicates, depth order, visible masks, the maps, categories) is in doc
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +17,10 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 from torchvision.models.detection.roi_heads import expand_boxes, expand_masks
+from torchvision.models.detection.transform import resize_boxes
 from tqdm import tqdm
 
 from . import distributed, formats
@@ -26,6 +29,7 @@ from .config import defaults
 from .errors import ConfigError, FormatError, SemlayerError
 from .formats.compact import CompactScenes, compact_record
 from .images import ImageReadError, read_image, to_rgb
+from .model.sln import RoIMapTransform
 from .model.checkpoint import categories_from_names, check_categories, load_for_inference
 from .order import Constraint, box_pairs, ranks_from_constraints
 from .resources import ASSETS
@@ -38,6 +42,9 @@ DEFAULT_CHECKPOINT = ASSETS / "checkpoints" / "sln_tiny_synth.pt"
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 MASK_THRESHOLD = 0.5
 OUTPUT_FORMATS = ("cocoa", "coco", "results")
+# Pixels of pasted detection crops whose per-pixel steps run together: bounds the float buffers a large
+# photo's detections need, while a small image's run in one group.
+DECODE_PIXELS = 1 << 22
 MIN_EXTERNAL_THICKNESS = 3  # px: external-occlusion pieces no square of this side fits in are noise
 
 
@@ -134,6 +141,58 @@ def _argmax_channels(maps: np.ndarray) -> np.ndarray:
     return index
 
 
+def _network_scale(transform: RoIMapTransform, height: int, width: int) -> float:
+    """The scale factor torchvision's ``_resize_image_and_masks`` resizes an image by at inference."""
+    return min(transform.min_size[-1] / min(height, width), transform.max_size / max(height, width))
+
+
+def _network_size(transform: RoIMapTransform, height: int, width: int) -> tuple[int, int] | None:
+    """The ``(h, w)`` the detection transform resizes an image to at inference (``F.interpolate``'s
+    rounding) when that shrinks it, None otherwise."""
+    scale = _network_scale(transform, height, width)
+    if scale >= 1.0:
+        return None
+    return math.floor(float(height) * scale), math.floor(float(width) * scale)
+
+
+def _normalised_small(transform: RoIMapTransform, rgb: np.ndarray, device: torch.device) -> torch.Tensor:
+    """The (3, h, w) tensor the transform's ``normalize`` then ``resize`` make of a uint8 RGB image, built
+    one channel at a time (each channel's arithmetic is the transform's, so the values are too)."""
+    height, width = rgb.shape[:2]
+    scale = _network_scale(transform, height, width)
+    mean = torch.as_tensor(transform.image_mean, dtype=torch.float32, device=device)
+    std = torch.as_tensor(transform.image_std, dtype=torch.float32, device=device)
+    channels = []
+    with torch.inference_mode():
+        for c in range(3):
+            plane = torch.from_numpy(np.ascontiguousarray(rgb[:, :, c])).to(device).float().div_(255.0)
+            plane.sub_(mean[c]).div_(std[c])  # in place: the same arithmetic as ``(image - mean) / std``
+            channels.append(
+                F.interpolate(
+                    plane[None, None],
+                    scale_factor=scale,
+                    mode="bilinear",
+                    recompute_scale_factor=True,
+                    align_corners=False,
+                )[0, 0]
+            )
+    return torch.stack(channels)
+
+
+def _upsampled_argmax(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """``_argmax_channels`` of (C, h, w) logits resized (bilinear, ``align_corners=False``) to ``size``,
+    one channel at a time: equal to resizing them all at once, without C float frames of the image."""
+    best = index = None
+    for k in range(logits.shape[0]):
+        channel = F.interpolate(logits[None, k : k + 1], size=size, mode="bilinear", align_corners=False)[0, 0]
+        if best is None or index is None:
+            best, index = channel, torch.zeros(size, dtype=torch.int8, device=channel.device)
+            continue
+        index[channel > best] = k
+        torch.maximum(best, channel, out=best)
+    return cast(torch.Tensor, index).cpu().numpy()
+
+
 def _overlap(a: np.ndarray, a_box: Sequence[int], b: np.ndarray, b_box: Sequence[int]) -> int:
     """Number of pixels set in both crops."""
     x0, y0 = max(a_box[0], b_box[0]), max(a_box[1], b_box[1])
@@ -149,20 +208,12 @@ def _overlap(a: np.ndarray, a_box: Sequence[int], b: np.ndarray, b_box: Sequence
 
 
 def _full(crop: np.ndarray, box: Sequence[int], shape: tuple[int, int], fill: Any = 0) -> np.ndarray:
-    """A crop placed in a full frame of ``fill``."""
-    return _full_frames([crop], [box], shape, fill)[0]
-
-
-def _full_frames(
-    crops: Sequence[np.ndarray], boxes: Sequence[Sequence[int]], shape: tuple[int, int], fill: Any = 0
-) -> list[np.ndarray]:
-    """Crops placed in full frames of ``fill``, allocated as one block: one allocation instead of one per
-    frame (docs/benchmarks.md)."""
-    dtype = crops[0].dtype if crops else np.dtype(bool)
-    out = np.zeros((len(crops), *shape), dtype) if fill == 0 else np.full((len(crops), *shape), fill, dtype)
-    for frame, crop, (x0, y0, x1, y1) in zip(out, crops, boxes):
-        frame[y0:y1, x0:x1] = crop
-    return list(out)
+    """A crop placed in a full frame of ``fill``: only for `Predictor.instance_maps`, whose maps are full
+    frames by contract; scenes keep crops."""
+    frame = np.full(shape, fill, crop.dtype)
+    x0, y0, x1, y1 = box
+    frame[y0:y1, x0:x1] = crop
+    return frame
 
 
 def _drop_specks(mask: np.ndarray, min_pixels: float) -> np.ndarray:
@@ -292,21 +343,49 @@ class Predictor:
         rgb = to_rgb(image)
         if rgb.shape[0] == 0 or rgb.shape[1] == 0:
             raise ImageReadError("<array>", f"an image with pixels, got shape {rgb.shape}")
-        tensor = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1).float().div_(255.0)
-        with torch.inference_mode():
-            out = self.model([tensor])[0]
+        out = self._network(rgb)
         order = torch.argsort(out["scores"], descending=True, stable=True)
         raw = {k: v[order].cpu() for k, v in out.items() if k != "global_layers"}
         self._global = None
         if "global_layers" in out:
             # Kept as the arg-max only: the (K + 1) float frames would be 16 bytes a pixel of the image.
-            self._global = _argmax_channels(out["global_layers"].cpu().numpy()).astype(np.uint8)
+            self._global = cast(np.ndarray, out["global_layers"])
         self._raw = raw
         self._shape = (int(rgb.shape[0]), int(rgb.shape[1]))
         self._paste = None
         self._dets = [None] * int(raw["scores"].numel())
         self._nms_done = 0
         self._keep = []
+
+    def _network(self, rgb: np.ndarray) -> dict[str, Any]:
+        """The network's outputs for one image in the image's frame, ``global_layers`` as its uint8 arg-max.
+
+        An image the network's transform would shrink is normalised and shrunk here, one colour channel at
+        a time with the transform's own operations (so the numbers are the same), so that it never exists
+        as a float tensor at full size; the boxes and the global logits are then brought back to the
+        image's frame as the transform's ``postprocess`` does, again a channel at a time."""
+        height, width = rgb.shape[:2]
+        transform = getattr(self.model, "transform", None)
+        small = _network_size(transform, height, width) if isinstance(transform, RoIMapTransform) else None
+        if small is None or not isinstance(transform, RoIMapTransform):
+            tensor = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1).float().div_(255.0)
+            with torch.inference_mode():
+                out = dict(self.model([tensor])[0])
+        else:
+            tensor = _normalised_small(transform, rgb, self.device)
+            transform.presized = True
+            try:
+                with torch.inference_mode():
+                    out = dict(self.model([tensor])[0])
+            finally:
+                transform.presized = False
+        if small is not None:
+            out["boxes"] = resize_boxes(out["boxes"], list(small), [height, width])
+        if "global_layers" in out:  # in the image's frame already unless the image was shrunk here
+            glm = out["global_layers"]
+            index = _argmax_channels(glm.cpu().numpy()) if small is None else _upsampled_argmax(glm, (height, width))
+            out["global_layers"] = index.astype(np.uint8)
+        return out
 
     def _require_image(self) -> None:
         if self._raw is None:
@@ -321,8 +400,9 @@ class Predictor:
     def _decode(self, ds: Sequence[int]) -> None:
         """Decode detections ``ds`` into the cache. Each is pasted over its box and cut to the bounding
         box of its amodal mask (smaller crops make every later pairwise test cheaper) on its own, but the
-        per-pixel steps then run once over all their pixels together, laid end to end in one buffer."""
-        raw, (H, W), K = self._raw, self._shape, self.K
+        per-pixel steps then run together over the pixels of a group of them (`DECODE_PIXELS`), laid end to
+        end in one buffer."""
+        raw, (H, W) = self._raw, self._shape
         if self._paste is None:
             channels = [raw["masks"]]
             if self.has_layers:
@@ -334,6 +414,7 @@ class Predictor:
             self._paste = _paste_geometry(torch.cat(channels, dim=1), raw["boxes"])
         padded, boxes = self._paste
         found: list[tuple[int, np.ndarray, tuple[int, int, int, int]]] = []
+        pending = 0
         for d in ds:
             crop, box = _paste_in_box(padded[d], boxes[d], H, W)
             amodal = crop[:, :, 0] > MASK_THRESHOLD
@@ -341,9 +422,19 @@ class Predictor:
             if tight == EMPTY_BOX:
                 self._dets[d] = self._empty_detection()
                 continue
-            found.append((d, crop[cy0:cy1, cx0:cx1], (box[0] + cx0, box[1] + cy0, box[0] + cx1, box[1] + cy1)))
-        if not found:
-            return
+            # A copy, so the whole pasted box is not kept alive by a view of its tight part.
+            found.append((d, crop[cy0:cy1, cx0:cx1].copy(), (box[0] + cx0, box[1] + cy0, box[0] + cx1, box[1] + cy1)))
+            pending += (cy1 - cy0) * (cx1 - cx0)
+            if pending >= DECODE_PIXELS:  # a large photo's detections: per-pixel steps in bounded groups
+                self._decode_found(found)
+                found, pending = [], 0
+        if found:
+            self._decode_found(found)
+
+    def _decode_found(self, found: list[tuple[int, np.ndarray, tuple[int, int, int, int]]]) -> None:
+        """The per-pixel steps of `_decode` for pasted tight crops ``(detection, crop (h, w, C), box)``."""
+        raw, (H, W), K = self._raw, self._shape, self.K
+        padded = self._paste[0]
         sizes = [crop.shape[0] * crop.shape[1] for _, crop, _ in found]
         ends = np.cumsum(sizes)
         # Channels first, so that each channel's pixels are contiguous for the steps below.
@@ -434,13 +525,13 @@ class Predictor:
         weights = [float(scores[d]) for d in kept]
         ranks = ranks_from_constraints(len(kept), self._order_constraints(dets, weights)).ranks
 
-        boxes = [det.box for det in dets]
-        amodal = _full_frames([det.amodal for det in dets], boxes, (H, W))
         instances = []
-        for k, (d, rank) in enumerate(zip(kept, ranks)):
+        for det, d, rank in zip(dets, kept, ranks):
             category, name = self._category(int(self._raw["labels"][d]))
             instances.append(
-                Instance(id=d + 1, amodal=amodal[k], rank=rank, name=name, category=category, score=float(scores[d]))
+                Instance.from_crop(
+                    d + 1, det.amodal, det.box, (H, W), rank=rank, name=name, category=category, score=float(scores[d])
+                )
             )
         scene = AmodalScene(record, instances, annotation={"author": "semlayer.predict"})
         if self.has_layers:
@@ -459,8 +550,7 @@ class Predictor:
             x0, y0, x1, y1 = det.box
             in_front = covered[y0:y1, x0:x1]
             external = _drop_specks(det.amodal & ~det.evidence & ~in_front, self.min_external_fraction * det.area)
-            if external.any():
-                inst.external = _full(external, det.box, scene.shape)
+            inst.set_external_crop(external)  # the detection's box is the amodal mask's tight box
             hidden = in_front | external
             head = cast(np.ndarray, det.layers)  # an SLN's detections have layers
             layers = np.where(hidden, np.maximum(head, 1), 0).astype(np.int8)

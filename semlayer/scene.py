@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-from .boxes import box_xywh, mask_box
+from .boxes import EMPTY_BOX, Box, box_xywh, crop_over, crop_to_box, in_box, mask_box, meet_box, paste_crop
 
 MOVES = ("forward", "backward", "front", "back")
 
@@ -29,50 +29,140 @@ def _as_mask(mask: np.ndarray, height: int, width: int, what: str) -> np.ndarray
     return arr.astype(bool, copy=False)
 
 
-@dataclass(eq=False)
 class Instance:
     """One object of a scene.
 
-    ``amodal`` is the whole extent (bool HxW). ``polygons`` are source polygons (flat ``[x1, y1, ...]``
-    lists, absolute pixels) that rasterise exactly to ``amodal``; they are dropped as soon as the mask is
-    edited, so a writer can keep them only while they are still true. ``extra`` holds the fields of the
+    The amodal mask is stored as a crop (``amodal_crop``, bool) in its tight box (``box``, `boxes.Box`) of a
+    frame of ``shape``, so an instance's memory follows its box, not the image; ``amodal`` is the full-frame
+    mask, built afresh on each access (a caller's copy: writing to it changes nothing), and assigning a
+    full-frame mask to it crops it. The *external occlusion* mask lives in the same box (``external_crop``,
+    or the full-frame ``external``, None when empty). ``polygons`` are source polygons (flat ``[x1, y1, ...]``
+    lists, absolute pixels) that rasterise exactly to the amodal mask; they are dropped as soon as the mask
+    is edited, so a writer can keep them only while they are still true. ``extra`` holds the fields of the
     source record this project does not interpret; writers put them back unchanged. ``cluster`` is KINS
     2020's annotated ``(oco_id, ico_id)`` as read (the evaluator's depth-order pairs); edits do not update
     it; the KINS writer writes it back while the scene's order still agrees with it, and the other writers
     state depth by their own fields.
+
+    ``semdist``: a prediction attaches the network's map here, a `semdist.SemDistMap` crop of the
+    instance's box, whose layers follow the scene's visible mask. ``stated_visible`` /
+    ``stated_occlude_rate``: the occlusion the source record states, where it is not what the painter's
+    rule gives (overlapping detections need not agree with any one depth order): the visible mask as COCO
+    RLE, inside the amodal mask, and the rate as the file has it; None when unstated. An edit of the order,
+    of the visibility or of this mask drops them: they describe the file, not the edited scene.
+
+    Build it from a full-frame mask (``Instance(id, mask, ...)``) or from a crop (`Instance.from_crop`).
     """
 
-    id: int
-    amodal: np.ndarray
-    rank: int = 1
-    name: str = ""
-    category: int | None = None
-    is_stuff: bool = False
-    score: float | None = None
-    external: np.ndarray | None = None
-    polygons: list[list[float]] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    cluster: tuple[int, int] | None = None
-    # A prediction attaches the network's map here: a `semdist.SemDistMap`, a crop of the instance's box (so
-    # its memory follows the box, not the image), whose layers follow the scene's visible mask.
-    semdist: Any = None
-    # The occlusion the source record states, where it is not what the painter's rule gives (overlapping
-    # detections need not agree with any one depth order): ``stated_visible`` as COCO RLE, inside the amodal
-    # mask; ``stated_occlude_rate`` as the file has it. None when unstated. An edit of the order, of the
-    # visibility or of this mask drops them: they describe the file, not the edited scene.
-    stated_visible: dict[str, Any] | None = None
-    stated_occlude_rate: float | None = None
+    def __init__(
+        self,
+        id: int,
+        amodal: np.ndarray,
+        rank: int = 1,
+        name: str = "",
+        category: int | None = None,
+        is_stuff: bool = False,
+        score: float | None = None,
+        external: np.ndarray | None = None,
+        polygons: list[list[float]] | None = None,
+        extra: dict[str, Any] | None = None,
+        cluster: tuple[int, int] | None = None,
+        semdist: Any = None,
+        stated_visible: dict[str, Any] | None = None,
+        stated_occlude_rate: float | None = None,
+    ) -> None:
+        self.id = id
+        self.rank = rank
+        self.name = name
+        self.category = category
+        self.is_stuff = is_stuff
+        self.score = score
+        self.polygons = polygons
+        self.extra = {} if extra is None else extra
+        self.cluster = cluster
+        self.semdist = semdist
+        self.stated_visible = stated_visible
+        self.stated_occlude_rate = stated_occlude_rate
+        mask = np.asarray(amodal, dtype=bool)
+        if mask.ndim != 2:
+            raise ValueError(f"instance {self.id}: amodal mask must be 2-D, got shape {mask.shape}")
+        self.shape: tuple[int, int] = (int(mask.shape[0]), int(mask.shape[1]))
+        self.amodal_crop, self.box = crop_to_box(mask)
+        self.external_crop: np.ndarray | None = None
+        self.external = external
 
-    def __post_init__(self) -> None:
-        self.amodal = np.asarray(self.amodal, dtype=bool)
-        if self.amodal.ndim != 2:
-            raise ValueError(f"instance {self.id}: amodal mask must be 2-D, got shape {self.amodal.shape}")
-        if self.external is not None:
-            h, w = self.amodal.shape
-            self.external = _as_mask(self.external, h, w, f"instance {self.id} external mask")
-            self.external = self.external & self.amodal
-            if not self.external.any():
-                self.external = None
+    @classmethod
+    def from_crop(
+        cls, id: int, crop: np.ndarray, box: Sequence[int], shape: tuple[int, int], **fields: Any
+    ) -> Instance:
+        """An instance whose amodal mask is ``crop`` placed at ``box`` (x0, y0, x1, y1) in a frame of
+        ``shape``, without building that frame; ``external`` (keyword) may be a crop in the same box."""
+        external = fields.pop("external", None)
+        inst = cls(id, np.zeros((0, 0), bool), **fields)
+        inst.shape = (int(shape[0]), int(shape[1]))
+        inst.set_amodal_crop(crop, box)
+        inst.set_external_crop(external)
+        return inst
+
+    def __repr__(self) -> str:
+        return f"Instance(id={self.id}, rank={self.rank}, name={self.name!r}, box={self.box}, shape={self.shape})"
+
+    # ----- masks -------------------------------------------------------------------------------
+    @property
+    def amodal(self) -> np.ndarray:
+        """The full-frame amodal mask (a fresh array)."""
+        return paste_crop(self.amodal_crop, self.box, self.shape)
+
+    @amodal.setter
+    def amodal(self, mask: np.ndarray) -> None:
+        external = self.external
+        self.amodal_crop, self.box = crop_to_box(_as_mask(mask, *self.shape, f"instance {self.id} amodal mask"))
+        self.external = external
+
+    @property
+    def external(self) -> np.ndarray | None:
+        """The full-frame external occlusion mask (a fresh array), None when there is none."""
+        return None if self.external_crop is None else paste_crop(self.external_crop, self.box, self.shape)
+
+    @external.setter
+    def external(self, mask: np.ndarray | None) -> None:
+        if mask is None:
+            self.external_crop = None
+            return
+        x0, y0, x1, y1 = self.box
+        self.set_external_crop(_as_mask(mask, *self.shape, f"instance {self.id} external mask")[y0:y1, x0:x1])
+
+    def set_amodal_crop(self, crop: np.ndarray, box: Sequence[int]) -> None:
+        """Store ``crop`` (placed at ``box`` in the frame) as the amodal mask, cut to its tight box; an
+        external mask is kept where it stays inside. Polygons and predictions are not touched (`set_amodal`
+        drops them)."""
+        crop = np.asarray(crop, dtype=bool)
+        bx0, by0, bx1, by1 = (int(v) for v in box)
+        if crop.shape != (by1 - by0, bx1 - bx0) or bx0 < 0 or by0 < 0 or bx1 > self.shape[1] or by1 > self.shape[0]:
+            raise ValueError(f"instance {self.id}: a crop of shape {crop.shape} does not fit box {tuple(box)}")
+        external = self.external_crop
+        old_box = self.box
+        x0, y0, x1, y1 = tight = mask_box(crop)
+        self.box = EMPTY_BOX if tight == EMPTY_BOX else (bx0 + x0, by0 + y0, bx0 + x1, by0 + y1)
+        self.amodal_crop = crop[y0:y1, x0:x1].copy(order="K")  # owned: callers may keep and edit theirs
+        if external is None:
+            return
+        self.external_crop = None
+        self.set_external_crop(crop_over(external, old_box, self.box))
+
+    def set_external_crop(self, crop: np.ndarray | None) -> None:
+        """Store the external mask from a crop in ``box`` (kept inside the amodal mask; None when empty)."""
+        if crop is None:
+            self.external_crop = None
+            return
+        ext = np.asarray(crop, dtype=bool) & self.amodal_crop
+        self.external_crop = ext if ext.any() else None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the mask arrays this instance keeps (the amodal and external crops)."""
+        ext = 0 if self.external_crop is None else self.external_crop.nbytes
+        return int(self.amodal_crop.nbytes) + ext
 
     @property
     def layers(self) -> np.ndarray | None:
@@ -81,23 +171,18 @@ class Instance:
 
     @property
     def area(self) -> int:
-        return int(np.count_nonzero(self.amodal))
+        return int(np.count_nonzero(self.amodal_crop))
 
     def bbox(self) -> list[float]:
         """Amodal box as COCO ``[x, y, w, h]`` (pixel-edge coordinates), all zeros when empty."""
-        return box_xywh(mask_box(self.amodal))
+        return box_xywh(self.box)
 
     def set_amodal(self, mask: np.ndarray) -> None:
         """Replace the amodal mask; source polygons and dense predictions no longer describe it."""
-        h, w = self.amodal.shape
-        self.amodal = _as_mask(mask, h, w, f"instance {self.id} amodal mask").copy()
+        self.amodal = _as_mask(mask, *self.shape, f"instance {self.id} amodal mask")
         self.polygons = None
         self.semdist = None
         self.drop_stated()
-        if self.external is not None:
-            self.external = self.external & self.amodal
-            if not self.external.any():
-                self.external = None
 
     def drop_stated(self) -> None:
         self.stated_visible = None
@@ -124,10 +209,8 @@ class AmodalScene:
                 raise ValueError(f"scene image record needs '{key}'")
         self.image.setdefault("file_name", "")
         for inst in self.instances:
-            if inst.amodal.shape != self.shape:
-                raise ValueError(
-                    f"instance {inst.id}: mask shape {inst.amodal.shape} does not match image {self.shape}"
-                )
+            if inst.shape != self.shape:
+                raise ValueError(f"instance {inst.id}: mask shape {inst.shape} does not match image {self.shape}")
         if self.instances:
             self.check_ranks()
 
@@ -223,32 +306,61 @@ class AmodalScene:
     def _empty_mask(self) -> np.ndarray:
         """An all-False frame in the masks' memory order: masks decoded from RLE are Fortran-ordered, and
         mixing orders makes every operation strided (and the RLE encoder copy its input)."""
-        fortran = bool(self.instances) and not self.instances[0].amodal.flags.c_contiguous
+        crop = self.instances[0].amodal_crop if self.instances else None
+        fortran = crop is not None and crop.flags.f_contiguous and not crop.flags.c_contiguous
         return np.zeros(self.shape, dtype=bool, order="F" if fortran else "C")
 
-    def visible_masks(self) -> list[np.ndarray]:
-        """Visible mask of every instance (source order), by the painter's rule."""
-        out: list[np.ndarray] = [np.zeros(0, bool)] * len(self.instances)
+    def visible_crops(self) -> list[np.ndarray]:
+        """Visible mask of every instance (source order) by the painter's rule, each as a crop in its
+        instance's ``box``: one running union of the frame, no frame per instance."""
+        out: list[np.ndarray] = [np.zeros((0, 0), bool)] * len(self.instances)
         covered = self._empty_mask()
         for i in self.front_to_back():
             inst = self.instances[i]
-            vis = inst.amodal & ~covered
-            if inst.external is not None:
-                vis &= ~inst.external
+            x0, y0, x1, y1 = inst.box
+            vis = inst.amodal_crop & ~covered[y0:y1, x0:x1]
+            if inst.external_crop is not None:
+                vis &= ~inst.external_crop
             out[i] = vis
-            covered |= inst.amodal
+            covered[y0:y1, x0:x1] |= inst.amodal_crop
         return out
 
-    def visible(self, instance_id: int) -> np.ndarray:
+    def iter_visible_masks(self) -> Iterator[np.ndarray]:
+        """`visible_masks` one frame at a time (source order): a writer holds one frame, not one per instance."""
+        for inst, vis in zip(self.instances, self.visible_crops()):
+            yield paste_crop(vis, inst.box, self.shape)
+
+    def visible_masks(self) -> list[np.ndarray]:
+        """Visible mask of every instance (source order), by the painter's rule, as full frames (hot paths
+        use `visible_crops`)."""
+        return [paste_crop(vis, inst.box, self.shape) for inst, vis in zip(self.instances, self.visible_crops())]
+
+    def _front_union_in(self, rank: int, box: Box) -> np.ndarray:
+        """Union of the amodal masks of the instances ranked before ``rank``, cut to ``box``."""
+        x0, y0, x1, y1 = box
+        covered = np.zeros((y1 - y0, x1 - x0), bool)
+        for other in self.instances:
+            window = meet_box(other.box, box) if other.rank < rank else None
+            if window is not None:
+                covered[window[1] - y0 : window[3] - y0, window[0] - x0 : window[2] - x0] |= in_box(
+                    other.amodal_crop, other.box, window
+                )
+        return covered
+
+    def visible_crop(self, instance_id: int) -> np.ndarray:
+        """The visible mask of one instance as a crop in its ``box``."""
         inst = self.get(instance_id)
-        vis = inst.amodal & ~self.front_union(instance_id)
-        if inst.external is not None:
-            vis &= ~inst.external
+        vis = inst.amodal_crop & ~self._front_union_in(inst.rank, inst.box)
+        if inst.external_crop is not None:
+            vis &= ~inst.external_crop
         return vis
+
+    def visible(self, instance_id: int) -> np.ndarray:
+        return paste_crop(self.visible_crop(instance_id), self.get(instance_id).box, self.shape)
 
     def occluded(self, instance_id: int) -> np.ndarray:
         inst = self.get(instance_id)
-        return inst.amodal & ~self.visible(instance_id)
+        return paste_crop(inst.amodal_crop & ~self.visible_crop(instance_id), inst.box, self.shape)
 
     def front_union(self, instance_id: int) -> np.ndarray:
         """Union of the amodal masks of every instance in front of the given one."""
@@ -256,36 +368,33 @@ class AmodalScene:
         covered = self._empty_mask()
         for inst in self.instances:
             if inst.rank < rank:
-                covered |= inst.amodal
+                x0, y0, x1, y1 = inst.box
+                covered[y0:y1, x0:x1] |= inst.amodal_crop
         return covered
 
     def occlude_rates(self) -> list[float]:
-        """|occluded| / |amodal| per instance (0.0 for an empty mask). Counted in each instance's box with
-        one running union, so it holds one frame, not a visible mask per instance."""
+        """|occluded| / |amodal| per instance (0.0 for an empty mask), with one running union of the frame."""
         rates = [0.0] * len(self.instances)
-        covered = self._empty_mask()
-        for i in self.front_to_back():
-            inst = self.instances[i]
-            x0, y0, x1, y1 = mask_box(inst.amodal)
-            box = (slice(y0, y1), slice(x0, x1))
-            amodal = inst.amodal[box]
-            hidden = amodal & covered[box]
-            if inst.external is not None:
-                hidden |= inst.external[box]
-            area = int(np.count_nonzero(amodal))
-            rates[i] = float(np.count_nonzero(hidden) / area) if area else 0.0
-            covered[box] |= amodal
+        for i, (inst, vis) in enumerate(zip(self.instances, self.visible_crops())):
+            area = inst.area
+            rates[i] = float((area - np.count_nonzero(vis)) / area) if area else 0.0
         return rates
+
+    def _overlaps(self, a: Instance, b: Instance) -> bool:
+        window = meet_box(a.box, b.box)
+        return window is not None and bool(
+            (in_box(a.amodal_crop, a.box, window) & in_box(b.amodal_crop, b.box, window)).any()
+        )
 
     def occluders(self, instance_id: int) -> list[int]:
         """Ids of the instances in front of the given one whose amodal mask overlaps it."""
         inst = self.get(instance_id)
-        return [o.id for o in self.instances if o.rank < inst.rank and (o.amodal & inst.amodal).any()]
+        return [o.id for o in self.instances if o.rank < inst.rank and self._overlaps(o, inst)]
 
     def occludees(self, instance_id: int) -> list[int]:
         """Ids of the instances behind the given one whose amodal mask overlaps it."""
         inst = self.get(instance_id)
-        return [o.id for o in self.instances if o.rank > inst.rank and (o.amodal & inst.amodal).any()]
+        return [o.id for o in self.instances if o.rank > inst.rank and self._overlaps(o, inst)]
 
     def summary(self, rates: Sequence[float] | None = None) -> dict[str, Any]:
         """``{"image": {"id", "file_name", "height", "width"}, "instances": [{"id", "name", "category", "rank",
@@ -307,13 +416,19 @@ class AmodalScene:
         """Ids of the instances whose amodal mask covers pixel (x, y), front-most first."""
         if not (0 <= y < self.height and 0 <= x < self.width):
             return []
-        return [self.instances[i].id for i in self.front_to_back() if self.instances[i].amodal[y, x]]
+        hits = []
+        for i in self.front_to_back():
+            inst = self.instances[i]
+            x0, y0, x1, y1 = inst.box
+            if x0 <= x < x1 and y0 <= y < y1 and inst.amodal_crop[y - y0, x - x0]:
+                hits.append(inst.id)
+        return hits
 
     # ----- editing -----------------------------------------------------------------------------
     def add(self, instance: Instance, rank: int | None = None) -> Instance:
         """Add an instance at ``rank`` (default: at the back); the others shift back."""
-        if instance.amodal.shape != self.shape:
-            raise ValueError(f"instance mask shape {instance.amodal.shape} does not match image {self.shape}")
+        if instance.shape != self.shape:
+            raise ValueError(f"instance mask shape {instance.shape} does not match image {self.shape}")
         if any(inst.id == instance.id for inst in self.instances):
             raise ValueError(f"scene {self.image_id} already has an instance with id {instance.id}")
         order = self.order_ids()
@@ -334,23 +449,31 @@ class AmodalScene:
         ``E_i = amodal_i \\ visible_i \\ union(front amodal)``. Visible pixels outside the amodal mask or
         under a front instance cannot be represented and are ignored (``validate`` reports them).
         """
-        if len(visible) != len(self.instances):
-            raise ValueError(f"expected {len(self.instances)} visible masks, got {len(visible)}")
+
+        def in_instance_box(i: int, inst: Instance) -> np.ndarray:
+            x0, y0, x1, y1 = inst.box
+            return _as_mask(visible[i], *self.shape, f"instance {inst.id} visible mask")[y0:y1, x0:x1]
+
+        self._set_external(len(visible), in_instance_box)
+
+    def set_visible_crops(self, crops: Sequence[np.ndarray], boxes: Sequence[Sequence[int]]) -> None:
+        """`set_visible` from visible masks given as crops placed at ``boxes``, without building frames."""
+        self._set_external(len(crops), lambda i, inst: crop_over(np.asarray(crops[i], bool), boxes[i], inst.box))
+
+    def _set_external(self, count: int, visible_in_box: Callable[[int, Instance], np.ndarray]) -> None:
+        """`set_visible` given each instance's visible mask cut to its box (``visible_in_box(i, inst)``)."""
+        if count != len(self.instances):
+            raise ValueError(f"expected {len(self.instances)} visible masks, got {count}")
         for inst in self.instances:
             inst.drop_stated()
         covered = self._empty_mask()
         for i in self.front_to_back():
             inst = self.instances[i]
-            vis = _as_mask(visible[i], *self.shape, f"instance {inst.id} visible mask")
+            vis = visible_in_box(i, inst)
             # In the amodal mask's box: E is inside it, and whole-frame operations cost the image per instance.
-            x0, y0, x1, y1 = mask_box(inst.amodal)
-            box = (slice(y0, y1), slice(x0, x1))
-            ext = inst.amodal[box] & ~vis[box] & ~covered[box]
-            inst.external = None
-            if ext.any():
-                inst.external = np.zeros(self.shape, bool, order="F" if covered.flags.f_contiguous else "C")
-                inst.external[box] = ext
-            covered[box] |= inst.amodal[box]
+            x0, y0, x1, y1 = inst.box
+            inst.set_external_crop(~vis & ~covered[y0:y1, x0:x1])
+            covered[y0:y1, x0:x1] |= inst.amodal_crop
 
 
 class InstanceFacts(NamedTuple):

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from .boxes import mask_box
+from .boxes import crop_over
 from .order import Constraint, Ordering, box_pairs, ranks_from_constraints
 from .scene import AmodalScene, Instance
 
@@ -120,12 +120,12 @@ def raw_layer_crops(scene: AmodalScene) -> list[tuple[tuple[int, int, int, int],
     out: list = [None] * len(scene.instances)
     for i in scene.front_to_back():
         inst = scene.instances[i]
-        box = mask_box(inst.amodal)
+        box = inst.box
         x0, y0, x1, y1 = box
-        amodal = inst.amodal[y0:y1, x0:x1]
+        amodal = inst.amodal_crop
         layer = count[y0:y1, x0:x1].copy()
-        if inst.external is not None:
-            layer += inst.external[y0:y1, x0:x1]
+        if inst.external_crop is not None:
+            layer += inst.external_crop
         layer[~amodal] = -1
         out[i] = (box, layer)
         count[y0:y1, x0:x1] += amodal
@@ -136,15 +136,14 @@ def raw_layer_crop(scene: AmodalScene, index: int) -> tuple[tuple[int, int, int,
     """``raw_layer_crops(scene)[index]`` for one instance, counted in its box only: what one instance's
     figures need costs its box, not the image."""
     inst = scene.instances[index]
-    box = mask_box(inst.amodal)
-    x0, y0, x1, y1 = box
-    layer = np.zeros((y1 - y0, x1 - x0), np.int32)
+    box = inst.box
+    layer = np.zeros(inst.amodal_crop.shape, np.int32)
     for other in scene.instances:
         if other.rank < inst.rank:
-            layer += other.amodal[y0:y1, x0:x1]
-    if inst.external is not None:
-        layer += inst.external[y0:y1, x0:x1]
-    layer[~inst.amodal[y0:y1, x0:x1]] = -1
+            layer += crop_over(other.amodal_crop, other.box, box)
+    if inst.external_crop is not None:
+        layer += inst.external_crop
+    layer[~inst.amodal_crop] = -1
     return box, layer
 
 

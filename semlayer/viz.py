@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from .boxes import EMPTY_BOX, mask_box
+from .boxes import EMPTY_BOX, crop_over, grow_box, mask_box
 from .io_utils import atomic_write_bytes
 from .scene import AmodalScene
 from .semdist import DEFAULT_K, DEFAULT_TAU, SemDistMap, encode_scene, global_layering_map, raw_layer_crop
@@ -348,12 +348,13 @@ def instance_panel(
     img = _check_image(image, scene.shape)
     idx = scene.index_of(instance_id)
     inst = scene.instances[idx]
-    box = mask_box(inst.amodal, margin)
+    box = grow_box(inst.box, margin, scene.shape)
     if box == EMPTY_BOX:
         raise ValueError(f"instance {instance_id} of scene {scene.image_id} has an empty amodal mask")
     x0, y0, x1, y1 = box
-    vis = scene.visible(instance_id)[y0:y1, x0:x1]
-    amodal = inst.amodal[y0:y1, x0:x1]
+    # From the crops, in the panel's box: no frame of the image per click.
+    vis = crop_over(scene.visible_crop(instance_id), inst.box, box)
+    amodal = crop_over(inst.amodal_crop, inst.box, box)
     occ = amodal & ~vis
     size = _zoom_crop(box, out_size)
     zoom = size[0] / (x1 - x0)
@@ -368,7 +369,8 @@ def instance_panel(
     # Outlines traced on the crop and drawn zoomed (as on the layer map): a fraction of the points of
     # tracing the enlarged masks, for the same lines.
     for j in scene.occluders(instance_id):
-        for points in _contours(scene.get(j).amodal[y0:y1, x0:x1], (0, 0)):
+        occluder = scene.get(j)
+        for points in _contours(crop_over(occluder.amodal_crop, occluder.box, box), (0, 0)):
             _draw_outline(canvas, _zoomed(points, zoom), None, (170, 170, 170), 1)
     for points in _contours(amodal, (0, 0)):
         solid = ~occ[points[:, 1], points[:, 0]]

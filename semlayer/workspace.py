@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from semlayer.boxes import mask_box
 from semlayer.errors import ConfigError, FormatError, SemlayerError
 from semlayer.formats.api import WRITERS, parse_json
 from semlayer.formats.cocoa import merge_into
@@ -116,7 +117,9 @@ def op_put_in_front(scene: AmodalScene, front_id: int, behind_id: int) -> None:
 def op_set_amodal(scene: AmodalScene, instance_id: int, mask: np.ndarray) -> None:
     inst = _instance(scene, instance_id)
     new = _mask(scene, mask, f"instance {inst.id} amodal mask")
-    if not np.array_equal(new, inst.amodal):  # an unchanged mask keeps its source polygon: no edit
+    x0, y0, x1, y1 = box = mask_box(new)
+    # An unchanged mask keeps its source polygon: no edit. Compared in the boxes, without a second frame.
+    if box != inst.box or not np.array_equal(new[y0:y1, x0:x1], inst.amodal_crop):
         inst.set_amodal(new)
 
 
@@ -152,9 +155,9 @@ def op_set_stuff(scene: AmodalScene, instance_id: int, is_stuff: bool) -> None:
 
 
 def editable_copy(scene: AmodalScene) -> AmodalScene:
-    """A copy of ``scene`` to edit that shares its mask arrays: every edit replaces a mask (`Instance.set_amodal`,
-    the painter's rule), none writes into one, so a full-frame mask is held once, not once per copy."""
-    shared = {id(a): a for inst in scene.instances for a in (inst.amodal, inst.external) if a is not None}
+    """A copy of ``scene`` to edit that shares its mask crops: every edit replaces a crop (`Instance.set_amodal`,
+    the painter's rule), none writes into one, so a mask is held once, not once per copy."""
+    shared = {id(a): a for inst in scene.instances for a in (inst.amodal_crop, inst.external_crop) if a is not None}
     return copy.deepcopy(scene, shared)
 
 

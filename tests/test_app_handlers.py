@@ -703,7 +703,7 @@ def test_the_model_cache_holds_references_and_evicts_by_bytes(model_tab, cfg):
     tab = model_tab
     model = tab.model
     first, again = tab.prediction(), tab.prediction()
-    assert all(a is b and a.amodal is b.amodal for a, b in zip(first.instances, again.instances))  # no copies
+    assert all(a is b and a.amodal_crop is b.amodal_crop for a, b in zip(first.instances, again.instances))  # no copies
     assert model.predictor.calls == 1
     entry_bytes = model.cached_bytes
     assert entry_bytes == sum(i.amodal.nbytes for i in first.instances) + first.instances[0].semdist.nbytes

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator, NoReturn, Sequence, TypeVar
 
 import numpy as np
 
+from ..boxes import Box, crop_over, crop_to_box, paste_crop
 from ..errors import FormatError
 from ..images import MAX_PIXELS
 from ..order import Constraint, constraints_from_clusters, constraints_from_overlap, ranks_from_constraints
@@ -197,6 +198,12 @@ class LazyMask:
     def area(self) -> int:
         return rle_area(self.rle)
 
+    def crop(self) -> tuple[np.ndarray, Box]:
+        """The mask as ``(crop, box)`` in its tight box; a frame decoded for it is not kept, so a region's
+        memory follows its box."""
+        frame = self._frame if self._frame is not None else rle_to_mask(self.rle)
+        return crop_to_box(frame)
+
 
 def _numbers(value: Any) -> bool:
     # exact type test: this runs on every polygon coordinate of a dataset (bool is no number here)
@@ -334,7 +341,7 @@ def check_unique_ids(ctx: Context, recs: list, path: str) -> None:
 
 
 # ----- groups and scenes ------------------------------------------------------------------------
-@dataclass
+@dataclass(eq=False)
 class Region:
     """One instance as its record states it (masks as stated, decoded on first use; nothing derived yet)."""
 
@@ -367,6 +374,18 @@ class Region:
     @property
     def invisible(self) -> np.ndarray | None:
         return None if self.invisible_mask is None else self.invisible_mask.frame
+
+    def amodal_crop(self) -> tuple[np.ndarray, Box]:
+        return self.amodal_mask.crop()
+
+    def visible_or_amodal_crop(self) -> tuple[np.ndarray, Box]:
+        """`visible_or_amodal` as ``(crop, box)``, decoding no frame that is kept."""
+        if self.visible_mask is not None:
+            return self.visible_mask.crop()
+        amodal, box = self.amodal_crop()
+        if self.invisible_mask is None:
+            return amodal, box
+        return amodal & ~crop_over(*self.invisible_mask.crop(), box), box
 
     def visible_or_amodal(self) -> np.ndarray:
         """The visible mask as stated (``visible_mask``, else amodal minus ``invisible_mask``)."""
@@ -426,14 +445,15 @@ def group_ranks(group: Group) -> list[int]:
     regions = group.regions
     n = len(regions)
     keys = [r.order for r in regions]
-    amodal = [r.amodal for r in regions]
+    amodal, amodal_boxes = zip(*(r.amodal_crop() for r in regions)) if regions else ((), ())
     keyed = n > 0 and all(k is not None for k in keys)
     if keyed and len(set(keys)) == n:
         return renumber_ranks(keys)
     # Tied keys (D2SA gives every object order 1): constraints only inside a tie never put an object before
     # one of a smaller key, so the keys still order the pairs that do not tie.
     tied = [(i, j) for i in range(n) for j in range(i + 1, n) if keys[i] == keys[j]] if keyed else None
-    evidence = constraints_from_overlap([r.visible_or_amodal() for r in regions], amodal, tied)
+    visible, visible_boxes = zip(*(r.visible_or_amodal_crop() for r in regions)) if regions else ((), ())
+    evidence = constraints_from_overlap(visible, amodal, tied, visible_boxes, amodal_boxes)
     if any(r.cluster is not None for r in regions):
         clusters = [r.cluster or (0, 0) for r in regions]
         same = {(i, j) for i in range(n) for j in range(n) if clusters[i][0] > 0 and clusters[i][0] == clusters[j][0]}
@@ -464,10 +484,12 @@ def build_scene(group: Group, repairs: list[Repair] | None = None) -> AmodalScen
     decoded only where it hides pixels that no instance in front covers (external occlusion) or shows
     pixels under one (kept as the instance's ``stated_visible``)."""
     ranks = group_ranks(group)
+    shape = (int(group.image["height"]), int(group.image["width"]))
     instances = [
-        Instance(
-            id=r.id,
-            amodal=r.amodal,
+        Instance.from_crop(
+            r.id,
+            *r.amodal_crop(),
+            shape,
             rank=rank,
             name=r.name,
             category=r.category,
@@ -482,13 +504,17 @@ def build_scene(group: Group, repairs: list[Repair] | None = None) -> AmodalScen
     scene = AmodalScene(group.image, instances, group.annotation)
     counts = stated_occlusion(group.regions, ranks)
     # Where nothing is hidden but by instances in front, the amodal mask gives the same scene as the stated one.
-    scene.set_visible([r.visible_or_amodal() if hidden else r.amodal for r, (_, hidden) in zip(group.regions, counts)])
+    stated = [
+        r.visible_or_amodal_crop() if hidden else r.amodal_crop() for r, (_, hidden) in zip(group.regions, counts)
+    ]
+    scene.set_visible_crops([crop for crop, _ in stated], [box for _, box in stated])
     for inst, r, (under, _) in zip(scene.instances, group.regions, counts):
         inst.stated_occlude_rate = None if r.occlude_rate is None else float(r.occlude_rate)
         if r.visible_mask is None and r.invisible_mask is None:
             continue  # nothing stated: the whole amodal mask is visible unless something is in front
         if under:  # the painter's rule hides stated visible pixels: the file's visible mask is kept too
-            inst.stated_visible = encode_rle(r.visible_or_amodal() & r.amodal)
+            visible = crop_over(*r.visible_or_amodal_crop(), inst.box) & inst.amodal_crop
+            inst.stated_visible = encode_rle(paste_crop(visible, inst.box, scene.shape))
         if repairs is not None:
             outside = (
                 0

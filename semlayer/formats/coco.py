@@ -292,7 +292,7 @@ def _coco_annotations(annset: AnnotationSet, default_cat: int, keep_ids: bool) -
     count = 0
     for scene in annset.scenes:
         base = annotation_header(scene, scene.annotation.get("id")) if scene.annotation else None
-        for inst, vis in zip(scene.instances, scene.visible_masks()):
+        for inst, vis in zip(scene.instances, scene.iter_visible_masks()):
             area = inst.area
             hidden = inst.amodal & ~vis
             n_hidden = int(np.count_nonzero(hidden))
@@ -365,7 +365,8 @@ def kins_clusters(scene: AmodalScene) -> list[tuple[int, int]]:
     non-overlapping instances 0, and that is how the KINS 2020 files state them."""
     n = len(scene.instances)
     ranks = scene.ranks()
-    pairs = overlapping_pairs(ranks, [inst.amodal for inst in scene.instances])  # (front, back), front first
+    crops, boxes = [i.amodal_crop for i in scene.instances], [i.box for i in scene.instances]
+    pairs = overlapping_pairs(ranks, crops, boxes)  # (front, back), front first
     parent = list(range(n))
 
     def root(i: int) -> int:
@@ -431,7 +432,7 @@ def _kins_annotations(annset: AnnotationSet, default_cat: int, keep_ids: bool) -
     count = 0
     for scene in annset.scenes:
         clusters = _stated_clusters(scene) or kins_clusters(scene)
-        for inst, vis, (oco, ico) in zip(scene.instances, scene.visible_masks(), clusters):
+        for inst, vis, (oco, ico) in zip(scene.instances, scene.iter_visible_masks(), clusters):
             amodal_rle = mask_to_rle(inst.amodal)
             polygons = _exact_polygons(inst.polygons, amodal_rle)
             segm = polygons if polygons is not None else as_json_rle(amodal_rle)

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
+from ..boxes import paste_crop
 from ..order import format_depth_constraint, overlapping_pairs
 from ..scene import AmodalScene, AnnotationSet
 
@@ -142,7 +143,7 @@ def annotation_header(scene: AmodalScene, annotation_id: int | None) -> dict[str
     rec["image_id"] = scene.image_id
     rec["size"] = len(scene)
     ranks = scene.ranks()
-    pairs = overlapping_pairs(ranks, [inst.amodal for inst in scene.instances])
+    pairs = overlapping_pairs(ranks, [i.amodal_crop for i in scene.instances], [i.box for i in scene.instances])
     rec["depth_constraint"] = format_depth_constraint((ranks[a], ranks[b]) for a, b in pairs)
     return rec
 
@@ -260,17 +261,23 @@ def merge_into(original: dict[str, Any], scenes: Iterable[AmodalScene]) -> dict[
 
 def _cocoa_annotations(annset: AnnotationSet) -> Iterator[dict[str, Any]]:
     for scene, aid in zip(annset.scenes, annotation_ids(annset.scene_annotations())):
-        visible = scene.visible_masks()
+        visible = scene.visible_crops()  # each in its instance's box: frames are made one at a time below
         regions = []
         for i in scene.front_to_back():
             inst, vis = scene.instances[i], visible[i]
             area = inst.area
-            hidden = inst.amodal & ~vis
-            n_hidden = int(np.count_nonzero(hidden))
+            amodal = inst.amodal
+            n_hidden = area - int(np.count_nonzero(vis))
             # With a hidden part, the amodal RLE is the union of the visible and hidden ones the region states.
-            parts = (mask_to_rle(vis), mask_to_rle(hidden)) if n_hidden else None
-            amodal_rle = mask_to_rle(inst.amodal) if parts is None else rle_or(*parts)
-            polygon, exact = single_polygon(inst.polygons, inst.amodal, amodal_rle)
+            parts = None
+            if n_hidden:
+                hidden = inst.amodal_crop & ~vis
+                parts = (
+                    mask_to_rle(paste_crop(vis, inst.box, scene.shape)),
+                    mask_to_rle(paste_crop(hidden, inst.box, scene.shape)),
+                )
+            amodal_rle = mask_to_rle(amodal) if parts is None else rle_or(*parts)
+            polygon, exact = single_polygon(inst.polygons, amodal, amodal_rle)
             region: dict[str, Any] = {
                 "order": inst.rank,
                 "name": inst.name,

@@ -12,7 +12,7 @@ file states (``stated=True``), which the workspace's files have never held.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, cast
 
 import numpy as np
 
@@ -45,28 +45,31 @@ class MaskEncoder:
 
 
 class RleCache(MaskEncoder):
-    """RLE per instance id, re-encoded only when the instance's mask array object changed: an edit replaces
-    the masks it changes (never writes into one), so a state taken after each edit encodes only those."""
+    """RLE per instance id, re-encoded only when the instance's mask crop changed: an edit replaces the crops
+    it changes (never writes into one), so a state taken after each edit encodes only those."""
 
     def __init__(self) -> None:
         self._amodal: dict[int, tuple[np.ndarray, dict]] = {}
         self._external: dict[int, tuple[np.ndarray, dict]] = {}
 
     @staticmethod
-    def _get(table: dict, key: int, arr: np.ndarray) -> dict:
+    def _get(table: dict, key: int, crop: np.ndarray, frame: Callable[[], np.ndarray]) -> dict:
         hit = table.get(key)
-        if hit is not None and hit[0] is arr:
+        if hit is not None and hit[0] is crop:
             return hit[1]
-        rle = encode_rle(arr)
-        # Keep a reference to the array so its identity cannot be reused by a new one.
-        table[key] = (arr, rle)
+        rle = encode_rle(frame())
+        # Keep a reference to the crop so its identity cannot be reused by a new one.
+        table[key] = (crop, rle)
         return rle
 
     def amodal(self, inst: Instance) -> dict[str, Any]:
-        return self._get(self._amodal, inst.id, inst.amodal)
+        return self._get(self._amodal, inst.id, inst.amodal_crop, lambda: inst.amodal)
 
     def external(self, inst: Instance) -> dict[str, Any] | None:
-        return None if inst.external is None else self._get(self._external, inst.id, inst.external)
+        crop = inst.external_crop
+        return (
+            None if crop is None else self._get(self._external, inst.id, crop, lambda: cast(np.ndarray, inst.external))
+        )
 
 
 def instance_state(inst: Instance, masks: MaskEncoder | None = None, stated: bool = False) -> dict[str, Any]:

@@ -151,7 +151,7 @@ def _results(
 
     for scene in annset.scenes:
         yield from placeholder(scene.image)
-        for inst, vis in zip(scene.instances, scene.visible_masks()):
+        for inst, vis in zip(scene.instances, scene.iter_visible_masks()):
             area = inst.area
             shown = int(np.count_nonzero(vis))
             item: dict[str, Any] = {

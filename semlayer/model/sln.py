@@ -31,8 +31,23 @@ class RoIMapTransform(GeneralizedRCNNTransform):
     already resized them, so that its sem-dist targets are exact) and inference keeps RoI maps as they are
     (only boxes move to the original frame; the dense ``global_layers`` logits are resized to it)."""
 
+    # Set by a caller around one inference call whose images it has already normalised and resized
+    # (`predict.Predictor` does so one colour channel at a time, so a large photo never exists as a float
+    # tensor at full size).
+    presized = False
+
     def __init__(self, min_size: int, max_size: int, image_mean: list[float], image_std: list[float]):
         super().__init__(min_size, max_size, image_mean, image_std, _skip_resize=True)
+
+    def normalize(self, image: Tensor) -> Tensor:
+        if self.presized and not self.training:
+            return image
+        return super().normalize(image)
+
+    def resize(self, image: Tensor, target: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor] | None]:
+        if self.presized and not self.training:
+            return image, target
+        return super().resize(image, target)
 
     def postprocess(
         self, result: Targets, image_shapes: list[tuple[int, int]], original_image_sizes: list[tuple[int, int]]
