@@ -69,6 +69,67 @@ def controls(cfg: AppConfig) -> dict[str, Any]:
     return c
 
 
+def model_help(cfg: AppConfig) -> dict[str, Any]:
+    """The model-help panel (with a model only): adopt predicted objects, and a box drawn on the main image
+    for the model to propose the object in it; returns its components by name."""
+    c: dict[str, Any] = {}
+    with gr.Group(visible=cfg.checkpoint is not None, elem_id="model-help"):
+        with gr.Row():
+            c["adopt"] = gr.Button("adopt selected prediction", size="sm", elem_id="adopt")
+            c["adopt_missing"] = gr.Button("adopt all missing", size="sm", elem_id="adopt-missing")
+            c["boxes"] = gr.Checkbox(
+                False, label="box on the image: the model proposes the object", elem_id="box-on-image"
+            )
+        with gr.Row():
+            c["accept"] = gr.Button("accept object", size="sm", variant="primary", elem_id="object-accept")
+            c["reject"] = gr.Button("reject", size="sm", elem_id="object-reject")
+        c["status"] = gr.Markdown("", elem_id="help-status")
+    return c
+
+
+def help_status(tab: Tab) -> str:
+    """What the model-help panel says: the pending object (name, rank, who it goes in front of and behind),
+    or what to do next; and the last note (a guessed category)."""
+    st = a.state(tab)
+    obj = st.new_object
+    if obj is not None:
+        names = {inst.id: inst.name for inst in tab.session.scene.instances}
+
+        def listed(ids: list[int]) -> str:
+            return ", ".join(f"{names.get(i, '')} (#{i})" for i in ids)
+
+        summary = obj.summary()
+        text = (
+            f"proposal: **{obj.name}** at depth rank **{obj.rank}** of {len(names) + 1} · "
+            f"{summary['area']} px, {summary['visible_area']} visible"
+        )
+        if summary["in_front_of"]:
+            text += f" · in front of {listed(summary['in_front_of'])}"
+        if summary["behind"]:
+            text += f" · behind {listed(summary['behind'])}"
+        text += " · accept or reject it" + (f" · {obj.note}" if obj.note else "")
+        return text
+    if st.boxes_on_image:
+        hint = (
+            f"first corner at ({st.corner[0]}, {st.corner[1]}): click the opposite one"
+            if st.corner is not None
+            else "click two opposite corners of a box around an object on the image"
+        )
+    else:
+        hint = "select an object of the prediction to adopt it, or draw a box on the image"
+    return hint + (f" · {st.note}" if st.note else "")
+
+
+def wire_help(c: dict[str, Any], event: Callable, wire_: Callable, r_view: Callable, r_all: Callable,
+              everything: list) -> None:  # fmt: skip
+    """Connect the model-help panel (its status is one of ``everything``: each drawn view updates it)."""
+    wire_(c["boxes"].input, event(r_view, a.draw_boxes_on_image), [c["boxes"]], everything)
+    wire_(c["adopt"].click, event(r_all, lambda tab: a.adopt(tab)), None, everything)
+    wire_(c["adopt_missing"].click, event(r_all, a.adopt_missing), None, everything)
+    wire_(c["accept"].click, event(r_all, lambda tab: a.accept(tab, "object")), None, everything)
+    wire_(c["reject"].click, event(r_view, a.clear), None, everything)
+
+
 def status(tab: Tab) -> str:
     st = a.state(tab)
     if st.proposal is None:
@@ -190,9 +251,27 @@ def api(tabs: Any, cfg: AppConfig, user_errors: Callable) -> None:
 
     def assist_accept(accept_as: str, name: str, request: gr.Request) -> dict:
         """Apply the pending proposal as one undoable edit: 'visible' (the selected instance's visible part),
-        'new' (a new instance named name) or 'amodal'; returns the scene summary."""
+        'new' (a new instance named name), 'amodal' or 'object' (the proposed new object); returns the scene
+        summary."""
         with tabs.use(request) as tab:
             return a.accept(tab, accept_as or None, name or "object")
+
+    def adopt(instance_id: int | None, request: gr.Request) -> dict:
+        """Adopt a predicted object (its id in the prediction; None: the one selected there) into the
+        annotation as one undoable edit; returns the scene summary with 'added' and 'notes'."""
+        with tabs.use(request) as tab:
+            return a.adopt(tab, instance_id)
+
+    def adopt_missing(request: gr.Request) -> dict:
+        """Adopt every predicted object that matches no annotated object (one undoable edit)."""
+        with tabs.use(request) as tab:
+            return a.adopt_missing(tab)
+
+    def assist_propose_object(box: list[float], request: gr.Request) -> dict:
+        """The model's object in box [x0, y0, x1, y1]: a pending new object (amodal mask as RLE; 'object':
+        name, category, depth rank); assist_accept with 'object' adds it."""
+        with tabs.use(request) as tab:
+            return a.propose_object(tab, box)
 
     def assist_clear(request: gr.Request) -> dict:
         """Drop the pending proposal and clicks."""
@@ -221,5 +300,8 @@ def api(tabs: Any, cfg: AppConfig, user_errors: Callable) -> None:
         assist_complete,
         assist_accept,
         assist_clear,
+        adopt,
+        adopt_missing,
+        assist_propose_object,
     ):
         gr.api(user_errors(fn, cfg), api_name=fn.__name__)

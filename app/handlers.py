@@ -249,12 +249,24 @@ def put_in_front(tab: Tab, behind_id: int | None) -> dict[str, Any]:
 def undo(tab: Tab) -> str | None:
     """Undo the current scene's last edit; returns its label (None: nothing to undo)."""
     with editing(tab) as session:
-        return session.undo()
+        label = session.undo()
+    _forget_removed_selection(tab)
+    return label
 
 
 def redo(tab: Tab) -> str | None:
     with editing(tab) as session:
-        return session.redo()
+        label = session.redo()
+    _forget_removed_selection(tab)
+    return label
+
+
+def _forget_removed_selection(tab: Tab) -> None:
+    """After an undo or redo: an annotation object selected that the step removed (an added one) is no
+    longer selected."""
+    if tab.selected_in == Source.ANNOTATION and tab.selected is not None:
+        if all(inst.id != tab.selected for inst in tab.session.scene.instances):
+            tab.clear_selection()
 
 
 def delete_selected(tab: Tab) -> None:

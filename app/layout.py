@@ -23,7 +23,7 @@ from semlayer.scene import MOVES
 
 from semlayer.workspace import ConflictError, SaveError
 
-from . import assist_layout, render, security
+from . import assist_layout, assists, render, security
 from . import handlers as h
 from .tab import SHOWS, VIEWS, AppConfig, Picture, Tab, UserError
 
@@ -165,6 +165,7 @@ class Page:
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):  # left: the image and its layers
                 self._image_panel()
+                self.help = assist_layout.model_help(cfg)  # beside the image its boxes are drawn on
                 self._load_panel()
             with gr.Column(scale=2):  # right: inspector, table, edits
                 self._inspector_panel()
@@ -177,6 +178,7 @@ class Page:
             self.heat_img, self.surf_img, self.table, self.behind_dd, self.status_md, self.name_tb, self.cat_num,
             self.stuff_cb, self.position, self.model_md, self.show, self.view, self.opacity, self.editor,
         ]  # fmt: skip
+        self.everything.append(self.help["status"])  # every drawn view updates the model help's words
         # What app.render gives, by part, as component.
         self.components = {
             "view": self.main_img, "levels": self.levels_img, "global": self.global_img, "inspector": self.insp_md,
@@ -333,6 +335,8 @@ class Page:
 
         def draw(tab: Tab) -> dict:
             values = render.render(tab, parts)
+            if "view" in values:  # a new object the model proposes is drawn over the view until accepted
+                values["view"] = assists.view_with_proposal(tab, values["view"])
             out = {self.components[k]: self.page_value(k, v) for k, v in values.items()
                    if k not in ("rows", "table_title")}  # fmt: skip
             if "rows" in values:
@@ -340,6 +344,8 @@ class Page:
             if "inspector" in parts and render.editor_key(tab) != tab.editor_shows:
                 # The editor always shows (and names) the selected object; strokes go to what it shows.
                 out[self.editor] = self.editor_value(tab)
+            if "view" in parts:
+                out[self.help["status"]] = assist_layout.help_status(tab)
             if "panes" in parts:  # say whose: with show "both" they are the annotation's
                 out[self.levels_img] = gr.Image(value=out[self.levels_img], label=f"sem-dist level sets: {tab.listed}")
                 out[self.global_img] = gr.Image(value=out[self.global_img], label=f"global layering map: {tab.listed}")
@@ -401,6 +407,7 @@ class Page:
         self._wire_editing()
         assist_layout.wire(self.assist, self.cfg, self.event, self.on, self.r_all, self.everything, self.editor,
                            self.name_tb, self.cat_num)  # fmt: skip
+        assist_layout.wire_help(self.help, self.event, self.on, self.r_view, self.r_all, self.everything)
         self._wire_export()
 
     def r_gallery(self, tab: Tab) -> dict:
@@ -443,7 +450,9 @@ class Page:
 
         def on_click(tab: Tab, evt: gr.SelectData) -> None:
             # The page shows small images enlarged and large ones reduced; clicks come in displayed pixels.
-            h.select_at(tab, *render.click_to_pixel(tab, evt.index[0], evt.index[1]))
+            x, y = render.click_to_pixel(tab, evt.index[0], evt.index[1])
+            if not assists.main_image_click(tab, x, y):  # a box corner when boxes are drawn on the image
+                h.select_at(tab, x, y)
 
         def on_row(tab: Tab, evt: gr.SelectData) -> None:
             if evt.row_value:

@@ -33,6 +33,7 @@ from torchvision.ops import roi_align
 from .boxes import mask_box
 from .formats.masks import encode_rle
 from .model.sln import paste_roi_maps
+from .review import Objects, match
 from .scene import AmodalScene, Instance
 
 GRABCUT_ITERATIONS = 5
@@ -425,20 +426,21 @@ class BoxCompleter:
         self, image: np.ndarray, box: Sequence[float], category: int | None = None
     ) -> tuple[np.ndarray, int]:
         """`amodal` for a box in the detector's own convention (pixel edges, floats), as its detections have."""
+        maps, label = self.maps_in_frame(image, box, category)
+        return maps[0] > 0.5, label
+
+    def maps_in_frame(
+        self, image: np.ndarray, box: Sequence[float], category: int | None = None
+    ) -> tuple[np.ndarray, int]:
+        """(the heads' maps pasted into the image, (C, H, W) float32: channel 0 the probability of being
+        part of the object (amodal), then, for the SLN, the probability of each depth layer 0..K-1 (layer 0:
+        visible); the category id). ``box`` as in `amodal_in_frame`."""
         with self._lock, torch.inference_mode():
             sizes, features, glm, (H, W) = self._features(image)
             frame_box = torch.tensor([list(map(float, box))], dtype=torch.float32, device=self.predictor.device)
             boxes = resize_boxes(frame_box, (H, W), sizes[0])
             heads = self.predictor.model.roi_heads
-            cats = self.predictor.categories
-            if category is None:
-                logits, _ = heads.box_predictor(heads.box_head(heads.box_roi_pool(features, [boxes], sizes)))
-                label = int(logits[0, 1:].argmax()) + 1  # the best class other than background
-            else:
-                ids = [int(c["id"]) for c in cats]
-                if int(category) not in ids:
-                    raise ValueError(f"category {category} is not one of the model's {ids}")
-                label = ids.index(int(category)) + 1
+            label = self._label(heads, features, boxes, sizes, category)
             labels = torch.tensor([label], device=self.predictor.device)
             roi = heads.mask_roi_pool(features, [boxes], sizes)
             if glm is not None:  # the SLN: the global layering probabilities join the mask features
@@ -451,11 +453,32 @@ class BoxCompleter:
                 )
                 head_input = torch.cat([roi, glm_rois], dim=1).contiguous(memory_format=torch.channels_last)
                 layer_logits, _ = heads.mask_predictor(heads.mask_head(head_input), labels)
-                prob = 1.0 - layer_logits.softmax(dim=1)[:, :1]
+                layer_prob = layer_logits.softmax(dim=1)
+                prob = torch.cat([1.0 - layer_prob[:, :1], layer_prob[:, 1:]], dim=1)
             else:
                 prob = heads.mask_predictor(heads.mask_head(roi))[:, label : label + 1].sigmoid()
-            pasted = paste_roi_maps(prob.float().cpu(), frame_box.cpu(), H, W)[0, 0].numpy()
-        return pasted > 0.5, int(cats[label - 1]["id"])
+            pasted = paste_roi_maps(prob.float().cpu(), frame_box.cpu(), H, W)[0].numpy()
+        return pasted, int(self.predictor.categories[label - 1]["id"])
+
+    def _label(self, heads: Any, features: Any, boxes: torch.Tensor, sizes: Any, category: int | None) -> int:
+        """The network's label for the box: ``category``'s, else the box head's best class."""
+        if category is None:
+            logits, _ = heads.box_predictor(heads.box_head(heads.box_roi_pool(features, [boxes], sizes)))
+            return int(logits[0, 1:].argmax()) + 1  # the best class other than background
+        ids = [int(c["id"]) for c in self.predictor.categories]
+        if int(category) not in ids:
+            raise ValueError(f"category {category} is not one of the model's {ids}")
+        return ids.index(int(category)) + 1
+
+    def object_in(self, image: np.ndarray, box: Sequence[float]) -> tuple[np.ndarray, np.ndarray | None, int]:
+        """(amodal mask, visible part, category id) of the object in ``box`` (inclusive pixel corners), as
+        the heads see it: the visible part is where layer 0 is the likeliest layer (None for a model
+        without layers)."""
+        x0, y0, x1, y1 = _check_box(box, _rgb(image).shape[:2])
+        maps, category = self.maps_in_frame(image, (x0, y0, x1 + 1.0, y1 + 1.0))
+        amodal = maps[0] > 0.5
+        visible = amodal & (np.argmax(maps[1:], axis=0) == 0) if len(maps) > 1 else None
+        return amodal, visible, category
 
 
 def model_proposal(
@@ -510,11 +533,178 @@ def add_visible_instance(scene: AmodalScene, visible: np.ndarray, name: str, cat
     return inst.id
 
 
+# ----- the model's objects into the annotation: adopt a prediction, an object from a box ------------------
+
+# A new object goes in front of an annotated object it overlaps when it is visible on at least this share of
+# the pixels their amodal masks share.
+FRONT_SHARE = 0.5
+
+
+def depth_judgements(
+    scene: AmodalScene, amodal: np.ndarray, visible: np.ndarray | None, known: dict[int, bool] | None = None
+) -> dict[int, bool]:
+    """Annotated id -> whether a new object (``amodal``) goes in front of it, for every annotated object whose
+    amodal mask overlaps it: as ``known`` says where it says (the model's own order), else in front when the
+    new object's ``visible`` part covers at least `FRONT_SHARE` of their overlap (``visible`` None: in front
+    of everything it overlaps)."""
+    amodal = np.asarray(amodal, bool)
+    out: dict[int, bool] = {}
+    for inst in scene.instances:
+        overlap = inst.amodal & amodal
+        shared = int(np.count_nonzero(overlap))
+        if not shared:
+            continue
+        if known is not None and inst.id in known:
+            out[inst.id] = bool(known[inst.id])
+        else:
+            seen = shared if visible is None else int(np.count_nonzero(overlap & visible))
+            out[inst.id] = seen >= FRONT_SHARE * shared
+    return out
+
+
+def depth_rank(scene: AmodalScene, in_front: dict[int, bool]) -> int:
+    """The rank (1 = front) a new object takes: the place in the scene's front-to-back order that contradicts
+    the fewest of the judgements ``in_front`` (annotated id -> the new object goes in front of it); among
+    equally good places the front-most. With consistent judgements that is just in front of the front-most
+    object it goes in front of, else just behind the back-most one it goes behind, else the front."""
+    order = scene.order_ids()
+    cost = [sum(1 for i, front in in_front.items() if (order.index(i) < pos) == front) for pos in range(len(order) + 1)]
+    return int(np.argmin(cost)) + 1
+
+
+@dataclass
+class ObjectProposal:
+    """A new object for the annotation: its amodal mask, name, category and rank (1 = front), with the
+    visible part it gets there (painter's rule), the judgements the rank came from (`depth_judgements`)
+    and a note for the annotator (e.g. the category was not found), empty when there is nothing to say."""
+
+    amodal: np.ndarray
+    name: str
+    category: int | None
+    rank: int
+    visible: np.ndarray
+    in_front: dict[int, bool]
+    note: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        """``{"name", "category", "rank", "area", "visible_area", "in_front_of", "behind", "note"}``."""
+        return {
+            "name": self.name,
+            "category": self.category,
+            "rank": self.rank,
+            "area": int(np.count_nonzero(self.amodal)),
+            "visible_area": int(np.count_nonzero(self.visible)),
+            "in_front_of": sorted(i for i, front in self.in_front.items() if front),
+            "behind": sorted(i for i, front in self.in_front.items() if not front),
+            "note": self.note,
+        }
+
+
+def dataset_category(name: str, categories: Sequence[dict[str, Any]]) -> tuple[int | None, str, str]:
+    """(category id, name, note) of an object the model calls ``name``, in a dataset with ``categories``: the
+    category of that name (case and spaces ignored); without one the dataset's first category, and the
+    note says so; a dataset without categories (COCOA) keeps the model's name and no category."""
+    if not categories:
+        return None, name, ""
+    wanted = " ".join(str(name).lower().split())
+    for cat in categories:
+        if " ".join(str(cat.get("name", "")).lower().split()) == wanted:
+            return int(cat["id"]), str(cat["name"]), ""
+    default = min(categories, key=lambda c: int(c["id"]))
+    note = f"this dataset has no category {name!r}: set to its first, {default.get('name')!r}; correct it if wrong"
+    return int(default["id"]), str(default.get("name") or name), note
+
+
+def object_proposal(
+    scene: AmodalScene,
+    amodal: np.ndarray,
+    visible: np.ndarray | None,
+    name: str,
+    categories: Sequence[dict[str, Any]],
+    known: dict[int, bool] | None = None,
+) -> ObjectProposal:
+    """The proposal of a new object with this ``amodal`` mask, placed in depth by `depth_judgements` (the
+    model's ``visible`` part, ``known`` order) and `depth_rank`; its name and category by
+    `dataset_category`."""
+    amodal = np.asarray(amodal, bool)
+    if amodal.shape != scene.shape:
+        raise ValueError(f"the mask is {amodal.shape}, the image {scene.shape}")
+    if not amodal.any():
+        raise ValueError("the model sees no object there: draw the box around an object")
+    in_front = depth_judgements(scene, amodal, visible, known)
+    rank = depth_rank(scene, in_front)
+    covered = np.zeros(scene.shape, bool)
+    for inst in scene.instances:
+        if inst.rank < rank:
+            covered |= inst.amodal
+    category, name, note = dataset_category(name, categories)
+    return ObjectProposal(amodal, name, category, rank, amodal & ~covered, in_front, note)
+
+
+def predicted_order(annotation: AmodalScene, prediction: AmodalScene, predicted_id: int) -> dict[int, bool]:
+    """Annotated id -> whether the prediction has its object ``predicted_id`` in front of that annotated
+    object's match (the greedy matching of `semlayer.review.match`), for the matched annotated objects
+    other than its own match."""
+    annotated, predicted = Objects.of(annotation), Objects.of(prediction)
+    me = predicted.ids.index(predicted_id)
+    return {
+        annotated.ids[a]: predicted.ranks[me] < predicted.ranks[p]
+        for a, (p, _) in match(annotated, predicted).items()
+        if p != me
+    }
+
+
+def adoption(
+    annotation: AmodalScene, prediction: AmodalScene, predicted_id: int, categories: Sequence[dict[str, Any]]
+) -> ObjectProposal:
+    """The predicted object ``predicted_id`` as a new object of the annotation: its amodal mask; its name
+    mapped to the dataset's ``categories`` (`dataset_category`); its depth from the prediction: in front of
+    an overlapped annotated object when the prediction has it in front of that object's match
+    (`predicted_order`), and for an overlapped object the prediction does not match, in front when its
+    predicted visible part covers most of their overlap; then placed by `depth_rank`."""
+    try:
+        inst = prediction.get(int(predicted_id))
+    except KeyError:
+        raise ValueError(f"the prediction has no object {predicted_id}") from None
+    known = predicted_order(annotation, prediction, inst.id)
+    return object_proposal(
+        annotation, inst.amodal, prediction.visible(inst.id), inst.name or "object", categories, known
+    )
+
+
+def missing_predictions(annotation: AmodalScene, prediction: AmodalScene) -> list[int]:
+    """Ids of the predicted objects that match no annotated object (`semlayer.review.match`: amodal IoU
+    below 0.5 or taken by a likelier prediction), by descending score."""
+    annotated, predicted = Objects.of(annotation), Objects.of(prediction)
+    matched = {p for p, _ in match(annotated, predicted).values()}
+    left = [k for k in range(len(predicted.ids)) if k not in matched]
+    return [predicted.ids[k] for k in sorted(left, key=lambda k: -predicted.scores[k])]
+
+
+def add_object(scene: AmodalScene, proposal: ObjectProposal) -> int:
+    """Add the proposed object at its rank (the others behind it shift back); returns its new id."""
+    if proposal.amodal.shape != scene.shape:
+        raise ValueError(f"the mask is {proposal.amodal.shape}, the image {scene.shape}")
+    inst = Instance(id=scene.next_instance_id(), amodal=proposal.amodal.copy(), name=proposal.name.strip(),
+                    category=proposal.category)  # fmt: skip
+    scene.add(inst, rank=proposal.rank)
+    return inst.id
+
+
+def adopt_predictions(
+    scene: AmodalScene, prediction: AmodalScene, predicted_ids: Sequence[int], categories: Sequence[dict[str, Any]]
+) -> list[int]:
+    """Adopt the predicted objects one after the other (`adoption`, each placed among the annotated objects
+    and those adopted before it); returns the new ids. A scene edit: run it through
+    `semlayer.workspace.EditSession.apply` for one undo step."""
+    return [add_object(scene, adoption(scene, prediction, pid, categories)) for pid in predicted_ids]
+
+
 # ----- a pending proposal ------------------------------------------------------------------------------
 
 TOOLS = ("grabcut", "superpixel", "hidden_brush", "hidden_polygon")
 COMPLETIONS = ("hull", "mirror", "model")
-ACCEPT_AS = ("visible", "new", "amodal")
+ACCEPT_AS = ("visible", "new", "amodal", "object")
 BRUSH_MODES = ("add", "remove")
 DEFAULT_RADIUS = 8
 MAX_RADIUS = 512
@@ -557,18 +747,37 @@ class AssistState:
     instance: int | None = None  # the instance an amodal proposal belongs to
     label: str = ""  # what made it, for the undo history
     tool: str = "grabcut"  # the chosen assist (kept across images)
+    new_object: ObjectProposal | None = None  # a whole new object (kind "object"): its name, rank, visible part
+    boxes_on_image: bool = False  # clicks on the main image draw a box for a new object (kept across images)
+    note: str = ""  # a word for the annotator about the last object added (e.g. its category was guessed)
 
     def _set(self, proposal: np.ndarray, kind: str, label: str, instance: int | None = None) -> None:
         self.proposal, self.kind, self.label, self.instance = proposal, kind, label, instance
+        self.new_object = None
 
     def summary(self) -> dict[str, Any]:
         """``{"kind", "instance", "label", "area", "mask"}``: the proposal, its mask as COCO RLE (``counts`` a
-        string); ``mask`` None when there is none."""
+        string); ``mask`` None when there is none. A new object's (kind ``object``) adds ``object``: its
+        `ObjectProposal.summary` (name, category, rank, ...)."""
         if self.proposal is None:
             return {"kind": None, "instance": None, "label": "", "area": 0, "mask": None}
         area = int(self.proposal.sum())
-        return {"kind": self.kind, "instance": self.instance, "label": self.label, "area": area,
-                "mask": encode_rle(self.proposal)}  # fmt: skip
+        out = {"kind": self.kind, "instance": self.instance, "label": self.label, "area": area,
+               "mask": encode_rle(self.proposal)}  # fmt: skip
+        if self.new_object is not None:
+            out["object"] = self.new_object.summary()
+        return out
+
+    def propose_object(self, completer: BoxCompleter, image: np.ndarray, scene: AmodalScene,
+                       box: Sequence[float], categories: Sequence[dict[str, Any]]) -> None:  # fmt: skip
+        """A whole new object from the model's RoI heads on ``box`` [x0, y0, x1, y1]: its amodal mask, its
+        name from the predicted class (`dataset_category`) and its depth place from the predicted visible
+        part (`object_proposal`)."""
+        amodal, visible, category = completer.object_in(image, box)
+        names = {int(c["id"]): str(c.get("name", "object")) for c in completer.predictor.categories}
+        proposal = object_proposal(scene, amodal, visible, names.get(category, "object"), categories)
+        self._set(proposal.amodal, "object", f"model object in box {list(box)}")
+        self.box, self.new_object = [int(round(float(v))) for v in box], proposal
 
     def grabcut(self, image: np.ndarray, box: Sequence[float], positive: Sequence[Sequence[float]] = (),
                 negative: Sequence[Sequence[float]] = (), foreground: np.ndarray | None = None,
@@ -659,21 +868,26 @@ class AssistState:
     def natural_use(self, selected: int | None) -> str:
         """How the proposal is accepted when not said: an amodal one as such, a visible part as the
         selected instance's, else as a new instance."""
-        return "amodal" if self.kind == "amodal" else "visible" if selected is not None else "new"
+        if self.kind in ("amodal", "object"):
+            return self.kind
+        return "visible" if selected is not None else "new"
 
     def accept(self, session: Any, as_: str, selected: int | None = None, name: str = "object",
                category: int | None = None) -> int | None:  # fmt: skip
         """Apply the proposal through ``session.apply`` (`semlayer.workspace.EditSession`: one undoable,
-        autosaved edit) as ``visible`` (the ``selected`` instance's visible part), ``new`` or ``amodal``.
-        Returns the new instance's id for ``new``."""
+        autosaved edit) as ``visible`` (the ``selected`` instance's visible part), ``new``, ``amodal`` or
+        ``object`` (a new object with its proposed name, category and rank). Returns the new instance's id for
+        ``new`` and ``object``."""
         if self.proposal is None:
             raise ValueError("there is no proposal to accept: click on the assist image or ask for a completion first")
         if as_ not in ACCEPT_AS:
             raise ValueError(f"accept as one of {', '.join(ACCEPT_AS)}, got {as_!r}")
-        if (as_ == "amodal") != (self.kind == "amodal"):
-            what = "an amodal mask" if self.kind == "amodal" else "a visible part"
+        if (as_ in ("amodal", "object") or self.kind in ("amodal", "object")) and as_ != self.kind:
+            what = {"amodal": "an amodal mask", "object": "a new object"}.get(self.kind, "a visible part")
             raise ValueError(f"the proposal is {what}: it cannot be accepted as {as_!r}")
         mask, label = self.proposal, self.label
+        if as_ == "object" and self.new_object is not None:
+            return session.apply(f"{label}: new {self.new_object.name!r}", add_object, self.new_object)
         if as_ == "amodal":
             session.set_amodal(self.instance, mask)
             return None

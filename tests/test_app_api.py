@@ -76,6 +76,9 @@ def test_endpoints_are_exactly_the_script_api(client):
         "/assist_complete",
         "/assist_accept",
         "/assist_clear",
+        "/adopt",
+        "/adopt_missing",
+        "/assist_propose_object",
     }
 
 
@@ -278,3 +281,13 @@ def test_figures_reach_the_page_as_png_files_deleted_with_their_picture(tmp_path
     del picture
     gc.collect()
     assert not Path(path).exists()
+
+
+def test_adopt_a_predicted_object_and_undo_it(client):
+    before = client.predict(api_name="/scene")
+    out = client.predict(2, api_name="/adopt")
+    (new_id,) = out["added"]
+    assert len(out["instances"]) == len(before["instances"]) + 1
+    assert new_id in [d["id"] for d in out["instances"]] and new_id not in [d["id"] for d in before["instances"]]
+    client.predict(api_name="/undo")
+    assert client.predict(api_name="/scene")["instances"] == before["instances"]
