@@ -350,6 +350,16 @@ class _SharedIoUEval(COCOeval):
     def __init__(self, coco_gt: COCO, coco_dt: COCO, cache: _EvalCache):
         super().__init__(coco_gt, coco_dt, iouType="segm")
         self._cache = cache
+        self._pairs: dict[tuple[int, int], tuple[list[dict], list[dict], tuple[Any, ...]]] = {}
+        self._plain = False  # set by `_prepare`
+
+    def _prepare(self) -> None:
+        super()._prepare()
+        self._pairs = {}
+        # `_match` covers what the records made here hold: no crowd regions, finite scores.
+        self._plain = not any(g["iscrowd"] for gts in self._gts.values() for g in gts) and all(
+            math.isfinite(d["score"]) for dts in self._dts.values() for d in dts
+        )
 
     def computeIoU(self, imgId: int, catId: int):  # noqa: N802, N803 (pycocotools' names)
         key = (imgId, catId)
@@ -357,28 +367,30 @@ class _SharedIoUEval(COCOeval):
             self._cache.ious[key] = super().computeIoU(imgId, catId)
         return self._cache.ious[key]
 
+    def _pair(self, imgId: int, catId: int) -> tuple[list[dict], list[dict], tuple[Any, ...]]:  # noqa: N803
+        """The ground truth and detections ``evaluateImg`` reads for an (image, category), listed once for
+        all area ranges, and what identifies them."""
+        pair = self._pairs.get((imgId, catId))
+        if pair is None:
+            cat_ids = [catId] if self.params.useCats else self.params.catIds
+            gt = [g for c in cat_ids for g in self._gts[imgId, c]]
+            dt = [d for c in cat_ids for d in self._dts[imgId, c]]
+            ids = (imgId, catId, tuple(g["id"] for g in gt), tuple(d["id"] for d in dt))
+            pair = self._pairs[imgId, catId] = (gt, dt, ids)
+        return pair
+
     def evaluateImg(self, imgId: int, catId: int, aRng: list[float], maxDet: int):  # noqa: N802, N803
         """``COCOeval.evaluateImg``'s result, its matching reused where an earlier call ignored the same
         ground truth: only which detections the area range ignores is worked out again. Ignoring all the
         ground truth or none gives one matching (pycocotools' stop at the first ignored one never fires)."""
-        p = self.params
-        cat_ids = [catId] if p.useCats else p.catIds
-        gt = [g for c in cat_ids for g in self._gts[imgId, c]]
-        dt = [d for c in cat_ids for d in self._dts[imgId, c]]
+        gt, dt, ids = self._pair(imgId, catId)
         if not gt and not dt:
             return None
         low, high = aRng
         ignored = tuple(bool(g["ignore"] or g["area"] < low or g["area"] > high) for g in gt)
         uniform = len(set(ignored)) <= 1
         all_ignored = uniform and bool(ignored) and ignored[0]
-        key = (
-            imgId,
-            catId,
-            maxDet,
-            None if uniform else ignored,
-            tuple(g["id"] for g in gt),
-            tuple(d["id"] for d in dt),
-        )
+        key = (*ids, maxDet, None if uniform else ignored)
         outside = tuple(d["area"] < low or d["area"] > high for d in dt)
         done = self._cache.results.get((key, all_ignored, outside))
         if done is not None:
@@ -409,19 +421,20 @@ class _SharedIoUEval(COCOeval):
         """``COCOeval.evaluateImg`` line for line, on Python lists instead of numpy scalars (its cost is
         per element access): the same comparisons of the same values, the same arrays returned."""
         p = self.params
-        if any(g["iscrowd"] for g in gt) or not all(math.isfinite(d["score"]) for d in dt):
-            return super().evaluateImg(imgId, catId, aRng, maxDet)  # (never so in the records made here)
+        if not self._plain:
+            return super().evaluateImg(imgId, catId, aRng, maxDet)
         gt_ignore = [int(bool(g["ignore"] or g["area"] < aRng[0] or g["area"] > aRng[1])) for g in gt]
         for g, flag in zip(gt, gt_ignore):
             g["_ignore"] = flag
         # Stable sorts, as pycocotools' mergesort: ground truth ignored last, detections by score.
         gtind = sorted(range(len(gt)), key=gt_ignore.__getitem__)
         gt = [gt[i] for i in gtind]
-        dtind = sorted(range(len(dt)), key=lambda i: -dt[i]["score"])
+        negated = [-d["score"] for d in dt]
+        dtind = sorted(range(len(dt)), key=negated.__getitem__)
         dt = [dt[i] for i in dtind[0:maxDet]]
         gt_ig = [gt_ignore[i] for i in gtind]
         ious = self.ious[imgId, catId]
-        rows = ious[:, gtind].tolist() if len(ious) > 0 else []
+        rows = [] if len(ious) == 0 else ious.tolist() if gtind == sorted(gtind) else ious[:, gtind].tolist()
         num_t, num_g, num_d = len(p.iouThrs), len(gt), len(dt)
         gtm = [[0] * num_g for _ in range(num_t)]
         dtm = [[0] * num_d for _ in range(num_t)]
