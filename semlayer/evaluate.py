@@ -25,7 +25,7 @@ from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
 from .errors import ConfigError, FormatError
-from .formats._base import Context, Group, group_ranks, repair_lines, stated_occlusion, stated_repairs
+from .formats._base import Context, Group, Region, Repair, group_ranks, repair_lines, stated_occlusion, stated_repairs
 from .formats.api import detect, parse, read_json
 from .formats.compact import SceneSequence
 from .formats.masks import decode_rle, encode_rle, pycoco_rle, rle_and, rle_input, rle_minus, rle_or
@@ -144,7 +144,7 @@ def _scene_rles(scene: AmodalScene) -> _SceneRles:
     return _SceneRles(scene.image, scene.annotation, instances)
 
 
-def _group_rles(group: Group, repairs: list) -> _SceneRles:
+def _group_rles(group: Group, repairs: list[Repair]) -> _SceneRles:
     """A file's scene as the metrics read it, from the RLEs its reader keeps: the scene `formats.load`
     builds (ranks, the painter's rule, the stated visible masks it keeps), without decoding a frame where
     the ranks are stated."""
@@ -180,7 +180,7 @@ def _group_rles(group: Group, repairs: list) -> _SceneRles:
     return _SceneRles(group.image, group.annotation, instances)
 
 
-def _painted(region: Any, front: dict[str, Any] | None, under: int, hidden: int) -> dict[str, Any]:
+def _painted(region: Region, front: dict[str, Any] | None, under: int, hidden: int) -> dict[str, Any]:
     """A region's visible mask by the painter's rule, as `formats.load`'s scene holds it: its amodal mask
     less ``front`` (the amodal masks in front) and, where its file hides more (``hidden``, `stated_occlusion`),
     less what the stated visible mask hides."""
@@ -195,7 +195,7 @@ def _painted(region: Any, front: dict[str, Any] | None, under: int, hidden: int)
     return rle_and(shown, _stated_shown(region)) if hidden else shown
 
 
-def _stated_shown(region: Any) -> dict[str, Any]:
+def _stated_shown(region: Region) -> dict[str, Any]:
     """A region's visible mask as its file states it (`Region.visible_or_amodal`), as RLE."""
     if region.visible_mask is not None:
         return region.visible_mask.rle
