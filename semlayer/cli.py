@@ -136,11 +136,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from . import formats
-    from .evaluate import evaluate, format_table
+    from .evaluate import evaluate, format_table, load_all_for_evaluation
 
-    gt = formats.load(args.gt, compact=True)  # whole test sets: masks as RLE until each image is scored
-    pred = formats.load(args.pred, compact=True)
+    gt, pred = load_all_for_evaluation(args.gt, args.pred)  # masks as the RLEs the files state
     if args.protocol == "cocoa-official":
         from .cocoa_eval import JSON_KEY, format_official_table, official_cocoa_evaluate
 
@@ -159,12 +157,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from . import formats
-    from .evaluate import format_comparison, paired_bootstrap
+    from .evaluate import format_comparison, load_all_for_evaluation, paired_bootstrap
 
-    gt = formats.load(args.gt, compact=True)
-    pred = formats.load(args.pred, compact=True)
-    baseline = formats.load(args.baseline, compact=True)
+    gt, pred, baseline = load_all_for_evaluation(args.gt, args.pred, args.baseline)
     result = paired_bootstrap(
         gt,
         pred,

@@ -32,17 +32,20 @@ from tqdm import tqdm
 from .errors import ConfigError
 from .evaluate import (
     NO_DATA,
+    _area,
     _assign_predictions,
     _check_shape,
     _coco,
+    _EvalCache,
     _image_id,
-    _rles,
+    _rles_at,
+    _SceneRles,
     _shape,
     _SharedIoUEval,
     _summary,
     warn_if_thresholded,
 )
-from .scene import AmodalScene, AnnotationSet
+from .scene import AnnotationSet
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +81,7 @@ class _BucketEval(_SharedIoUEval):
     """``COCOeval`` whose ground-truth ignore flag is a bucket's filter (amodalAPI's ``_ignore``), with the
     IoU matrices shared between the buckets' runs."""
 
-    def __init__(
-        self, coco_gt: COCO, coco_dt: COCO, keep: Callable[[dict[str, Any]], bool], cache: dict[tuple[int, int], Any]
-    ):
+    def __init__(self, coco_gt: COCO, coco_dt: COCO, keep: Callable[[dict[str, Any]], bool], cache: _EvalCache):
         super().__init__(coco_gt, coco_dt, cache)
         self._keep = keep
 
@@ -91,18 +92,16 @@ class _BucketEval(_SharedIoUEval):
                 g["ignore"] = int(not self._keep(g))
 
 
-def _gts(scene: AmodalScene) -> list[_Gt]:
+def _gts(scene: _SceneRles) -> list[_Gt]:
     """Ground truth as amodalAPI reads it: the amodal mask, the stated occlude rate (else the painter's
-    rule's), ``isStuff``."""
-    rles = _rles([inst.amodal for inst in scene.instances])
-    derived = None
+    rule's, as `AmodalScene.occlude_rates` counts it), ``isStuff``."""
     out: list[_Gt] = []
-    for inst, rle in zip(scene.instances, rles):
+    for inst in scene.instances:
         rate = inst.stated_occlude_rate
         if rate is None:
-            derived = scene.occlude_rates() if derived is None else derived
-            rate = derived[len(out)]
-        out.append(_Gt(rle, float(rate), bool(inst.is_stuff)))
+            area = _area(inst.amodal)
+            rate = (area - _area(inst.visible)) / area if area else 0.0
+        out.append(_Gt(inst.amodal, float(rate), bool(inst.is_stuff)))
     return out
 
 
@@ -124,16 +123,16 @@ def _images(
         image_id, shape = _image_id(record, gt_file), _shape(record, gt_file)
         gts: list[_Gt] = []
         if image_id in first:
-            scene = gt.scenes[first[image_id]]
+            scene = _rles_at(gt, first[image_id])
             _check_shape(scene, shape, gt_file)
             gts = _gts(scene)
         dets: list[tuple[dict[str, Any], float]] = []
         for k in pred_scenes.get(image_id, []):
-            scene = pred.scenes[k]
+            scene = _rles_at(pred, k)
             _check_shape(scene, shape, pred_file)
-            for inst, rle in zip(scene.instances, _rles([inst.amodal for inst in scene.instances])):
+            for inst in scene.instances:
                 score = 1.0 if inst.score is None else float(inst.score)
-                dets.append((rle, score))
+                dets.append((inst.amodal, score))
                 scores.append(score)
         images.append(_Image(len(images) + 1, shape, gts, dets))
     return images, scores
@@ -182,9 +181,7 @@ def _keep(subset: str, bucket: str) -> Callable[[dict[str, Any]], bool]:
     return keep
 
 
-def _run(
-    coco_gt: COCO, coco_dt: COCO, subset: str, bucket: str, max_dets: int, cache: dict[tuple[int, int], Any]
-) -> COCOeval:
+def _run(coco_gt: COCO, coco_dt: COCO, subset: str, bucket: str, max_dets: int, cache: _EvalCache) -> COCOeval:
     """One of amodalAPI's runs: one area range (all), one category, the bucket's ignore filter."""
     ev = _BucketEval(coco_gt, coco_dt, _keep(subset, bucket), cache)
     ev.params.catIds = [_CATEGORY]
@@ -228,7 +225,7 @@ def official_cocoa_evaluate(
     images, scores = _images(gt, pred, gt_file, pred_file, progress)
     warn_if_thresholded(scores, pred_file)
     coco_gt, coco_dt = _cocos(images)
-    cache: dict[tuple[int, int], Any] = {}
+    cache = _EvalCache()
     out: dict[str, float | int] = {}
     for subset in SUBSETS:
         for bucket in OCCLUSION_RANGES:

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
@@ -24,9 +25,12 @@ from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
 from .errors import ConfigError, FormatError
-from .formats.masks import rle_input
-from .order import cluster_pairs, overlapping_pairs, parse_depth_constraint
-from .scene import AmodalScene, AnnotationSet
+from .formats._base import Context, Group, Region, Repair, group_ranks, repair_lines, stated_occlusion, stated_repairs
+from .formats.api import detect, parse, read_json
+from .formats.compact import SceneSequence
+from .formats.masks import decode_rle, encode_rle, pycoco_rle, rle_and, rle_input, rle_minus, rle_or
+from .order import cluster_pairs, parse_depth_constraint
+from .scene import AmodalScene, AnnotationSet, Instance, InstanceFacts
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +85,202 @@ class _Unit:
     order_pairs: list[tuple[int, int]] = field(default_factory=list)
 
 
-def _order_pairs(scene: AmodalScene) -> list[tuple[int, int]]:
+# ----- scenes as RLE ------------------------------------------------------------------------------
+@dataclass
+class _InstanceRles:
+    """What the metrics read of one instance, masks as pycocotools RLE (bytes counts): the amodal mask,
+    the visible mask by the painter's rule (external occlusion included) and the visible mask its file
+    states where the painter's rule hides some of it (`Instance.stated_visible`)."""
+
+    id: int
+    rank: int
+    category: int | None
+    name: str
+    is_stuff: bool
+    score: float | None
+    cluster: tuple[int, int] | None
+    amodal: dict[str, Any]
+    visible: dict[str, Any]
+    stated_visible: dict[str, Any] | None
+    stated_occlude_rate: float | None
+
+
+@dataclass
+class _SceneRles:
+    """A scene as the metrics read it: its image and annotation records and its instances as RLE."""
+
+    image: dict[str, Any]
+    annotation: dict[str, Any]
+    instances: list[_InstanceRles]
+
+    @property
+    def image_id(self) -> int:
+        return int(self.image["id"])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.image["height"]), int(self.image["width"])
+
+
+def _scene_rles(scene: AmodalScene) -> _SceneRles:
+    """An in-memory scene as the metrics read it (its masks encoded)."""
+    amodal, visible = _rles([inst.amodal for inst in scene.instances]), _rles(scene.visible_masks())
+    instances = [
+        _InstanceRles(
+            inst.id,
+            inst.rank,
+            inst.category,
+            inst.name,
+            bool(inst.is_stuff),
+            inst.score,
+            inst.cluster,
+            amodal[k],
+            visible[k],
+            None if inst.stated_visible is None else pycoco_rle(inst.stated_visible),
+            inst.stated_occlude_rate,
+        )
+        for k, inst in enumerate(scene.instances)
+    ]
+    return _SceneRles(scene.image, scene.annotation, instances)
+
+
+def _group_rles(group: Group, repairs: list[Repair]) -> _SceneRles:
+    """A file's scene as the metrics read it, from the RLEs its reader keeps: the scene `formats.load`
+    builds (ranks, the painter's rule, the stated visible masks it keeps), without decoding a frame where
+    the ranks are stated."""
+    regions, ranks = group.regions, group_ranks(group)
+    counts = stated_occlusion(regions, ranks)
+    visible: list[dict[str, Any]] = [{}] * len(regions)
+    front: dict[str, Any] | None = None  # union of the amodal masks in front
+    for i in sorted(range(len(regions)), key=ranks.__getitem__):
+        visible[i] = _painted(regions[i], front, *counts[i])
+        amodal = regions[i].amodal_mask.rle
+        front = amodal if front is None else rle_or(front, amodal)
+    instances = []
+    for r, rank, (under, _), vis in zip(regions, ranks, counts, visible):
+        stated = r.visible_mask is not None or r.invisible_mask is not None
+        if stated:
+            repairs += stated_repairs(r, under)
+        amodal = r.amodal_mask.rle
+        instances.append(
+            _InstanceRles(
+                r.id,
+                rank,
+                r.category,
+                r.name,
+                r.is_stuff,
+                r.score,
+                r.cluster,
+                amodal,
+                vis,
+                rle_and(_stated_shown(r), amodal) if stated and under else None,
+                None if r.occlude_rate is None else float(r.occlude_rate),
+            )
+        )
+    return _SceneRles(group.image, group.annotation, instances)
+
+
+def _painted(region: Region, front: dict[str, Any] | None, under: int, hidden: int) -> dict[str, Any]:
+    """A region's visible mask by the painter's rule, as `formats.load`'s scene holds it: its amodal mask
+    less ``front`` (the amodal masks in front) and, where its file hides more (``hidden``, `stated_occlusion`),
+    less what the stated visible mask hides."""
+    amodal = region.amodal_mask.rle
+    if region.visible_mask is not None and not under:
+        # No stated visible pixel lies in front, and every amodal pixel in front is hidden: the stated
+        # visible pixels are exactly the painted ones.
+        return rle_and(amodal, region.visible_mask.rle)
+    if region.visible_mask is None and region.invisible_mask is None and not under:
+        return amodal  # nothing stated, and nothing in front overlaps it
+    shown = amodal if front is None else rle_minus(amodal, front)
+    return rle_and(shown, _stated_shown(region)) if hidden else shown
+
+
+def _stated_shown(region: Region) -> dict[str, Any]:
+    """A region's visible mask as its file states it (`Region.visible_or_amodal`), as RLE."""
+    if region.visible_mask is not None:
+        return region.visible_mask.rle
+    if region.invisible_mask is not None:
+        return rle_minus(region.amodal_mask.rle, region.invisible_mask.rle)
+    return region.amodal_mask.rle
+
+
+class RleScenes(SceneSequence):
+    """A file's scenes as the evaluator reads them, masks as the RLEs the file states (`load_for_evaluation`).
+
+    Indexing builds a scene (masks, ranks and occlusion as `formats.load` gives them; no polygons or unknown
+    fields): the evaluator itself reads the RLEs and never builds one."""
+
+    def __init__(self, scenes: list[_SceneRles]):
+        self.rles = scenes
+        self.images = [s.image for s in scenes]
+        self.annotations = [s.annotation for s in scenes]
+        self.instance_facts = [tuple(InstanceFacts(i.id, i.category, i.name) for i in s.instances) for s in scenes]
+
+    def __len__(self) -> int:
+        return len(self.rles)
+
+    def _scene_at(self, index: int) -> AmodalScene:
+        rles = self.rles[index]
+        instances = [
+            Instance(
+                id=i.id,
+                amodal=decode_rle(i.amodal),
+                rank=i.rank,
+                name=i.name,
+                category=i.category,
+                is_stuff=i.is_stuff,
+                score=i.score,
+                cluster=i.cluster,
+            )
+            for i in rles.instances
+        ]
+        scene = AmodalScene(rles.image, instances, rles.annotation)
+        scene.set_visible([decode_rle(i.visible) for i in rles.instances])
+        for inst, i in zip(scene.instances, rles.instances):
+            inst.stated_occlude_rate = i.stated_occlude_rate
+            inst.stated_visible = None if i.stated_visible is None else encode_rle(decode_rle(i.stated_visible))
+        return scene
+
+
+def load_for_evaluation(path: str | os.PathLike, progress: bool = False) -> AnnotationSet:
+    """Read an annotation or results file for `evaluate` / `official_cocoa_evaluate`: every record checked
+    as `formats.load` checks it, the scenes kept as the RLEs the file states (`RleScenes`), so that scoring
+    gives `formats.load`'s numbers without decoding a frame (where the file states the depth order)."""
+    source = str(path)
+    obj = read_json(path)
+    fmt = detect(obj, source)
+    ctx = Context(source)
+    parsed = parse(ctx, obj, fmt)
+    groups = tqdm(parsed.groups, desc=f"reading {os.path.basename(source)}", unit="scene", disable=not progress)
+    scenes = RleScenes([_group_rles(group, ctx.repairs) for group in groups])
+    for line in repair_lines(ctx.repairs):
+        log.warning("%s: %s", source, line)
+    annset = AnnotationSet(scenes, parsed.categories, fmt, parsed.extra, parsed.unannotated)
+    log.info("read %s: %s, %d scenes, %d instances", path, annset.format, len(annset), annset.num_instances())
+    return annset
+
+
+def load_all_for_evaluation(*paths: str | os.PathLike) -> list[AnnotationSet]:
+    """`load_for_evaluation` of each path, a file named twice (ground truth scored against itself) read once
+    and shared: the evaluator only reads its sets."""
+    read: dict[Path, AnnotationSet] = {}
+    out = []
+    for path in paths:
+        key = Path(path).resolve()
+        if key not in read:
+            read[key] = load_for_evaluation(path)
+        out.append(read[key])
+    return out
+
+
+def _rles_at(annset: AnnotationSet, index: int) -> _SceneRles:
+    """Scene ``index`` of a set as the metrics read it: kept as read (`RleScenes`), else encoded."""
+    if isinstance(annset.scenes, RleScenes):
+        return annset.scenes.rles[index]
+    return _scene_rles(annset.scenes[index])
+
+
+def _order_pairs(scene: _SceneRles) -> list[tuple[int, int]]:
     """The ground-truth pairs whose depth order is scored (docs/formats.md, "Evaluation protocols in use"), as ``(front, back)``
     indices: inside KINS 2020's annotated clusters when the scene has them; else the pairs that the scene's
     COCOA ``depth_constraint`` names, when it has one that names only its own orders; else every pair of
@@ -89,11 +288,23 @@ def _order_pairs(scene: AmodalScene) -> list[tuple[int, int]]:
     clusters = [inst.cluster for inst in scene.instances]
     if any(c is not None for c in clusters):
         return cluster_pairs(clusters)
-    ranks = scene.ranks()
+    ranks = [inst.rank for inst in scene.instances]
     stated = _stated_pairs(scene.annotation.get("depth_constraint"), ranks)
     if stated is not None:
         return stated
-    return overlapping_pairs(ranks, [inst.amodal for inst in scene.instances])
+    return _overlapping_pairs([inst.amodal for inst in scene.instances], ranks)
+
+
+def _overlapping_pairs(rles: list[dict[str, Any]], ranks: list[int]) -> list[tuple[int, int]]:
+    """`order.overlapping_pairs` on RLE: every pair of masks that share a pixel (a positive IoU) as
+    ``(front_index, back_index)``, sorted by the front's then the back's rank."""
+    n = len(rles)
+    if n < 2:
+        return []
+    ious = np.asarray(mask_utils.iou(rles, rles, [0] * n)).reshape(n, n)
+    pairs = [(i, j) if ranks[i] < ranks[j] else (j, i) for i in range(n) for j in range(i + 1, n) if ious[i, j] > 0]
+    pairs.sort(key=lambda p: (ranks[p[0]], ranks[p[1]]))
+    return pairs
 
 
 def _stated_pairs(text: Any, ranks: list[int]) -> list[tuple[int, int]] | None:
@@ -114,22 +325,152 @@ def _stated_pairs(text: Any, ranks: list[int]) -> list[tuple[int, int]] | None:
     return sorted(pairs, key=lambda p: (ranks[p[0]], ranks[p[1]]))
 
 
+@dataclass
+class _EvalCache:
+    """What `COCOeval` runs over the same segmentations, ids and scores share: the IoU matrix per (image,
+    category), the matching per (image, category, ground-truth ignore flags) and the results built on it."""
+
+    ious: dict[tuple[int, int], Any] = field(default_factory=dict)
+    matches: dict[tuple[Any, ...], dict[str, Any]] = field(default_factory=dict)
+    # by the matching's key and which detections the area range leaves outside
+    results: dict[tuple[Any, ...], dict[str, Any]] = field(default_factory=dict)
+    # per mask kind: the ground truth and the detections as COCO objects (`_cocos`)
+    cocos: dict[str, tuple[COCO, COCO]] = field(default_factory=dict)
+
+
 class _SharedIoUEval(COCOeval):
-    """``COCOeval`` that reuses IoU matrices across runs over the same segmentations.
+    """``COCOeval`` that reuses IoU matrices and matchings across runs over the same segmentations.
 
     The amodal runs (COCO areas, occlusion buckets, things/stuff) differ only in the ``area`` field that
-    pycocotools' area ranges read, so the IoUs, the expensive part, are computed once.
+    pycocotools' area ranges read, so the IoUs, the expensive part, are computed once; and a matching
+    depends on an area range only through the ground truth it ignores, so an (image, category) is matched
+    once per set of ignored ground truth, whatever the range or the run.
     """
 
-    def __init__(self, coco_gt: COCO, coco_dt: COCO, cache: dict[tuple[int, int], Any]):
+    def __init__(self, coco_gt: COCO, coco_dt: COCO, cache: _EvalCache):
         super().__init__(coco_gt, coco_dt, iouType="segm")
-        self._iou_cache = cache
+        self._cache = cache
+        self._pairs: dict[tuple[int, int], tuple[list[dict], list[dict], tuple[Any, ...]]] = {}
+        self._plain = False  # set by `_prepare`
+
+    def _prepare(self) -> None:
+        super()._prepare()
+        self._pairs = {}
+        # `_match` covers what the records made here hold: no crowd regions, finite scores.
+        self._plain = not any(g["iscrowd"] for gts in self._gts.values() for g in gts) and all(
+            math.isfinite(d["score"]) for dts in self._dts.values() for d in dts
+        )
 
     def computeIoU(self, imgId: int, catId: int):  # noqa: N802, N803 (pycocotools' names)
         key = (imgId, catId)
-        if key not in self._iou_cache:
-            self._iou_cache[key] = super().computeIoU(imgId, catId)
-        return self._iou_cache[key]
+        if key not in self._cache.ious:
+            self._cache.ious[key] = super().computeIoU(imgId, catId)
+        return self._cache.ious[key]
+
+    def _pair(self, imgId: int, catId: int) -> tuple[list[dict], list[dict], tuple[Any, ...]]:  # noqa: N803
+        """The ground truth and detections ``evaluateImg`` reads for an (image, category), listed once for
+        all area ranges, and what identifies them."""
+        pair = self._pairs.get((imgId, catId))
+        if pair is None:
+            cat_ids = [catId] if self.params.useCats else self.params.catIds
+            gt = [g for c in cat_ids for g in self._gts[imgId, c]]
+            dt = [d for c in cat_ids for d in self._dts[imgId, c]]
+            ids = (imgId, catId, tuple(g["id"] for g in gt), tuple(d["id"] for d in dt))
+            pair = self._pairs[imgId, catId] = (gt, dt, ids)
+        return pair
+
+    def evaluateImg(self, imgId: int, catId: int, aRng: list[float], maxDet: int):  # noqa: N802, N803
+        """``COCOeval.evaluateImg``'s result, its matching reused where an earlier call ignored the same
+        ground truth: only which detections the area range ignores is worked out again. Ignoring all the
+        ground truth or none gives one matching (pycocotools' stop at the first ignored one never fires)."""
+        gt, dt, ids = self._pair(imgId, catId)
+        if not gt and not dt:
+            return None
+        low, high = aRng
+        ignored = tuple(bool(g["ignore"] or g["area"] < low or g["area"] > high) for g in gt)
+        uniform = len(set(ignored)) <= 1
+        all_ignored = uniform and bool(ignored) and ignored[0]
+        key = (*ids, maxDet, None if uniform else ignored)
+        outside = tuple(d["area"] < low or d["area"] > high for d in dt)
+        done = self._cache.results.get((key, all_ignored, outside))
+        if done is not None:
+            return {**done, "aRng": aRng}
+        found = self._cache.matches.get(key)
+        if found is None:
+            done = self._cache.matches[key] = self._match(imgId, catId, aRng, maxDet, gt, dt)
+        else:
+            # As pycocotools sets them: a matched detection is ignored with its ground truth, an unmatched
+            # one when its own area is outside the range.
+            dtm = found["dtMatches"]
+            if uniform:
+                matched_ignored = np.logical_and(dtm != 0, all_ignored)
+                gt_ignore = np.array([int(all_ignored)] * len(gt))
+            else:
+                matched_ignored = np.logical_and(found["dtIgnore"], dtm != 0)
+                gt_ignore = found["gtIgnore"]
+            by_id = dict(zip((d["id"] for d in dt), outside))
+            a = np.array([by_id[i] for i in found["dtIds"]]).reshape((1, dtm.shape[1]))
+            dt_ignore = np.logical_or(matched_ignored, np.logical_and(dtm == 0, np.repeat(a, dtm.shape[0], 0)))
+            done = {**found, "aRng": aRng, "gtIgnore": gt_ignore, "dtIgnore": dt_ignore}
+        self._cache.results[key, all_ignored, outside] = done
+        return done
+
+    def _match(
+        self, imgId: int, catId: int, aRng: list[float], maxDet: int, gt: list[dict], dt: list[dict]
+    ) -> dict[str, Any]:  # noqa: N803
+        """``COCOeval.evaluateImg`` line for line, on Python lists instead of numpy scalars (its cost is
+        per element access): the same comparisons of the same values, the same arrays returned."""
+        p = self.params
+        if not self._plain:
+            return super().evaluateImg(imgId, catId, aRng, maxDet)
+        gt_ignore = [int(bool(g["ignore"] or g["area"] < aRng[0] or g["area"] > aRng[1])) for g in gt]
+        for g, flag in zip(gt, gt_ignore):
+            g["_ignore"] = flag
+        # Stable sorts, as pycocotools' mergesort: ground truth ignored last, detections by score.
+        gtind = sorted(range(len(gt)), key=gt_ignore.__getitem__)
+        gt = [gt[i] for i in gtind]
+        negated = [-d["score"] for d in dt]
+        dtind = sorted(range(len(dt)), key=negated.__getitem__)
+        dt = [dt[i] for i in dtind[0:maxDet]]
+        gt_ig = [gt_ignore[i] for i in gtind]
+        ious = self.ious[imgId, catId]
+        rows = [] if len(ious) == 0 else ious.tolist() if gtind == sorted(gtind) else ious[:, gtind].tolist()
+        num_t, num_g, num_d = len(p.iouThrs), len(gt), len(dt)
+        gtm = [[0] * num_g for _ in range(num_t)]
+        dtm = [[0] * num_d for _ in range(num_t)]
+        dt_ig = [[0] * num_d for _ in range(num_t)]
+        for tind, t in enumerate(p.iouThrs if rows else []):
+            for dind, d in enumerate(dt):
+                iou, m, row, matched = min([t, 1 - 1e-10]), -1, rows[dind], gtm[tind]
+                for gind in range(num_g):
+                    if matched[gind] > 0:  # no crowd here
+                        continue
+                    if m > -1 and gt_ig[m] == 0 and gt_ig[gind] == 1:
+                        break
+                    if row[gind] < iou:
+                        continue
+                    iou, m = row[gind], gind
+                if m == -1:
+                    continue
+                dt_ig[tind][dind] = gt_ig[m]
+                dtm[tind][dind] = gt[m]["id"]
+                matched[m] = d["id"]
+        dtm_a = np.array(dtm, dtype=np.float64).reshape(num_t, num_d)
+        a = np.array([d["area"] < aRng[0] or d["area"] > aRng[1] for d in dt]).reshape((1, num_d))
+        dt_ig_a = np.array(dt_ig, dtype=np.float64).reshape(num_t, num_d)
+        return {
+            "image_id": imgId,
+            "category_id": catId,
+            "aRng": aRng,
+            "maxDet": maxDet,
+            "dtIds": [d["id"] for d in dt],
+            "gtIds": [g["id"] for g in gt],
+            "dtMatches": dtm_a,
+            "gtMatches": np.array(gtm, dtype=np.float64).reshape(num_t, num_g),
+            "dtScores": [d["score"] for d in dt],
+            "gtIgnore": np.array(gt_ig),
+            "dtIgnore": np.logical_or(dt_ig_a, np.logical_and(dtm_a == 0, np.repeat(a, num_t, 0))),
+        }
 
 
 def evaluate(
@@ -239,7 +580,7 @@ def _prepare_units(
         shape = _shape(record, gt_file)
         preds: list[_Obj] = []
         for group, k in enumerate(pred_scenes.get(image_id, [])):
-            scene = pred.scenes[k]
+            scene = _rles_at(pred, k)
             _check_shape(scene, shape, pred_file)
             preds += _prepare(scene, group, per_category, pred_file, is_pred=True)
         num_pred += len(preds)
@@ -247,7 +588,7 @@ def _prepare_units(
             unit = _Unit(len(units) + 1, image_id, shape, [], preds)
             if k is not None:
                 if k not in gt_cache:
-                    scene = gt.scenes[k]
+                    scene = _rles_at(gt, k)
                     _check_shape(scene, shape, gt_file)
                     gt_cache[k] = (_prepare(scene, 0, per_category, gt_file, is_pred=False), _order_pairs(scene))
                 unit.gts, unit.order_pairs = gt_cache[k]
@@ -275,12 +616,12 @@ def _shape(record: dict[str, Any], file: str) -> tuple[int, int]:
         raise FormatError(file, f"images[id={record.get('id')}]", "integer 'height' and 'width'") from None
 
 
-def _check_shape(scene: AmodalScene, shape: tuple[int, int], file: str) -> None:
+def _check_shape(scene: _SceneRles, shape: tuple[int, int], file: str) -> None:
     if scene.shape != shape:
         raise FormatError(
             file,
             f"images[id={scene.image_id}]",
-            f"height {shape[0]} and width {shape[1]} as the ground-truth image, got {scene.height}x{scene.width}",
+            f"height {shape[0]} and width {shape[1]} as the ground-truth image, got {scene.shape[0]}x{scene.shape[1]}",
         )
 
 
@@ -314,10 +655,9 @@ def _assign_predictions(
     return assigned, len(unmatched)
 
 
-def _prepare(scene: AmodalScene, group: int, per_category: bool, file: str, is_pred: bool) -> list[_Obj]:
+def _prepare(scene: _SceneRles, group: int, per_category: bool, file: str, is_pred: bool) -> list[_Obj]:
     out = []
-    amodal_rles, visible_rles = _rles([inst.amodal for inst in scene.instances]), _rles(scene.visible_masks())
-    for k, inst in enumerate(scene.instances):
+    for inst in scene.instances:
         if per_category and inst.category is None:
             raise FormatError(
                 file,
@@ -329,24 +669,12 @@ def _prepare(scene: AmodalScene, group: int, per_category: bool, file: str, is_p
         score = 1.0 if not is_pred or inst.score is None else float(inst.score)
         # A prediction's occlusion as its file states it, where it does (detections need not agree with any
         # one depth order); else as `AmodalScene.occlude_rates` computes it, from the RLEs' areas.
-        if is_pred and inst.stated_visible is not None:
-            visible_rles[k] = {**inst.stated_visible, "counts": inst.stated_visible["counts"].encode("ascii")}
-        area, visible_area = _area(amodal_rles[k]), _area(visible_rles[k])
+        visible = inst.stated_visible if is_pred and inst.stated_visible is not None else inst.visible
+        area, visible_area = _area(inst.amodal), _area(visible)
         rate = (area - visible_area) / area if area else 0.0
         if is_pred and inst.stated_occlude_rate is not None:
             rate = inst.stated_occlude_rate
-        out.append(
-            _Obj(
-                amodal_rles[k],
-                visible_rles[k],
-                float(rate),
-                int(inst.rank),
-                category,
-                bool(inst.is_stuff),
-                score,
-                group,
-            )
-        )
+        out.append(_Obj(inst.amodal, visible, float(rate), int(inst.rank), category, bool(inst.is_stuff), score, group))
     return out
 
 
@@ -376,30 +704,48 @@ def _coco(units: Sequence[_Frame], cat_ids: list[int], anns: list[dict[str, Any]
 
 def _records(units: list[_Unit], side: str, mask: str, area: str) -> list[dict[str, Any]]:
     """COCO annotation (``side='gts'``) or detection records; ``area`` picks what pycocotools' area ranges
-    see: ``pixels`` (mask area), ``occlusion`` (occlude rate) or ``stuff`` (0 thing, 1 stuff)."""
+    see (`_area_value`)."""
     anns = []
     for u in units:
         for o in getattr(u, side):
             rle = o.amodal_rle if mask == "amodal" else o.visible_rle
-            if area == "pixels":
-                value = float(mask_utils.area(rle))
-            elif area == "occlusion":
-                value = o.occlude_rate
-            else:
-                value = float(o.is_stuff)
             # pycocotools uses 0 in its match tables for "unmatched", so ids start at 1.
             ann = {
                 "id": len(anns) + 1,
                 "image_id": u.eval_id,
                 "category_id": o.category,
                 "segmentation": rle,
-                "area": value,
+                "area": _area_value(o, rle, area),
                 "iscrowd": 0,
             }
             if side == "preds":
                 ann["score"] = o.score
             anns.append(ann)
     return anns
+
+
+def _area_value(o: _Obj, rle: dict[str, Any], area: str) -> float:
+    """What pycocotools' area ranges see of an instance: ``pixels`` (its mask's area), ``occlusion`` (its
+    occlude rate) or ``stuff`` (0 thing, 1 stuff)."""
+    if area == "pixels":
+        return float(mask_utils.area(rle))
+    return o.occlude_rate if area == "occlusion" else float(o.is_stuff)
+
+
+def _cocos(units: list[_Unit], cat_ids: list[int], mask: str, area: str, cache: _EvalCache) -> tuple[COCO, COCO]:
+    """The ground truth and detections as COCO objects: made once per mask kind and cache, and given the
+    ``area`` values of this run in place (runs over one cache run one after another)."""
+    if mask not in cache.cocos:
+        cache.cocos[mask] = (
+            _coco(units, cat_ids, _records(units, "gts", mask, area)),
+            _coco(units, cat_ids, _records(units, "preds", mask, area)),
+        )
+        return cache.cocos[mask]
+    for coco, side in zip(cache.cocos[mask], ("gts", "preds")):
+        objs = (o for u in units for o in getattr(u, side))
+        for ann, o in zip(coco.dataset["annotations"], objs):
+            ann["area"] = _area_value(o, ann["segmentation"], area)
+    return cache.cocos[mask]
 
 
 def _run(
@@ -409,12 +755,15 @@ def _run(
     mask: str,
     area: str,
     ranges: Mapping[str, tuple[float, float]],
-    cache: dict[tuple[int, int], Any],
+    cache: _EvalCache,
+    max_dets: Sequence[int] = (1, 10, 100),
 ) -> COCOeval:
-    coco_gt = _coco(units, cat_ids, _records(units, "gts", mask, area))
-    coco_dt = _coco(units, cat_ids, _records(units, "preds", mask, area))
+    """One pycocotools evaluation; ``max_dets``: the detection limits accumulated (each on its own, so a
+    run read only at 100 needs no other)."""
+    coco_gt, coco_dt = _cocos(units, cat_ids, mask, area, cache)
     ev = _SharedIoUEval(coco_gt, coco_dt, cache)
     ev.params.useCats = int(per_category)
+    ev.params.maxDets = list(max_dets)
     ev.params.areaRng = [list(r) for r in ranges.values()]
     ev.params.areaRngLbl = list(ranges)
     with contextlib.redirect_stdout(io.StringIO()):
@@ -440,8 +789,8 @@ def _summary(ev: COCOeval, kind: str, area: str = "all", iou: float | None = Non
 
 
 def _coco_metrics(units: list[_Unit], cat_ids: list[int], per_category: bool) -> dict[str, float]:
-    amodal_ious: dict[tuple[int, int], Any] = {}
-    ev = _run(units, cat_ids, per_category, "amodal", "pixels", COCO_AREAS, amodal_ious)
+    amodal_cache = _EvalCache()
+    ev = _run(units, cat_ids, per_category, "amodal", "pixels", COCO_AREAS, amodal_cache)
     out = {
         "amodal_AP": _summary(ev, "AP"),
         "amodal_AP50": _summary(ev, "AP", iou=0.5),
@@ -453,7 +802,7 @@ def _coco_metrics(units: list[_Unit], cat_ids: list[int], per_category: bool) ->
         "amodal_AR10": _summary(ev, "AR", max_dets=10),
         "amodal_AR100": _summary(ev, "AR"),
     }
-    ev = _run(units, cat_ids, per_category, "visible", "pixels", ALL_AREAS, {})
+    ev = _run(units, cat_ids, per_category, "visible", "pixels", ALL_AREAS, _EvalCache(), [100])
     out.update(
         visible_AP=_summary(ev, "AP"),
         visible_AP50=_summary(ev, "AP", iou=0.5),
@@ -461,9 +810,9 @@ def _coco_metrics(units: list[_Unit], cat_ids: list[int], per_category: bool) ->
     )
     # Buckets: GT 'area' := its occlude rate (or stuff flag) and a detection's 'area' := its predicted one, so
     # an unmatched detection is a false positive only in the bucket it claims to belong to.
-    ev = _run(units, cat_ids, per_category, "amodal", "occlusion", OCCLUSION_BUCKETS, amodal_ious)
+    ev = _run(units, cat_ids, per_category, "amodal", "occlusion", OCCLUSION_BUCKETS, amodal_cache, [100])
     out.update({f"AP_{name}": _summary(ev, "AP", name) for name in OCCLUSION_BUCKETS})
-    ev = _run(units, cat_ids, per_category, "amodal", "stuff", STUFF_BUCKETS, amodal_ious)
+    ev = _run(units, cat_ids, per_category, "amodal", "stuff", STUFF_BUCKETS, amodal_cache, [100])
     out.update({f"AP_{name}": _summary(ev, "AP", name) for name in STUFF_BUCKETS})
     return out
 
@@ -629,7 +978,7 @@ class _ResampledAP:
     results, accumulated. The full set in its own order gives exactly `evaluate`'s numbers."""
 
     def __init__(self, units: list[_Unit], cat_ids: list[int], per_category: bool):
-        self.ev = _run(units, cat_ids, per_category, "amodal", "pixels", ALL_AREAS, {})
+        self.ev = _run(units, cat_ids, per_category, "amodal", "pixels", ALL_AREAS, _EvalCache())
         self.num_units = len(self.ev.params.imgIds)
         self.evals = list(self.ev.evalImgs)  # [category][area][image], images in unit order (ids 1..n)
         self.full = self._summaries()  # the test set itself, accumulated as `evaluate` does

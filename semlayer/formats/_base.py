@@ -445,10 +445,10 @@ def group_ranks(group: Group) -> list[int]:
     regions = group.regions
     n = len(regions)
     keys = [r.order for r in regions]
-    amodal, amodal_boxes = zip(*(r.amodal_crop() for r in regions)) if regions else ((), ())
     keyed = n > 0 and all(k is not None for k in keys)
     if keyed and len(set(keys)) == n:
-        return renumber_ranks(keys)
+        return renumber_ranks(keys)  # (no mask decoded)
+    amodal, amodal_boxes = zip(*(r.amodal_crop() for r in regions)) if regions else ((), ())
     # Tied keys (D2SA gives every object order 1): constraints only inside a tie never put an object before
     # one of a smaller key, so the keys still order the pairs that do not tie.
     tied = [(i, j) for i in range(n) for j in range(i + 1, n) if keys[i] == keys[j]] if keyed else None
@@ -516,16 +516,21 @@ def build_scene(group: Group, repairs: list[Repair] | None = None) -> AmodalScen
             visible = crop_over(*r.visible_or_amodal_crop(), inst.box) & inst.amodal_crop
             inst.stated_visible = encode_rle(paste_crop(visible, inst.box, scene.shape))
         if repairs is not None:
-            outside = (
-                0
-                if r.visible_mask is None
-                else r.visible_mask.area - rle_area(rle_and(r.visible_mask.rle, r.amodal_mask.rle))
-            )
-            if outside:
-                repairs.append(Repair("outside", join(r.path, r.visible_key), outside))
-            if under:
-                repairs.append(Repair("under", r.path, under))
+            repairs += stated_repairs(r, under)
     return scene
+
+
+def stated_repairs(region: Region, under: int) -> list[Repair]:
+    """What reading a region that states a visible or invisible mask repairs: its stated visible pixels
+    outside its amodal mask, and the ``under`` pixels (`stated_occlusion`) under an instance in front."""
+    out = []
+    if region.visible_mask is not None:
+        outside = region.visible_mask.area - rle_area(rle_and(region.visible_mask.rle, region.amodal_mask.rle))
+        if outside:
+            out.append(Repair("outside", join(region.path, region.visible_key), outside))
+    if under:
+        out.append(Repair("under", region.path, under))
+    return out
 
 
 def stated_occlusion(regions: list[Region], keys: Sequence[float]) -> list[tuple[int, int]]:

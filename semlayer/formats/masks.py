@@ -112,6 +112,16 @@ def rle_or(*rles: dict[str, Any]) -> dict[str, Any]:
     return mask_utils.merge(list(rles), intersect=False)
 
 
+def rle_minus(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """The pixels of RLE ``a`` that are not in ``b`` (same size): ``a`` and the complement of ``b``, whose
+    runs are ``b``'s with the first (background) run dropped or an empty one put in front."""
+    h, w = (int(v) for v in b["size"])
+    runs = rle_counts(b["counts"])
+    assert runs is not None, "rle_minus takes pycocotools RLE"
+    flipped = runs[1:] if runs.size and runs[0] == 0 else np.concatenate(([0], runs))
+    return rle_and(a, mask_utils.frPyObjects({"size": [h, w], "counts": flipped.tolist()}, h, w))
+
+
 def rle_same(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Whether two same-sized RLE masks hold the same pixels (however each is encoded)."""
     area = rle_area(a)
