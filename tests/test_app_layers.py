@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from app import assists
 from app import handlers as h
 from app import layers
 from app import render as r
@@ -78,6 +79,8 @@ def test_a_locked_object_refuses_every_edit_until_unlocked(tab):
         lambda: h.delete_selected(tab),
         lambda: h.apply_editor_mask(tab, {"layers": [np.full((40, 60, 4), 255, np.uint8)]}),
         lambda: layers.reorder_to(tab, [1, 3, 2]),  # dragging it to the back
+        lambda: assists.complete(tab, "hull"),
+        lambda: assists.hidden_polygon(tab, [[0, 0], [30, 0], [30, 30]], instance_id=2),  # as the API names it
     ):
         with pytest.raises(h.UserError, match=message):
             edit()
