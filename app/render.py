@@ -50,9 +50,9 @@ HEAT_SIZE = 256
 
 
 def render_view(tab: Tab) -> np.ndarray:
-    """The image with each instance in its own colour, labelled with its depth rank (annotation, prediction, or both side by side), at
-    the display's resolution before enlargement (a large photo reduced: see `Display`). The selection is
-    not in it: `view_picture` outlines it on top."""
+    """The image with each instance in its own colour, labelled with its depth rank (annotation, prediction,
+    or both side by side), at the display's resolution before enlargement (a large photo reduced: see
+    `Display`). The selection is not in it: `view_picture` outlines it on top."""
     display = display_for(tab.session.scene.shape)
     image = display_image(tab, display)
 

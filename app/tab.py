@@ -117,6 +117,10 @@ class FigureCache(BoundedCache):
         return picture
 
 
+def _ids(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(i, int) for i in value)
+
+
 @dataclass
 class LayerState:
     """What the layer list sets for one scene (view state, not part of the annotation): the instances
@@ -141,8 +145,7 @@ class LayerState:
         if not isinstance(value, dict):
             return None
         hidden, solo, locked = value.get("hidden", []), value.get("solo"), value.get("locked", [])
-        ints = lambda v: isinstance(v, list) and all(isinstance(i, int) for i in v)  # noqa: E731
-        if not (ints(hidden) and ints(locked) and (solo is None or isinstance(solo, int))):
+        if not (_ids(hidden) and _ids(locked) and (solo is None or isinstance(solo, int))):
             return None
         return cls(set(hidden), solo, set(locked))
 
