@@ -48,9 +48,10 @@ def _instance(tab: Tab, instance_id: int | None) -> int:
     if instance_id is None:
         return tab.editable_selection
     try:
-        return tab.session.scene.get(int(instance_id)).id
+        found = tab.session.scene.get(int(instance_id)).id
     except (KeyError, ValueError):
         raise UserError(f"this image has no instance {instance_id}") from None
+    return tab.editable(found)  # a locked one refuses
 
 
 def _proposing(tab: Tab, make: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:

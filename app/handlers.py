@@ -26,7 +26,7 @@ from semlayer.workspace import ConflictError, EditSession, op_rename, op_set_cat
 from . import render
 from .finetune import FineTuneJob, Progress, class_agnostic_checkpoint, finetune_config, next_run_dir, train_command
 from .model import load_model
-from .tab import JOBS, JOBS_LOCK, SHOWS, VIEWS, AppConfig, Source, Tab, UserError, source
+from .tab import JOBS, JOBS_LOCK, SHOWS, VIEWS, AppConfig, LayerState, Source, Tab, UserError, source
 
 # Uploads larger than this are refused with a message (CPU inference on them would take minutes).
 MAX_UPLOAD_PIXELS = 4096 * 4096
@@ -46,7 +46,8 @@ VIEW_SETTINGS = "view.json"  # the workspace folder's last show / view / opacity
 
 def load_view_settings(tab: Tab) -> None:
     """Show, view and opacity as last chosen on this workspace (kept as they are when none was saved or the
-    file holds something else)."""
+    file holds something else); the layer list's state is that of this workspace, none when it has none."""
+    tab.layers = {}
     try:
         saved = json.loads((tab.session.folder / VIEW_SETTINGS).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -59,11 +60,20 @@ def load_view_settings(tab: Tab) -> None:
         tab.view = saved["view"]
     if isinstance(saved.get("opacity"), (int, float)) and 0 <= saved["opacity"] <= 1:
         tab.opacity = float(saved["opacity"])
+    layers = saved.get("layers")
+    if isinstance(layers, dict):
+        states = {str(k): LayerState.from_saved(v) for k, v in layers.items()}
+        tab.layers = {k: v for k, v in states.items() if v is not None}
 
 
 def save_view_settings(tab: Tab) -> None:
-    """Remember show / view / opacity for this workspace, so a reload or a new tab keeps them."""
-    atomic_write_json(tab.session.folder / VIEW_SETTINGS, {"show": tab.show, "view": tab.view, "opacity": tab.opacity})
+    """Remember show / view / opacity and the layer list's hide / solo / lock for this workspace, so a reload or
+    a new tab keeps them."""
+    layers = {k: v.saved() for k, v in tab.layers.items() if v.hidden or v.locked or v.solo is not None}
+    atomic_write_json(
+        tab.session.folder / VIEW_SETTINGS,
+        {"show": tab.show, "view": tab.view, "opacity": tab.opacity, "layers": layers},
+    )
 
 
 def set_view_setting(tab: Tab, name: str, value: Any) -> None:
@@ -178,7 +188,8 @@ def select_at(tab: Tab, x: int, y: int, which: Source | str | None = None) -> di
     else:
         raise UserError(f"select in 'annotation' or 'prediction', got {which!r}")
     scene = tab.scene_for(which)
-    stack = scene.instances_at(x, y)
+    shown = tab.shown_ids(which)  # objects hidden in the layer list are clicked through
+    stack = [i for i in scene.instances_at(x, y) if shown is None or i in shown]
     click = (which, x, y)
     tab.cycle = tab.cycle + 1 if click == tab.last_click and stack else 0
     tab.last_click = click
@@ -230,8 +241,20 @@ def editing(tab: Tab) -> Iterator[EditSession]:
 
 
 def reorder(tab: Tab, where: str, instance_id: int | None = None) -> dict[str, Any]:
-    """Move an instance (default: the selected one) forward, backward, to the front or back."""
-    target = tab.editable_selection if instance_id is None else int(instance_id)
+    """Move an instance (default: the selected one) forward or backward past the nearest instance it overlaps
+    (`AmodalScene.step_past`; a message when none overlaps it that way), to the front or back."""
+    target = tab.editable_selection if instance_id is None else tab.editable(int(instance_id))
+    scene = tab.session.scene
+    order = scene.order_ids()
+    if where in ("forward", "backward") and target in order and scene.step_past(target, where) is None:
+        end = "front" if where == "forward" else "back"
+        if order[0 if where == "forward" else -1] == target:
+            raise UserError(f"#{target} is already at the {end}")
+        side = "in front of" if where == "forward" else "behind"
+        raise UserError(
+            f"nothing {side} #{target} overlaps it, so a step {where} would change nothing you can see "
+            f"(use 'to {end}' to move it anyway)"
+        )
     with editing(tab) as session:
         session.move(target, where)  # the session checks ``where``
     return tab.summary()

@@ -18,12 +18,13 @@ from typing import Any, Callable, Iterator
 import gradio as gr
 from PIL import Image
 
+from semlayer import viz
 from semlayer.errors import SemlayerError
 from semlayer.scene import MOVES
 
 from semlayer.workspace import ConflictError, SaveError
 
-from . import assist_layout, assists, render, security
+from . import assist_layout, assists, layers, render, security
 from . import handlers as h
 from .tab import SHOWS, VIEWS, AppConfig, Picture, Tab, UserError
 
@@ -167,6 +168,8 @@ class Page:
                 self._image_panel()
                 self.help = assist_layout.model_help(cfg)  # beside the image its boxes are drawn on
                 self._load_panel()
+            with gr.Column(scale=1, min_width=230):  # beside the image: its objects, front first
+                self._layers_panel()
             with gr.Column(scale=2):  # right: inspector, table, edits
                 self._inspector_panel()
                 self._order_panel()
@@ -177,6 +180,7 @@ class Page:
             self.main_img, self.levels_img, self.global_img, self.insp_md, self.panel_img, self.layers_img,
             self.heat_img, self.surf_img, self.table, self.behind_dd, self.status_md, self.name_tb, self.cat_num,
             self.stuff_cb, self.position, self.model_md, self.show, self.view, self.opacity, self.editor,
+            self.layer_list,
         ]  # fmt: skip
         self.everything.append(self.help["status"])  # every drawn view updates the model help's words
         # What app.render gives, by part, as component.
@@ -201,7 +205,8 @@ class Page:
         with gr.Tabs():
             with gr.Tab("Depth overlay") as self.overlay_tab:
                 self.main_img = _figure(
-                    label="instances coloured by depth rank (click to select)", elem_id="main-image"
+                    label="each object in its own colour, numbered by depth rank (click to select)",
+                    elem_id="main-image",
                 )
             with gr.Tab("Level sets") as self.levels_tab:
                 self.levels_img = _figure(label="sem-dist level sets", elem_id="levels-image")
@@ -217,6 +222,12 @@ class Page:
             self.prev_btn = gr.Button("◀ previous image", size="sm", elem_id="key-prev")
             self.position = gr.Markdown(elem_id="position")
             self.next_btn = gr.Button("next image ▶", size="sm", elem_id="key-next")
+
+    def _layers_panel(self) -> None:
+        gr.Markdown("**Layers** · front first · drag a row to change its depth", elem_id="layers-title")
+        self.layer_list = gr.HTML(
+            "", js_on_load=layers.LAYERS_JS, css_template=layers.LAYERS_CSS, elem_id="layer-list", max_height=640
+        )
 
     def _load_panel(self) -> None:
         cfg = self.cfg
@@ -340,7 +351,9 @@ class Page:
             out = {self.components[k]: self.page_value(k, v) for k, v in values.items()
                    if k not in ("rows", "table_title")}  # fmt: skip
             if "rows" in values:
-                out[self.table] = gr.Dataframe(value=values["rows"], label=values["table_title"])
+                out[self.table] = gr.Dataframe(value=table_value(values["rows"]), label=values["table_title"])
+            if "inspector" in parts or "table" in parts:  # selection and order show in the layer list
+                out[self.layer_list] = layers.list_html(tab)
             if "inspector" in parts and render.editor_key(tab) != tab.editor_shows:
                 # The editor always shows (and names) the selected object; strokes go to what it shows.
                 out[self.editor] = self.editor_value(tab)
@@ -409,6 +422,7 @@ class Page:
                            self.name_tb, self.cat_num)  # fmt: skip
         assist_layout.wire_help(self.help, self.event, self.on, self.r_view, self.r_all, self.everything)
         self._wire_export()
+        self._wire_layers()
 
     def r_gallery(self, tab: Tab) -> dict:
         return {self.gallery: _gallery(tab)}
@@ -502,6 +516,16 @@ class Page:
         on(self.add_btn.click, event(r_edited, h.add_from_editor),
            [self.editor, self.name_tb, self.cat_num, self.stuff_cb], everything)  # fmt: skip
 
+    def _wire_layers(self) -> None:
+        # Each row action arrives as one click event whose data says what (see layers.LAYERS_JS).
+        act = self.event(self.r_all, lambda tab, evt: layers.act(
+            tab, getattr(evt, "action", None), getattr(evt, "id", None), getattr(evt, "order", None)))  # fmt: skip
+
+        def on_layer(request: gr.Request, evt: gr.EventData) -> dict:
+            return act(request, evt)
+
+        self.on(self.layer_list.click, on_layer, None, self.everything)
+
     def r_tune(self, tab: Tab) -> dict:
         progress = h.finetune_status(tab)
         if progress is None:
@@ -538,6 +562,17 @@ class Page:
         on(self.tune_btn.click, event(self.r_tune, h.start_finetune), None, tune_outputs)
         on(self.cancel_btn.click, event(self.r_tune, h.cancel_finetune), None, tune_outputs)
         on(self.timer.tick, event(self.r_tune), None, tune_outputs)
+
+
+def table_value(rows: list[list[Any]]) -> dict[str, Any]:
+    """The instance table with each rank cell in its instance's colour (as the image's labels and the layer
+    list show it), as Gradio's styled-table value."""
+    styling = []
+    for color, row in zip(render.row_colors(rows), rows):
+        text = viz.text_color_on(viz.instance_color(row[render.TABLE_ID_COLUMN]))
+        styling.append([f"background-color: {color}; color: rgb{text}"] + [""] * (len(row) - 1))
+    display = [[str(v) for v in row] for row in rows]
+    return {"headers": render.TABLE_HEADERS, "data": rows, "metadata": {"styling": styling, "display_value": display}}
 
 
 def _gallery(tab: Tab) -> list[str]:

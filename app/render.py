@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 PANES = ("overlay", "levels", "global")  # the tabs over the image; only the open one is drawn
 EDITOR_COLOR = (255, 0, 255)
 
-# Rank leads: it is the number the image's labels and legend show, and the table is in rank order.
+# Rank leads: it is the number the image's labels and the layer list show, and the table is in rank order.
 TABLE_HEADERS = ["rank", "id", "name", "occlude rate", "score"]
 TABLE_ID_COLUMN = TABLE_HEADERS.index("id")
 
@@ -50,15 +50,18 @@ HEAT_SIZE = 256
 
 
 def render_view(tab: Tab) -> np.ndarray:
-    """The image with instances coloured by depth rank (annotation, prediction, or both side by side), at
-    the display's resolution before enlargement (a large photo reduced: see `Display`). The selection is
-    not in it: `view_picture` outlines it on top."""
+    """The image with each instance in its own colour, labelled with its depth rank (annotation, prediction,
+    or both side by side), at the display's resolution before enlargement (a large photo reduced: see
+    `Display`). The selection is not in it: `view_picture` outlines it on top."""
     display = display_for(tab.session.scene.shape)
     image = display_image(tab, display)
 
     def draw(which: Source) -> np.ndarray:
         scene = display_scene(tab, which, display)
-        return viz.overlay_by_rank(image, scene, view=tab.view, alpha=tab.opacity, legend=True)
+        # The layer list beside the image is the key (no legend drawn in); hidden objects are not drawn.
+        return viz.overlay_by_rank(
+            image, scene, view=tab.view, alpha=tab.opacity, legend=False, shown=tab.shown_ids(which)
+        )
 
     if tab.show == Source.BOTH:
         return np.concatenate([draw(Source.ANNOTATION), draw(Source.PREDICTION)], axis=1)
@@ -166,7 +169,7 @@ def view_picture(tab: Tab) -> Picture:
     outlined. A click only outlines another instance on the cached view: it never draws the view again,
     and the tab keeps one outlined view at a time."""
     shown = (Source.ANNOTATION, Source.PREDICTION) if tab.show == Source.BOTH else (tab.listed,)
-    key = ("view", tab.show, tab.view, tab.opacity, *(tab.figure_key(which) for which in shown))
+    key = ("view", tab.show, tab.view, tab.opacity, *((tab.figure_key(w), tab.shown_ids(w)) for w in shown))
     display = display_for(tab.session.scene.shape)
     view = tab.figures.picture(key, lambda: enlarge(render_view(tab), display.up))
     if tab.selected is None or tab.selected_in not in shown:
@@ -250,6 +253,16 @@ def semdist_of(cfg: AppConfig, scene: AmodalScene, instance_id: int) -> semdist.
     return semdist.SemDistMap(semdist.level_sdm(layer, cfg.K, cfg.tau), box, scene.shape, cfg.K)
 
 
+def color_swatch(instance_id: int) -> str:
+    """A square in the instance's colour (`viz.instance_color`), as Markdown's inline HTML."""
+    return f'<span style="color:{viz.instance_hex(instance_id)}">■</span>'
+
+
+def row_colors(rows: list[list[Any]]) -> list[str]:
+    """The CSS colour of each `instance_rows` row's instance."""
+    return [viz.instance_hex(int(row[TABLE_ID_COLUMN])) for row in rows]
+
+
 @dataclass
 class Inspection:
     """Everything the inspector shows for the selected instance."""
@@ -279,7 +292,7 @@ def inspect(tab: Tab, surface: bool = True) -> Inspection | None:
     score = "—" if info["score"] is None else f"{info['score']:.3f}"
     category = "—" if info["category"] is None else str(info["category"])
     text = (
-        f"### {inst.name or 'unnamed'} (#{inst.id}) · {tab.selected_in}\n"
+        f"### {color_swatch(inst.id)} {inst.name or 'unnamed'} (#{inst.id}) · {tab.selected_in}\n"
         f"rank **{inst.rank}** of {len(scene)} · occlude rate **{info['occlude_rate']:.3f}** · score {score} · "
         f"category {category}{' · stuff' if inst.is_stuff else ''}\n\n"
         f"occluded by: {who(info['occluders'])}  \noccludes: {who(info['occludees'])}"

@@ -117,6 +117,39 @@ class FigureCache(BoundedCache):
         return picture
 
 
+def _ids(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(i, int) for i in value)
+
+
+@dataclass
+class LayerState:
+    """What the layer list sets for one scene (view state, not part of the annotation): the instances
+    hidden, the one shown alone (solo), the ones locked against edits. app.layers changes it."""
+
+    hidden: set[int] = field(default_factory=set)
+    solo: int | None = None
+    locked: set[int] = field(default_factory=set)
+
+    def shown(self, ids: list[int]) -> frozenset[int]:
+        """Which of ``ids`` are drawn: the solo one alone, else all but the hidden."""
+        if self.solo is not None and self.solo in ids:
+            return frozenset([self.solo])
+        return frozenset(i for i in ids if i not in self.hidden)
+
+    def saved(self) -> dict[str, Any]:
+        return {"hidden": sorted(self.hidden), "solo": self.solo, "locked": sorted(self.locked)}
+
+    @classmethod
+    def from_saved(cls, value: Any) -> LayerState | None:
+        """The state `saved` wrote; None when ``value`` is something else (a hand-edited file)."""
+        if not isinstance(value, dict):
+            return None
+        hidden, solo, locked = value.get("hidden", []), value.get("solo"), value.get("locked", [])
+        if not (_ids(hidden) and _ids(locked) and (solo is None or isinstance(solo, int))):
+            return None
+        return cls(set(hidden), solo, set(locked))
+
+
 # Fine-tune jobs by dataset workspace folder (process-wide, like the models).
 JOBS: dict[Path, FineTuneJob] = {}
 JOBS_LOCK = threading.Lock()
@@ -143,6 +176,8 @@ class Tab:
     # What the mask editor on the page shows (see `render.editor_key`); strokes apply only to that object.
     editor_shows: tuple | None = None
     assist: Any = None  # the assists' clicks and pending proposal on the current image (app.assists)
+    # The layer list's state per scene: key `layer_key` (which scene of which image).
+    layers: dict[str, LayerState] = field(default_factory=dict)
     # Held by each event of this tab from its action through its render (app.layout.Tabs.use).
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
@@ -175,7 +210,29 @@ class Tab:
                 "that instance is part of the prediction, which is not edited: set 'show' to annotation (or both) "
                 "and select the instance in the annotation"
             )
-        return self.selected
+        return self.editable(self.selected)
+
+    def layer_key(self, which: Source | str) -> str:
+        """The key of the ``which`` scene of the current image in `layers` (and in the workspace's view.json)."""
+        return f"{Source(which).value}:{self.session.scene.image_id}" if len(self.session) else ""
+
+    def layer_state(self, which: Source | str = Source.ANNOTATION) -> LayerState:
+        """The layer list's state of the ``which`` scene of the current image (created empty on first use)."""
+        return self.layers.setdefault(self.layer_key(which), LayerState())
+
+    def shown_ids(self, which: Source | str) -> frozenset[int] | None:
+        """The ids of the ``which`` scene the view draws (the layer list's hide and solo); None: all."""
+        state = self.layers.get(self.layer_key(which))
+        if state is None or (state.solo is None and not state.hidden):
+            return None
+        return state.shown(self.scene_for(which).order_ids())
+
+    def editable(self, instance_id: int) -> int:
+        """``instance_id`` when that annotation instance may be edited; a UserError when it is locked. Every
+        edit of one instance comes through here (or `editable_selection`), so a lock holds everywhere."""
+        if int(instance_id) in self.layer_state(Source.ANNOTATION).locked:
+            raise UserError(f"#{instance_id} is locked: unlock it in the layer list (🔒) to edit or move it")
+        return int(instance_id)
 
     def clear_selection(self) -> None:
         self.selected, self.selected_in, self.last_click, self.cycle = None, Source.ANNOTATION, None, 0

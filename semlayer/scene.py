@@ -281,15 +281,35 @@ class AmodalScene:
         return [self.instances[i].id for i in self.front_to_back()]
 
     def move(self, instance_id: int, where: str) -> None:
-        """Reorder one instance: ``forward``/``backward`` one step, or to the ``front``/``back``."""
+        """Reorder one instance: ``forward``/``backward`` past the nearest instance in front of / behind it that
+        overlaps it (`step_past`; stepping past one it does not touch would change nothing visible; none:
+        no change), or to the ``front``/``back``."""
         if where not in MOVES:
             raise ValueError(f"move must be one of {MOVES}, got {where!r}")
         order = self.order_ids()
         pos = order.index(self.get(instance_id).id)
-        order.pop(pos)
-        new_pos = {"forward": max(pos - 1, 0), "backward": min(pos + 1, len(order)), "front": 0, "back": len(order)}
-        order.insert(new_pos[where], instance_id)
+        if where in ("forward", "backward"):
+            other = self.step_past(instance_id, where)
+            if other is None:
+                return
+            order.pop(pos)
+            at = order.index(other)
+            order.insert(at if where == "forward" else at + 1, instance_id)
+        else:
+            order.pop(pos)
+            order.insert(0 if where == "front" else len(order), instance_id)
         self.set_order(order)
+
+    def step_past(self, instance_id: int, where: str) -> int | None:
+        """The id of the instance a ``forward`` (``backward``) move passes: the nearest one in front of (behind)
+        the given one whose amodal mask overlaps it; None when there is none that way."""
+        if where not in ("forward", "backward"):
+            raise ValueError(f"a step is forward or backward, got {where!r}")
+        candidates = self.occluders(instance_id) if where == "forward" else self.occludees(instance_id)
+        if not candidates:
+            return None
+        ranks = [self.get(i).rank for i in candidates]
+        return candidates[ranks.index(max(ranks) if where == "forward" else min(ranks))]
 
     def put_in_front(self, front_id: int, behind_id: int) -> None:
         """Move ``front_id`` to just before ``behind_id`` when it is behind it; no change otherwise."""

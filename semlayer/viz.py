@@ -1,5 +1,6 @@
-"""Figures for the app and the docs: depth-rank overlays, sem-dist level sets, the global layering map,
-one instance's sem-dist map as a heat map or a 3-D surface, and a one-instance inspection panel.
+"""Figures for the app and the docs: overlays of instances (each in its own colour, numbered by depth
+rank), sem-dist level sets, the global layering map, one instance's sem-dist map as a heat map or a 3-D
+surface, and a one-instance inspection panel.
 
 Every function returns an RGB uint8 array. Overlays and panels are drawn with OpenCV (fast enough for
 interactive use); plots use matplotlib through its object API (``Figure`` + ``FigureCanvasAgg``), never
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Sequence
+from typing import Collection, Sequence
 
 import cv2
 import matplotlib
@@ -50,6 +51,32 @@ def _rank_colors(n: int, cmap: str) -> np.ndarray:
     colors = np.concatenate([np.zeros((1, 3), np.uint8), rgb], axis=0)
     colors.flags.writeable = False
     return colors
+
+
+# Each instance's colour follows its id, never its rank, so a reorder recolours nothing. tab20 is a palette
+# made to be told apart; its ten strong colours come first, then their light partners: any 10 consecutive
+# ids get 10 different hues and any 20 consecutive ids 20 different colours (COCOA numbers regions 1..N per
+# image; COCO and KINS number an image's annotations consecutively in practice). Ids 20 apart share one.
+_TAB20 = matplotlib.colormaps["tab20"](np.arange(20))[:, :3]
+ID_PALETTE = (np.concatenate([_TAB20[0::2], _TAB20[1::2]]) * 255).round().astype(np.uint8)
+ID_PALETTE.flags.writeable = False
+
+
+def instance_color(instance_id: int) -> tuple[int, int, int]:
+    """The colour (RGB) of the instance with this id, wherever it is drawn: ``ID_PALETTE[(id - 1) % 20]``."""
+    r, g, b = (int(c) for c in ID_PALETTE[(int(instance_id) - 1) % len(ID_PALETTE)])
+    return r, g, b
+
+
+def instance_hex(instance_id: int) -> str:
+    """`instance_color` as a CSS colour (``#rrggbb``)."""
+    return "#{:02x}{:02x}{:02x}".format(*instance_color(instance_id))
+
+
+def text_color_on(color: Sequence[int]) -> tuple[int, int, int]:
+    """Black or white, whichever reads better on ``color`` (RGB)."""
+    luminance = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
+    return (0, 0, 0) if luminance > 150 else (255, 255, 255)
 
 
 def _check_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -179,14 +206,18 @@ def overlay_by_rank(
     selected: int | None = None,
     legend: bool = True,
     labels: bool = True,
+    shown: Collection[int] | None = None,
 ) -> np.ndarray:
-    """The image with every instance coloured by its depth rank (front-most yellow, back-most blue).
+    """The image with every instance in its own colour (`instance_color`: by id, so a reorder recolours
+    nothing), painted back to front, each labelled with its depth rank.
 
     ``view``: ``visible`` fills each visible region; ``occluded`` fills only the hidden parts (hatched)
     and outlines each whole extent, dashed where hidden; ``amodal`` fills whole extents, visible parts
     solid and hidden parts hatched. ``selected`` (an instance id) is emphasised and the others faded.
     ``legend`` adds a "rank: name" key in the emptiest corner; ``labels`` writes each rank on its
-    instance. Returns HxWx3 uint8, the image's size, so clicks map to image pixels unchanged."""
+    instance, on a chip of its colour. ``shown``: the ids drawn (default all); visible and hidden parts
+    are those of the whole scene, so hiding an instance does not uncover what it hides. Returns HxWx3
+    uint8, the image's size, so clicks map to image pixels unchanged."""
     if view not in VIEWS:
         raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
     if not 0.0 <= alpha <= 1.0:
@@ -195,14 +226,13 @@ def overlay_by_rank(
     if selected is not None:
         scene.index_of(selected)  # unknown id: KeyError naming the scene, before any drawing
     h, w = scene.shape
-    n = len(scene.instances)
-    colors = rank_colors(n)
+    drawn = [i for i in scene.front_to_back() if shown is None or scene.instances[i].id in shown]
     visible = scene.visible_masks()
     out = img.astype(np.float32)
     thickness = max(1, round(min(h, w) / 320))
     period = max(6, 3 * thickness + 3)
     parts = []
-    for i in scene.front_to_back()[::-1]:  # back to front
+    for i in drawn[::-1]:  # back to front
         inst = scene.instances[i]
         box = mask_box(inst.amodal)
         if box != EMPTY_BOX:
@@ -213,7 +243,7 @@ def overlay_by_rank(
     _fill(
         out,
         parts,
-        [colors[scene.instances[p[0]].rank] for p in parts],
+        [ID_PALETTE[(scene.instances[p[0]].id - 1) % len(ID_PALETTE)] for p in parts],
         fading,
         tint_visible=view != "occluded",
         hatch_hidden=view != "visible",
@@ -222,7 +252,7 @@ def overlay_by_rank(
     canvas = np.clip(np.rint(out), 0, 255).astype(np.uint8)
     for i, (x0, y0, x1, y1), vis, occ in parts:
         inst = scene.instances[i]
-        color = tuple(int(c) for c in colors[inst.rank])
+        color = instance_color(inst.id)
         if view == "visible":
             shapes = [(c, None) for c in _contours(vis, (x0, y0))]
         else:
@@ -234,15 +264,15 @@ def overlay_by_rank(
                 _draw_outline(canvas, points, solid, (255, 255, 255), thickness + 2)
             _draw_outline(canvas, points, solid, color, thickness + int(emphasis))
     if labels:
-        _draw_rank_labels(canvas, scene, visible, view)
-    if legend and n:
-        _draw_legend(canvas, scene, colors, visible if view == "visible" else [inst.amodal for inst in scene.instances])
+        _draw_rank_labels(canvas, scene, visible, view, drawn)
+    if legend and drawn:
+        _draw_legend(canvas, scene, drawn, visible if view == "visible" else [inst.amodal for inst in scene.instances])
     return canvas
 
 
 def selection_outline(view: np.ndarray, scene: AmodalScene, instance_id: int) -> np.ndarray:
     """A copy of ``view`` (a picture of ``scene`` enlarged by a whole factor, 1 included) with the instance's
-    whole outline drawn over it: its rank colour on a white halo, dashed where hidden. Only the instance's
+    whole outline drawn over it: its colour on a white halo, dashed where hidden. Only the instance's
     box is redrawn, so marking a selection costs next to nothing next to drawing the view again. Where the
     view sits on the page is the caller's: it hands over just the part showing the scene."""
     idx = scene.index_of(instance_id)
@@ -258,7 +288,7 @@ def selection_outline(view: np.ndarray, scene: AmodalScene, instance_id: int) ->
     x0, y0, x1, y1 = box
     amodal = inst.amodal[y0:y1, x0:x1]
     hidden = amodal & ~scene.visible(instance_id)[y0:y1, x0:x1]
-    color = tuple(int(c) for c in rank_colors(len(scene.instances))[inst.rank])
+    color = instance_color(instance_id)
     thickness = max(3, round(min(h, w) * scale / 170))
     dash = max(2, round(4 * thickness / scale))
     for points in _contours(amodal, (0, 0)):
@@ -269,9 +299,13 @@ def selection_outline(view: np.ndarray, scene: AmodalScene, instance_id: int) ->
     return out
 
 
-def _draw_rank_labels(canvas: np.ndarray, scene: AmodalScene, visible: list[np.ndarray], view: str) -> None:
+def _draw_rank_labels(
+    canvas: np.ndarray, scene: AmodalScene, visible: list[np.ndarray], view: str, drawn: Sequence[int]
+) -> None:
+    """Each drawn instance's rank on a chip of its colour, where its (visible, or hidden) part is widest."""
     scale = max(0.35, min(canvas.shape[:2]) / 900)
-    for i, inst in enumerate(scene.instances):
+    for i in drawn:
+        inst = scene.instances[i]
         # Hidden parts are where the occluded view looks, so its labels sit there when there are any.
         hidden = inst.amodal & ~visible[i] if view == "occluded" else None
         where = hidden if hidden is not None and hidden.any() else visible[i]
@@ -279,18 +313,23 @@ def _draw_rank_labels(canvas: np.ndarray, scene: AmodalScene, visible: list[np.n
         if point is None:
             continue
         text = str(inst.rank)
-        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-        _put_text(canvas, text, (point[0] - tw // 2, point[1] + th // 2), scale)
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        x, y = point[0] - tw // 2, point[1] + th // 2
+        color = instance_color(inst.id)
+        pad = max(1, th // 4)
+        cv2.rectangle(canvas, (x - pad - 1, y - th - pad - 1), (x + tw + pad, y + base), (0, 0, 0), -1)
+        cv2.rectangle(canvas, (x - pad, y - th - pad), (x + tw + pad - 1, y + base - 1), color, -1)
+        cv2.putText(canvas, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, text_color_on(color), 1, cv2.LINE_AA)
 
 
-def _draw_legend(canvas: np.ndarray, scene: AmodalScene, colors: np.ndarray, masks: Sequence[np.ndarray]) -> None:
-    """A "rank: name" key (front-most first) in the corner where it hides the fewest annotated pixels."""
+def _draw_legend(canvas: np.ndarray, scene: AmodalScene, order: list[int], masks: Sequence[np.ndarray]) -> None:
+    """A "rank: name" key of the instances ``order`` names (indices, front-most first) in the corner where it
+    hides the fewest annotated pixels."""
     h, w = canvas.shape[:2]
     scale = max(0.35, min(h, w) / 1000)
     (_, th), base = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
     row = th + base + 4
     pad = 5
-    order = scene.front_to_back()
     texts = [f"{scene.instances[i].rank}: {_instance_label(scene, i)}" for i in order]
     fit = max(1, (h - 2 * pad) // row)
     if len(texts) > fit:  # keep the front-most rows, say how many more there are
@@ -312,7 +351,7 @@ def _draw_legend(canvas: np.ndarray, scene: AmodalScene, colors: np.ndarray, mas
                 canvas,
                 (cx + pad, y + 1),
                 (cx + pad + swatch, y + swatch - 1),
-                tuple(int(c) for c in colors[scene.instances[order[k]].rank]),
+                instance_color(scene.instances[order[k]].id),
                 -1,
             )
         cv2.putText(

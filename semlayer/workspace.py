@@ -27,7 +27,7 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -112,6 +112,15 @@ def op_move(scene: AmodalScene, instance_id: int, where: str) -> None:
 def op_put_in_front(scene: AmodalScene, front_id: int, behind_id: int) -> None:
     a, b = _instance(scene, front_id), _instance(scene, behind_id)
     scene.put_in_front(a.id, b.id)
+
+
+def op_set_order(scene: AmodalScene, front_to_back_ids: Sequence[int]) -> None:
+    """Give the instances the depth order ``front_to_back_ids`` (every id once, front-most first)."""
+    try:
+        ids = [int(i) for i in front_to_back_ids]
+    except (TypeError, ValueError):
+        raise ValueError(f"an order is a list of instance ids, got {front_to_back_ids!r}") from None
+    scene.set_order(ids)
 
 
 def op_set_amodal(scene: AmodalScene, instance_id: int, mask: np.ndarray) -> None:
@@ -753,6 +762,10 @@ class EditSession:
 
     def put_in_front(self, front_id: int, behind_id: int) -> None:
         self.apply(f"put {front_id} in front of {behind_id}", op_put_in_front, front_id, behind_id)
+
+    def set_order(self, front_to_back_ids: Sequence[int], label: str = "reorder") -> None:
+        """The whole depth order at once (front-most first): one edit, whatever moved."""
+        self.apply(label, op_set_order, list(front_to_back_ids))
 
     def set_amodal(self, instance_id: int, mask: np.ndarray) -> None:
         self.apply(f"edit mask of {instance_id}", op_set_amodal, instance_id, mask)

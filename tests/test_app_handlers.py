@@ -147,7 +147,8 @@ def test_views_and_inspector_render(cfg, tab):
     h.select_at(tab, 12, 12)
     insp = r.inspect(tab, surface=False)
     assert insp.text == (
-        "### b (#1) · annotation\nrank **2** of 3 · occlude rate **0.250** · score — · category —\n\n"
+        '### <span style="color:#1f77b4">■</span> b (#1) · annotation\n'
+        "rank **2** of 3 · occlude rate **0.250** · score — · category —\n\n"
         "occluded by: a (#2)  \noccludes: c (#3)"
     )
     assert insp.surface is None and r.inspect(tab, surface=True).surface.pixels.ndim == 3

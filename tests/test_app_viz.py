@@ -128,8 +128,8 @@ def test_selection_outline_redraws_only_the_instance_box(toy):
     # middle: x 20..49, y 20..44, enlarged twice and shifted right by the left half; the halo is 5 px wide.
     assert (W + 20) * scale - 5 <= x0 and x1 <= (W + 50) * scale + 4 and 20 * scale - 5 <= y0 and y1 <= 45 * scale + 4
     assert x1 - x0 >= 29 * scale and y1 - y0 >= 24 * scale
-    color = viz.rank_colors(3)[2]
-    assert count(out, color) > 0 and count(out, (255, 255, 255)) > 0  # rank colour on a white halo
+    color = viz.instance_color(2)
+    assert count(out, color) > 0 and count(out, (255, 255, 255)) > 0  # its own colour on a white halo
     with pytest.raises(ValueError, match="cannot hold"):
         viz.selection_outline(canvas[:100, W * scale :], toy, 2)
     with pytest.raises(KeyError):

@@ -20,6 +20,7 @@ INFERENCE_MODULES = {
     "app.assists",
     "app.finetune",
     "app.handlers",
+    "app.layers",
     "app.layout",
     "app.main",
     "app.model",

@@ -106,3 +106,29 @@ def test_summary_lists_instances_front_first_and_the_instance_summary_adds_who_h
     }  # fmt: skip
     assert scene.instance_summary(1) == {**scene.summary()["instances"][1], "is_stuff": False,
                                          "occluders": [2], "occludees": []}  # fmt: skip
+
+
+def test_forward_and_backward_step_past_the_nearest_overlapping_instance():
+    """Issue 19: a step passes objects the instance does not touch, which would change nothing visible."""
+    h, w = 10, 30
+    s = AmodalScene(
+        {"id": 1, "height": h, "width": w},
+        [
+            Instance(1, rect(h, w, 0, 0, 6, 6), rank=1),  # overlaps 3 only
+            Instance(2, rect(h, w, 20, 0, 26, 6), rank=2),  # touches nobody
+            Instance(3, rect(h, w, 4, 4, 10, 10), rank=3),  # overlaps 1 and 4
+            Instance(4, rect(h, w, 8, 0, 12, 6), rank=4),
+        ],
+    )
+    assert s.step_past(4, "forward") == 3 and s.step_past(3, "forward") == 1
+    assert s.step_past(1, "backward") == 3 and s.step_past(3, "backward") == 4
+    assert s.step_past(2, "forward") is None and s.step_past(2, "backward") is None
+    assert s.step_past(1, "forward") is None and s.step_past(4, "backward") is None
+    s.move(1, "backward")  # past 2 (untouched) and 3: just behind 3
+    assert s.order_ids() == [2, 3, 1, 4]
+    s.move(1, "forward")  # back in front of 3, the one it overlaps
+    assert s.order_ids() == [2, 1, 3, 4]
+    s.move(2, "forward")  # overlaps nothing: no change
+    assert s.order_ids() == [2, 1, 3, 4]
+    with pytest.raises(ValueError, match="forward or backward"):
+        s.step_past(1, "front")

@@ -35,6 +35,11 @@ def toy():
     return image, scene
 
 
+def id_colors(n):
+    """Row k = the colour of instance id k (row 0 unused), as the overlay draws it."""
+    return np.array([(0, 0, 0)] + [viz.instance_color(k) for k in range(1, n + 1)], np.uint8)
+
+
 def tint(pixel, color, a):
     p = pixel.astype(np.float32)
     return np.clip(np.rint(p + (color.astype(np.float32) - p) * np.float32(a)), 0, 255).astype(np.uint8)
@@ -50,9 +55,50 @@ def test_rank_colors_run_front_to_back_along_the_colormap():
     np.testing.assert_array_equal(viz.rank_colors(1)[1], colors[1])
 
 
+def test_instance_colors_follow_the_id_on_tab20_strong_colours_first():
+    """Issue 19: one colour per object, by id: tab20's ten strong colours, then their light partners."""
+    assert viz.ID_PALETTE.shape == (20, 3) and viz.ID_PALETTE.dtype == np.uint8
+    assert viz.instance_color(1) == (31, 119, 180) and viz.instance_hex(1) == "#1f77b4"
+    assert viz.instance_color(2) == (255, 127, 14)
+    assert viz.instance_color(10) == (23, 190, 207)
+    assert viz.instance_color(11) == (174, 199, 232)  # the light partner of id 1's blue
+    assert viz.instance_color(21) == viz.instance_color(1) and viz.instance_color(0) == viz.instance_color(20)
+    assert len({viz.instance_color(k) for k in range(101, 121)}) == 20  # any 20 consecutive ids differ
+    assert viz.text_color_on((31, 119, 180)) == (255, 255, 255) and viz.text_color_on((199, 199, 199)) == (0, 0, 0)
+
+
+def test_a_reorder_recolours_nothing_and_moves_the_rank_labels(toy):
+    image, scene = toy
+    before = viz.overlay_by_rank(image, scene, view="amodal", legend=False, labels=False)
+    x, y = 55, 35  # only the back box (id 3) covers it
+    np.testing.assert_array_equal(before[y, x], tint(image[y, x], id_colors(3)[3], 0.5))
+    scene.move(3, "front")
+    after = viz.overlay_by_rank(image, scene, view="amodal", legend=False, labels=False)
+    np.testing.assert_array_equal(after[y, x], before[y, x])  # same colour, now at rank 1
+    np.testing.assert_array_equal(after[15, 15], before[15, 15])  # id 1 only, still its own blue
+    labelled = viz.overlay_by_rank(image, scene, view="visible", legend=False)
+    bare = viz.overlay_by_rank(image, scene, view="visible", legend=False, labels=False)
+    # The rank labels sit on chips of each instance's colour.
+    for inst_id in (1, 2, 3):
+        chip = np.all(labelled == np.array(viz.instance_color(inst_id), np.uint8), axis=2) & np.any(labelled != bare, 2)
+        assert chip.sum() > 10
+
+
+def test_only_the_shown_instances_are_drawn_with_the_whole_scenes_visible_parts(toy):
+    image, scene = toy
+    everything = viz.overlay_by_rank(image, scene, view="visible", legend=False, labels=False)
+    only_back = viz.overlay_by_rank(image, scene, view="visible", legend=False, labels=False, shown={3})
+    np.testing.assert_array_equal(only_back[15, 15], image[15, 15])  # id 1 not drawn
+    np.testing.assert_array_equal(only_back[35, 55], everything[35, 55])  # id 3's visible part as before
+    # id 3 hidden by id 2 at (x 45, y 30): not drawn, and not uncovered either (the scene's painter's rule).
+    np.testing.assert_array_equal(only_back[30, 45], image[30, 45])
+    nothing = viz.overlay_by_rank(image, scene, legend=True, shown=set())
+    np.testing.assert_array_equal(nothing, image)
+
+
 def test_overlay_views_colour_the_right_pixels(toy):
     image, scene = toy
-    colors = viz.rank_colors(3)
+    colors = id_colors(3)
     out = {v: viz.overlay_by_rank(image, scene, view=v, legend=False, labels=False) for v in viz.VIEWS}
     for v in viz.VIEWS:
         assert out[v].shape == (H, W, 3) and out[v].dtype == np.uint8
@@ -81,7 +127,7 @@ def test_hidden_parts_are_hatched_in_their_own_colour():
         np.full((H, W, 3), 128, np.uint8), scene, view="occluded", alpha=0.5, legend=False, labels=False
     )
     hidden = out[33:57, 33:57]  # the back box under the front one, three pixels off every outline
-    color = viz.rank_colors(2)[2].astype(np.float32)
+    color = id_colors(2)[2].astype(np.float32)
     wash = 128 + (color - 128) * np.float32(0.125)  # 0.25 * alpha under the stripes
     stripe = wash + (color - wash) * np.float32(0.8)  # 1.6 * alpha
     wash, stripe = (np.rint(v).astype(np.uint8) for v in (wash, stripe))
@@ -94,7 +140,7 @@ def test_hidden_parts_are_hatched_in_their_own_colour():
 
 def test_selection_fades_the_others_and_rejects_unknown_ids(toy):
     image, scene = toy
-    colors = viz.rank_colors(3)
+    colors = id_colors(3)
     plain = viz.overlay_by_rank(image, scene, legend=False, labels=False)
     chosen = viz.overlay_by_rank(image, scene, selected=3, legend=False, labels=False)
     np.testing.assert_array_equal(chosen[15, 15], tint(image[15, 15], colors[1], 0.15))
