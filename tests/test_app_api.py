@@ -76,6 +76,8 @@ def test_endpoints_are_exactly_the_script_api(client):
         "/assist_complete",
         "/assist_accept",
         "/assist_clear",
+        "/review_next",
+        "/review_mark",
     }
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from app import handlers as h
 from app import render as r
-from app.finetune import FineTuneJob
+from semlayer.finetune import FineTuneJob, FineTunePlan, next_run_dir, prepare_finetune, runs_dir
 from app.model import Model, register_model
 from app.tab import FigureCache
 from semlayer.workspace import ConflictError, EditSession
@@ -362,6 +362,24 @@ def test_finetune_job_reports_progress_and_checkpoint(tmp_path):
     assert progress.checkpoint == out / "last.pt" and progress.fraction == 1.0
 
 
+def fake_plans(monkeypatch, command=()):
+    """``h.prepare_finetune`` standing in for the library's on the fake model (no checkpoint to read): it
+    refuses as the library does, else plans a run of ``command`` in ``runs/finetune-N`` with nothing held out."""
+    prepared = []
+
+    def prepare(session, checkpoint, train_config, iterations):
+        if not session.edited_indices():
+            return prepare_finetune(session, checkpoint, train_config, iterations)  # refuses, with its reason
+        out = next_run_dir(runs_dir(session.folder))
+        out.mkdir(parents=True)
+        prepared.append(out)
+        return FineTunePlan(out, list(command), Path(checkpoint), out / "train.cocoa.json", [], None, session.image_dir,
+                            iterations, "class-agnostic (the model is)")  # fmt: skip
+
+    monkeypatch.setattr(h, "prepare_finetune", prepare)
+    return prepared
+
+
 def test_finetune_from_the_app_cancel_and_failure(cfg, model_tab, tmp_path, monkeypatch):
     tab = model_tab
     script = tmp_path / "train.py"
@@ -369,26 +387,39 @@ def test_finetune_from_the_app_cancel_and_failure(cfg, model_tab, tmp_path, monk
     with pytest.raises(h.UserError, match="no training config"):
         h.start_finetune(tab)
     cfg.train_config = tmp_path / "tiny.yaml"
-    exported = {}
-    monkeypatch.setattr(h, "export", lambda t, fmt: exported.setdefault(fmt, tmp_path / "exp.json"))
+    prepared = fake_plans(monkeypatch)
     with pytest.raises(h.UserError, match="nothing to fine-tune on: no image of this dataset is corrected yet"):
         h.start_finetune(tab)
-    assert exported == {} and tab.job is None
+    assert prepared == [] and tab.job is None
     tab.session.move(2, "back")
-    job = h.start_finetune(
-        tab, [sys.executable, str(script), "1000", "0.05", "--out", str(tab.session.folder / "finetune-1")]
-    )
-    assert exported == {"cocoa": tmp_path / "exp.json"} and job.out.name == "finetune-1"
+    runs = tab.session.folder / "runs"
+    job = h.start_finetune(tab, [sys.executable, str(script), "1000", "0.05", "--out", str(runs / "finetune-1")])
+    assert prepared == [runs / "finetune-1"] and job.out == runs / "finetune-1"
     with pytest.raises(h.UserError, match="already running"):
         h.start_finetune(tab)
     h.cancel_finetune(tab)
     assert h.finetune_status(tab).state == "cancelled"
     # A finished run's checkpoint becomes the tab's model (already in the cache here: a fake).
-    ckpt = tab.session.folder / "finetune-2" / "last.pt"
+    ckpt = runs / "finetune-2" / "last.pt"
     register_model(str(ckpt), tab.model)
-    h.start_finetune(tab, [sys.executable, str(script), "2", "0", "--out", str(tab.session.folder / "finetune-2")])
+    h.start_finetune(tab, [sys.executable, str(script), "2", "0", "--out", str(runs / "finetune-2")])
     assert wait_for(tab.job, {"done"}).checkpoint == ckpt
     assert h.finetune_status(tab).state == "done" and tab.checkpoint == str(ckpt)
+    # One corrected image: all of it trained, so there is nothing to compare the models on, and the page says so.
+    assert h.comparison_text(h.finetune_comparison(tab)) == (
+        "no comparison: with 1 corrected image(s) none was held out from training (every 5th corrected image "
+        "is, once two are corrected); correct more images and fine-tune again to see how the new model does on "
+        "images it did not learn from"
+    )
+    fake = tmp_path / "fake.pt"
+    assert h.model_choices(tab) == (False, True)
+    assert h.rollback_model(tab) == fake and tab.checkpoint == str(fake)
+    assert h.finetune_status(tab).state == "done" and tab.checkpoint == str(fake)  # the tab stays on it
+    assert h.model_choices(tab) == (True, False)
+    assert h.use_finetuned(tab) == ckpt and tab.checkpoint == str(ckpt)
+    assert h.rollback_model(tab) == fake
+    with pytest.raises(h.UserError, match="no earlier model to go back to"):
+        h.rollback_model(tab)
     bad = [sys.executable, "-c", "import sys; sys.exit('config tiny.yaml: no such file')"]
     h.start_finetune(tab, bad)
     failed = wait_for(tab.job, {"failed"})
