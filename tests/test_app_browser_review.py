@@ -49,7 +49,6 @@ def test_review_next_and_mark_in_the_page(browser, tmp_path):  # noqa: F811
             page.get_by_text(f"✓ {index + 1}", exact=True).wait_for(timeout=20_000)
         page.locator("#review-status").first.scroll_into_view_if_needed()
         page.screenshot(path=str(tmp_path / "review.png"))
-        page.screenshot(path="/tmp/i19p_review.png")
     finally:
         context.close()
         demo.close()
