@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from semlayer.errors import SemlayerError
 from semlayer.finetune import (
     HELD_OUT_EVERY,
     Comparison,
@@ -472,7 +473,10 @@ def finetune_comparison(tab: Tab) -> Comparison | str | None:
                     "fine-tune again to see how the new model does on images it did not learn from"
                 )
             else:
-                COMPARISONS[key] = compare(plan.base, progress.checkpoint, plan.held_out_data, plan.images)
+                try:
+                    COMPARISONS[key] = compare(plan.base, progress.checkpoint, plan.held_out_data, plan.images)
+                except SemlayerError as err:  # e.g. a held-out image gone since: the fine-tune itself stands
+                    COMPARISONS[key] = f"no comparison: {err}"
         return COMPARISONS[key]
 
 

@@ -13,6 +13,7 @@ import pytest
 from app import handlers as h
 from app import render as r
 from semlayer.finetune import FineTuneJob, FineTunePlan, next_run_dir, prepare_finetune, runs_dir
+from semlayer.finetune import start_finetune as run_plan
 from app.model import Model, register_model
 from app.tab import FigureCache
 from semlayer.workspace import ConflictError, EditSession
@@ -761,3 +762,34 @@ def test_the_figure_cache_evicts_by_bytes():
     assert (1,) not in cache and all((k,) in cache for k in (0, 2, 3)) and cache.nbytes == 900
     big = cache.picture((4,), lambda: np.zeros((100, 100, 3), np.uint8))
     assert [k for k in (0, 2, 3, 4) if (k,) in cache] == [4] and cache.nbytes == big.pixels.nbytes * 2
+
+
+def test_the_comparison_in_words_and_when_it_cannot_run(model_tab, tmp_path, monkeypatch):
+    tab = model_tab
+    monkeypatch.setattr(h, "COMPARISONS", {})
+    out = tmp_path / "run"
+    write = [sys.executable, "-c", f"open({str(out / 'last.pt')!r}, 'wb').write(b'x')"]
+    plan = FineTunePlan(out, write, Path(tab.checkpoint), out / "train.json", [0], out / "held_out.cocoa.json",
+                        tab.session.image_dir, 1, "")  # fmt: skip
+    monkeypatch.setitem(h.JOBS, tab.session.folder, run_plan(plan))
+    assert wait_for(tab.job, {"done"}).checkpoint == out / "last.pt"
+    compared = []
+
+    def compare(old, new, held_out, images):
+        compared.append((old, new, held_out, images))
+        return h.Comparison(0.25, 0.5, 1)
+
+    monkeypatch.setattr(h, "compare", compare)
+    assert h.comparison_text(h.finetune_comparison(tab)) == (
+        "amodal AP on the 1 held-out corrected image(s): previous model 0.250, new model 0.500 (better)"
+    )
+    assert compared == [(plan.base, out / "last.pt", plan.held_out_data, plan.images)]
+    assert h.finetune_comparison(tab) == h.Comparison(0.25, 0.5, 1) and len(compared) == 1  # computed once
+
+    def broken(*args):
+        raise ImageReadError("held/one.png", "a readable image")
+
+    h.COMPARISONS.clear()
+    monkeypatch.setattr(h, "compare", broken)
+    assert h.comparison_text(h.finetune_comparison(tab)) == "no comparison: held/one.png: a readable image"
+    assert h.comparison_text(h.Comparison(-1.0, -1.0, 2)) == "no comparison: the 2 held-out image(s) hold no object"
