@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -17,14 +18,24 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from semlayer.config import load_config
+from semlayer.errors import SemlayerError
+from semlayer.finetune import (
+    HELD_OUT_EVERY,
+    Comparison,
+    FineTuneJob,
+    FineTuneRefused,
+    ModelHistory,
+    Progress,
+    compare,
+    prepare_finetune,
+)
+from semlayer.finetune import start_finetune as run_plan
 from semlayer.images import encode_png, read_image
 from semlayer.io_utils import atomic_write_json
 from semlayer.scene import AmodalScene
 from semlayer.workspace import ConflictError, EditSession, op_rename, op_set_category, op_set_stuff
 
 from . import render
-from .finetune import FineTuneJob, Progress, class_agnostic_checkpoint, finetune_config, next_run_dir, train_command
 from .model import load_model
 from .tab import JOBS, JOBS_LOCK, SHOWS, VIEWS, AppConfig, LayerState, Source, Tab, UserError, source
 
@@ -410,27 +421,11 @@ def export_notice(path: Path) -> str:
     )
 
 
-def training_classes(tab: Tab, model_classes: int) -> tuple[bool, str]:
-    """Whether a fine-tune on this dataset trains one class-agnostic "object" class, and why, in words.
-
-    COCOA has no categories: class-agnostic, the per-class model's heads merged into one
-    (`class_agnostic_checkpoint`). COCOA-cls, D2SA and KINS name a category per object: trained per
-    category, unless the model itself is class-agnostic (its head is kept) or an edited object has none."""
-    categories = tab.session.annset.categories
-    if not categories:
-        return True, "class-agnostic (the data has no categories)"
-    edited = [tab.session.scene_at(i) for i in tab.session.edited_indices()]
-    if any(inst.category is None for scene in edited for inst in scene.instances):
-        return True, "class-agnostic (an edited object has no category)"
-    if model_classes == 1:
-        return True, "class-agnostic (the model is)"
-    return False, f"per category ({len(categories)} categories)"
-
-
 def start_finetune(tab: Tab, command: list[str] | None = None) -> FineTuneJob:
-    """Export the corrected dataset (COCOA) and start train.py --init on it in the background. One fine-tune
-    at a time on the whole server: each takes the machine's cores (and any number of crafted datasets
-    would otherwise start as many processes)."""
+    """Fine-tune the tab's model on the corrected images (`semlayer.finetune.prepare_finetune`: a new
+    ``runs/finetune-N`` with the held-out split) in the background; ``command`` stands in for train.py's
+    command line (tests). One fine-tune at a time on the whole server: each takes the machine's cores (and
+    any number of crafted datasets would otherwise start as many processes)."""
     with JOBS_LOCK:
         return _start_finetune(tab, command)
 
@@ -449,37 +444,36 @@ def _start_finetune(tab: Tab, command: list[str] | None) -> FineTuneJob:
         raise UserError("no model is loaded: start the app with --checkpoint CKPT to fine-tune it")
     if cfg.train_config is None:
         raise UserError("no training config: start the app with --train-config CONFIG")
-    if not tab.session.edited_indices():
-        raise UserError("nothing to fine-tune on: no image of this dataset is corrected yet (fix a mask, an order "
-                        "or a name first; the fine-tune learns from the corrections)")  # fmt: skip
-    data = export(tab, "cocoa")
-    images = tab.session.image_dir or tab.session.folder / "images"
-    out = next_run_dir(tab.session.folder)
-    note = ""
-    if command is None:
-        # The architecture is the model's own: --train-config gives the data and schedule around it.
-        own = getattr(tab.model.predictor, "config", None)
-        model_cfg = None if own is None else own["model"]
-        classes = int((model_cfg or load_config(cfg.train_config)["model"])["num_classes"])
-        agnostic, note = training_classes(tab, classes)
-        init = Path(tab.checkpoint)
-        if agnostic and classes > 1:
-            init = class_agnostic_checkpoint(init, out)
-            note += f": the model's {classes} class heads merged into one"
-        config = finetune_config(cfg.train_config, model_cfg, out, class_agnostic=agnostic)
-        command = train_command(config, init, data, images, out, cfg.finetune_iters)
-    JOBS[tab.session.folder] = FineTuneJob(command, out, total=cfg.finetune_iters, note=note)
+    try:
+        plan = prepare_finetune(tab.session, tab.checkpoint, cfg.train_config, cfg.finetune_iters)
+    except FineTuneRefused as err:
+        raise UserError(str(err)) from None
+    if command is not None:
+        plan.command = list(command)
+    JOBS[tab.session.folder] = run_plan(plan)
     return JOBS[tab.session.folder]
 
 
+def use_model(tab: Tab, checkpoint: str | os.PathLike) -> None:
+    """Make ``checkpoint`` the tab's model (loaded once per process)."""
+    load_model(checkpoint)
+    tab.checkpoint = str(checkpoint)
+
+
 def finetune_status(tab: Tab) -> Progress | None:
-    """Progress of the tab's job; when it has finished, its checkpoint becomes the tab's model."""
+    """Progress of the tab's job. Once it is done, its checkpoint goes into the workspace's model history
+    (`ModelHistory.record`), the models are compared (`finetune_comparison`), and the tab follows the
+    history's current model: the new one, until "back to previous model" (`rollback_model`)."""
     if tab.job is None:
         return None
     progress = tab.job.progress()
-    if progress.state == "done" and progress.checkpoint is not None and tab.checkpoint != str(progress.checkpoint):
-        load_model(progress.checkpoint)
-        tab.checkpoint = str(progress.checkpoint)
+    if progress.state == "done" and progress.checkpoint is not None:
+        history = ModelHistory(tab.session.folder)
+        if history.run_of(progress.checkpoint) is None:
+            history.record(tab.job)
+            finetune_comparison(tab)
+        if history.current is not None and tab.checkpoint != history.current:
+            use_model(tab, history.current)
     return progress
 
 
@@ -487,3 +481,79 @@ def cancel_finetune(tab: Tab) -> None:
     if tab.job is None:
         raise UserError("no fine-tune is running")
     tab.job.cancel()
+
+
+# The comparison of each fine-tuned checkpoint with the model it started from, or why there is none
+# (process-wide, like the jobs: computed once, when its job is first seen done).
+COMPARISONS: dict[str, Comparison | str] = {}
+COMPARISONS_LOCK = threading.Lock()
+
+
+def finetune_comparison(tab: Tab) -> Comparison | str | None:
+    """Old against new model (amodal AP, `semlayer.finetune.compare`) on the held-out corrected images of
+    the tab's finished fine-tune, or why there is no comparison; None while no fine-tune has finished."""
+    job = tab.job
+    progress = None if job is None else job.progress()
+    if job is None or job.plan is None or progress is None or progress.state != "done" or not progress.checkpoint:
+        return None
+    key = str(progress.checkpoint)
+    with COMPARISONS_LOCK:
+        if key not in COMPARISONS:
+            plan = job.plan
+            if plan.held_out_data is None:
+                corrected = len(tab.session.edited_indices())
+                COMPARISONS[key] = (
+                    f"no comparison: with {corrected} corrected image(s) none was held out from training (every "
+                    f"{HELD_OUT_EVERY}th corrected image is, once two are corrected); correct more images and "
+                    "fine-tune again to see how the new model does on images it did not learn from"
+                )
+            else:
+                try:
+                    COMPARISONS[key] = compare(plan.base, progress.checkpoint, plan.held_out_data, plan.images)
+                except SemlayerError as err:  # e.g. a held-out image gone since: the fine-tune itself stands
+                    COMPARISONS[key] = f"no comparison: {err}"
+        return COMPARISONS[key]
+
+
+def comparison_text(result: Comparison | str | None) -> str:
+    """The comparison in words for the page."""
+    if result is None or isinstance(result, str):
+        return result or ""
+    if result.old_ap < 0:
+        return f"no comparison: the {result.images} held-out image(s) hold no object"
+    change = "better" if result.new_ap > result.old_ap else "worse" if result.new_ap < result.old_ap else "the same"
+    return (
+        f"amodal AP on the {result.images} held-out corrected image(s): previous model {result.old_ap:.3f}, "
+        f"new model {result.new_ap:.3f} ({change})"
+    )
+
+
+def rollback_model(tab: Tab) -> Path:
+    """Go back to the model the current one was fine-tuned from (`ModelHistory.rollback`); returns it."""
+    try:
+        previous = ModelHistory(tab.session.folder).rollback()
+    except FineTuneRefused as err:
+        raise UserError(str(err)) from None
+    use_model(tab, previous)
+    return previous
+
+
+def use_finetuned(tab: Tab) -> Path:
+    """Use the tab's finished fine-tune again (after "back to previous model"); returns its checkpoint."""
+    job = tab.job
+    checkpoint = None if job is None else ModelHistory(tab.session.folder).record(job)
+    if checkpoint is None:
+        raise UserError("no finished fine-tune of this dataset to use: fine-tune on the corrected data first")
+    use_model(tab, checkpoint)
+    return checkpoint
+
+
+def model_choices(tab: Tab) -> tuple[bool, bool]:
+    """Whether the page offers ("use new model", "back to previous model"): a finished fine-tune the tab
+    does not use, and a fine-tuned current model to go back from."""
+    history = ModelHistory(tab.session.folder)
+    progress = None if tab.job is None else tab.job.progress()
+    finished = progress.checkpoint if progress is not None and progress.state == "done" else None
+    use_new = finished is not None and tab.checkpoint != str(finished)
+    back = history.previous_model() is not None and tab.checkpoint == history.current
+    return use_new, back

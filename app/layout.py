@@ -24,7 +24,7 @@ from semlayer.scene import MOVES
 
 from semlayer.workspace import ConflictError, SaveError
 
-from . import assist_layout, assists, layers, render, security
+from . import assist_layout, assists, layers, render, review, security
 from . import handlers as h
 from .tab import SHOWS, VIEWS, AppConfig, Picture, Tab, UserError
 
@@ -115,6 +115,10 @@ SHORTCUTS = {
     "n": ("key-cycle", "N", "next object (front to back)"),
     "ctrl+z": ("key-undo", "Ctrl+Z", "undo"), "ctrl+y": ("key-redo", "Ctrl+Y, Ctrl+Shift+Z", "redo"),
 }  # fmt: skip
+SHORTCUTS.update({
+    "u": ("key-review-next", "U", "next unreviewed image (review queue)"),
+    "m": ("key-review-mark", "M", "mark this image reviewed"),
+})  # fmt: skip
 SHORTCUTS_HELP = (
     "| key | does |\n|---|---|\n"
     + "\n".join(f"| {label} | {what} |" for _, label, what in SHORTCUTS.values())
@@ -167,6 +171,7 @@ class Page:
             with gr.Column(scale=3):  # left: the image and its layers
                 self._image_panel()
                 self.help = assist_layout.model_help(cfg)  # beside the image its boxes are drawn on
+                self._review_panel()
                 self._load_panel()
             with gr.Column(scale=1, min_width=230):  # beside the image: its objects, front first
                 self._layers_panel()
@@ -321,8 +326,20 @@ class Page:
             with gr.Row():
                 self.tune_btn = gr.Button("fine-tune on corrected data", size="sm", variant="primary")
                 self.cancel_btn = gr.Button("cancel fine-tune", size="sm", variant="stop")
-            self.tune_md = gr.Markdown("")
+            self.tune_md = gr.Markdown("", elem_id="finetune-status")
             self.timer = gr.Timer(1.0, active=False)
+            with gr.Row():
+                self.use_new_btn = gr.Button("use new model", size="sm", visible=False, elem_id="use-new-model")
+                self.rollback_btn = gr.Button("back to previous model", size="sm", visible=False,
+                                              elem_id="rollback-model")  # fmt: skip
+
+    def _review_panel(self) -> None:
+        # The queue is the model's disagreement with the annotation: without a model there is none.
+        with gr.Group(visible=self.cfg.checkpoint is not None, elem_id="review-panel"):
+            self.review_md = gr.Markdown("review queue", elem_id="review-status")
+            with gr.Row():
+                self.review_next_btn = gr.Button("next unreviewed ▶▶", size="sm", elem_id="key-review-next")
+                self.review_mark_btn = gr.Button("mark reviewed ✓", size="sm", elem_id="key-review-mark")
 
     # ----- what an event shows -----------------------------------------------------------------
 
@@ -423,6 +440,7 @@ class Page:
         assist_layout.wire_help(self.help, self.event, self.on, self.r_view, self.r_all, self.everything)
         self._wire_export()
         self._wire_layers()
+        self._wire_review()
 
     def r_gallery(self, tab: Tab) -> dict:
         return {self.gallery: _gallery(tab)}
@@ -431,7 +449,7 @@ class Page:
         on, event, cfg, everything = self.on, self.event, self.cfg, self.everything
         # A reloaded page picks up a fine-tune still running for its dataset.
         on(demo.load, event(lambda t: {**self.r_all(t), **self.r_tune(t)}), None,
-           [*everything, self.tune_md, self.timer]).then(
+           [*everything, self.tune_md, self.timer, self.use_new_btn, self.rollback_btn]).then(
             event(self.r_gallery), None, [self.gallery], api_visibility="private")  # fmt: skip
         demo.unload(self.tabs.drop)
         demo.load(None, None, None, js=SHORTCUTS_JS)
@@ -528,18 +546,21 @@ class Page:
 
     def r_tune(self, tab: Tab) -> dict:
         progress = h.finetune_status(tab)
+        use_new, back = h.model_choices(tab)
+        out = {self.use_new_btn: gr.Button(visible=use_new), self.rollback_btn: gr.Button(visible=back)}
         if progress is None:
-            return {self.tune_md: "", self.timer: gr.Timer(active=False)}
+            return {**out, self.tune_md: "", self.timer: gr.Timer(active=False)}
         text = f"**{progress.state}** · step {progress.step}"
-        text += f" / {progress.total}" if progress.total else ""
+        text += f" / {progress.total} {progress_bar(progress.fraction)}" if progress.total else ""
         text += f" · loss {progress.loss:.4f}" if progress.loss is not None else ""
+        text += f" · {eta_text(progress.eta_s)}" if progress.state == "running" and progress.eta_s is not None else ""
         text += f" · {progress.message}" if progress.message else ""
         text += f" · training {tab.job.note}" if tab.job is not None and tab.job.note else ""
-        out = {self.tune_md: security.public_text(self.cfg, text),
-               self.timer: gr.Timer(active=progress.state == "running")}  # fmt: skip
         if progress.state == "done":
-            out[self.tune_md] = security.public_text(self.cfg, text + f" · now using `{progress.checkpoint}`")
+            text += f" · now using `{tab.checkpoint}`  \n" + h.comparison_text(h.finetune_comparison(tab))
             out.update(self.r_all(tab))
+        out.update({self.tune_md: security.public_text(self.cfg, text),
+                    self.timer: gr.Timer(active=progress.state == "running")})  # fmt: skip
         return out
 
     def _wire_export(self) -> None:
@@ -558,10 +579,34 @@ class Page:
 
         for fmt, btn in self.export_btns.items():
             on(btn.click, event(r_export, exporter(fmt)), None, [self.export_file, self.export_md])
-        tune_outputs = [self.tune_md, self.timer, *self.everything]
+        tune_outputs = [self.tune_md, self.timer, self.use_new_btn, self.rollback_btn, *self.everything]
         on(self.tune_btn.click, event(self.r_tune, h.start_finetune), None, tune_outputs)
         on(self.cancel_btn.click, event(self.r_tune, h.cancel_finetune), None, tune_outputs)
         on(self.timer.tick, event(self.r_tune), None, tune_outputs)
+
+        def r_model(tab: Tab) -> dict:
+            return {**self.r_tune(tab), **self.r_all(tab)}
+
+        on(self.use_new_btn.click, event(r_model, h.use_finetuned), None, tune_outputs)
+        on(self.rollback_btn.click, event(r_model, h.rollback_model), None, tune_outputs)
+
+    def r_review(self, tab: Tab) -> dict:
+        return {self.review_md: review.review_text(tab)}
+
+    def _wire_review(self) -> None:
+        if self.cfg.checkpoint is None:
+            return  # no model, no queue: the panel is hidden
+        on, event = self.on, self.event
+
+        def r_reviewed(tab: Tab) -> dict:
+            return {**self.r_review(tab), **self.r_gallery(tab)}
+
+        on(self.review_next_btn.click, event(lambda t: {**self.r_all(t), **self.r_review(t)}, review.review_next),
+           None, [*self.everything, self.review_md])  # fmt: skip
+        on(self.review_mark_btn.click, event(r_reviewed, review.review_mark), None, [self.review_md, self.gallery])
+        # Another image, or an edit of this one: its place in the queue and its reasons change.
+        for shown in (self.position, self.status_md):
+            on(shown.change, event(self.r_review), None, [self.review_md])
 
 
 def table_value(rows: list[list[Any]]) -> dict[str, Any]:
@@ -575,16 +620,30 @@ def table_value(rows: list[list[Any]]) -> dict[str, Any]:
     return {"headers": render.TABLE_HEADERS, "data": rows, "metadata": {"styling": styling, "display_value": display}}
 
 
-def _gallery(tab: Tab) -> list[str]:
-    """Thumbnails of the dataset (image files straight from the dataset or workspace folder); an image whose
-    name would leave its folder is left out (the page says why when it is opened)."""
+def _gallery(tab: Tab) -> list[tuple[str, str | None]]:
+    """Thumbnails of the dataset (image files straight from the dataset or workspace folder), reviewed ones
+    captioned with a ✓; an image whose name would leave its folder is left out (the page says why when it is
+    opened)."""
+    reviewed = review.reviewed_marks(tab)
     paths = []
     for i in range(len(tab.session)):
         try:
-            paths.append(str(tab.session.image_path(i)))
+            paths.append((str(tab.session.image_path(i)), f"✓ {i + 1}" if i in reviewed else None))
         except SemlayerError:
             continue
     return paths
+
+
+def progress_bar(fraction: float, width: int = 10) -> str:
+    """A text progress bar with its percentage: "▰▰▰▱▱▱▱▱▱▱ 30%"."""
+    filled = round(fraction * width)
+    return "▰" * filled + "▱" * (width - filled) + f" {fraction:.0%}"
+
+
+def eta_text(seconds: float) -> str:
+    """Time left in words: "about 2 min 5 s left"."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"about {minutes} min {secs} s left" if minutes else f"about {secs} s left"
 
 
 def _api(tabs: Tabs, cfg: AppConfig) -> None:
@@ -631,5 +690,19 @@ def _api(tabs: Tabs, cfg: AppConfig) -> None:
             return tab.summary()
 
     for fn in (predict, select, export, move, undo, redo, scene):
+        gr.api(user_errors(fn, cfg), api_name=fn.__name__)
+
+    def review_next(request: gr.Request) -> dict:
+        """Go to the next unreviewed image of the review queue; returns its place in the queue (index, reasons,
+        done of total, queue order)."""
+        with tabs.use(request) as tab:
+            return review.review_next(tab)
+
+    def review_mark(reviewed: bool, request: gr.Request) -> dict:
+        """Mark the current image reviewed (false: not reviewed); returns its place in the queue."""
+        with tabs.use(request) as tab:
+            return review.review_mark(tab, reviewed)
+
+    for fn in (review_next, review_mark):
         gr.api(user_errors(fn, cfg), api_name=fn.__name__)
     assist_layout.api(tabs, cfg, user_errors)

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python app/main.py` works as well as `python -m app`
     sys.path.insert(0, str(ROOT))
 
-from app.finetune import end_jobs_on_exit  # noqa: E402
+from semlayer.finetune import end_jobs_on_exit  # noqa: E402
 from app.handlers import new_tab  # noqa: E402
 from app.model import load_model  # noqa: E402
 from app.tab import AppConfig  # noqa: E402

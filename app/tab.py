@@ -22,7 +22,7 @@ from semlayer.images import encode_png, read_image
 from semlayer.scene import AmodalScene
 from semlayer.workspace import EditSession
 
-from .finetune import FineTuneJob
+from semlayer.finetune import FineTuneJob
 from .model import Model, load_model
 
 VIEWS = ("visible", "occluded", "amodal")

@@ -79,6 +79,8 @@ def test_endpoints_are_exactly_the_script_api(client):
         "/adopt",
         "/adopt_missing",
         "/assist_propose_object",
+        "/review_next",
+        "/review_mark",
     }
 
 

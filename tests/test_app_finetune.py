@@ -46,10 +46,9 @@ def test_finetune_from_the_app_loads_the_new_checkpoint(base):
     tab = h.Tab(session=EditSession.open(cfg.workspace, data, cfg.images), checkpoint=str(cfg.checkpoint), cfg=cfg)
     tab.session.move(tab.session.scene.order_ids()[0], "back")
     job = h.start_finetune(tab)
-    assert job.out == tab.session.folder / "finetune-1"
-    assert job.command[job.command.index("--data") + 1] == str(
-        tab.session.folder / "exports" / "annotations.corrected.cocoa.json"
-    )
+    # Issue 19: a fine-tune is planned in runs/finetune-N, on the corrected images less the held-out ones.
+    assert job.out == tab.session.folder / "runs" / "finetune-1"
+    assert job.command[job.command.index("--data") + 1] == str(job.out / "train.cocoa.json")
     deadline = time.time() + 300
     while (progress := h.finetune_status(tab)).state == "running" and time.time() < deadline:
         time.sleep(0.5)
@@ -88,9 +87,15 @@ def test_a_per_class_model_fine_tunes_on_class_agnostic_cocoa_with_its_heads_mer
     tab = h.Tab(session=EditSession.open(cfg.workspace, data, cfg.images), checkpoint=str(cfg.checkpoint), cfg=cfg)
     with pytest.raises(h.UserError, match="nothing to fine-tune on"):
         h.start_finetune(tab)
-    tab.session.move(tab.session.scene.order_ids()[0], "back")
+    for index in (1, 0):  # both images corrected: the first is held out to compare the models on
+        tab.session.go_to(index)
+        tab.session.move(tab.session.scene.order_ids()[0], "back")
     job = h.start_finetune(tab)
-    assert job.note == "class-agnostic (the data has no categories): the model's 8 class heads merged into one"
+    # Issue 19: the note also says how many corrected images are held out.
+    assert job.note == (
+        "class-agnostic (the data has no categories): the model's 8 class heads merged into one; "
+        "1 of 2 corrected images held out to compare the models on"
+    )
     assert job.command[job.command.index("--init") + 1] == str(job.out / "init_class_agnostic.pt")
     deadline = time.time() + 300
     while (progress := h.finetune_status(tab)).state == "running" and time.time() < deadline:
@@ -100,6 +105,15 @@ def test_a_per_class_model_fine_tunes_on_class_agnostic_cocoa_with_its_heads_mer
     assert tuned["model"]["num_classes"] == 1 and tuned["data"]["class_agnostic"] and names == ["object"]
     # Every weight came from the given model (the class heads merged), none started afresh.
     assert "0 missing, 0 unexpected, 0 shape-mismatched" in (job.out / "stderr.txt").read_text()
+    # The page compares both models on the held-out image, uses the new one, and can go back.
+    assert tab.checkpoint == str(job.out / "last.pt") and h.model_choices(tab) == (False, True)
+    result = h.finetune_comparison(tab)
+    assert result.images == 1 and all(-1 <= ap <= 1 for ap in (result.old_ap, result.new_ap))
+    assert h.comparison_text(result).startswith("amodal AP on the 1 held-out corrected image(s): previous model ")
+    assert h.rollback_model(tab) == cfg.checkpoint and tab.checkpoint == str(cfg.checkpoint)
+    assert tab.model.checkpoint == str(cfg.checkpoint.resolve()) and h.model_choices(tab) == (True, False)
+    assert h.finetune_status(tab).state == "done" and tab.checkpoint == str(cfg.checkpoint)  # it stays there
+    assert tab.prediction().shape == tab.session.scene.shape
 
 
 def test_merged_class_heads_keep_the_background_and_average_the_classes(tmp_path):
@@ -107,7 +121,7 @@ def test_merged_class_heads_keep_the_background_and_average_the_classes(tmp_path
 
     import torch
 
-    from app.finetune import class_agnostic_checkpoint
+    from semlayer.finetune import class_agnostic_checkpoint
     from semlayer.model.checkpoint import read_checkpoint, save_checkpoint
     from semlayer.model import build_model
     from semlayer.model.build import load_init_weights

@@ -12,7 +12,8 @@ import pytest
 
 from app import handlers as h
 from app import render as r
-from app.finetune import FineTuneJob
+from semlayer.finetune import FineTuneJob, FineTunePlan, next_run_dir, prepare_finetune, runs_dir
+from semlayer.finetune import start_finetune as run_plan
 from app.model import Model, register_model
 from app.tab import FigureCache
 from semlayer.workspace import ConflictError, EditSession
@@ -363,6 +364,24 @@ def test_finetune_job_reports_progress_and_checkpoint(tmp_path):
     assert progress.checkpoint == out / "last.pt" and progress.fraction == 1.0
 
 
+def fake_plans(monkeypatch, command=()):
+    """``h.prepare_finetune`` standing in for the library's on the fake model (no checkpoint to read): it
+    refuses as the library does, else plans a run of ``command`` in ``runs/finetune-N`` with nothing held out."""
+    prepared = []
+
+    def prepare(session, checkpoint, train_config, iterations):
+        if not session.edited_indices():
+            return prepare_finetune(session, checkpoint, train_config, iterations)  # refuses, with its reason
+        out = next_run_dir(runs_dir(session.folder))
+        out.mkdir(parents=True)
+        prepared.append(out)
+        return FineTunePlan(out, list(command), Path(checkpoint), out / "train.cocoa.json", [], None, session.image_dir,
+                            iterations, "class-agnostic (the model is)")  # fmt: skip
+
+    monkeypatch.setattr(h, "prepare_finetune", prepare)
+    return prepared
+
+
 def test_finetune_from_the_app_cancel_and_failure(cfg, model_tab, tmp_path, monkeypatch):
     tab = model_tab
     script = tmp_path / "train.py"
@@ -370,26 +389,39 @@ def test_finetune_from_the_app_cancel_and_failure(cfg, model_tab, tmp_path, monk
     with pytest.raises(h.UserError, match="no training config"):
         h.start_finetune(tab)
     cfg.train_config = tmp_path / "tiny.yaml"
-    exported = {}
-    monkeypatch.setattr(h, "export", lambda t, fmt: exported.setdefault(fmt, tmp_path / "exp.json"))
+    prepared = fake_plans(monkeypatch)
     with pytest.raises(h.UserError, match="nothing to fine-tune on: no image of this dataset is corrected yet"):
         h.start_finetune(tab)
-    assert exported == {} and tab.job is None
+    assert prepared == [] and tab.job is None
     tab.session.move(2, "back")
-    job = h.start_finetune(
-        tab, [sys.executable, str(script), "1000", "0.05", "--out", str(tab.session.folder / "finetune-1")]
-    )
-    assert exported == {"cocoa": tmp_path / "exp.json"} and job.out.name == "finetune-1"
+    runs = tab.session.folder / "runs"
+    job = h.start_finetune(tab, [sys.executable, str(script), "1000", "0.05", "--out", str(runs / "finetune-1")])
+    assert prepared == [runs / "finetune-1"] and job.out == runs / "finetune-1"
     with pytest.raises(h.UserError, match="already running"):
         h.start_finetune(tab)
     h.cancel_finetune(tab)
     assert h.finetune_status(tab).state == "cancelled"
     # A finished run's checkpoint becomes the tab's model (already in the cache here: a fake).
-    ckpt = tab.session.folder / "finetune-2" / "last.pt"
+    ckpt = runs / "finetune-2" / "last.pt"
     register_model(str(ckpt), tab.model)
-    h.start_finetune(tab, [sys.executable, str(script), "2", "0", "--out", str(tab.session.folder / "finetune-2")])
+    h.start_finetune(tab, [sys.executable, str(script), "2", "0", "--out", str(runs / "finetune-2")])
     assert wait_for(tab.job, {"done"}).checkpoint == ckpt
     assert h.finetune_status(tab).state == "done" and tab.checkpoint == str(ckpt)
+    # One corrected image: all of it trained, so there is nothing to compare the models on, and the page says so.
+    assert h.comparison_text(h.finetune_comparison(tab)) == (
+        "no comparison: with 1 corrected image(s) none was held out from training (every 5th corrected image "
+        "is, once two are corrected); correct more images and fine-tune again to see how the new model does on "
+        "images it did not learn from"
+    )
+    fake = tmp_path / "fake.pt"
+    assert h.model_choices(tab) == (False, True)
+    assert h.rollback_model(tab) == fake and tab.checkpoint == str(fake)
+    assert h.finetune_status(tab).state == "done" and tab.checkpoint == str(fake)  # the tab stays on it
+    assert h.model_choices(tab) == (True, False)
+    assert h.use_finetuned(tab) == ckpt and tab.checkpoint == str(ckpt)
+    assert h.rollback_model(tab) == fake
+    with pytest.raises(h.UserError, match="no earlier model to go back to"):
+        h.rollback_model(tab)
     bad = [sys.executable, "-c", "import sys; sys.exit('config tiny.yaml: no such file')"]
     h.start_finetune(tab, bad)
     failed = wait_for(tab.job, {"failed"})
@@ -731,3 +763,34 @@ def test_the_figure_cache_evicts_by_bytes():
     assert (1,) not in cache and all((k,) in cache for k in (0, 2, 3)) and cache.nbytes == 900
     big = cache.picture((4,), lambda: np.zeros((100, 100, 3), np.uint8))
     assert [k for k in (0, 2, 3, 4) if (k,) in cache] == [4] and cache.nbytes == big.pixels.nbytes * 2
+
+
+def test_the_comparison_in_words_and_when_it_cannot_run(model_tab, tmp_path, monkeypatch):
+    tab = model_tab
+    monkeypatch.setattr(h, "COMPARISONS", {})
+    out = tmp_path / "run"
+    write = [sys.executable, "-c", f"open({str(out / 'last.pt')!r}, 'wb').write(b'x')"]
+    plan = FineTunePlan(out, write, Path(tab.checkpoint), out / "train.json", [0], out / "held_out.cocoa.json",
+                        tab.session.image_dir, 1, "")  # fmt: skip
+    monkeypatch.setitem(h.JOBS, tab.session.folder, run_plan(plan))
+    assert wait_for(tab.job, {"done"}).checkpoint == out / "last.pt"
+    compared = []
+
+    def compare(old, new, held_out, images):
+        compared.append((old, new, held_out, images))
+        return h.Comparison(0.25, 0.5, 1)
+
+    monkeypatch.setattr(h, "compare", compare)
+    assert h.comparison_text(h.finetune_comparison(tab)) == (
+        "amodal AP on the 1 held-out corrected image(s): previous model 0.250, new model 0.500 (better)"
+    )
+    assert compared == [(plan.base, out / "last.pt", plan.held_out_data, plan.images)]
+    assert h.finetune_comparison(tab) == h.Comparison(0.25, 0.5, 1) and len(compared) == 1  # computed once
+
+    def broken(*args):
+        raise ImageReadError("held/one.png", "a readable image")
+
+    h.COMPARISONS.clear()
+    monkeypatch.setattr(h, "compare", broken)
+    assert h.comparison_text(h.finetune_comparison(tab)) == "no comparison: held/one.png: a readable image"
+    assert h.comparison_text(h.Comparison(-1.0, -1.0, 2)) == "no comparison: the 2 held-out image(s) hold no object"

@@ -33,7 +33,7 @@ from app.model import Model, register_model
 from semlayer.workspace import EditSession
 from semlayer import synth
 from semlayer.images import MAX_PIXELS
-from tests.test_app_handlers import FakePredictor
+from tests.test_app_handlers import FakePredictor, fake_plans
 
 ROOT = Path(__file__).resolve().parents[1]
 USER, PASSWORD = "annotator", "pa:ss word"
@@ -352,7 +352,7 @@ def test_6_a_huge_declared_size_is_refused_and_the_server_stays_up(served):
 
 
 def test_7_one_fine_tune_at_a_time_on_the_server(served, monkeypatch):
-    monkeypatch.setattr(h, "train_command", lambda *a, **k: [sys.executable, "-c", "import time; time.sleep(60)"])
+    fake_plans(monkeypatch, [sys.executable, "-c", "import time; time.sleep(60)"])  # the model is a fake
     first, second = Page(served["url"]), Page(served["url"])
     tune = first.fn_index("fine-tune on corrected data")
     assert second.call(second.fn_index("Open dataset"), ["second.json", "images"]) is not None
@@ -373,7 +373,7 @@ def test_7_one_fine_tune_at_a_time_on_the_server(served, monkeypatch):
 CHILD = textwrap.dedent("""
     import os, sys, time
     sys.path.insert(0, sys.argv[1])
-    from app.finetune import FineTuneJob, end_jobs_on_exit
+    from semlayer.finetune import FineTuneJob, end_jobs_on_exit
     end_jobs_on_exit()
     job = FineTuneJob([sys.executable, "-c", "import time; time.sleep(120)"], sys.argv[2])
     print(job.proc.pid, flush=True)

@@ -18,7 +18,6 @@ INFERENCE_MODULES = {
     "app.__main__",
     "app.assist_layout",
     "app.assists",
-    "app.finetune",
     "app.handlers",
     "app.layers",
     "app.layout",

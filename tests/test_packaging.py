@@ -249,7 +249,7 @@ def test_pip_install_gives_working_commands_and_api(tmp_path, sources):
         [
             str(python),
             "-c",
-            "import app.main as m, app.finetune as f, app.security as s; "
+            "import app.main as m, semlayer.finetune as f, app.security as s; "
             "c = m.config_from_args(m.build_parser().parse_args([])); "
             "print(c.data, c.checkpoint, c.train_config, (f.ROOT / 'train.py').is_file(), c.workspace, "
             "s.allowed_paths(c)[1])",
